@@ -1,0 +1,158 @@
+use std::fmt;
+
+/// Result type of floe-engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in floe's core. Every bad input has its own
+/// variant so that callers can match on it; nothing is half-applied when one
+/// of these is returned from a write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Strict mode is on and the entity carries none of the partition key fields.
+    #[error("entity {entity} has no partition key: none of the fields [{}] is present and strict mode forbids a fallback", fields.join(", "))]
+    MissingPartitionKey {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// The fields that were looked for.
+        fields: Vec<String>,
+    },
+
+    /// The entity's data is not acceptable (not a JSON object, bad identifiers, ...).
+    #[error("invalid entity {entity}: {reason}")]
+    InvalidEntity {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Bytes that should have been JSON were not.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(#[from] serde_json::Error),
+
+    /// The serialized entity is larger than the configured limit.
+    #[error("payload of {size} bytes for {entity} exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// Size of the serialized state after the change.
+        size: usize,
+        /// Configured maximum.
+        limit: usize,
+    },
+
+    /// A shard id outside the topology.
+    #[error("unknown shard {shard}: the topology has {shard_count} shards")]
+    UnknownShard {
+        /// The shard asked for.
+        shard: u32,
+        /// Shards in the current topology.
+        shard_count: u32,
+    },
+
+    /// `expected_version` did not match the stored version.
+    #[error("version conflict on {entity}: expected version {expected}, found {actual}")]
+    VersionConflict {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// The version the caller expected.
+        expected: u64,
+        /// The version stored (0 when the entity does not exist).
+        actual: u64,
+    },
+
+    /// Create of an entity that already exists (and is not deleted).
+    #[error("entity {entity} already exists at version {version}")]
+    AlreadyExists {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// Its current version.
+        version: u64,
+    },
+
+    /// Update or delete of an entity that does not exist (or is deleted).
+    #[error("entity {entity} not found")]
+    NotFound {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+    },
+
+    /// A request routed with a topology version that is no longer current.
+    #[error("stale topology: request routed with version {routed}, current version is {current}")]
+    StaleTopology {
+        /// The version the request was routed with.
+        routed: u64,
+        /// The version in force.
+        current: u64,
+    },
+
+    /// A topology document that cannot be used.
+    #[error("invalid topology: {0}")]
+    InvalidTopology(String),
+
+    /// A configuration value that cannot be used.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// An event could not be encoded or decoded.
+    #[error("event codec: {0}")]
+    Codec(String),
+
+    /// The pipeline (the write-ahead log) failed.
+    #[error("pipeline {backend}: {message}")]
+    Pipeline {
+        /// Which backend (`file`, `kafka`).
+        backend: &'static str,
+        /// What happened.
+        message: String,
+        /// Whether the same call may succeed if tried again.
+        retryable: bool,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// An I/O error with what floe was doing at the time.
+    #[error("{context}: {source}")]
+    Io {
+        /// What floe was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The engine is shutting down or a shard worker has stopped.
+    #[error("floe is closed: {0}")]
+    Closed(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed if it is tried again unchanged.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Pipeline { retryable, .. } => *retryable,
+            Error::StaleTopology { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// `namespace/type/id`, the way errors name an entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityKeyDisplay(pub String);
+
+impl fmt::Display for EntityKeyDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

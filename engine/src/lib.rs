@@ -1,0 +1,20 @@
+//! floe's core: the entity and event model, partition keys, routing, topology,
+//! shard workers and the [`Pipeline`] trait that backends implement.
+//!
+//! The logic here is pure and synchronous where it can be (routing, key
+//! extraction, `apply`), so that the live path, recovery and migration replay
+//! share it; the shard workers are the only tasks, and they talk to the
+//! outside world through [`Pipeline`] alone.
+#![deny(missing_docs)]
+
+mod entity;
+mod error;
+mod event;
+mod json;
+mod pipeline;
+
+pub use entity::{Entity, EntityKey};
+pub use error::{EntityKeyDisplay, Error, Result};
+pub use event::{Event, EventKind, now_us};
+pub use json::Json;
+pub use pipeline::{Offset, Pipeline, Record, partition_for};

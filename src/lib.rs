@@ -1,0 +1,2 @@
+//! floe: an event-sourced sharding engine.
+#![deny(missing_docs)]
