@@ -7,14 +7,20 @@
 //! outside world through [`Pipeline`] alone.
 #![deny(missing_docs)]
 
+mod command;
 mod entity;
 mod error;
 mod event;
 mod json;
 mod pipeline;
+mod state;
+mod worker;
 
+pub use command::{Command, Operation, WriteAck, merge_patch};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
 pub use json::Json;
 pub use pipeline::{Offset, Pipeline, Record, partition_for};
+pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
+pub use worker::{DedupWindow, ShardConfig, ShardHandle, ShardStats, ShardWorker};

@@ -1,0 +1,441 @@
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::command::{Command, WriteAck};
+use crate::entity::{Entity, EntityKey};
+use crate::error::{Error, Result};
+use crate::event::{Event, now_us};
+use crate::pipeline::Pipeline;
+use crate::state::{PendingChanges, PrepareLimits, ShardState};
+
+/// How a shard worker behaves; the same for every shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Requests a shard's inbox holds before callers wait (back-pressure).
+    pub inbox_capacity: usize,
+    /// Most writes one group commit takes from the inbox.
+    pub max_batch: usize,
+    /// Caller idempotency keys remembered per shard; a retry whose key has
+    /// left the window is applied again (see docs/architecture.md).
+    pub dedup_window: usize,
+    /// Largest entity accepted, in bytes of JSON.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            inbox_capacity: 4096,
+            max_batch: 1024,
+            dedup_window: 16_384,
+            max_payload_bytes: 1 << 20,
+        }
+    }
+}
+
+impl ShardConfig {
+    /// Checks that every value is usable.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("shards.inbox_capacity", self.inbox_capacity),
+            ("shards.max_batch", self.max_batch),
+            ("shards.max_payload_bytes", self.max_payload_bytes),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(Error::InvalidConfig(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Caller idempotency keys a shard has acknowledged recently, with their
+/// outcomes. Bounded: the oldest key leaves when a new one arrives at capacity.
+#[derive(Debug, Default)]
+pub struct DedupWindow {
+    capacity: usize,
+    outcomes: HashMap<String, WriteAck>,
+    order: VecDeque<String>,
+}
+
+impl DedupWindow {
+    /// An empty window of `capacity` keys.
+    pub fn new(capacity: usize) -> Self {
+        DedupWindow {
+            capacity,
+            outcomes: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The outcome recorded for `key`.
+    pub fn get(&self, key: &str) -> Option<&WriteAck> {
+        self.outcomes.get(key)
+    }
+
+    /// Remembers an outcome, evicting the oldest key at capacity.
+    pub fn insert(&mut self, ack: WriteAck) {
+        if self.capacity == 0 || self.outcomes.contains_key(&ack.idempotency_key) {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.outcomes.remove(&oldest);
+        }
+        self.order.push_back(ack.idempotency_key.clone());
+        self.outcomes.insert(ack.idempotency_key.clone(), ack);
+    }
+
+    /// Remembers the outcome of a replayed event when its key came from a
+    /// caller (floe's derived keys need no window: they are unique per version).
+    pub fn observe(&mut self, event: &Event) {
+        let key = event.entity_key();
+        if event.idempotency_key != Event::derived_idempotency_key(&key, event.version) {
+            self.insert(ack_for(event, key));
+        }
+    }
+
+    /// Keys remembered.
+    pub fn len(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
+}
+
+fn ack_for(event: &Event, key: EntityKey) -> WriteAck {
+    WriteAck {
+        key,
+        version: event.version,
+        kind: event.kind,
+        event_id: event.event_id,
+        idempotency_key: event.idempotency_key.clone(),
+        shard: event.shard,
+    }
+}
+
+/// Counters a shard worker publishes after every batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard: u32,
+    /// Live entities.
+    pub entities: u64,
+    /// Bytes of live entity data.
+    pub bytes: u64,
+    /// Tombstones kept.
+    pub tombstones: u64,
+    /// Writes acknowledged since start.
+    pub writes: u64,
+    /// Writes refused since start (validation errors and pipeline failures).
+    pub write_errors: u64,
+    /// Group commits since start.
+    pub batches: u64,
+    /// Requests waiting in the inbox.
+    pub inbox_depth: u64,
+}
+
+enum Request {
+    Write {
+        command: Command,
+        routed_version: u64,
+        reply: oneshot::Sender<Result<WriteAck>>,
+    },
+    Get {
+        key: EntityKey,
+        reply: oneshot::Sender<Option<Entity>>,
+    },
+    List {
+        namespace: String,
+        entity_type: String,
+        after: Option<String>,
+        limit: usize,
+        reply: oneshot::Sender<Vec<Entity>>,
+    },
+    Stats {
+        reply: oneshot::Sender<ShardStats>,
+    },
+}
+
+/// The sending side of a shard's inbox. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    shard: u32,
+    inbox: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Write { command, .. } => write!(f, "Write({})", command.key),
+            Request::Get { key, .. } => write!(f, "Get({key})"),
+            Request::List { .. } => f.write_str("List"),
+            Request::Stats { .. } => f.write_str("Stats"),
+        }
+    }
+}
+
+impl ShardHandle {
+    /// The shard this handle reaches.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    async fn send(&self, request: Request) -> Result<()> {
+        self.inbox
+            .send(request)
+            .await
+            .map_err(|_| Error::Closed(format!("shard {} has stopped", self.shard)))
+    }
+
+    fn stopped(&self) -> Error {
+        Error::Closed(format!("shard {} stopped before replying", self.shard))
+    }
+
+    /// Sends a write and waits for its acknowledgement, which comes only after
+    /// the event is durable in the pipeline and applied.
+    pub async fn write(&self, command: Command, routed_version: u64) -> Result<WriteAck> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Write {
+            command,
+            routed_version,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
+    /// Reads one live entity.
+    pub async fn get(&self, key: EntityKey) -> Result<Option<Entity>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Get { key, reply }).await?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Lists live entities of a namespace and type in id order.
+    pub async fn list(
+        &self,
+        namespace: String,
+        entity_type: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::List {
+            namespace,
+            entity_type,
+            after,
+            limit,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// The shard's counters.
+    pub async fn stats(&self) -> Result<ShardStats> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Stats { reply }).await?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Requests queued in the inbox right now.
+    pub fn inbox_depth(&self) -> usize {
+        self.inbox.max_capacity() - self.inbox.capacity()
+    }
+}
+
+/// Everything a shard worker starts from.
+#[derive(Debug)]
+pub struct ShardWorker {
+    /// The shard's id.
+    pub shard: u32,
+    /// Its recovered state.
+    pub state: ShardState,
+    /// Its recovered idempotency window.
+    pub dedup: DedupWindow,
+    /// Where its events go.
+    pub pipeline: Arc<dyn Pipeline>,
+    /// Its settings.
+    pub config: ShardConfig,
+    /// The topology version in force; writes routed with another are refused
+    /// as stale so the caller re-routes them.
+    pub topology_version: Arc<AtomicU64>,
+}
+
+impl ShardWorker {
+    /// Starts the worker task. It runs until every handle is dropped, finishes
+    /// the requests already queued, and returns its state.
+    pub fn spawn(self) -> (ShardHandle, JoinHandle<ShardState>) {
+        let (tx, rx) = mpsc::channel(self.config.inbox_capacity);
+        let handle = ShardHandle {
+            shard: self.shard,
+            inbox: tx,
+        };
+        (handle, tokio::spawn(self.run(rx)))
+    }
+
+    async fn run(mut self, mut inbox: mpsc::Receiver<Request>) -> ShardState {
+        let mut stats = ShardStats {
+            shard: self.shard,
+            ..ShardStats::default()
+        };
+        let mut requests = Vec::with_capacity(self.config.max_batch);
+        while inbox.recv_many(&mut requests, self.config.max_batch).await > 0 {
+            stats.inbox_depth = inbox.len() as u64;
+            self.process(&mut requests, &mut stats).await;
+            requests.clear();
+        }
+        self.state
+    }
+
+    /// One group commit: answer reads, validate writes against the state plus
+    /// the batch's earlier writes, append all events in one call, wait until
+    /// durable, apply, reply.
+    async fn process(&mut self, requests: &mut Vec<Request>, stats: &mut ShardStats) {
+        let mut pending = PendingChanges::new();
+        let mut events = Vec::new();
+        let mut waiting: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
+        // A retry may arrive in the same batch as its original.
+        let mut batch_keys: HashMap<String, usize> = HashMap::new();
+        let mut duplicates: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
+        let limits = PrepareLimits {
+            max_payload_bytes: self.config.max_payload_bytes,
+        };
+        let now = now_us();
+        let current_version = self.topology_version.load(Ordering::Acquire);
+        for request in requests.drain(..) {
+            match request {
+                Request::Write {
+                    command,
+                    routed_version,
+                    reply,
+                } => {
+                    if routed_version != current_version {
+                        stats.write_errors += 1;
+                        let _ = reply.send(Err(Error::StaleTopology {
+                            routed: routed_version,
+                            current: current_version,
+                        }));
+                        continue;
+                    }
+                    if let Some(key) = &command.idempotency_key {
+                        if let Some(ack) = self.dedup.get(key) {
+                            let _ = reply.send(Ok(ack.clone()));
+                            continue;
+                        }
+                        if let Some(&index) = batch_keys.get(key) {
+                            duplicates.push((reply, index));
+                            continue;
+                        }
+                    }
+                    match self
+                        .state
+                        .prepare(&pending, &command, self.shard, now, limits)
+                    {
+                        Ok(event) => {
+                            pending.insert(command.key, (event.version, event.state.clone()));
+                            if let Some(key) = command.idempotency_key {
+                                batch_keys.insert(key, events.len());
+                            }
+                            waiting.push((reply, events.len()));
+                            events.push(event);
+                        }
+                        Err(error) => {
+                            stats.write_errors += 1;
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                }
+                Request::Get { key, reply } => {
+                    let _ = reply.send(self.state.get(&key));
+                }
+                Request::List {
+                    namespace,
+                    entity_type,
+                    after,
+                    limit,
+                    reply,
+                } => {
+                    let _ = reply.send(self.state.list(
+                        &namespace,
+                        &entity_type,
+                        after.as_deref(),
+                        limit,
+                    ));
+                }
+                Request::Stats { reply } => {
+                    stats.entities = self.state.live_entities();
+                    stats.bytes = self.state.live_bytes();
+                    stats.tombstones = self.state.tombstones();
+                    let _ = reply.send(*stats);
+                }
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        stats.batches += 1;
+        match self.pipeline.append(&events).await {
+            Ok(_) => {
+                let acks: Vec<WriteAck> = events
+                    .iter()
+                    .map(|event| {
+                        self.state.apply(event);
+                        ack_for(event, event.entity_key())
+                    })
+                    .collect();
+                for event in &events {
+                    self.dedup.observe(event);
+                }
+                stats.writes += events.len() as u64;
+                for (reply, index) in waiting.into_iter().chain(duplicates) {
+                    let _ = reply.send(Ok(acks[index].clone()));
+                }
+            }
+            Err(error) => {
+                // The outcome is unknown (some events may be durable); nothing
+                // is applied here, and a restart replays whatever was durable.
+                stats.write_errors += (waiting.len() + duplicates.len()) as u64;
+                tracing::warn!(shard = self.shard, %error, events = events.len(), "append failed");
+                for (reply, _) in waiting.into_iter().chain(duplicates) {
+                    let _ = reply.send(Err(copy_pipeline_error(&error)));
+                }
+            }
+        }
+    }
+}
+
+/// `Error` is not `Clone` (it may hold an `io::Error`); every caller of a
+/// failed batch gets the same message and retryability.
+fn copy_pipeline_error(error: &Error) -> Error {
+    match error {
+        Error::Pipeline {
+            backend,
+            message,
+            retryable,
+            ..
+        } => Error::Pipeline {
+            backend,
+            message: message.clone(),
+            retryable: *retryable,
+            source: None,
+        },
+        other => Error::Pipeline {
+            backend: "unknown",
+            message: other.to_string(),
+            retryable: other.is_retryable(),
+            source: None,
+        },
+    }
+}
