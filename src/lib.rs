@@ -1,2 +1,42 @@
 //! floe: an event-sourced sharding engine.
+//!
+//! Entities live in the memory of the shard that owns them. Every change is an
+//! idempotent event made durable in a pipeline (the embedded log here) before
+//! it is acknowledged, and opening a data directory rebuilds every shard from
+//! that pipeline.
+//!
+//! ```no_run
+//! # async fn demo() -> floe::Result<()> {
+//! use floe::{Config, EntityKey, Floe};
+//! use serde_json::json;
+//!
+//! let floe = Floe::open(Config::with_data_dir("/tmp/floe-example")).await?;
+//! let key = EntityKey::new("acme", "Customer", "c-1");
+//! let ack = floe.put(key.clone(), json!({ "name": "Ada" })).await?;
+//! assert_eq!(ack.version, 1);
+//! let customer = floe.get(&key).await?.expect("read your own write");
+//! println!("{} is on shard {}", customer.key, ack.shard);
+//! floe.close().await?;
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
+
+mod config;
+mod datadir;
+mod error;
+mod floe;
+mod recovery;
+
+pub use config::{
+    Config, FsyncMode, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig,
+};
+pub use error::{Error, Result};
+pub use floe::{Floe, WriteRequest};
+pub use recovery::RecoveryStats;
+
+pub use floe_engine::{
+    Entity, EntityKey, EventKind, HashFunction, KeyExtractor, PartitionKeySpec, RebalanceHint,
+    RoutingMetricsSnapshot, ShardConfig, ShardInfo, ShardLimits, ShardStats, ShardUtilization,
+    Strategy, Topology, WriteAck,
+};

@@ -165,6 +165,8 @@ enum Request {
     Stats {
         reply: oneshot::Sender<ShardStats>,
     },
+    /// Finish what is queued, refuse anything new, then stop.
+    Stop,
 }
 
 /// The sending side of a shard's inbox. Cloning is cheap.
@@ -181,6 +183,7 @@ impl std::fmt::Debug for Request {
             Request::Get { key, .. } => write!(f, "Get({key})"),
             Request::List { .. } => f.write_str("List"),
             Request::Stats { .. } => f.write_str("Stats"),
+            Request::Stop => f.write_str("Stop"),
         }
     }
 }
@@ -247,6 +250,13 @@ impl ShardHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Stats { reply }).await?;
         rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Asks the worker to stop once the requests queued before this one are
+    /// done; requests sent afterwards fail with [`Error::Closed`].
+    pub async fn stop(&self) {
+        // Already stopped is fine: stopping is idempotent.
+        let _ = self.inbox.send(Request::Stop).await;
     }
 
     /// Requests queued in the inbox right now.
@@ -380,6 +390,7 @@ impl ShardWorker {
                     stats.tombstones = self.state.tombstones();
                     let _ = reply.send(*stats);
                 }
+                Request::Stop => {}
             }
         }
         if events.is_empty() {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every floe test. Works on a fresh machine: it installs what the tests
+# need (cargo-nextest if missing) and reuses what an earlier run installed.
+#
+#   scripts/test.sh            lint + all tests
+#   FLOE_SKIP_LINT=1 scripts/test.sh   tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+fi
+
+if [[ -z "${FLOE_SKIP_LINT:-}" ]]; then
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+    log "cargo clippy"
+    cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+fi
+
+log "cargo nextest run"
+cargo nextest run --workspace --all-features --locked --no-fail-fast
+
+log "doc tests"
+cargo test --workspace --all-features --locked --doc

@@ -1,0 +1,282 @@
+//! `floe bench`: routing, ingest and reopen measurements.
+//!
+//! Each benchmark prints its details and ends with one headline line.
+//! Timings on a shared 2-core machine are noisy: compare figures from the
+//! same run (fsync on vs off, strategy vs strategy), not across runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use floe::{Config, EntityKey, Floe, FsyncMode, HashFunction, Strategy, Topology};
+use floe_engine::Router;
+use serde_json::{Value, json};
+
+use super::report;
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// Route lookup ns/key per strategy.
+    Route(RouteArgs),
+    /// Acknowledged writes/s through Floe with the embedded log, fsync on and off.
+    Ingest(IngestArgs),
+    /// Time to reopen a data directory (recovery from the log).
+    Reopen(ReopenArgs),
+}
+
+#[derive(Debug, Args)]
+struct RouteArgs {
+    /// Shards.
+    #[arg(long, default_value_t = 16)]
+    shards: u32,
+    /// Distinct keys looked up per round.
+    #[arg(long, default_value_t = 100_000)]
+    keys: usize,
+    /// Rounds over the keys.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// Acknowledged writes per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    writes: u64,
+    /// Concurrent callers, each writing one entity at a time.
+    #[arg(long, default_value_t = 512)]
+    callers: u64,
+    /// Shards.
+    #[arg(long, default_value_t = 16)]
+    shards: u32,
+    /// Approximate size of each entity's JSON.
+    #[arg(long, default_value_t = 500)]
+    payload_bytes: usize,
+    /// Which fsync modes to run: always, never or both (always first).
+    #[arg(long, default_value = "both")]
+    fsync: String,
+}
+
+#[derive(Debug, Args)]
+struct ReopenArgs {
+    /// Entities written before the reopen.
+    #[arg(long, default_value_t = 1_000_000)]
+    entities: u64,
+    /// Approximate size of each entity's JSON.
+    #[arg(long, default_value_t = 500)]
+    payload_bytes: usize,
+}
+
+pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    match args.which {
+        Which::Route(args) => route(args),
+        Which::Ingest(args) => ingest(config, args).await,
+        Which::Reopen(args) => reopen(config, args).await,
+    }
+}
+
+fn route(args: RouteArgs) -> anyhow::Result<()> {
+    let keys: Vec<String> = (0..args.keys).map(|i| format!("tenant-{i:07}")).collect();
+    let strategies = [
+        ("modulo (fnv1a)", HashFunction::Fnv1a, Strategy::Modulo),
+        ("jump (Lamping-Veach)", HashFunction::Xxh3, Strategy::Jump),
+        ("jump_back (Ertl)", HashFunction::Xxh3, Strategy::JumpBack),
+        (
+            "ring 150 vnodes",
+            HashFunction::Xxh3,
+            Strategy::Ring { virtual_nodes: 150 },
+        ),
+    ];
+    println!(
+        "route lookup at {} shards, {} keys x {} rounds (key hash included)",
+        args.shards, args.keys, args.rounds
+    );
+    let mut figures = Vec::new();
+    for (name, hash, strategy) in strategies {
+        let router = Router::new(Topology::new(args.shards, hash, strategy)?)?;
+        let ns = floe_engine::measure_route_ns(&router, &keys, args.rounds);
+        println!("  {name:<22} {ns:>6.1} ns/key");
+        figures.push((name, ns));
+    }
+    let find = |prefix: &str| {
+        figures
+            .iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map_or(f64::NAN, |(_, ns)| *ns)
+    };
+    println!(
+        "route: jump_back {:.1} ns/key, jump {:.1} ns/key, ring {:.1} ns/key, modulo {:.1} ns/key at {} shards",
+        find("jump_back"),
+        find("jump ("),
+        find("ring"),
+        find("modulo"),
+        args.shards
+    );
+    Ok(())
+}
+
+/// A JSON object of roughly `bytes` bytes, different per seed.
+fn payload(seed: u64, bytes: usize) -> Value {
+    let filler = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(bytes / 36 + 1);
+    let base = json!({
+        "customer": format!("customer-{}", seed % 100_000),
+        "status": "placed",
+        "total_cents": seed % 100_000,
+        "items": [{"sku": format!("sku-{}", seed % 977), "qty": 1 + seed % 4}],
+        "note": "",
+    });
+    let used = base.to_string().len();
+    let mut value = base;
+    value["note"] = Value::String(filler[..bytes.saturating_sub(used).min(filler.len())].to_string());
+    value
+}
+
+struct IngestFigures {
+    writes_per_s: f64,
+    histogram: hdrhistogram::Histogram<u64>,
+    writes_per_batch: f64,
+}
+
+async fn ingest_once(config: Config, args: &IngestArgs) -> anyhow::Result<IngestFigures> {
+    let floe = Floe::open(config).await?;
+    // A pool of payloads: the callers clone one per write, as a caller that
+    // builds its entity would pay for building it.
+    let pool: Arc<Vec<Value>> = Arc::new((0..1024).map(|i| payload(i, args.payload_bytes)).collect());
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..args.callers {
+        let (floe, pool, next) = (floe.clone(), pool.clone(), next.clone());
+        let total = args.writes;
+        callers.spawn(async move {
+            let mut histogram = report::latency_histogram();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let key = EntityKey::new(format!("tenant-{}", i % 10_000), "Order", format!("o-{i}"));
+                let data = pool[(i % 1024) as usize].clone();
+                let t = Instant::now();
+                floe.put(key, data).await?;
+                report::record(&mut histogram, t.elapsed());
+            }
+            anyhow::Ok(histogram)
+        });
+    }
+    let mut histogram = report::latency_histogram();
+    while let Some(joined) = callers.join_next().await {
+        histogram.add(joined??)?;
+    }
+    let elapsed = started.elapsed();
+    let batches: u64 = floe.shard_stats().await?.iter().map(|s| s.batches).sum();
+    floe.close().await?;
+    Ok(IngestFigures {
+        writes_per_s: report::per_second(args.writes, elapsed),
+        histogram,
+        writes_per_batch: args.writes as f64 / batches.max(1) as f64,
+    })
+}
+
+async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
+    let modes: Vec<FsyncMode> = match args.fsync.as_str() {
+        "always" => vec![FsyncMode::Always],
+        "never" => vec![FsyncMode::Never],
+        "both" => vec![FsyncMode::Always, FsyncMode::Never],
+        other => anyhow::bail!("--fsync must be always, never or both, not {other:?}"),
+    };
+    println!(
+        "ingest: {} puts of ~{} B JSON, {} callers, {} shards, embedded log",
+        args.writes, args.payload_bytes, args.callers, args.shards
+    );
+    let mut results = Vec::new();
+    for mode in modes {
+        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+        let mut config = config.clone();
+        config.data_dir = dir.path().to_path_buf();
+        config.pipeline = "file://".into();
+        config.topology.shards = args.shards;
+        config.log.fsync = mode;
+        let figures = ingest_once(config, &args).await?;
+        println!(
+            "  fsync {:<6} {:>10.0} acked writes/s  {}  ({:.0} writes per group commit)",
+            format!("{mode:?}").to_lowercase(),
+            figures.writes_per_s,
+            report::latency_summary(&figures.histogram),
+            figures.writes_per_batch
+        );
+        results.push((mode, figures));
+    }
+    let headline: Vec<String> = results
+        .iter()
+        .map(|(mode, f)| {
+            format!(
+                "fsync {} {:.0} writes/s p99 {:.2} ms",
+                format!("{mode:?}").to_lowercase(),
+                f.writes_per_s,
+                f.histogram.value_at_quantile(0.99) as f64 / 1000.0
+            )
+        })
+        .collect();
+    let ratio = match (results.first(), results.get(1)) {
+        (Some((_, always)), Some((_, never))) => format!(
+            "; durability costs {:.2}x",
+            never.writes_per_s / always.writes_per_s
+        ),
+        _ => String::new(),
+    };
+    println!("ingest: {}{ratio}", headline.join(", "));
+    Ok(())
+}
+
+async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let mut config = config;
+    config.data_dir = dir.path().to_path_buf();
+    config.pipeline = "file://".into();
+    config.log.fsync = FsyncMode::Never;
+    let fill = IngestArgs {
+        writes: args.entities,
+        callers: 256,
+        shards: config.topology.shards,
+        payload_bytes: args.payload_bytes,
+        fsync: "never".into(),
+    };
+    println!("reopen: filling {} entities of ~{} B", args.entities, args.payload_bytes);
+    ingest_once(config.clone(), &fill).await?;
+    let log_bytes = dir_size(&dir.path().join("log"));
+    let started = Instant::now();
+    let floe = Floe::open(config).await?;
+    let elapsed = started.elapsed();
+    let entities: u64 = floe.shard_stats().await?.iter().map(|s| s.entities).sum();
+    floe.close().await?;
+    anyhow::ensure!(entities == args.entities, "reopened {entities} entities, wrote {}", args.entities);
+    println!(
+        "reopen: {entities} entities ({:.0} MB of log) reopened in {:.2} s ({:.0} events/s)",
+        log_bytes as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        report::per_second(entities, elapsed)
+    );
+    Ok(())
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

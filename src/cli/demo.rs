@@ -1,0 +1,198 @@
+//! `floe demo`: a multi-tenant restaurant workload on an embedded deployment.
+//!
+//! Each restaurant is a tenant (namespace) and the partition key, so a
+//! restaurant's menu, items and orders live on one shard, as seed 001 shards
+//! a restaurant platform.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use floe::{Config, EntityKey, Floe, FsyncMode};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::report;
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Restaurants (tenants).
+    #[arg(long, default_value_t = 1000)]
+    restaurants: u32,
+    /// Menu items per restaurant.
+    #[arg(long, default_value_t = 10)]
+    items: u32,
+    /// Orders per restaurant; each is placed, prepared and delivered (some cancelled).
+    #[arg(long, default_value_t = 40)]
+    orders: u32,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 64)]
+    callers: u32,
+    /// Shards of a new deployment.
+    #[arg(long, default_value_t = 16)]
+    shards: u32,
+}
+
+const CUISINES: [&str; 8] = [
+    "thai", "pizza", "ramen", "tacos", "burgers", "sushi", "curry", "vegan",
+];
+const CITIES: [&str; 6] = ["Lisbon", "Austin", "Osaka", "Lagos", "Berlin", "Lima"];
+
+pub(crate) async fn run(mut config: Config, data_given: bool, args: DemoArgs) -> anyhow::Result<()> {
+    let _temp;
+    if !data_given {
+        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+        config.data_dir = dir.path().to_path_buf();
+        _temp = dir;
+    }
+    config.topology.shards = args.shards;
+    config.log.fsync = FsyncMode::Always;
+    println!(
+        "floe demo: {} restaurants x ({} menu items + {} orders) on {} shards, {} callers, data in {}",
+        args.restaurants,
+        args.items,
+        args.orders,
+        args.shards,
+        args.callers,
+        config.data_dir.display()
+    );
+    let floe = Floe::open(config.clone()).await?;
+    let topology = floe.topology();
+    println!(
+        "topology v{}: {} shards, {:?} routing, {:?} key hash; partition key = restaurant (namespace)",
+        topology.version, topology.shard_count, topology.strategy, topology.hash
+    );
+
+    let next = Arc::new(Mutex::new(0u32));
+    let histogram = Arc::new(std::sync::Mutex::new(report::latency_histogram()));
+    let started = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..args.callers {
+        let (floe, next, histogram) = (floe.clone(), next.clone(), histogram.clone());
+        let (items, orders) = (args.items, args.orders);
+        let restaurants = args.restaurants;
+        callers.spawn(async move {
+            let mut local = report::latency_histogram();
+            let mut writes = 0u64;
+            loop {
+                let restaurant = {
+                    let mut n = next.lock().await;
+                    if *n >= restaurants {
+                        break;
+                    }
+                    *n += 1;
+                    *n - 1
+                };
+                writes += restaurant_workload(&floe, restaurant, items, orders, &mut local).await?;
+            }
+            histogram
+                .lock()
+                .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?
+                .add(&local)?;
+            anyhow::Ok(writes)
+        });
+    }
+    let mut writes = 0;
+    while let Some(joined) = callers.join_next().await {
+        writes += joined??;
+    }
+    let elapsed = started.elapsed();
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?
+        .clone();
+
+    let stats = floe.shard_stats().await?;
+    let entities: Vec<u64> = stats.iter().map(|s| s.entities).collect();
+    println!("\nentities per shard:");
+    print!("{}", report::distribution(&entities));
+    let total_entities: u64 = entities.iter().sum();
+    let batches: u64 = stats.iter().map(|s| s.batches).sum();
+    println!(
+        "\n{writes} acknowledged writes in {:.2} s: {:.0} writes/s, {:.1} writes per group commit (fsync always)",
+        elapsed.as_secs_f64(),
+        report::per_second(writes, elapsed),
+        writes as f64 / batches.max(1) as f64
+    );
+    println!("ack latency: {}", report::latency_summary(&histogram));
+    let sample = EntityKey::new("restaurant-0007", "Order", "order-0003");
+    if let Some(order) = floe.get(&sample).await? {
+        println!("read back {} v{}: {}", order.key, order.version, order.data);
+    }
+    for hint in floe.rebalance_hints() {
+        println!("rebalance hint: {hint:?}");
+    }
+    floe.close().await?;
+
+    let reopen = Instant::now();
+    let reopened = Floe::open(config).await?;
+    let recovered: u64 = reopened.shard_stats().await?.iter().map(|s| s.entities).sum();
+    println!(
+        "reopened in {:.0} ms: replayed {} events, {recovered} entities (before close: {total_entities})",
+        reopen.elapsed().as_secs_f64() * 1000.0,
+        reopened.recovery_stats().events
+    );
+    reopened.close().await?;
+    anyhow::ensure!(recovered == total_entities, "recovery lost entities");
+    println!(
+        "demo: {:.0} acked writes/s, p99 ack {:.2} ms across {} shards",
+        report::per_second(writes, elapsed),
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        entities.len()
+    );
+    Ok(())
+}
+
+/// One restaurant's day: its profile, its menu, and orders that move through
+/// placed -> preparing -> delivered, with every tenth cancelled (deleted).
+async fn restaurant_workload(
+    floe: &Floe,
+    restaurant: u32,
+    items: u32,
+    orders: u32,
+    histogram: &mut hdrhistogram::Histogram<u64>,
+) -> anyhow::Result<u64> {
+    let ns = format!("restaurant-{restaurant:04}");
+    let mut writes = 0u64;
+    let h = histogram;
+    let cuisine = CUISINES[restaurant as usize % CUISINES.len()];
+    let city = CITIES[restaurant as usize % CITIES.len()];
+    timed(h, &mut writes, floe.put(
+        EntityKey::new(&ns, "Restaurant", "profile"),
+        json!({ "name": format!("{cuisine} place #{restaurant}"), "cuisine": cuisine, "city": city, "open": true }),
+    )).await?;
+    for item in 0..items {
+        timed(h, &mut writes, floe.put(
+            EntityKey::new(&ns, "MenuItem", format!("item-{item:02}")),
+            json!({ "name": format!("{cuisine} dish {item}"), "price_cents": 500 + (item * 137 + restaurant) % 2500, "available": true }),
+        )).await?;
+    }
+    for order in 0..orders {
+        let key = EntityKey::new(&ns, "Order", format!("order-{order:04}"));
+        let item = (order * 7 + restaurant) % items.max(1);
+        timed(h, &mut writes, floe.create(
+            key.clone(),
+            json!({ "status": "placed", "items": [{ "item": format!("item-{item:02}"), "qty": 1 + order % 3 }], "total_cents": 1200 + order * 10, "customer": format!("customer-{}", (order * 31 + restaurant) % 5000) }),
+        )).await?;
+        if order % 10 == 9 {
+            timed(h, &mut writes, floe.delete(key)).await?;
+            continue;
+        }
+        timed(h, &mut writes, floe.update(key.clone(), json!({ "status": "preparing" }))).await?;
+        timed(h, &mut writes, floe.update(key, json!({ "status": "delivered", "delivered_after_s": 600 + order % 1200 }))).await?;
+    }
+    Ok(writes)
+}
+
+async fn timed(
+    histogram: &mut hdrhistogram::Histogram<u64>,
+    writes: &mut u64,
+    write: impl Future<Output = floe::Result<floe::WriteAck>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    write.await?;
+    report::record(histogram, started.elapsed());
+    *writes += 1;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Subcommands of the `floe` binary.
+
+mod bench;
+mod demo;
+mod entity;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use floe::Config;
+
+/// floe: an event-sourced sharding engine.
+#[derive(Debug, Parser)]
+#[command(name = "floe", version, about)]
+struct Cli {
+    /// A TOML configuration file (see docs/configuration.md).
+    #[arg(long, global = true, env = "FLOE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// The data directory (overrides `data_dir` of the configuration).
+    #[arg(long = "data", global = true, env = "FLOE_DATA")]
+    data: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or replace an entity.
+    Put(entity::PutArgs),
+    /// Apply a JSON merge patch to an entity.
+    Update(entity::UpdateArgs),
+    /// Print an entity as JSON.
+    Get(entity::GetArgs),
+    /// Delete an entity.
+    Delete(entity::DeleteArgs),
+    /// List the entities of a namespace and type.
+    List(entity::ListArgs),
+    /// Show which shard a partition key routes to.
+    ShardForKey(entity::ShardForKeyArgs),
+    /// Print the topology document.
+    Topology,
+    /// Print per-shard statistics and rebalance hints.
+    Stats,
+    /// Run a multi-tenant restaurant workload on an embedded deployment.
+    Demo(demo::DemoArgs),
+    /// Measure routing, ingest and reopen speed.
+    Bench(bench::BenchArgs),
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(cli.config.as_deref(), cli.data.as_deref())?;
+    match cli.command {
+        Command::Put(args) => entity::put(config, args).await,
+        Command::Update(args) => entity::update(config, args).await,
+        Command::Get(args) => entity::get(config, args).await,
+        Command::Delete(args) => entity::delete(config, args).await,
+        Command::List(args) => entity::list(config, args).await,
+        Command::ShardForKey(args) => entity::shard_for_key(config, args).await,
+        Command::Topology => entity::topology(config).await,
+        Command::Stats => entity::stats(config).await,
+        Command::Demo(args) => demo::run(config, cli.data.is_some(), args).await,
+        Command::Bench(args) => bench::run(config, args).await,
+    }
+}
+
+fn load_config(file: Option<&std::path::Path>, data: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let mut config = match file {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(data) = data {
+        config.data_dir = data.to_path_buf();
+    }
+    config.validate().context("checking the configuration")?;
+    Ok(config)
+}

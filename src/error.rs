@@ -1,0 +1,77 @@
+use std::path::PathBuf;
+
+/// Result type of the `floe` crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the assembled system. Everything the engine reports (bad input,
+/// version conflicts, pipeline failures) arrives as [`Error::Engine`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from the engine: bad input, conflicts, routing, the pipeline.
+    #[error(transparent)]
+    Engine(#[from] floe_engine::Error),
+
+    /// Another process holds the data directory.
+    #[error("data directory {} is in use by another floe process ({holder}); stop it or use another --data directory", path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
+
+    /// A configuration file that cannot be read or parsed.
+    #[error("configuration file {}: {message}", path.display())]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A configuration value that cannot be used.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// An I/O failure with what floe was doing.
+    #[error("{context}: {source}")]
+    Io {
+        /// What floe was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if it is tried again unchanged.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Engine(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// The engine error inside, if this is one.
+    pub fn as_engine(&self) -> Option<&floe_engine::Error> {
+        match self {
+            Error::Engine(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<floe_emitter::Error> for Error {
+    fn from(e: floe_emitter::Error) -> Self {
+        Error::Engine(e.into())
+    }
+}

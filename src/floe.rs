@@ -1,0 +1,501 @@
+//! [`Floe`]: the assembled engine on one machine.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use floe_emitter::FileLog;
+use floe_engine::{
+    AccessKind, Command, Entity, EntityKey, Json, KeyExtractor, LoadTracker, Operation, Pipeline,
+    RebalanceHint, Router, RoutingMetrics, RoutingMetricsSnapshot, ShardConfig, ShardHandle,
+    ShardInfo, ShardState, ShardStats, ShardUtilization, ShardWorker, Topology, WriteAck,
+};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, PipelineUrl};
+use crate::datadir::{self, DirLock};
+use crate::error::{Error, Result};
+use crate::recovery::{self, RecoveryStats};
+
+/// Longest namespace, type or id accepted, in bytes.
+const MAX_NAME_BYTES: usize = 512;
+/// How often a write is re-routed after its shard reports a topology change.
+const MAX_REROUTES: usize = 3;
+
+/// A write, with every option. Build one with [`WriteRequest::create`],
+/// [`WriteRequest::upsert`], [`WriteRequest::update`] or [`WriteRequest::delete`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRequest {
+    key: EntityKey,
+    op: WriteOp,
+    expected_version: Option<u64>,
+    idempotency_key: Option<String>,
+    partition_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum WriteOp {
+    Create(Value),
+    Upsert(Value),
+    Update(Value),
+    Delete,
+}
+
+impl WriteRequest {
+    fn new(key: EntityKey, op: WriteOp) -> Self {
+        WriteRequest {
+            key,
+            op,
+            expected_version: None,
+            idempotency_key: None,
+            partition_key: None,
+        }
+    }
+
+    /// Creates an entity; fails if it exists.
+    pub fn create(key: EntityKey, data: Value) -> Self {
+        Self::new(key, WriteOp::Create(data))
+    }
+
+    /// Creates or replaces an entity.
+    pub fn upsert(key: EntityKey, data: Value) -> Self {
+        Self::new(key, WriteOp::Upsert(data))
+    }
+
+    /// Applies a JSON merge patch (RFC 7386) to an existing entity.
+    pub fn update(key: EntityKey, patch: Value) -> Self {
+        Self::new(key, WriteOp::Update(patch))
+    }
+
+    /// Deletes an existing entity.
+    pub fn delete(key: EntityKey) -> Self {
+        Self::new(key, WriteOp::Delete)
+    }
+
+    /// Fails with a version conflict unless the entity is at `version`
+    /// (0: must not exist).
+    pub fn expected_version(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+
+    /// A key that makes retries safe: a second write with the same key
+    /// returns the first one's outcome and emits nothing.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Routes by this partition key instead of extracting it; needed for
+    /// updates and deletes when the key comes from data fields.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+}
+
+/// floe on one machine: shard workers over the embedded log.
+///
+/// Cloning is cheap; every clone drives the same shards. Writes are
+/// acknowledged only once their event is durable in the pipeline.
+#[derive(Debug, Clone)]
+pub struct Floe {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    router: RwLock<Arc<Router>>,
+    topology_version: Arc<AtomicU64>,
+    extractor: KeyExtractor,
+    shards: Vec<ShardHandle>,
+    workers: Mutex<Vec<JoinHandle<ShardState>>>,
+    pipeline: Arc<dyn Pipeline>,
+    routing_metrics: RoutingMetrics,
+    load: Arc<LoadTracker>,
+    recovery: RecoveryStats,
+    started: Instant,
+    closed: AtomicBool,
+    _lock: DirLock,
+}
+
+impl Floe {
+    /// Opens (or creates) the data directory, rebuilds every shard's state
+    /// from the pipeline and starts one worker per shard.
+    pub async fn open(config: Config) -> Result<Floe> {
+        Self::open_with(config, None).await
+    }
+
+    /// [`Floe::open`] with a custom partition-key extractor (for example a
+    /// function that routes child entities by their parent's id).
+    pub async fn open_with_extractor(config: Config, extractor: KeyExtractor) -> Result<Floe> {
+        Self::open_with(config, Some(extractor)).await
+    }
+
+    async fn open_with(config: Config, extractor: Option<KeyExtractor>) -> Result<Floe> {
+        config.validate()?;
+        let lock = DirLock::acquire(&config.data_dir)?;
+        let topology = match datadir::load_topology(&config.data_dir)? {
+            Some(topology) => {
+                if topology.shard_count != config.topology.shards {
+                    tracing::info!(
+                        persisted = topology.shard_count,
+                        configured = config.topology.shards,
+                        "the data directory keeps its persisted topology; the configured one applies only to new directories"
+                    );
+                }
+                topology
+            }
+            None => {
+                let topology = config.topology.initial()?;
+                datadir::store_topology(&config.data_dir, &topology)?;
+                topology
+            }
+        };
+        let pipeline: Arc<dyn Pipeline> = match config.pipeline_url()? {
+            PipelineUrl::File(dir) => {
+                let options = config.log.options();
+                Arc::new(
+                    tokio::task::spawn_blocking(move || FileLog::open(&dir, options))
+                        .await
+                        .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))??,
+                )
+            }
+        };
+        let router = Arc::new(Router::new(topology)?);
+        let started = Instant::now();
+        let (recovered, recovery) =
+            recovery::recover(pipeline.clone(), router.clone(), config.shards.dedup_window)
+                .await?;
+        tracing::info!(
+            events = recovery.events,
+            applied = recovery.applied,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered shard state from the pipeline"
+        );
+        let topology_version = Arc::new(AtomicU64::new(router.topology().version));
+        let shard_count = router.topology().shard_count;
+        let load = Arc::new(LoadTracker::new(shard_count));
+        let mut shards = Vec::with_capacity(recovered.len());
+        let mut workers = Vec::with_capacity(recovered.len());
+        for (shard, recovered) in (0u32..).zip(recovered) {
+            load.set_entity_stats(
+                shard,
+                recovered.state.live_entities(),
+                recovered.state.live_bytes(),
+            );
+            let (handle, worker) = ShardWorker {
+                shard,
+                state: recovered.state,
+                dedup: recovered.dedup,
+                pipeline: pipeline.clone(),
+                config: config.shards,
+                topology_version: topology_version.clone(),
+            }
+            .spawn();
+            shards.push(handle);
+            workers.push(worker);
+        }
+        Ok(Floe {
+            inner: Arc::new(Inner {
+                extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
+                config,
+                router: RwLock::new(router),
+                topology_version,
+                shards,
+                workers: Mutex::new(workers),
+                pipeline,
+                routing_metrics: RoutingMetrics::new(shard_count),
+                load,
+                recovery,
+                started: Instant::now(),
+                closed: AtomicBool::new(false),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The configuration floe was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Creates an entity.
+    pub async fn create(&self, key: EntityKey, data: Value) -> Result<WriteAck> {
+        self.write(WriteRequest::create(key, data)).await
+    }
+
+    /// Creates or replaces an entity.
+    pub async fn put(&self, key: EntityKey, data: Value) -> Result<WriteAck> {
+        self.write(WriteRequest::upsert(key, data)).await
+    }
+
+    /// Applies a JSON merge patch to an entity.
+    pub async fn update(&self, key: EntityKey, patch: Value) -> Result<WriteAck> {
+        self.write(WriteRequest::update(key, patch)).await
+    }
+
+    /// Deletes an entity.
+    pub async fn delete(&self, key: EntityKey) -> Result<WriteAck> {
+        self.write(WriteRequest::delete(key)).await
+    }
+
+    /// Performs a write; returns once its event is durable and applied.
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
+        self.check_open()?;
+        check_key(&request.key)?;
+        let limit = self.inner.config.shards.max_payload_bytes;
+        let (op, data) = match request.op {
+            WriteOp::Create(value) => {
+                let json = to_json(&request.key, &value, limit)?;
+                (Operation::Create(json), Some(value))
+            }
+            WriteOp::Upsert(value) => {
+                let json = to_json(&request.key, &value, limit)?;
+                (Operation::Upsert(json), Some(value))
+            }
+            WriteOp::Update(patch) => {
+                if !patch.is_object() {
+                    return Err(floe_engine::Error::InvalidEntity {
+                        entity: display(&request.key),
+                        reason: "a merge patch must be a JSON object".into(),
+                    }
+                    .into());
+                }
+                (Operation::Update(patch.clone()), Some(patch))
+            }
+            WriteOp::Delete => (Operation::Delete, None),
+        };
+        let partition_key = match request.partition_key {
+            Some(key) => key,
+            None => self.inner.extractor.extract(&request.key, data.as_ref())?,
+        };
+        let mut command = Command {
+            key: request.key,
+            op,
+            expected_version: request.expected_version,
+            idempotency_key: request.idempotency_key,
+            partition_key,
+            key_hash: 0,
+        };
+        let mut attempts = 0;
+        loop {
+            let router = self.router();
+            command.key_hash = router.key_hash(&command.partition_key);
+            let shard = router.route(&command.partition_key, command.key_hash);
+            self.inner.routing_metrics.record(shard);
+            self.inner
+                .load
+                .record_access(shard, AccessKind::Write, self.now_ms());
+            let version = router.topology().version;
+            match self.inner.shards[shard as usize]
+                .write(command.clone(), version)
+                .await
+            {
+                Err(floe_engine::Error::StaleTopology { .. }) if attempts < MAX_REROUTES => {
+                    attempts += 1;
+                }
+                Err(e) => {
+                    self.inner.routing_metrics.record_error();
+                    return Err(e.into());
+                }
+                Ok(ack) => return Ok(ack),
+            }
+        }
+    }
+
+    /// Reads a live entity from the shard that owns it (so a caller always
+    /// reads its own acknowledged writes).
+    pub async fn get(&self, key: &EntityKey) -> Result<Option<Entity>> {
+        let partition_key = self.inner.extractor.extract(key, None)?;
+        self.get_routed(key, &partition_key).await
+    }
+
+    /// [`Floe::get`] for entities whose partition key comes from their data.
+    pub async fn get_routed(&self, key: &EntityKey, partition_key: &str) -> Result<Option<Entity>> {
+        self.check_open()?;
+        let router = self.router();
+        let shard = router.route(partition_key, router.key_hash(partition_key));
+        self.inner
+            .load
+            .record_access(shard, AccessKind::Read, self.now_ms());
+        Ok(self.inner.shards[shard as usize].get(key.clone()).await?)
+    }
+
+    /// Live entities of a namespace and type in id order, after `after`, at
+    /// most `limit`; asks every shard and merges.
+    pub async fn list(
+        &self,
+        namespace: &str,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
+        self.check_open()?;
+        let requests = self.inner.shards.iter().map(|shard| {
+            shard.list(
+                namespace.to_string(),
+                entity_type.to_string(),
+                after.map(str::to_string),
+                limit,
+            )
+        });
+        let mut all = Vec::new();
+        for page in futures::future::join_all(requests).await {
+            all.extend(page?);
+        }
+        all.sort_by(|a, b| a.key.id.cmp(&b.key.id));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Where a partition key routes under the current topology.
+    pub fn shard_for_key(&self, partition_key: &str) -> ShardInfo {
+        self.router().shard_info(partition_key)
+    }
+
+    /// The partition key floe would use for an entity with this data.
+    pub fn partition_key_of(&self, key: &EntityKey, data: Option<&Value>) -> Result<String> {
+        Ok(self.inner.extractor.extract(key, data)?)
+    }
+
+    /// The topology in force.
+    pub fn topology(&self) -> Topology {
+        self.router().topology().clone()
+    }
+
+    /// Counters of every shard.
+    pub async fn shard_stats(&self) -> Result<Vec<ShardStats>> {
+        let mut stats = Vec::with_capacity(self.inner.shards.len());
+        for page in futures::future::join_all(self.inner.shards.iter().map(|s| s.stats())).await {
+            let page = page?;
+            self.inner
+                .load
+                .set_entity_stats(page.shard, page.entities, page.bytes);
+            stats.push(page);
+        }
+        Ok(stats)
+    }
+
+    /// Routing counters since open.
+    pub fn routing_metrics(&self) -> RoutingMetricsSnapshot {
+        self.inner.routing_metrics.snapshot()
+    }
+
+    /// Shards with more than `threshold` accesses in the last `window_ms`.
+    pub fn hot_shards(&self, threshold: u64, window_ms: u64) -> Vec<u32> {
+        self.inner
+            .load
+            .hot_shards(threshold, window_ms, self.now_ms())
+    }
+
+    /// Entity and byte utilization of every shard against the configured limits
+    /// (as of the last [`Floe::shard_stats`] call or open).
+    pub fn utilization(&self) -> Vec<ShardUtilization> {
+        self.inner.load.utilization(&self.inner.config.limits)
+    }
+
+    /// Split and merge hints from the configured limits.
+    pub fn rebalance_hints(&self) -> Vec<RebalanceHint> {
+        self.inner.load.rebalance_hints(&self.inner.config.limits)
+    }
+
+    /// What recovery replayed when this instance opened.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.inner.recovery
+    }
+
+    /// The shard worker settings in force.
+    pub fn shard_config(&self) -> ShardConfig {
+        self.inner.config.shards
+    }
+
+    /// The pipeline this instance writes to.
+    pub fn pipeline(&self) -> Arc<dyn Pipeline> {
+        self.inner.pipeline.clone()
+    }
+
+    /// Stops accepting requests, lets every shard finish what is queued,
+    /// then closes the pipeline. Idempotent.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        for shard in &self.inner.shards {
+            shard.stop().await;
+        }
+        let workers = std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for worker in workers {
+            if let Err(e) = worker.await {
+                tracing::error!(error = %e, "a shard worker panicked");
+            }
+        }
+        self.inner.pipeline.close().await?;
+        Ok(())
+    }
+
+    fn router(&self) -> Arc<Router> {
+        self.inner
+            .router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(floe_engine::Error::Closed("floe has been closed".into()).into());
+        }
+        Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+}
+
+fn display(key: &EntityKey) -> floe_engine::EntityKeyDisplay {
+    floe_engine::EntityKeyDisplay(key.to_string())
+}
+
+fn check_key(key: &EntityKey) -> Result<()> {
+    for (what, value) in [
+        ("namespace", &key.namespace),
+        ("type", &key.entity_type),
+        ("id", &key.id),
+    ] {
+        let reason = if value.is_empty() {
+            format!("{what} must not be empty")
+        } else if value.len() > MAX_NAME_BYTES {
+            format!("{what} is {} bytes, more than {MAX_NAME_BYTES}", value.len())
+        } else if value.chars().any(char::is_control) {
+            format!("{what} contains a control character")
+        } else {
+            continue;
+        };
+        return Err(floe_engine::Error::InvalidEntity {
+            entity: display(key),
+            reason,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn to_json(key: &EntityKey, value: &Value, limit: usize) -> Result<Json> {
+    let json = Json::from_value(value).map_err(|e| floe_engine::Error::InvalidEntity {
+        entity: display(key),
+        reason: e.to_string(),
+    })?;
+    if json.len() > limit {
+        return Err(floe_engine::Error::PayloadTooLarge {
+            entity: display(key),
+            size: json.len(),
+            limit,
+        }
+        .into());
+    }
+    Ok(json)
+}
