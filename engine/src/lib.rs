@@ -7,12 +7,17 @@
 //! outside world through [`Pipeline`] alone.
 #![deny(missing_docs)]
 
+mod assigner;
 mod entity;
 mod error;
 mod event;
 mod json;
 mod pipeline;
 
+pub use assigner::{
+    AccessKind, HintKind, KeyExtractor, KeyField, KeyFn, LoadTracker, PartitionKeySpec, Priority,
+    RebalanceHint, ShardAccess, ShardLimits, ShardStats, ShardUtilization,
+};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
