@@ -9,8 +9,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Strict mode is on and the entity carries none of the partition key fields.
-    #[error("entity {entity} has no partition key: none of the fields [{}] is present and strict mode forbids a fallback", fields.join(", "))]
+    /// No partition key could be read: the key fields (and the fallback) are
+    /// missing and strict mode forbids routing by id, or the request did not
+    /// carry the entity data that the key is read from.
+    #[error("entity {entity} has no partition key: none of the fields [{}] is present (strict mode forbids routing by id; a request without the entity's data must carry its partition key)", fields.join(", "))]
     MissingPartitionKey {
         /// `namespace/type/id` of the entity.
         entity: EntityKeyDisplay,

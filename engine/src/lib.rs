@@ -7,6 +7,7 @@
 //! outside world through [`Pipeline`] alone.
 #![deny(missing_docs)]
 
+mod assigner;
 mod command;
 mod entity;
 mod error;
@@ -16,6 +17,10 @@ mod pipeline;
 mod state;
 mod worker;
 
+pub use assigner::{
+    AccessKind, HintKind, KeyExtractor, KeyField, KeyFn, LoadTracker, PartitionKeySpec, Priority,
+    RebalanceHint, ShardAccess, ShardLimits, ShardTotals, ShardUtilization,
+};
 pub use command::{Command, Operation, WriteAck, merge_patch};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
