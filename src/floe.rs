@@ -379,6 +379,17 @@ impl Floe {
         Ok(stats)
     }
 
+    /// Counters of one shard.
+    pub async fn shard(&self, shard: u32) -> Result<ShardStats> {
+        let handle = self.inner.shards.get(shard as usize).ok_or(
+            floe_engine::Error::UnknownShard {
+                shard,
+                shard_count: self.inner.shards.len() as u32,
+            },
+        )?;
+        Ok(handle.stats().await?)
+    }
+
     /// Routing counters since open.
     pub fn routing_metrics(&self) -> RoutingMetricsSnapshot {
         self.inner.routing_metrics.snapshot()
