@@ -12,9 +12,16 @@ mod error;
 mod event;
 mod json;
 mod pipeline;
+mod routing;
+mod topology;
 
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
 pub use json::Json;
 pub use pipeline::{Offset, Pipeline, Record, partition_for};
+pub use routing::{
+    HashFunction, KeyTransform, RangeBound, RangeKey, RangeRule, RoutedBy, Router, RoutingMetrics,
+    RoutingMetricsSnapshot, ShardInfo, Strategy, measure_route_ns, shard_name,
+};
+pub use topology::{MAX_SHARDS, Topology};
