@@ -14,6 +14,8 @@ mod error;
 mod event;
 mod json;
 mod pipeline;
+mod routing;
+mod topology;
 mod state;
 mod worker;
 
@@ -27,5 +29,10 @@ pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
 pub use json::Json;
 pub use pipeline::{Offset, Pipeline, Record, partition_for};
+pub use routing::{
+    HashFunction, KeyTransform, RangeBound, RangeKey, RangeRule, RoutedBy, Router, RoutingMetrics,
+    RoutingMetricsSnapshot, ShardInfo, Strategy, measure_route_ns, shard_name,
+};
+pub use topology::{MAX_SHARDS, Topology};
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
 pub use worker::{DedupWindow, ShardConfig, ShardHandle, ShardStats, ShardWorker};
