@@ -7,12 +7,14 @@
 //! outside world through [`Pipeline`] alone.
 #![deny(missing_docs)]
 
+mod codec;
 mod entity;
 mod error;
 mod event;
 mod json;
 mod pipeline;
 
+pub use codec::{decode_event, encode_event};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
