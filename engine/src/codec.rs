@@ -31,6 +31,24 @@ use crate::json::Json;
 /// decoding the old ones.
 const FORMAT_V1: u8 = 1;
 
+/// The exact number of bytes [`encode_event`] appends for `event`.
+pub fn encoded_len(event: &Event) -> usize {
+    1 + 16
+        + 1
+        + 5 * 4
+        + event.idempotency_key.len()
+        + event.namespace.len()
+        + event.entity_type.len()
+        + event.entity_id.len()
+        + event.partition_key.len()
+        + 8
+        + 4
+        + 8
+        + 8
+        + 1
+        + event.state.as_ref().map_or(0, |s| 4 + s.len())
+}
+
 /// Appends the binary encoding of `event` to `out`.
 ///
 /// # Panics
@@ -38,23 +56,7 @@ const FORMAT_V1: u8 = 1;
 /// If a string of the event is 4 GiB or longer (its length does not fit the
 /// `u32` prefix); callers bound payloads far below that.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
-    let state_len = event.state.as_ref().map_or(0, |s| s.len() + 4);
-    out.reserve(
-        1 + 16
-            + 1
-            + 5 * 4
-            + event.idempotency_key.len()
-            + event.namespace.len()
-            + event.entity_type.len()
-            + event.entity_id.len()
-            + event.partition_key.len()
-            + 8
-            + 4
-            + 8
-            + 8
-            + 1
-            + state_len,
-    );
+    out.reserve(encoded_len(event));
     out.push(FORMAT_V1);
     out.extend_from_slice(event.event_id.as_bytes());
     out.push(kind_byte(event.kind));
@@ -237,6 +239,7 @@ mod tests {
             let mut buf = vec![0xAA]; // encoding appends: keep what was there
             encode_event(&event, &mut buf);
             prop_assert_eq!(buf[0], 0xAA);
+            prop_assert_eq!(buf.len() - 1, encoded_len(&event));
             let back = decode_event(&buf[1..]).unwrap();
             prop_assert_eq!(back, event);
         }

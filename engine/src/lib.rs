@@ -14,7 +14,7 @@ mod event;
 mod json;
 mod pipeline;
 
-pub use codec::{decode_event, encode_event};
+pub use codec::{decode_event, encode_event, encoded_len};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
