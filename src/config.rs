@@ -218,7 +218,9 @@ impl Config {
             return Err(Error::Config("log.partitions must be at least 1".into()));
         }
         if self.log.segment_bytes < 4096 {
-            return Err(Error::Config("log.segment_bytes must be at least 4096".into()));
+            return Err(Error::Config(
+                "log.segment_bytes must be at least 4096".into(),
+            ));
         }
         if self.log.fsync == FsyncMode::Interval && self.log.fsync_interval_ms == 0 {
             return Err(Error::Config(
@@ -281,7 +283,10 @@ mod tests {
         assert_eq!(config.log.fsync, FsyncMode::Never);
         assert_eq!(config.log.partitions, 16);
         assert_eq!(config.topology.shards, 4);
-        assert_eq!(config.topology.strategy, Strategy::Ring { virtual_nodes: 150 });
+        assert_eq!(
+            config.topology.strategy,
+            Strategy::Ring { virtual_nodes: 150 }
+        );
         assert!(config.partition_key.default.strict);
         assert!(config.partition_key.types.contains_key("OrderItem"));
         assert_eq!(

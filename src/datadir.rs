@@ -99,7 +99,10 @@ mod tests {
         let lock = DirLock::acquire(dir.path()).unwrap();
         let err = DirLock::acquire(dir.path()).unwrap_err();
         assert!(matches!(err, Error::Locked { .. }));
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())));
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id()))
+        );
         drop(lock);
         DirLock::acquire(dir.path()).unwrap();
     }

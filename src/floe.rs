@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::recovery::{self, RecoveryStats};
 
 /// Longest namespace, type or id accepted, in bytes.
@@ -108,7 +108,6 @@ pub struct Floe {
 struct Inner {
     config: Config,
     router: RwLock<Arc<Router>>,
-    topology_version: Arc<AtomicU64>,
     extractor: KeyExtractor,
     shards: Vec<ShardHandle>,
     workers: Mutex<Vec<JoinHandle<ShardState>>>,
@@ -118,7 +117,8 @@ struct Inner {
     recovery: RecoveryStats,
     started: Instant,
     closed: AtomicBool,
-    _lock: DirLock,
+    /// Released by `close`, so the directory can be reopened right away.
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl Floe {
@@ -167,8 +167,7 @@ impl Floe {
         let router = Arc::new(Router::new(topology)?);
         let started = Instant::now();
         let (recovered, recovery) =
-            recovery::recover(pipeline.clone(), router.clone(), config.shards.dedup_window)
-                .await?;
+            recovery::recover(pipeline.clone(), router.clone(), config.shards.dedup_window).await?;
         tracing::info!(
             events = recovery.events,
             applied = recovery.applied,
@@ -203,7 +202,6 @@ impl Floe {
                 extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
                 config,
                 router: RwLock::new(router),
-                topology_version,
                 shards,
                 workers: Mutex::new(workers),
                 pipeline,
@@ -212,7 +210,7 @@ impl Floe {
                 recovery,
                 started: Instant::now(),
                 closed: AtomicBool::new(false),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -381,12 +379,14 @@ impl Floe {
 
     /// Counters of one shard.
     pub async fn shard(&self, shard: u32) -> Result<ShardStats> {
-        let handle = self.inner.shards.get(shard as usize).ok_or(
-            floe_engine::Error::UnknownShard {
-                shard,
-                shard_count: self.inner.shards.len() as u32,
-            },
-        )?;
+        let handle =
+            self.inner
+                .shards
+                .get(shard as usize)
+                .ok_or(floe_engine::Error::UnknownShard {
+                    shard,
+                    shard_count: self.inner.shards.len() as u32,
+                })?;
         Ok(handle.stats().await?)
     }
 
@@ -437,13 +437,19 @@ impl Floe {
         for shard in &self.inner.shards {
             shard.stop().await;
         }
-        let workers = std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let workers =
+            std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()));
         for worker in workers {
             if let Err(e) = worker.await {
                 tracing::error!(error = %e, "a shard worker panicked");
             }
         }
         self.inner.pipeline.close().await?;
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         Ok(())
     }
 
@@ -480,7 +486,10 @@ fn check_key(key: &EntityKey) -> Result<()> {
         let reason = if value.is_empty() {
             format!("{what} must not be empty")
         } else if value.len() > MAX_NAME_BYTES {
-            format!("{what} is {} bytes, more than {MAX_NAME_BYTES}", value.len())
+            format!(
+                "{what} is {} bytes, more than {MAX_NAME_BYTES}",
+                value.len()
+            )
         } else if value.chars().any(char::is_control) {
             format!("{what} contains a control character")
         } else {

@@ -50,15 +50,12 @@ pub(crate) async fn recover(
     let mut tasks = tokio::task::JoinSet::new();
     for partition in 0..pipeline.partitions() {
         let (pipeline, router, shards) = (pipeline.clone(), router.clone(), shards.clone());
-        tasks.spawn(async move {
-            replay_partition(&*pipeline, partition, &router, &shards).await
-        });
+        tasks.spawn(async move { replay_partition(&*pipeline, partition, &router, &shards).await });
     }
     let mut stats = RecoveryStats::default();
     while let Some(joined) = tasks.join_next().await {
-        let partition_stats = joined.map_err(|e| {
-            floe_engine::Error::Closed(format!("recovery task failed: {e}"))
-        })??;
+        let partition_stats = joined
+            .map_err(|e| floe_engine::Error::Closed(format!("recovery task failed: {e}")))??;
         stats.events += partition_stats.events;
         stats.applied += partition_stats.applied;
     }

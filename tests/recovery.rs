@@ -38,7 +38,8 @@ fn write_then_crash(dir: &Path, writes: u64) -> Oracle {
                 let mut acked = Vec::new();
                 for i in 0..writes / 8 {
                     let key = EntityKey::new("t", "Thing", format!("k-{}", (caller * 31 + i) % 97));
-                    let data = json!({ "caller": caller, "i": i, "pad": "x".repeat((i % 50) as usize) });
+                    let data =
+                        json!({ "caller": caller, "i": i, "pad": "x".repeat((i % 50) as usize) });
                     let ack = if i % 13 == 12 {
                         match floe.delete(key.clone()).await {
                             Ok(ack) => ack,
@@ -47,7 +48,11 @@ fn write_then_crash(dir: &Path, writes: u64) -> Oracle {
                     } else {
                         floe.put(key.clone(), data.clone()).await.unwrap()
                     };
-                    acked.push((key, ack.version, (ack.kind != floe::EventKind::Deleted).then_some(data)));
+                    acked.push((
+                        key,
+                        ack.version,
+                        (ack.kind != floe::EventKind::Deleted).then_some(data),
+                    ));
                 }
                 acked
             });
@@ -70,13 +75,20 @@ fn write_then_crash(dir: &Path, writes: u64) -> Oracle {
 async fn state_of(floe: &Floe) -> Oracle {
     let mut state = Oracle::new();
     for entity in floe.list("t", "Thing", None, usize::MAX).await.unwrap() {
-        state.insert(entity.key.clone(), (entity.version, entity.data.to_value().unwrap()));
+        state.insert(
+            entity.key.clone(),
+            (entity.version, entity.data.to_value().unwrap()),
+        );
     }
     state
 }
 
 fn live(oracle: &Oracle) -> Oracle {
-    oracle.iter().filter(|(_, (_, v))| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    oracle
+        .iter()
+        .filter(|(_, (_, v))| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
@@ -84,8 +96,15 @@ fn last_segment(dir: &Path) -> PathBuf {
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_dir())
-        .flat_map(|p| std::fs::read_dir(p.path()).unwrap().flatten().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "seg") && std::fs::metadata(p).unwrap().len() > 0)
+        .flat_map(|p| {
+            std::fs::read_dir(p.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+        })
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "seg") && std::fs::metadata(p).unwrap().len() > 0
+        })
         .collect();
     segments.sort();
     segments.pop().expect("the log has a non-empty segment")
@@ -106,8 +125,12 @@ fn acknowledged_writes_survive_a_crash_and_a_torn_tail() {
     // A torn record: a frame header promising more bytes than were written.
     let segment = last_segment(&restarted);
     let intact_len = std::fs::metadata(&segment).unwrap().len();
-    let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&[0xff, 0x01, 0x00, 0x00, 0xde, 0xad]).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all(&[0xff, 0x01, 0x00, 0x00, 0xde, 0xad])
+        .unwrap();
     drop(file);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -120,12 +143,17 @@ fn acknowledged_writes_survive_a_crash_and_a_torn_tail() {
             "the torn tail was not truncated"
         );
         // The log is writable after the repair and keeps counting.
-        floe.put(EntityKey::new("t", "Thing", "after"), json!({"ok": true})).await.unwrap();
+        floe.put(EntityKey::new("t", "Thing", "after"), json!({"ok": true}))
+            .await
+            .unwrap();
         floe.close().await.unwrap();
         drop(floe);
         let floe = Floe::open(config(&restarted)).await.unwrap();
         let mut expected = live(&oracle);
-        expected.insert(EntityKey::new("t", "Thing", "after"), (1, json!({"ok": true})));
+        expected.insert(
+            EntityKey::new("t", "Thing", "after"),
+            (1, json!({"ok": true})),
+        );
         assert_eq!(state_of(&floe).await, expected);
         floe.close().await.unwrap();
     });

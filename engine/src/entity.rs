@@ -29,6 +29,7 @@ impl EntityKey {
         }
     }
 
+    #[allow(dead_code, reason = "used by the shard state on main")]
     pub(crate) fn display(&self) -> EntityKeyDisplay {
         EntityKeyDisplay(self.to_string())
     }

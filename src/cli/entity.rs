@@ -141,9 +141,10 @@ pub(crate) async fn put(config: Config, args: PutArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn update(config: Config, args: UpdateArgs) -> anyhow::Result<()> {
-    let request = args
-        .options
-        .apply(WriteRequest::update(args.key.key(), parse_json(&args.patch)?));
+    let request = args.options.apply(WriteRequest::update(
+        args.key.key(),
+        parse_json(&args.patch)?,
+    ));
     with_floe(config, async |floe| print_json(&floe.write(request).await?)).await
 }
 
@@ -170,7 +171,12 @@ pub(crate) async fn get(config: Config, args: GetArgs) -> anyhow::Result<()> {
 pub(crate) async fn list(config: Config, args: ListArgs) -> anyhow::Result<()> {
     with_floe(config, async |floe| {
         let entities = floe
-            .list(&args.namespace, &args.entity_type, args.after.as_deref(), args.limit)
+            .list(
+                &args.namespace,
+                &args.entity_type,
+                args.after.as_deref(),
+                args.limit,
+            )
             .await?;
         print_json(&entities)
     })
@@ -178,7 +184,10 @@ pub(crate) async fn list(config: Config, args: ListArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn shard_for_key(config: Config, args: ShardForKeyArgs) -> anyhow::Result<()> {
-    with_floe(config, async |floe| print_json(&floe.shard_for_key(&args.key))).await
+    with_floe(config, async |floe| {
+        print_json(&floe.shard_for_key(&args.key))
+    })
+    .await
 }
 
 pub(crate) async fn topology(config: Config) -> anyhow::Result<()> {

@@ -96,7 +96,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn load_config(file: Option<&std::path::Path>, data: Option<&std::path::Path>) -> anyhow::Result<Config> {
+fn load_config(
+    file: Option<&std::path::Path>,
+    data: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
     let mut config = match file {
         Some(path) => Config::from_toml_file(path)?,
         None => Config::default(),

@@ -38,10 +38,7 @@ pub(crate) fn distribution(counts: &[u64]) -> String {
         ));
     }
     let mean = total as f64 / counts.len().max(1) as f64;
-    let (lo, hi) = (
-        counts.iter().copied().min().unwrap_or(0) as f64,
-        max as f64,
-    );
+    let (lo, hi) = (counts.iter().copied().min().unwrap_or(0) as f64, max as f64);
     out.push_str(&format!(
         "  min/mean/max {lo:.0}/{mean:.0}/{hi:.0} (max is {:.2}x the mean)\n",
         hi / mean.max(1.0)

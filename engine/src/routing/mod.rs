@@ -25,6 +25,7 @@ use crate::error::Result;
 use crate::topology::Topology;
 
 pub use hash::HashFunction;
+pub(crate) use hash::fmix64;
 pub use metrics::{RoutingMetrics, RoutingMetricsSnapshot};
 pub use strategy::{KeyTransform, RangeBound, RangeKey, RangeRule, Strategy};
 
