@@ -64,7 +64,7 @@ struct Inner {
 enum Algorithm {
     Modulo(u64),
     Jump(u32),
-    JumpBack(u32),
+    JumpBack { buckets: u32, mask: u32 },
     Ring(Ring),
     Range(RangeTable),
 }
@@ -115,7 +115,10 @@ impl Router {
         let algorithm = match &topology.strategy {
             Strategy::Modulo => Algorithm::Modulo(u64::from(n)),
             Strategy::Jump => Algorithm::Jump(n),
-            Strategy::JumpBack => Algorithm::JumpBack(n),
+            Strategy::JumpBack => Algorithm::JumpBack {
+                buckets: n,
+                mask: jump::jump_back_mask(n),
+            },
             Strategy::Ring { virtual_nodes } => {
                 Algorithm::Ring(Ring::new(n, *virtual_nodes, topology.hash))
             }
@@ -182,7 +185,9 @@ impl Router {
         let shard = match &inner.algorithm {
             Algorithm::Modulo(n) => (key_hash % n) as u32,
             Algorithm::Jump(n) => jump::jump_hash(key_hash, *n),
-            Algorithm::JumpBack(n) => jump::jump_back_hash(key_hash, *n),
+            Algorithm::JumpBack { buckets, mask } => {
+                jump::jump_back_hash_masked(key_hash, *buckets, *mask)
+            }
             Algorithm::Ring(ring) => ring.lookup(key_hash),
             Algorithm::Range(table) => {
                 return match table.lookup(partition_key) {
