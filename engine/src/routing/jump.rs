@@ -38,6 +38,23 @@ fn splitmix64_mix(state: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// [`jump_back_hash_masked`] computing the mask itself.
+#[cfg(test)]
+pub(crate) fn jump_back_hash(key_hash: u64, buckets: u32) -> u32 {
+    jump_back_hash_masked(key_hash, buckets, jump_back_mask(buckets))
+}
+
+/// One bit per interval `[2^k, 2^(k+1))` up to the one that holds
+/// `buckets - 1` (none for a single bucket): what [`jump_back_hash_masked`]
+/// takes, computed once per bucket count.
+#[inline]
+pub(crate) fn jump_back_mask(buckets: u32) -> u32 {
+    match buckets {
+        0 | 1 => 0,
+        n => u32::MAX >> (n - 1).leading_zeros(),
+    }
+}
+
 /// JumpBackHash, O. Ertl 2024 ("JumpBackHash: Say Goodbye to the Modulo
 /// Operation to Distribute Keys Uniformly to Buckets", arXiv:2403.18682),
 /// with SplitMix64 seeded by the key hash as the pseudo-random generator.
@@ -58,25 +75,8 @@ fn splitmix64_mix(state: u64) -> u64 {
 /// "no earlier jump in this interval" (fall back to the next lower interval),
 /// a value in `[2^k, n)` is the answer, anything else is drawn again. That
 /// needs about two draws in expectation, no division and no floating point.
-#[inline]
-pub(crate) fn jump_back_hash(key_hash: u64, buckets: u32) -> u32 {
-    debug_assert!(buckets > 0);
-    jump_back_hash_masked(key_hash, buckets, jump_back_mask(buckets))
-}
-
-/// One bit per interval `[2^k, 2^(k+1))` up to the one that holds
-/// `buckets - 1` (none for a single bucket): what [`jump_back_hash_masked`]
-/// takes, computed once per bucket count.
-#[inline]
-pub(crate) fn jump_back_mask(buckets: u32) -> u32 {
-    match buckets {
-        0 | 1 => 0,
-        n => u32::MAX >> (n - 1).leading_zeros(),
-    }
-}
-
-/// [`jump_back_hash`] with `mask = jump_back_mask(buckets)` precomputed (the
-/// router does it once).
+///
+/// `mask` is [`jump_back_mask`]`(buckets)`, computed once per router.
 #[inline]
 pub(crate) fn jump_back_hash_masked(key_hash: u64, buckets: u32, mask: u32) -> u32 {
     debug_assert!(mask == jump_back_mask(buckets));

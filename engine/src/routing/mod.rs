@@ -8,6 +8,7 @@ mod hash;
 mod jump;
 mod metrics;
 mod range;
+mod range_rules;
 mod ring;
 mod strategy;
 
@@ -16,6 +17,7 @@ mod golden;
 #[cfg(test)]
 mod properties;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +28,8 @@ use crate::topology::Topology;
 
 pub use hash::HashFunction;
 pub use metrics::{RoutingMetrics, RoutingMetricsSnapshot};
-pub use strategy::{KeyTransform, RangeBound, RangeKey, RangeRule, Strategy};
+pub use range_rules::{KeyTransform, RangeBound, RangeKey, RangeRule};
+pub use strategy::Strategy;
 
 use range::RangeTable;
 use ring::Ring;
@@ -48,9 +51,19 @@ use ring::Ring;
 /// assert_eq!(router.shard_info("tenant-42").shard, shard);
 /// # Ok::<(), floe_engine::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Router {
     inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Router {
+    // The topology says it all; the built tables (thousands of ring points)
+    // would only flood logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("topology", &self.inner.topology)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -359,6 +372,17 @@ mod tests {
             Router::new(t),
             Err(Error::UnknownShard { shard: 9, .. })
         ));
+    }
+
+    #[test]
+    fn debug_shows_the_topology_not_the_tables() {
+        let r = router(Strategy::Ring { virtual_nodes: 150 });
+        let text = format!("{r:?}");
+        assert!(
+            text.starts_with("Router { topology: Topology { version: 1"),
+            "{text}"
+        );
+        assert!(text.len() < 300, "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use super::strategy::{KeyTransform, RangeBound, RangeKey, RangeRule};
+use super::range_rules::{KeyTransform, RangeBound, RangeKey, RangeRule};
 
 /// A validated [`Strategy::Range`](crate::Strategy::Range), ready for lookups.
 #[derive(Debug)]
