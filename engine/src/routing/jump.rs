@@ -38,6 +38,23 @@ fn splitmix64_mix(state: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// [`jump_back_hash_masked`] computing the mask itself.
+#[cfg(test)]
+pub(crate) fn jump_back_hash(key_hash: u64, buckets: u32) -> u32 {
+    jump_back_hash_masked(key_hash, buckets, jump_back_mask(buckets))
+}
+
+/// One bit per interval `[2^k, 2^(k+1))` up to the one that holds
+/// `buckets - 1` (none for a single bucket): what [`jump_back_hash_masked`]
+/// takes, computed once per bucket count.
+#[inline]
+pub(crate) fn jump_back_mask(buckets: u32) -> u32 {
+    match buckets {
+        0 | 1 => 0,
+        n => u32::MAX >> (n - 1).leading_zeros(),
+    }
+}
+
 /// JumpBackHash, O. Ertl 2024 ("JumpBackHash: Say Goodbye to the Modulo
 /// Operation to Distribute Keys Uniformly to Buckets", arXiv:2403.18682),
 /// with SplitMix64 seeded by the key hash as the pseudo-random generator.
@@ -58,51 +75,75 @@ fn splitmix64_mix(state: u64) -> u64 {
 /// "no earlier jump in this interval" (fall back to the next lower interval),
 /// a value in `[2^k, n)` is the answer, anything else is drawn again. That
 /// needs about two draws in expectation, no division and no floating point.
+///
+/// `mask` is [`jump_back_mask`]`(buckets)`, computed once per router.
 #[inline]
-pub(crate) fn jump_back_hash(key_hash: u64, buckets: u32) -> u32 {
-    debug_assert!(buckets > 0);
-    if buckets <= 1 {
+pub(crate) fn jump_back_hash_masked(key_hash: u64, buckets: u32, mask: u32) -> u32 {
+    debug_assert!(mask == jump_back_mask(buckets));
+    let state = key_hash.wrapping_add(SPLITMIX_GAMMA);
+    let r0 = splitmix64_mix(state);
+    // The two halves of r0 XOR-ed decide which intervals hold a jump: these
+    // bits are independent of either half alone, which then provides the
+    // offset within the chosen interval.
+    let jumps = ((r0 ^ (r0 >> 32)) as u32) & mask;
+    if jumps == 0 {
         return 0;
     }
-    let mut state = key_hash.wrapping_add(SPLITMIX_GAMMA);
-    let r0 = splitmix64_mix(state);
-    // One bit per interval [2^k, 2^(k+1)) up to the one that holds buckets - 1.
-    let intervals = u32::MAX >> (buckets - 1).leading_zeros();
-    // The two halves of r0 XOR-ed: these bits are independent of either half
-    // alone, which then provides the offset within the chosen interval.
-    let mut jumps = ((r0 ^ (r0 >> 32)) as u32) & intervals;
-    while jumps != 0 {
-        let low = 1u32 << (31 - jumps.leading_zeros());
-        // Alternate between the halves of r0 for successive intervals (the
-        // parity of the remaining jump bits picks the half).
-        let half = (r0 >> ((jumps.count_ones() & 1) << 5)) as u32;
-        let candidate = low | (half & (low - 1));
-        if candidate < buckets {
-            return candidate;
-        }
-        // Candidate is past the end: look for an earlier jump in [low, buckets).
-        let span = (low << 1).wrapping_sub(1); // 2^(k+1) - 1, also for k = 31
-        loop {
-            state = state.wrapping_add(SPLITMIX_GAMMA);
-            let r = splitmix64_mix(state);
-            let first = (r as u32) & span;
-            if first < low {
-                break;
-            }
-            if first < buckets {
-                return first;
-            }
-            let second = ((r >> 32) as u32) & span;
-            if second < low {
-                break;
-            }
-            if second < buckets {
-                return second;
-            }
-        }
-        jumps ^= low;
+    let low = top_bit(jumps);
+    let candidate = low | (offset_bits(r0, jumps) & (low - 1));
+    if candidate < buckets {
+        return candidate;
     }
-    0
+    // Only the top interval can reach past the end; kept out of line so the
+    // common path above stays small enough to inline into the router.
+    jump_back_past_end(state, r0, jumps, low, buckets)
+}
+
+/// The highest set bit of `x` (non-zero) as a value: the interval's lower end.
+#[inline]
+fn top_bit(x: u32) -> u32 {
+    1u32 << (31 - x.leading_zeros())
+}
+
+/// The half of `r0` that gives the offset in the interval of `jumps`' top bit:
+/// successive intervals alternate halves, by the parity of the bits left.
+#[inline]
+fn offset_bits(r0: u64, jumps: u32) -> u32 {
+    (r0 >> ((jumps.count_ones() & 1) << 5)) as u32
+}
+
+/// The key's last jump in the top interval `[low, 2 low)` is at or past
+/// `buckets`: look for an earlier jump in `[low, buckets)` by drawing more
+/// values, else fall back to the next lower interval that holds a jump
+/// (entirely below `buckets`, so its candidate is the answer).
+#[cold]
+#[inline(never)]
+fn jump_back_past_end(mut state: u64, r0: u64, jumps: u32, low: u32, buckets: u32) -> u32 {
+    let span = (low << 1).wrapping_sub(1); // 2^(k+1) - 1, also for k = 31
+    loop {
+        state = state.wrapping_add(SPLITMIX_GAMMA);
+        let r = splitmix64_mix(state);
+        let first = (r as u32) & span;
+        if first < low {
+            break;
+        }
+        if first < buckets {
+            return first;
+        }
+        let second = ((r >> 32) as u32) & span;
+        if second < low {
+            break;
+        }
+        if second < buckets {
+            return second;
+        }
+    }
+    let rest = jumps ^ low;
+    if rest == 0 {
+        return 0;
+    }
+    let low = top_bit(rest);
+    low | (offset_bits(r0, rest) & (low - 1))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod hash;
 mod jump;
 mod metrics;
 mod range;
+mod range_rules;
 mod ring;
 mod strategy;
 
@@ -16,6 +17,7 @@ mod golden;
 #[cfg(test)]
 mod properties;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +29,8 @@ use crate::topology::Topology;
 pub use hash::HashFunction;
 pub(crate) use hash::fmix64;
 pub use metrics::{RoutingMetrics, RoutingMetricsSnapshot};
-pub use strategy::{KeyTransform, RangeBound, RangeKey, RangeRule, Strategy};
+pub use range_rules::{KeyTransform, RangeBound, RangeKey, RangeRule};
+pub use strategy::Strategy;
 
 use range::RangeTable;
 use ring::Ring;
@@ -49,9 +52,19 @@ use ring::Ring;
 /// assert_eq!(router.shard_info("tenant-42").shard, shard);
 /// # Ok::<(), floe_engine::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Router {
     inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Router {
+    // The topology says it all; the built tables (thousands of ring points)
+    // would only flood logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("topology", &self.inner.topology)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -65,7 +78,7 @@ struct Inner {
 enum Algorithm {
     Modulo(u64),
     Jump(u32),
-    JumpBack(u32),
+    JumpBack { buckets: u32, mask: u32 },
     Ring(Ring),
     Range(RangeTable),
 }
@@ -116,7 +129,10 @@ impl Router {
         let algorithm = match &topology.strategy {
             Strategy::Modulo => Algorithm::Modulo(u64::from(n)),
             Strategy::Jump => Algorithm::Jump(n),
-            Strategy::JumpBack => Algorithm::JumpBack(n),
+            Strategy::JumpBack => Algorithm::JumpBack {
+                buckets: n,
+                mask: jump::jump_back_mask(n),
+            },
             Strategy::Ring { virtual_nodes } => {
                 Algorithm::Ring(Ring::new(n, *virtual_nodes, topology.hash))
             }
@@ -183,7 +199,9 @@ impl Router {
         let shard = match &inner.algorithm {
             Algorithm::Modulo(n) => (key_hash % n) as u32,
             Algorithm::Jump(n) => jump::jump_hash(key_hash, *n),
-            Algorithm::JumpBack(n) => jump::jump_back_hash(key_hash, *n),
+            Algorithm::JumpBack { buckets, mask } => {
+                jump::jump_back_hash_masked(key_hash, *buckets, *mask)
+            }
             Algorithm::Ring(ring) => ring.lookup(key_hash),
             Algorithm::Range(table) => {
                 return match table.lookup(partition_key) {
@@ -355,6 +373,17 @@ mod tests {
             Router::new(t),
             Err(Error::UnknownShard { shard: 9, .. })
         ));
+    }
+
+    #[test]
+    fn debug_shows_the_topology_not_the_tables() {
+        let r = router(Strategy::Ring { virtual_nodes: 150 });
+        let text = format!("{r:?}");
+        assert!(
+            text.starts_with("Router { topology: Topology { version: 1"),
+            "{text}"
+        );
+        assert!(text.len() < 300, "{text}");
     }
 
     #[test]

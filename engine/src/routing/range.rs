@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use super::strategy::{KeyTransform, RangeBound, RangeKey, RangeRule};
+use super::range_rules::{KeyTransform, RangeBound, RangeKey, RangeRule};
 
 /// A validated [`Strategy::Range`](crate::Strategy::Range), ready for lookups.
 #[derive(Debug)]
@@ -92,20 +92,11 @@ impl RangeTable {
     /// The shard of the range that holds `key`, if one does. No allocation.
     pub(crate) fn lookup(&self, key: &str) -> Option<u32> {
         match &self.rules {
-            Rules::String { transform, rules } => {
-                // The last rule starting at or below the key is the only candidate.
-                let at = rules.partition_point(|r| {
-                    r.start
-                        .as_deref()
-                        .is_none_or(|s| transform.cmp(key, s) != Ordering::Less)
-                });
-                let rule = rules.get(at.checked_sub(1)?)?;
-                let below_end = rule
-                    .end
-                    .as_deref()
-                    .is_none_or(|e| transform.cmp(key, e) == Ordering::Less);
-                below_end.then_some(rule.shard)
-            }
+            // Monomorphized per transform so that the plain case is a memcmp.
+            Rules::String { transform, rules } => match transform {
+                KeyTransform::None => find(rules, |bound| key.cmp(bound)),
+                t => find(rules, |bound| t.cmp(key, bound)),
+            },
             Rules::Integer {
                 separator,
                 field,
@@ -118,6 +109,16 @@ impl RangeTable {
             }
         }
     }
+}
+
+/// The rule holding the key whose comparison with a bound is `cmp(bound)`.
+#[inline]
+fn find(rules: &[Rule<Box<str>>], cmp: impl Fn(&str) -> Ordering) -> Option<u32> {
+    // The last rule starting at or below the key is the only candidate.
+    let at = rules.partition_point(|r| r.start.as_deref().is_none_or(|s| cmp(s) != Ordering::Less));
+    let rule = rules.get(at.checked_sub(1)?)?;
+    let below_end = rule.end.as_deref().is_none_or(|e| cmp(e) == Ordering::Less);
+    below_end.then_some(rule.shard)
 }
 
 /// The integer in `key` (or in its `field`-th part split on `separator`).
