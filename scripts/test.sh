@@ -14,6 +14,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# The Kafka tests start their own broker from this binary; the reader tests
+# run Python clients from this interpreter. Both are cached across runs.
+FLOE_TANSU_BIN="${FLOE_TANSU_BIN:-$(scripts/install-tansu.sh)}"
+FLOE_PYTHON="${FLOE_PYTHON:-$(scripts/python-env.sh)}"
+export FLOE_TANSU_BIN FLOE_PYTHON
+# Tests that need the broker or the readers fail (never skip) when these are
+# missing and FLOE_REQUIRE_SERVICES is set, as it is here.
+export FLOE_REQUIRE_SERVICES=1
+
 if [[ -z "${FLOE_SKIP_LINT:-}" ]]; then
     log "cargo fmt --check"
     cargo fmt --all -- --check

@@ -30,7 +30,7 @@ pub struct Record {
 /// Changing this function moves every deployment's events: it never changes.
 pub fn partition_for(key_hash: u64, partitions: u32) -> u32 {
     debug_assert!(partitions > 0);
-    ((crate::routing::fmix64(key_hash) >> 32) * u64::from(partitions) >> 32) as u32
+    (((crate::routing::fmix64(key_hash) >> 32) * u64::from(partitions)) >> 32) as u32
 }
 
 /// The durable, partitioned, ordered log that floe uses as its write-ahead log.

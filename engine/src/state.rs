@@ -493,7 +493,7 @@ mod tests {
             let mut events = Vec::new();
             for (entity, len, seed) in specs {
                 for version in 1..=len as u64 {
-                    let deleted = (seed as u64 + version) % 5 == 0;
+                    let deleted = (seed as u64 + version).is_multiple_of(5);
                     events.push(Event {
                         event_id: Uuid::nil(),
                         idempotency_key: format!("e{entity}@v{version}"),
