@@ -26,8 +26,9 @@ pub(crate) struct DemoArgs {
     /// Orders per restaurant; each is placed, prepared and delivered (some cancelled).
     #[arg(long, default_value_t = 40)]
     orders: u32,
-    /// Concurrent callers.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent callers (restaurant clients); each runs one restaurant's
+    /// day at a time, one write after another.
+    #[arg(long, default_value_t = 1000)]
     callers: u32,
     /// Shards of a new deployment.
     #[arg(long, default_value_t = 16)]

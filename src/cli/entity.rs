@@ -54,7 +54,8 @@ pub(crate) struct PutArgs {
     #[command(flatten)]
     key: KeyArgs,
     /// The entity's data, a JSON object.
-    data: String,
+    #[arg(value_name = "JSON")]
+    json: String,
     /// Fail if the entity exists instead of replacing it.
     #[arg(long)]
     create: bool,
@@ -130,7 +131,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn put(config: Config, args: PutArgs) -> anyhow::Result<()> {
-    let data = parse_json(&args.data)?;
+    let data = parse_json(&args.json)?;
     let request = if args.create {
         WriteRequest::create(args.key.key(), data)
     } else {
