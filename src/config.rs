@@ -295,6 +295,18 @@ mod tests {
         );
     }
 
+    /// docs/configuration.md shows every key with its default: it must parse
+    /// and equal `Config::default()` apart from the example per-type spec.
+    #[test]
+    fn the_documented_configuration_is_the_default() {
+        let doc = include_str!("../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let block = &doc[start..start + doc[start..].find("```").expect("closed block")];
+        let mut config = Config::from_toml(block).unwrap();
+        assert!(config.partition_key.types.remove("OrderItem").is_some());
+        assert_eq!(config, Config::default());
+    }
+
     #[test]
     fn bad_values_are_clear_errors() {
         let err = |text: &str| Config::from_toml(text).unwrap_err().to_string();

@@ -36,10 +36,17 @@ pub struct WriteRequest {
 
 #[derive(Debug, Clone, PartialEq)]
 enum WriteOp {
-    Create(Value),
-    Upsert(Value),
+    Create(Data),
+    Upsert(Data),
     Update(Value),
     Delete,
+}
+
+/// Entity data as the caller has it: a tree, or JSON text already checked.
+#[derive(Debug, Clone, PartialEq)]
+enum Data {
+    Value(Value),
+    Json(Json),
 }
 
 impl WriteRequest {
@@ -55,12 +62,24 @@ impl WriteRequest {
 
     /// Creates an entity; fails if it exists.
     pub fn create(key: EntityKey, data: Value) -> Self {
-        Self::new(key, WriteOp::Create(data))
+        Self::new(key, WriteOp::Create(Data::Value(data)))
     }
 
     /// Creates or replaces an entity.
     pub fn upsert(key: EntityKey, data: Value) -> Self {
-        Self::new(key, WriteOp::Upsert(data))
+        Self::new(key, WriteOp::Upsert(Data::Value(data)))
+    }
+
+    /// [`WriteRequest::create`] for data that is already JSON text (an HTTP
+    /// body, a message): floe keeps the text and parses it only if the
+    /// partition key comes from its fields.
+    pub fn create_json(key: EntityKey, data: Json) -> Self {
+        Self::new(key, WriteOp::Create(Data::Json(data)))
+    }
+
+    /// [`WriteRequest::upsert`] for data that is already JSON text.
+    pub fn upsert_json(key: EntityKey, data: Json) -> Self {
+        Self::new(key, WriteOp::Upsert(Data::Json(data)))
     }
 
     /// Applies a JSON merge patch (RFC 7386) to an existing entity.
@@ -246,13 +265,13 @@ impl Floe {
         check_key(&request.key)?;
         let limit = self.inner.config.shards.max_payload_bytes;
         let (op, data) = match request.op {
-            WriteOp::Create(value) => {
-                let json = to_json(&request.key, &value, limit)?;
-                (Operation::Create(json), Some(value))
+            WriteOp::Create(data) => {
+                let (json, value) = self.prepare_data(&request.key, data, limit)?;
+                (Operation::Create(json), value)
             }
-            WriteOp::Upsert(value) => {
-                let json = to_json(&request.key, &value, limit)?;
-                (Operation::Upsert(json), Some(value))
+            WriteOp::Upsert(data) => {
+                let (json, value) = self.prepare_data(&request.key, data, limit)?;
+                (Operation::Upsert(json), value)
             }
             WriteOp::Update(patch) => {
                 if !patch.is_object() {
@@ -300,6 +319,32 @@ impl Floe {
                     return Err(e.into());
                 }
                 Ok(ack) => return Ok(ack),
+            }
+        }
+    }
+
+    /// Creates or replaces an entity from JSON text (see [`WriteRequest::upsert_json`]).
+    pub async fn put_json(&self, key: EntityKey, data: Json) -> Result<WriteAck> {
+        self.write(WriteRequest::upsert_json(key, data)).await
+    }
+
+    /// The JSON text to store, and the parsed tree when key extraction needs it.
+    fn prepare_data(
+        &self,
+        key: &EntityKey,
+        data: Data,
+        limit: usize,
+    ) -> Result<(Json, Option<Value>)> {
+        match data {
+            Data::Value(value) => Ok((to_json(key, &value, limit)?, Some(value))),
+            Data::Json(json) => {
+                check_size(key, &json, limit)?;
+                let value = if self.inner.extractor.needs_data(&key.entity_type) {
+                    Some(json.to_value()?)
+                } else {
+                    None
+                };
+                Ok((json, value))
             }
         }
     }
@@ -509,6 +554,11 @@ fn to_json(key: &EntityKey, value: &Value, limit: usize) -> Result<Json> {
         entity: display(key),
         reason: e.to_string(),
     })?;
+    check_size(key, &json, limit)?;
+    Ok(json)
+}
+
+fn check_size(key: &EntityKey, json: &Json, limit: usize) -> Result<()> {
     if json.len() > limit {
         return Err(floe_engine::Error::PayloadTooLarge {
             entity: display(key),
@@ -517,5 +567,5 @@ fn to_json(key: &EntityKey, value: &Value, limit: usize) -> Result<Json> {
         }
         .into());
     }
-    Ok(json)
+    Ok(())
 }

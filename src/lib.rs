@@ -34,7 +34,7 @@ pub use floe::{Floe, WriteRequest};
 pub use recovery::RecoveryStats;
 
 pub use floe_engine::{
-    Entity, EntityKey, EventKind, HashFunction, KeyExtractor, PartitionKeySpec, RebalanceHint,
-    RoutingMetricsSnapshot, ShardConfig, ShardInfo, ShardLimits, ShardStats, ShardUtilization,
-    Strategy, Topology, WriteAck,
+    Entity, EntityKey, EventKind, HashFunction, Json, KeyExtractor, PartitionKeySpec,
+    RebalanceHint, RoutingMetricsSnapshot, ShardConfig, ShardInfo, ShardLimits, ShardStats,
+    ShardUtilization, Strategy, Topology, WriteAck,
 };

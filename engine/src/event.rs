@@ -78,6 +78,32 @@ impl Event {
         EntityKey::new(&self.namespace, &self.entity_type, &self.entity_id)
     }
 
+    /// Whether the idempotency key is the one floe derives (no caller key),
+    /// checked without allocating: this runs for every replayed event.
+    pub fn has_derived_key(&self) -> bool {
+        let rest = self.idempotency_key.as_str();
+        let Some(rest) = rest.strip_prefix(self.namespace.as_str()) else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix('/') else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix(self.entity_type.as_str()) else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix('/') else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix(self.entity_id.as_str()) else {
+            return false;
+        };
+        rest.strip_prefix("@v")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| {
+                v == self.version && !rest[2..].starts_with('+') && !rest[2..].starts_with('0')
+            })
+    }
+
     /// The idempotency key floe derives when the caller gives none: the same
     /// logical change (this entity reaching this version) always gets the same key.
     pub fn derived_idempotency_key(key: &EntityKey, version: u64) -> String {
@@ -91,4 +117,44 @@ pub fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, version: u64) -> Event {
+        Event {
+            event_id: Uuid::nil(),
+            idempotency_key: key.into(),
+            kind: EventKind::Updated,
+            namespace: "ns".into(),
+            entity_type: "T".into(),
+            entity_id: "a/b".into(),
+            partition_key: "ns".into(),
+            key_hash: 0,
+            shard: 0,
+            version,
+            timestamp_us: 0,
+            state: None,
+        }
+    }
+
+    #[test]
+    fn derived_keys_are_recognised_exactly() {
+        let derived = Event::derived_idempotency_key(&EntityKey::new("ns", "T", "a/b"), 12);
+        assert_eq!(derived, "ns/T/a/b@v12");
+        assert!(event(&derived, 12).has_derived_key());
+        for other in [
+            "ns/T/a/b@v13",
+            "ns/T/a/b@v012",
+            "ns/T/a/b@v+12",
+            "ns/T/a/b@v12x",
+            "pay-1",
+            "ns/T/a@v12",
+            "",
+        ] {
+            assert!(!event(other, 12).has_derived_key(), "{other}");
+        }
+    }
 }

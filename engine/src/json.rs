@@ -30,10 +30,20 @@ impl Json {
         Ok(Json(Arc::from(serde_json::to_string(value)?)))
     }
 
-    /// Parses and checks text from outside floe.
+    /// Checks text from outside floe and keeps it as it is: it must be one
+    /// JSON object. Validation does not build a tree, so it costs about one
+    /// pass over the bytes.
     pub fn parse(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)?;
-        Json::from_value(&value)
+        let text = text.trim();
+        serde_json::from_str::<serde::de::IgnoredAny>(text)?;
+        if !text.starts_with('{') {
+            let value: Value = serde_json::from_str(text)?;
+            return Err(Error::Codec(format!(
+                "entity data must be a JSON object, got {}",
+                value_kind(&value)
+            )));
+        }
+        Ok(Json(Arc::from(text)))
     }
 
     /// Wraps text that floe itself serialized earlier (for example read back from
@@ -115,7 +125,11 @@ mod tests {
         assert!(Json::parse("[1,2]").is_err());
         assert!(Json::parse("\"x\"").is_err());
         assert!(Json::parse("{\"a\":").is_err());
-        assert_eq!(Json::parse(r#"{"a": 1}"#).unwrap().as_str(), r#"{"a":1}"#);
+        assert!(Json::parse("{} {}").is_err(), "trailing data");
+        assert_eq!(
+            Json::parse(" {\"a\": 1}\n").unwrap().as_str(),
+            r#"{"a": 1}"#
+        );
     }
 
     #[test]

@@ -115,15 +115,16 @@ impl ShardState {
         limits: PrepareLimits,
     ) -> Result<Event> {
         let key = &command.key;
+        let record = self.entities.get(key);
         let (stored_version, current) = match pending.get(key) {
             Some((version, data)) => (*version, data.as_ref()),
-            None => match self.entities.get(key) {
+            None => match record {
                 Some(record) => (record.version, record.data.as_ref()),
                 None => (0, None),
             },
         };
         let live_version = if current.is_some() { stored_version } else { 0 };
-        if let Some(record) = self.entities.get(key)
+        if let Some(record) = record
             && record.is_live()
             && record.partition_key != command.partition_key
         {

@@ -96,9 +96,8 @@ impl DedupWindow {
     /// Remembers the outcome of a replayed event when its key came from a
     /// caller (floe's derived keys need no window: they are unique per version).
     pub fn observe(&mut self, event: &Event) {
-        let key = event.entity_key();
-        if event.idempotency_key != Event::derived_idempotency_key(&key, event.version) {
-            self.insert(ack_for(event, key));
+        if !event.has_derived_key() {
+            self.insert(ack_for(event, event.entity_key()));
         }
     }
 
