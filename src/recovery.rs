@@ -96,10 +96,10 @@ async fn replay_partition(
             let mut guard = shards[shard].lock().unwrap_or_else(|p| p.into_inner());
             let recovered = &mut *guard;
             for event in events.drain(..) {
-                if recovered.state.apply(&event) {
+                recovered.dedup.observe(&event);
+                if recovered.state.apply_owned(event) {
                     stats.applied += 1;
                 }
-                recovered.dedup.observe(&event);
             }
         }
     }

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::collections::HashMap;
 use std::ops::Bound;
 
@@ -64,43 +65,50 @@ impl ShardState {
     /// changed; an event at or below the stored version is a no-op, which makes
     /// replay idempotent and order-insensitive per entity.
     pub fn apply(&mut self, event: &Event) -> bool {
-        let key = event.entity_key();
-        let new_bytes = event.state.as_ref().map_or(0, |s| s.len() as u64);
-        let new_live = event.kind != EventKind::Deleted && event.state.is_some();
-        match self.entities.get_mut(&key) {
-            Some(record) if record.version >= event.version => false,
-            Some(record) => {
+        self.apply_owned(event.clone())
+    }
+
+    /// [`ShardState::apply`] taking the event by value, so that its strings and
+    /// state move into the map instead of being copied (recovery and the write
+    /// path own their events).
+    pub fn apply_owned(&mut self, event: Event) -> bool {
+        let live = event.kind != EventKind::Deleted && event.state.is_some();
+        let data = if live { event.state } else { None };
+        let new_bytes = data.as_ref().map_or(0, |s| s.len() as u64);
+        let key = EntityKey {
+            namespace: event.namespace,
+            entity_type: event.entity_type,
+            id: event.entity_id,
+        };
+        match self.entities.entry(key) {
+            Entry::Occupied(entry) => {
+                let record = entry.into_mut();
+                if record.version >= event.version {
+                    return false;
+                }
                 if let Some(old) = &record.data {
                     self.live -= 1;
                     self.live_bytes -= old.len() as u64;
                 }
                 record.version = event.version;
-                record.data = if new_live { event.state.clone() } else { None };
+                record.data = data;
                 record.updated_at_us = event.timestamp_us;
-                if new_live {
-                    self.live += 1;
-                    self.live_bytes += new_bytes;
-                }
-                true
             }
-            None => {
-                self.entities.insert(
-                    key,
-                    EntityRecord {
-                        version: event.version,
-                        data: if new_live { event.state.clone() } else { None },
-                        partition_key: event.partition_key.clone(),
-                        key_hash: event.key_hash,
-                        updated_at_us: event.timestamp_us,
-                    },
-                );
-                if new_live {
-                    self.live += 1;
-                    self.live_bytes += new_bytes;
-                }
-                true
+            Entry::Vacant(entry) => {
+                entry.insert(EntityRecord {
+                    version: event.version,
+                    data,
+                    partition_key: event.partition_key,
+                    key_hash: event.key_hash,
+                    updated_at_us: event.timestamp_us,
+                });
             }
         }
+        if live {
+            self.live += 1;
+            self.live_bytes += new_bytes;
+        }
+        true
     }
 
     /// Validates `command` against the state plus `pending` and builds the event

@@ -410,17 +410,14 @@ impl ShardWorker {
         stats.batches += 1;
         match self.pipeline.append(&events).await {
             Ok(_) => {
-                let acks: Vec<WriteAck> = events
-                    .iter()
-                    .map(|event| {
-                        self.state.apply(event);
-                        ack_for(event, event.entity_key())
-                    })
-                    .collect();
-                for event in &events {
-                    self.dedup.observe(event);
+                let count = events.len() as u64;
+                let mut acks = Vec::with_capacity(events.len());
+                for event in events {
+                    self.dedup.observe(&event);
+                    acks.push(ack_for(&event, event.entity_key()));
+                    self.state.apply_owned(event);
                 }
-                stats.writes += events.len() as u64;
+                stats.writes += count;
                 for (reply, index) in waiting.into_iter().chain(duplicates) {
                     let _ = reply.send(Ok(acks[index].clone()));
                 }
