@@ -16,6 +16,7 @@ mod event;
 mod json;
 mod pipeline;
 mod routing;
+mod slots;
 mod state;
 mod topology;
 mod worker;

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::collections::HashMap;
+use std::collections::btree_map::Entry;
 use std::ops::Bound;
 
 use uuid::Uuid;

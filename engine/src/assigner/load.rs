@@ -1,14 +1,15 @@
 //! [`LoadTracker`]: per-shard entity totals and access counts, shared by all
 //! shard workers.
 
+use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Mutex, OnceLock};
-use std::{array, fmt};
 
 use serde::{Deserialize, Serialize};
 
 use crate::assigner::hints::{self, RebalanceHint, ShardLimits, ShardUtilization};
+use crate::slots::ShardSlots;
 
 /// Whether an access read or changed an entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,20 +82,15 @@ pub struct ShardTotals {
 /// power-of-two segments, so growing never moves a slot another thread is
 /// writing to.
 pub struct LoadTracker {
-    /// Segment `k` holds shards `2^k - 1 .. 2^(k+1) - 1`; each slot is
-    /// allocated when the shard count first reaches it.
-    segments: [Segment; SEGMENTS],
+    /// Each shard's load is allocated when the shard count first reaches it.
+    slots: ShardSlots<Slot>,
     shard_count: AtomicU32,
     /// Serializes resizes (never taken on the recording path).
     resize: Mutex<()>,
 }
 
-const SEGMENTS: usize = 33;
-
 /// A shard's load, allocated when the shard first joins.
 type Slot = OnceLock<Box<ShardLoad>>;
-/// A power-of-two run of slots, allocated when the first of them is needed.
-type Segment = OnceLock<Box<[Slot]>>;
 
 struct ShardLoad {
     entities: AtomicU64,
@@ -166,12 +162,6 @@ fn sum(ring: &[AtomicU64], now: u32, window: u32) -> u64 {
         .sum()
 }
 
-fn locate(shard: u32) -> (usize, usize) {
-    let n = u64::from(shard) + 1;
-    let segment = 63 - n.leading_zeros() as usize;
-    (segment, (n - (1 << segment)) as usize)
-}
-
 impl LoadTracker {
     /// Length of the access ring: the longest window, in seconds.
     pub const MAX_WINDOW_SECS: u32 = 300;
@@ -183,7 +173,7 @@ impl LoadTracker {
     /// A tracker for shards `0..shard_count`, all empty.
     pub fn new(shard_count: u32) -> Self {
         let tracker = LoadTracker {
-            segments: array::from_fn(|_| OnceLock::new()),
+            slots: ShardSlots::new(),
             shard_count: AtomicU32::new(0),
             resize: Mutex::new(()),
         };
@@ -203,11 +193,8 @@ impl LoadTracker {
         let _guard = self.resize.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.shard_count.load(Relaxed);
         for shard in old..shard_count {
-            let (segment, offset) = locate(shard);
-            let slots = self.segments[segment]
-                .get_or_init(|| (0..1usize << segment).map(|_| OnceLock::new()).collect());
             let mut fresh = false;
-            let load = slots[offset].get_or_init(|| {
+            let load = self.slots.get_or_init(shard).get_or_init(|| {
                 fresh = true;
                 Box::new(ShardLoad::new())
             });
@@ -224,12 +211,7 @@ impl LoadTracker {
         if shard >= self.shard_count.load(Acquire) {
             return None;
         }
-        let (segment, offset) = locate(shard);
-        self.segments[segment]
-            .get()?
-            .get(offset)?
-            .get()
-            .map(|b| &**b)
+        self.slots.get(shard)?.get().map(|b| &**b)
     }
 
     fn slots(&self) -> impl Iterator<Item = (u32, &ShardLoad)> {
@@ -347,18 +329,6 @@ mod tests {
     use std::sync::Arc;
 
     use AccessKind::{Read, Write};
-
-    #[test]
-    fn locate_maps_shards_to_doubling_segments() {
-        assert_eq!(locate(0), (0, 0));
-        assert_eq!(locate(1), (1, 0));
-        assert_eq!(locate(2), (1, 1));
-        assert_eq!(locate(3), (2, 0));
-        assert_eq!(locate(6), (2, 3));
-        assert_eq!(locate(7), (3, 0));
-        assert_eq!(locate(u32::MAX - 1), (31, (1 << 31) - 1));
-        assert_eq!(locate(u32::MAX), (32, 0));
-    }
 
     #[test]
     fn access_counts_by_kind_within_the_window() {

@@ -1,16 +1,12 @@
 //! Routing counters, kept apart from the router so that the hot path stays free
 //! of shared writes; callers that want metrics record after routing.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
+use crate::slots::ShardSlots;
 use crate::topology::MAX_SHARDS;
-
-/// Segment `k` holds the counters of shards `2^k - 1 .. 2^(k+1) - 1`; enough
-/// segments for [`MAX_SHARDS`].
-const SEGMENTS: usize = (u32::BITS - MAX_SHARDS.leading_zeros()) as usize;
 
 /// Routing counters: operations, errors and per-shard distribution.
 ///
@@ -26,7 +22,7 @@ pub struct RoutingMetrics {
     /// Shards the distribution covers: the initial shard count, or more once
     /// a higher shard was recorded.
     shards: AtomicU32,
-    segments: [OnceLock<Box<[AtomicU64]>>; SEGMENTS],
+    counters: ShardSlots<AtomicU64>,
 }
 
 /// A copy of the counters at one moment.
@@ -47,7 +43,7 @@ impl RoutingMetrics {
             operations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             shards: AtomicU32::new(shard_count.min(MAX_SHARDS)),
-            segments: std::array::from_fn(|_| OnceLock::new()),
+            counters: ShardSlots::new(),
         };
         if let Some(last) = shard_count.min(MAX_SHARDS).checked_sub(1) {
             for shard in 0..=last {
@@ -88,21 +84,13 @@ impl RoutingMetrics {
             operations: self.operations.load(Relaxed),
             errors: self.errors.load(Relaxed),
             distribution: (0..shards)
-                .map(|s| {
-                    let (segment, offset) = locate(s);
-                    self.segments[segment]
-                        .get()
-                        .map_or(0, |counters| counters[offset].load(Relaxed))
-                })
+                .map(|s| self.counters.get(s).map_or(0, |c| c.load(Relaxed)))
                 .collect(),
         }
     }
 
     fn counter(&self, shard: u32) -> &AtomicU64 {
-        let (segment, offset) = locate(shard);
-        let counters = self.segments[segment]
-            .get_or_init(|| (0..1usize << segment).map(|_| AtomicU64::new(0)).collect());
-        &counters[offset]
+        self.counters.get_or_init(shard)
     }
 }
 
@@ -112,30 +100,10 @@ impl Default for RoutingMetrics {
     }
 }
 
-/// Segment and offset of a shard's counter.
-#[inline]
-fn locate(shard: u32) -> (usize, usize) {
-    let n = shard as usize + 1;
-    let segment = (usize::BITS - 1 - n.leading_zeros()) as usize;
-    (segment, n - (1 << segment))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
-
-    #[test]
-    fn locate_tiles_the_shard_ids() {
-        assert_eq!(locate(0), (0, 0));
-        assert_eq!(locate(1), (1, 0));
-        assert_eq!(locate(2), (1, 1));
-        assert_eq!(locate(3), (2, 0));
-        assert_eq!(locate(6), (2, 3));
-        assert_eq!(locate(7), (3, 0));
-        let (segment, offset) = locate(MAX_SHARDS - 1);
-        assert!(segment < SEGMENTS && offset < 1 << segment);
-    }
 
     #[test]
     fn counts_operations_errors_and_distribution() {
