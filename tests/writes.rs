@@ -159,7 +159,6 @@ async fn bad_inputs_are_typed_errors_and_change_nothing() {
     floe.create(key.clone(), json!({"tenant_id": "t1", "n": 1}))
         .await
         .unwrap();
-    let before = high_watermarks(&floe).await;
 
     let err = |e: Error| engine_error(e);
     let missing = err(floe
@@ -170,6 +169,18 @@ async fn bad_inputs_are_typed_errors_and_change_nothing() {
         matches!(missing, floe_engine::Error::MissingPartitionKey { .. }),
         "{missing}"
     );
+    let malformed = floe::Json::parse("{\"tenant_id\": \"t1\",").unwrap_err();
+    assert!(
+        matches!(malformed, floe_engine::Error::MalformedJson(_)),
+        "{malformed}"
+    );
+    let body = floe::Json::parse(r#"{"tenant_id": "t1", "blob": "<300 bytes>"}"#).unwrap();
+    let fits = floe
+        .put_json(EntityKey::new("acme", "Order", "o-9"), body)
+        .await
+        .unwrap();
+    assert_eq!(fits.version, 1, "JSON text is routed by its fields too");
+    let before = high_watermarks(&floe).await;
     let not_object = err(floe.put(key.clone(), json!([1, 2])).await.unwrap_err());
     assert!(
         matches!(not_object, floe_engine::Error::InvalidEntity { .. }),
