@@ -305,3 +305,39 @@ async fn topology_is_persisted_and_kept() {
     );
     floe.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_custom_extractor_routes_children_with_their_parent() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.topology.shards = 8;
+    // Orders route by id; an OrderItem routes by the order it belongs to.
+    let extractor = floe::KeyExtractor::new(PartitionKeySpec::id()).with_custom(Arc::new(
+        |key: &EntityKey, data: Option<&serde_json::Value>| {
+            (key.entity_type == "OrderItem")
+                .then(|| data?.get("order_id")?.as_str().map(str::to_string))
+                .flatten()
+        },
+    ));
+    let floe = Floe::open_with_extractor(config, extractor).await.unwrap();
+    for order in 0..20 {
+        let order_id = format!("order-{order}");
+        let parent = floe
+            .put(EntityKey::new("acme", "Order", &order_id), json!({}))
+            .await
+            .unwrap();
+        for line in 0..3 {
+            let item = EntityKey::new("acme", "OrderItem", format!("{order_id}-{line}"));
+            let ack = floe
+                .put(item, json!({ "order_id": order_id }))
+                .await
+                .unwrap();
+            assert_eq!(
+                ack.shard, parent.shard,
+                "item of {order_id} left its order's shard"
+            );
+        }
+    }
+    floe.close().await.unwrap();
+}
