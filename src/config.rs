@@ -138,6 +138,9 @@ pub struct KafkaConfig {
     /// Set `false` for brokers without it (tansu): nothing is then deleted by
     /// floe and the topic's own retention settings apply.
     pub delete_records: bool,
+    /// How long an append keeps re-sending records that failed with a
+    /// retryable error (a broker outage) before it fails, in milliseconds.
+    pub append_retry_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -147,6 +150,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             request_timeout_ms: 30_000,
             delete_records: true,
+            append_retry_ms: 60_000,
         }
     }
 }
@@ -335,6 +339,7 @@ impl Config {
             replication_factor: self.kafka.replication_factor,
             request_timeout: Duration::from_millis(self.kafka.request_timeout_ms),
             delete_records: self.kafka.delete_records,
+            append_retry: Duration::from_millis(self.kafka.append_retry_ms),
             ..KafkaOptions::new(brokers, topic, partitions)
         };
         options
@@ -351,7 +356,9 @@ impl Config {
             return bad("no broker: expected kafka://host:port[,host:port]/topic".into());
         }
         for broker in brokers.split(',') {
-            let port = broker.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+            let port = broker
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
             if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
                 return bad(format!("broker {broker:?} is not host:port"));
             }
@@ -368,7 +375,11 @@ impl Config {
             if key == "partitions" {
                 partitions = match value.parse::<u32>() {
                     Ok(n) if n > 0 => n,
-                    _ => return bad(format!("partitions={value} must be a whole number of at least 1")),
+                    _ => {
+                        return bad(format!(
+                            "partitions={value} must be a whole number of at least 1"
+                        ));
+                    }
                 };
             } else {
                 properties.insert(key.to_string(), value.to_string());
@@ -449,7 +460,8 @@ mod tests {
 
     #[test]
     fn kafka_urls_parse() {
-        let url = kafka("kafka://127.0.0.1:9092,b2:9093/floe-events?partitions=8&client.id=x").unwrap();
+        let url =
+            kafka("kafka://127.0.0.1:9092,b2:9093/floe-events?partitions=8&client.id=x").unwrap();
         assert_eq!(
             url,
             PipelineUrl::Kafka {

@@ -29,7 +29,8 @@ mod floe;
 mod recovery;
 
 pub use config::{
-    Config, FsyncMode, KafkaConfig, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig};
+    Config, FsyncMode, KafkaConfig, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig,
+};
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use recovery::RecoveryStats;

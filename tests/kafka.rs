@@ -48,7 +48,11 @@ async fn all_events(pipeline: &dyn Pipeline) -> Vec<Event> {
                 .read(partition, offset, 1000, Duration::ZERO)
                 .await
                 .unwrap();
-            offset = records.last().expect("records below the high watermark").offset + 1;
+            offset = records
+                .last()
+                .expect("records below the high watermark")
+                .offset
+                + 1;
             events.extend(records.into_iter().map(|r| r.event));
         }
     }
@@ -65,7 +69,9 @@ async fn floe_on_kafka_rebuilds_state_from_the_topic() {
     let broker = broker().await;
     let topic = topic("restart");
     let dir = tempfile::tempdir().unwrap();
-    let floe = Floe::open(config(dir.path(), &broker, &topic)).await.unwrap();
+    let floe = Floe::open(config(dir.path(), &broker, &topic))
+        .await
+        .unwrap();
     let mut oracle = Oracle::new();
     let mut events = 0u64;
     for i in 0..200u64 {
@@ -82,34 +88,55 @@ async fn floe_on_kafka_rebuilds_state_from_the_topic() {
     }
     floe.close().await.unwrap();
 
-    for data_dir in [dir.path().to_path_buf(), tempfile::tempdir().unwrap().keep()] {
-        let floe = Floe::open(config(&data_dir, &broker, &topic)).await.unwrap();
-        assert_eq!(floe.recovery_stats().events, events, "replayed the whole topic");
+    for data_dir in [
+        dir.path().to_path_buf(),
+        tempfile::tempdir().unwrap().keep(),
+    ] {
+        let floe = Floe::open(config(&data_dir, &broker, &topic))
+            .await
+            .unwrap();
+        assert_eq!(
+            floe.recovery_stats().events,
+            events,
+            "replayed the whole topic"
+        );
         for (key, expected) in &oracle {
-            let got = floe.get(key).await.unwrap().map(|e| e.data.to_value().unwrap());
+            let got = floe
+                .get(key)
+                .await
+                .unwrap()
+                .map(|e| e.data.to_value().unwrap());
             assert_eq!(&got, expected, "{key}");
         }
         // Appends continue after the recovered offsets.
+        let key = EntityKey::new("acme", "Order", "o-0");
         let ack = floe
-            .put(EntityKey::new("acme", "Order", "o-0"), json!({ "again": true }))
+            .put(key.clone(), json!({ "again": true }))
             .await
             .unwrap();
         assert!(ack.version >= 2);
+        oracle.insert(key, Some(json!({ "again": true })));
         floe.close().await.unwrap();
         events += 1;
     }
 }
 
-/// Stops the broker in the middle of a stream of writes and starts it again:
+/// Kills the broker in the middle of a stream of writes and starts it again:
 /// writes wait (or fail retryably and are retried with the same idempotency
 /// key); afterwards every acknowledged write is in the topic and no
 /// idempotency key is there twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_loses_and_duplicates_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut broker = broker().await;
     let topic = topic("outage");
     let dir = tempfile::tempdir().unwrap();
-    let floe = Floe::open(config(dir.path(), &broker, &topic)).await.unwrap();
+    let floe = Floe::open(config(dir.path(), &broker, &topic))
+        .await
+        .unwrap();
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let retryable_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut writers = tokio::task::JoinSet::new();
@@ -130,7 +157,9 @@ async fn broker_outage_loses_and_duplicates_nothing() {
                             break;
                         }
                         Err(e) => {
-                            assert!(e.is_retryable(), "a broker outage must be retryable: {e}");
+                            if !e.is_retryable() {
+                                return Err(format!("a broker outage must be retryable: {e}"));
+                            }
                             errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             attempts += 1;
                             assert!(attempts < 100, "still failing after 100 retries: {e}");
@@ -140,6 +169,7 @@ async fn broker_outage_loses_and_duplicates_nothing() {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            Ok(())
         });
     }
     // Let the stream run, then take the broker away mid-stream.
@@ -148,7 +178,7 @@ async fn broker_outage_loses_and_duplicates_nothing() {
     }
     let before_stop = acked.lock().unwrap().len();
     broker = tokio::task::spawn_blocking(move || {
-        broker.stop().expect("stop the broker");
+        broker.kill().expect("kill the broker");
         std::thread::sleep(Duration::from_secs(3));
         broker
     })
@@ -165,8 +195,26 @@ async fn broker_outage_loses_and_duplicates_nothing() {
     })
     .await
     .unwrap();
-    while let Some(joined) = writers.join_next().await {
-        joined.expect("writer");
+    let finished = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(joined) = writers.join_next().await {
+            joined.expect("writer")?;
+        }
+        Ok::<_, String>(())
+    })
+    .await;
+    if !matches!(finished, Ok(Ok(()))) {
+        let kept = std::env::temp_dir().join("floe-outage-broker.log");
+        let _ = std::fs::copy(broker.dir().join("broker.log"), &kept);
+        eprintln!("the broker's whole log is kept in {}", kept.display());
+    }
+    match finished {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}\nbroker log:\n{}", broker.log()),
+        Err(_) => panic!(
+            "writes did not finish within 90 s of the broker's restart ({} acked)\nbroker log:\n{}",
+            acked.lock().unwrap().len(),
+            broker.log()
+        ),
     }
     let acked = acked.lock().unwrap().clone();
     assert_eq!(acked.len(), 8 * 150);
@@ -182,11 +230,21 @@ async fn broker_outage_loses_and_duplicates_nothing() {
         *seen.entry(&event.idempotency_key).or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "idempotency keys in the topic more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "idempotency keys in the topic more than once: {twice:?}"
+    );
     for key in &acked {
-        assert!(seen.contains_key(key.as_str()), "acknowledged write {key} lost");
+        assert!(
+            seen.contains_key(key.as_str()),
+            "acknowledged write {key} lost"
+        );
     }
-    assert_eq!(events.len(), acked.len(), "nothing but the acknowledged writes");
+    assert_eq!(
+        events.len(),
+        acked.len(),
+        "nothing but the acknowledged writes"
+    );
     floe.close().await.unwrap();
     drop(broker);
 }
@@ -205,7 +263,9 @@ async fn python_consumer_sees_exactly_what_floe_acknowledged() {
     let broker = broker().await;
     let topic = topic("python");
     let dir = tempfile::tempdir().unwrap();
-    let floe = Floe::open(config(dir.path(), &broker, &topic)).await.unwrap();
+    let floe = Floe::open(config(dir.path(), &broker, &topic))
+        .await
+        .unwrap();
     let mut keys = Vec::new();
     let mut version_sum = 0u64;
     for i in 0..300u64 {
@@ -216,7 +276,9 @@ async fn python_consumer_sees_exactly_what_floe_acknowledged() {
                 Err(_) => continue,
             }
         } else {
-            floe.put(key, json!({ "i": i, "emoji": "🚀" })).await.unwrap()
+            floe.put(key, json!({ "i": i, "emoji": "🚀" }))
+                .await
+                .unwrap()
         };
         if ack.kind == EventKind::Deleted {
             assert!(ack.version > 1);

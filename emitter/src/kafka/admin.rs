@@ -101,12 +101,8 @@ pub(crate) async fn delete_records(
     let topic = &options.topic;
     let operation = || format!("deleting records of {topic}/{partition} below offset {offset}");
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(
-        topic,
-        partition as i32,
-        KafkaOffset::Offset(offset as i64),
-    )
-    .map_err(|e| kafka_error(operation(), e))?;
+    list.add_partition_offset(topic, partition as i32, KafkaOffset::Offset(offset as i64))
+        .map_err(|e| kafka_error(operation(), e))?;
     let result = admin
         .delete_records(&list, &admin_options(options))
         .await
@@ -123,7 +119,10 @@ pub(crate) async fn delete_records(
     match element.offset() {
         KafkaOffset::Offset(low) if low >= 0 => Ok(low as Offset),
         other => Err(kafka_error(
-            format!("{}: the broker answered low watermark {other:?}", operation()),
+            format!(
+                "{}: the broker answered low watermark {other:?}",
+                operation()
+            ),
             KafkaError::AdminOp(RDKafkaErrorCode::InvalidRecord),
         )),
     }

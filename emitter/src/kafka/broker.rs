@@ -4,7 +4,8 @@
 //! The binary is found at `$FLOE_TANSU_BIN`, else `tansu` on `PATH`, else
 //! `~/.cargo/floe-tools/bin/tansu` (where `scripts/install-tansu.sh` puts
 //! it). The broker is killed when the [`TansuBroker`] is dropped; `stop` and
-//! `restart` keep its data directory and port, for outage tests.
+//! `kill` and `restart` keep its data directory and port, for outage
+//! tests.
 
 use std::fs::{File, OpenOptions};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -130,6 +131,22 @@ impl TansuBroker {
         }
     }
 
+    /// Kills the broker (SIGKILL), as a crash would, and waits for it to
+    /// exit. Its data stays for [`TansuBroker::restart`].
+    ///
+    /// Outage tests use this rather than [`TansuBroker::stop`]: tansu 0.6
+    /// stopped with SIGTERM while producers write stops its storage first,
+    /// answers UNKNOWN_SERVER_ERROR until it is killed, and the idempotent
+    /// producer's epoch bump that follows makes the restarted broker's
+    /// storage panic.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().map_err(io("waiting for the broker"))?;
+        }
+        Ok(())
+    }
+
     /// Starts the broker again on the same port and data.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
@@ -156,8 +173,14 @@ impl TansuBroker {
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
             .env_remove("STORAGE_ENGINE")
+            // The caller's log filter is not the broker's (it would flood
+            // the log with debug output).
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("sharing the broker's log file"))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(io("sharing the broker's log file"))?,
+            )
             .stderr(log)
             .spawn()
             .map_err(io(format!("starting {}", self.binary.display())))?;
@@ -170,7 +193,7 @@ impl TansuBroker {
     fn wait_ready(&mut self, start: u64) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let log = self.log_tail(start);
+            let log = self.log_since(start);
             if log.contains("ready in")
                 && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
             {
@@ -183,7 +206,9 @@ impl TansuBroker {
             };
             let reason = match exited {
                 Some(status) => Some(format!("it exited with {status}")),
-                None if Instant::now() >= deadline => Some(format!("not ready after {START_TIMEOUT:?}")),
+                None if Instant::now() >= deadline => {
+                    Some(format!("not ready after {START_TIMEOUT:?}"))
+                }
                 None => None,
             };
             if let Some(reason) = reason {
@@ -197,20 +222,34 @@ impl TansuBroker {
                 return Err(BrokerError::NotReady {
                     addr: self.addr,
                     reason,
-                    log,
+                    log: tail(&log),
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    fn log_tail(&self, start: u64) -> String {
+    /// The last few kilobytes of the broker's output (across restarts), for
+    /// diagnosing a failed test.
+    pub fn log(&self) -> String {
+        tail(&self.log_since(0))
+    }
+
+    /// The broker's output from byte `start` of its log file on.
+    fn log_since(&self, start: u64) -> String {
         let text = std::fs::read(self.log_path()).unwrap_or_default();
         let from = (start as usize).min(text.len());
-        let tail = &text[from..];
-        let tail = &tail[tail.len().saturating_sub(4000)..];
-        String::from_utf8_lossy(tail).into_owned()
+        String::from_utf8_lossy(&text[from..]).into_owned()
     }
+}
+
+/// The last 4,000 bytes of `text` (at a character boundary).
+fn tail(text: &str) -> String {
+    let mut from = text.len().saturating_sub(4000);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    text[from..].to_string()
 }
 
 impl Drop for TansuBroker {

@@ -56,6 +56,11 @@ pub(crate) fn is_retryable_code(code: RDKafkaErrorCode) -> bool {
             | C::Retry
             | C::PurgeInflight
             | C::PurgeQueue
+            // UNKNOWN_SERVER_ERROR: what a broker answers while it shuts down
+            // (tansu, once its storage has stopped); the append's outcome is
+            // unknown as with every failed append, and retrying is how it
+            // resolves.
+            | C::Unknown
     )
 }
 
@@ -73,7 +78,10 @@ mod tests {
             C::QueueFull,
             C::RequestTimedOut,
         ] {
-            assert!(is_retryable(&KafkaError::MessageProduction(code)), "{code:?}");
+            assert!(
+                is_retryable(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
         }
         for code in [
             C::TopicAuthorizationFailed,
@@ -84,7 +92,10 @@ mod tests {
             C::UnknownTopicOrPartition,
             C::Fatal,
         ] {
-            assert!(!is_retryable(&KafkaError::MessageProduction(code)), "{code:?}");
+            assert!(
+                !is_retryable(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
         }
         let e: floe_engine::Error = kafka_error(
             "producing to t",
@@ -92,7 +103,11 @@ mod tests {
         )
         .into_pipeline_error("kafka");
         assert!(e.is_retryable());
-        assert!(e.to_string().starts_with("pipeline kafka: producing to t: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("pipeline kafka: producing to t: "),
+            "{e}"
+        );
         assert!(!kafka_error("x", KafkaError::Canceled).is_retryable());
     }
 }

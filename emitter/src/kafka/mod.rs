@@ -13,7 +13,10 @@
 //!   delivery report has arrived, with the offsets from those reports. While
 //!   the broker is unreachable librdkafka retries (the idempotent producer
 //!   keeps the retries free of duplicates and in order) until
-//!   `message.timeout.ms`; then the append fails with a retryable error.
+//!   `message.timeout.ms`; records that still fail with a retryable error
+//!   (a broker shutting down answers "unknown server error") are re-sent by
+//!   `append` itself for up to `append_retry`, and only then does the append
+//!   fail, with a retryable error.
 //! - **Reads** (see `reader.rs`): assigned consumers, no group commits,
 //!   watermarks from `ListOffsets`.
 //! - **Retention**: `delete_before` is Kafka's `DeleteRecords` (unless
@@ -27,6 +30,7 @@ mod broker;
 mod codec;
 mod errors;
 mod options;
+mod produce;
 mod reader;
 
 use std::fmt;
@@ -35,21 +39,16 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use floe_engine::{Event, Offset, Pipeline, Record, partition_for};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use floe_engine::{Event, Offset, Pipeline, Record};
+use rdkafka::producer::{FutureProducer, Producer};
 
+use self::admin::Admin;
 pub use self::broker::{BrokerError, TansuBroker};
 pub use self::codec::{HEADER_IDEMPOTENCY_KEY, HEADER_KIND, HEADER_VERSION};
-pub use self::options::KafkaOptions;
-use self::admin::Admin;
 use self::errors::kafka_error;
+pub use self::options::KafkaOptions;
 use self::reader::{ReadRequest, Readers};
 use crate::error::{Error, Result};
-
-/// How long `append` waits before retrying a record refused because the
-/// producer's local queue is full.
-const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
 
 /// floe's [`Pipeline`] on a Kafka topic. See the module documentation for
 /// the record layout and guarantees.
@@ -103,57 +102,20 @@ impl KafkaPipeline {
     /// Appends events, returning their Kafka offsets in input order, once
     /// every record of the batch is acknowledged by all in-sync replicas.
     ///
-    /// On error, any subset of the batch may have been written.
+    /// Records that fail with a retryable error are sent again (only those)
+    /// for up to [`KafkaOptions::append_retry`], so a short broker outage
+    /// makes `append` wait rather than fail. On error, any subset of the batch
+    /// may have been written.
     pub async fn append(&self, events: &[Event]) -> Result<Vec<Offset>> {
-        let producer = self.producer()?;
-        let options = &self.shared.options;
-        let topic = &options.topic;
-        let mut deliveries = Vec::with_capacity(events.len());
-        for event in events {
-            let value = codec::encode_value(event)?;
-            let partition = partition_for(event.key_hash, options.partitions) as i32;
-            let mut record = FutureRecord::to(topic)
-                .key(event.partition_key.as_bytes())
-                .payload(&value)
-                .partition(partition)
-                .headers(codec::encode_headers(event));
-            // Enqueued in input order, so records of one partition keep it.
-            loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                    }
-                    Err((e, _)) => {
-                        return Err(kafka_error(format!("producing to {topic}/{partition}"), e));
-                    }
-                }
-            }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
-        let mut offsets = Vec::with_capacity(events.len());
-        for delivery in futures::future::join_all(deliveries).await {
-            match delivery {
-                Ok(Ok(delivery)) => offsets.push(delivery.offset as Offset),
-                Ok(Err((e, message))) => {
-                    use rdkafka::Message;
-                    return Err(kafka_error(
-                        format!("producing to {topic}/{}", message.partition()),
-                        e,
-                    ));
-                }
-                Err(_) => {
-                    return Err(kafka_error(
-                        format!("producing to {topic}: the producer was closed"),
-                        KafkaError::Canceled,
-                    ));
-                }
-            }
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(offsets)
+        produce::Batch::encode(events)?
+            .send(&self.shared.options, || self.producer())
+            .await
     }
 
     /// Reads up to `max` records of `partition` from offset `from`, waiting

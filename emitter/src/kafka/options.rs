@@ -35,11 +35,17 @@ pub struct KafkaOptions {
     /// current low watermark, and retention is left to the topic's
     /// `retention.ms` / `retention.bytes`.
     pub delete_records: bool,
+    /// How long `append` keeps re-sending records that failed with a
+    /// retryable error before it gives up and returns that error.
+    pub append_retry: Duration,
 }
 
 /// Properties floe sets itself and refuses to have overridden, with why.
 const RESERVED: &[(&str, &str)] = &[
-    ("bootstrap.servers", "the brokers come from the pipeline URL"),
+    (
+        "bootstrap.servers",
+        "the brokers come from the pipeline URL",
+    ),
     (
         "enable.idempotence",
         "floe's producer is always idempotent (no duplicates on internal retries)",
@@ -68,6 +74,8 @@ impl KafkaOptions {
     pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
     /// Default timeout of metadata, watermark and admin requests.
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default of [`KafkaOptions::append_retry`].
+    pub const DEFAULT_APPEND_RETRY: Duration = Duration::from_secs(60);
     /// Largest record floe's producer sends unless `message.max.bytes` is set:
     /// an event holds an entity's whole state, up to `shards.max_payload_bytes`
     /// (1 MiB by default) plus its envelope.
@@ -84,6 +92,7 @@ impl KafkaOptions {
             properties: BTreeMap::new(),
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             delete_records: true,
+            append_retry: Self::DEFAULT_APPEND_RETRY,
         }
     }
 
@@ -125,7 +134,8 @@ impl KafkaOptions {
             if let Some((_, why)) = RESERVED.iter().find(|(k, _)| k == key) {
                 return invalid(format!("property {key} cannot be set: {why}"));
             }
-            if (key == "acks" || key == "request.required.acks") && !matches!(&**value, "all" | "-1")
+            if (key == "acks" || key == "request.required.acks")
+                && !matches!(&**value, "all" | "-1")
             {
                 return invalid(format!(
                     "property {key} = {value:?}: floe acknowledges a write only once every in-sync replica has it, so acks must be \"all\""

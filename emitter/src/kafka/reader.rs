@@ -129,7 +129,9 @@ impl Reader {
         let (low, high) = self
             .consumer
             .fetch_watermarks(topic, partition as i32, options.request_timeout)
-            .map_err(|e| kafka_error(format!("fetching the watermarks of {topic}/{partition}"), e))?;
+            .map_err(|e| {
+                kafka_error(format!("fetching the watermarks of {topic}/{partition}"), e)
+            })?;
         let (low, high) = (low.max(0) as Offset, high.max(0) as Offset);
         if from < low {
             return Err(Error::BelowLowWatermark {
@@ -152,7 +154,10 @@ impl Reader {
         // Records below `high` exist, so the read waits for them as long as a
         // request may take; at the end it waits `wait` for a new one.
         let (end, patience) = if from < high {
-            (high.min(from.saturating_add(max as u64)), options.request_timeout)
+            (
+                high.min(from.saturating_add(max as u64)),
+                options.request_timeout,
+            )
         } else {
             (from + 1, wait)
         };
