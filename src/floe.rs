@@ -114,7 +114,7 @@ impl WriteRequest {
     }
 }
 
-/// floe on one machine: shard workers over the embedded log.
+/// floe: shard workers over a durable pipeline (the embedded log or Kafka).
 ///
 /// Cloning is cheap; every clone drives the same shards. Writes are
 /// acknowledged only once their event is durable in the pipeline.
@@ -182,6 +182,7 @@ impl Floe {
                         .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))??,
                 )
             }
+            PipelineUrl::Kafka { .. } => open_kafka(&config).await?,
         };
         let router = Arc::new(Router::new(topology)?);
         let started = Instant::now();
@@ -516,6 +517,26 @@ impl Floe {
     fn now_ms(&self) -> u64 {
         self.inner.started.elapsed().as_millis() as u64
     }
+}
+
+/// The Kafka pipeline the configuration names.
+#[cfg(feature = "kafka")]
+async fn open_kafka(config: &Config) -> Result<Arc<dyn Pipeline>> {
+    let options = config
+        .kafka_options()?
+        .expect("open_kafka is called for kafka:// URLs only");
+    let pipeline = floe_emitter::KafkaPipeline::open(options)
+        .await
+        .map_err(|e| e.into_pipeline_error("kafka"))?;
+    Ok(Arc::new(pipeline))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn open_kafka(config: &Config) -> Result<Arc<dyn Pipeline>> {
+    Err(crate::Error::Config(format!(
+        "pipeline URL {:?}: this floe was built without the `kafka` feature",
+        config.pipeline
+    )))
 }
 
 fn display(key: &EntityKey) -> floe_engine::EntityKeyDisplay {

@@ -28,7 +28,9 @@ mod error;
 mod floe;
 mod recovery;
 
-pub use config::{Config, FsyncMode, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig};
+pub use config::{
+    Config, FsyncMode, KafkaConfig, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig,
+};
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use recovery::RecoveryStats;

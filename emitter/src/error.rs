@@ -106,6 +106,65 @@ pub enum Error {
     #[error("the log is closed")]
     Closed,
 
+    /// A Kafka client call failed. `retryable` says whether the same call may
+    /// succeed later (the broker unreachable, a timeout, a full local queue)
+    /// or never will (authorization, configuration, a record too large).
+    #[cfg(feature = "kafka")]
+    #[error("{operation}: {source}{}", if *retryable { " (retryable)" } else { "" })]
+    Kafka {
+        /// What the backend was doing, e.g. `producing to floe-events`.
+        operation: String,
+        /// Whether the same call may succeed if tried again.
+        retryable: bool,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+
+    /// The topic exists with another partition count than the deployment's.
+    #[cfg(feature = "kafka")]
+    #[error(
+        "topic {topic:?} has {existing} partitions but floe is configured with {requested}: the partition count is fixed when a deployment is created (use the existing count or another topic)"
+    )]
+    TopicPartitionMismatch {
+        /// The topic.
+        topic: String,
+        /// Partitions the broker reports.
+        existing: u32,
+        /// Partitions asked for.
+        requested: u32,
+    },
+
+    /// A record in the topic that is not a floe event.
+    #[cfg(feature = "kafka")]
+    #[error("record {offset} of {topic}/{partition} is not a floe event: {reason}")]
+    UndecodableRecord {
+        /// The topic.
+        topic: String,
+        /// Its partition.
+        partition: u32,
+        /// Its offset.
+        offset: Offset,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An event that cannot be written as a JSON record (its state is not
+    /// valid JSON text).
+    #[cfg(feature = "kafka")]
+    #[error("event {event_id} cannot be serialized as JSON: {reason}")]
+    UnencodableEvent {
+        /// The event.
+        event_id: uuid::Uuid,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Kafka backend options that cannot be used.
+    #[cfg(feature = "kafka")]
+    #[error("invalid Kafka options: {0}")]
+    InvalidKafkaOptions(String),
+
     /// A write or fsync failed earlier; what reached the disk is unknown, so
     /// the log refuses further appends until it is reopened (recovery then
     /// scans the tail).
@@ -128,6 +187,8 @@ impl Error {
                 io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ),
             Error::Locked { .. } => true,
+            #[cfg(feature = "kafka")]
+            Error::Kafka { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -141,14 +202,24 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The engine's pipeline error for this error, naming the backend
+    /// (`file`, `kafka`) that raised it.
+    pub fn into_pipeline_error(self, backend: &'static str) -> floe_engine::Error {
+        floe_engine::Error::Pipeline {
+            backend,
+            message: self.to_string(),
+            retryable: self.is_retryable(),
+            source: Some(Box::new(self)),
+        }
+    }
+}
+
+/// Errors of the embedded log; the Kafka backend converts its own with
+/// [`Error::into_pipeline_error`].
 impl From<Error> for floe_engine::Error {
     fn from(e: Error) -> Self {
-        floe_engine::Error::Pipeline {
-            backend: "file",
-            message: e.to_string(),
-            retryable: e.is_retryable(),
-            source: Some(Box::new(e)),
-        }
+        e.into_pipeline_error("file")
     }
 }
 

@@ -3,13 +3,19 @@
 //! [`FileLog`] is the embedded [`floe_engine::Pipeline`]: partitioned segment
 //! files with group commit, for a single machine. With the `conformance`
 //! feature, [`conformance`] holds the test suite every pipeline backend must
-//! pass.
+//! pass. With the `kafka` feature, [`KafkaPipeline`] keeps the events in a
+//! Kafka topic instead, and [`TansuBroker`] starts a local broker for tests
+//! and benchmarks.
 #![deny(missing_docs)]
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod log;
 
 pub use error::{Error, Result};
+#[cfg(feature = "kafka")]
+pub use kafka::{BrokerError, KafkaOptions, KafkaPipeline, TansuBroker};
 pub use log::{FileLog, FsyncPolicy, LogOptions};

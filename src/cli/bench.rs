@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 
 use super::report;
 
+#[cfg(feature = "kafka")]
+#[path = "bench_kafka.rs"]
+mod kafka;
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     #[command(subcommand)]
@@ -62,6 +66,15 @@ struct IngestArgs {
     /// Which fsync modes to run: always, never or both (always first).
     #[arg(long, default_value = "both")]
     fsync: String,
+    /// Measure on this Kafka pipeline (`kafka://host:port/topic?partitions=N`)
+    /// against a raw rdkafka producer, instead of the embedded log. Each run
+    /// gets a fresh topic named after this one.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Start a temporary local broker (tansu, see scripts/install-tansu.sh)
+    /// for a Kafka run; `--pipeline` then only gives the topic and options.
+    #[arg(long)]
+    start_broker: bool,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +229,23 @@ async fn ingest_once(config: Config, args: &IngestArgs) -> anyhow::Result<Ingest
 }
 
 async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
+    if args.start_broker
+        || args
+            .pipeline
+            .as_deref()
+            .is_some_and(|p| p.starts_with("kafka://"))
+    {
+        #[cfg(feature = "kafka")]
+        return kafka::ingest(config, args).await;
+        #[cfg(not(feature = "kafka"))]
+        anyhow::bail!("this floe was built without the `kafka` feature");
+    }
+    if let Some(pipeline) = &args.pipeline {
+        anyhow::ensure!(
+            pipeline.starts_with("file://"),
+            "--pipeline must be a kafka:// URL (or file:// for the embedded log), not {pipeline:?}"
+        );
+    }
     let modes: Vec<FsyncMode> = match args.fsync.as_str() {
         "always" => vec![FsyncMode::Always],
         "never" => vec![FsyncMode::Never],
@@ -278,6 +308,8 @@ async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
         shards: config.topology.shards,
         payload_bytes: args.payload_bytes,
         fsync: "never".into(),
+        pipeline: None,
+        start_broker: false,
     };
     println!(
         "reopen: filling {} entities of ~{} B",

@@ -316,6 +316,29 @@ pub async fn delete_before_raises_the_low_watermark<P: Pipeline>(p: &P) {
     );
 }
 
+/// A store without retention: `delete_before` deletes nothing, reports the
+/// unchanged low watermark, and every record stays readable.
+pub async fn delete_before_without_retention_keeps_everything<P: Pipeline>(p: &P) {
+    let events = events_in(0, p.partitions(), 0, 1000);
+    for chunk in events.chunks(100) {
+        p.append(chunk).await.expect("append");
+    }
+    assert_eq!(p.delete_before(0, 0).await.expect("delete_before"), 0);
+    assert_eq!(p.delete_before(0, 600).await.expect("delete_before"), 0);
+    assert_eq!(p.low_watermark(0).await.unwrap(), 0);
+    assert_eq!(p.high_watermark(0).await.unwrap(), 1000);
+    let records = read_all(p, 0, 0).await;
+    assert_eq!(records.len(), 1000);
+    assert_eq!(records[600].event, events[600]);
+    assert!(p.delete_before(p.partitions(), 0).await.is_err());
+    assert_eq!(
+        p.append(&events_in(0, p.partitions(), 1000, 1))
+            .await
+            .expect("append"),
+        vec![1000]
+    );
+}
+
 /// After `close`, appends fail (not retryable); closing again is harmless.
 pub async fn appends_after_close_fail<P: Pipeline>(p: &P) {
     let n = p.partitions();

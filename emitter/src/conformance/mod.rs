@@ -13,7 +13,10 @@
 //!
 //! Retention is checked for real: the factory must configure the backend so
 //! that [`delete_before_raises_the_low_watermark`] can delete something (small
-//! segments for the file log; Kafka deletes records exactly).
+//! segments for the file log; Kafka deletes records exactly). A store that
+//! cannot delete at all (a broker without Kafka's `DeleteRecords`, such as
+//! tansu) says so with [`PipelineFactory::supports_delete_before`]; the case
+//! then checks [`delete_before_without_retention_keeps_everything`] instead.
 
 use std::future::Future;
 use std::time::Duration;
@@ -39,6 +42,13 @@ pub trait PipelineFactory: Send {
     /// suite closed the previous pipeline, and must find every acknowledged
     /// event.
     fn open(&mut self) -> impl Future<Output = floe_engine::Result<Self::Pipeline>> + Send;
+
+    /// Whether the store deletes records on `delete_before`. `false` declares
+    /// a store without retention (the pipeline then leaves the low watermark
+    /// where it is), and the retention case checks exactly that instead.
+    fn supports_delete_before(&self) -> bool {
+        true
+    }
 }
 
 /// Runs every case, each against a fresh store made by `make(PARTITIONS)`.
@@ -79,7 +89,9 @@ pub enum Case {
     Watermarks,
     /// [`reopen_keeps_everything`]
     ReopenKeepsEverything,
-    /// [`delete_before_raises_the_low_watermark`]
+    /// [`delete_before_raises_the_low_watermark`], or
+    /// [`delete_before_without_retention_keeps_everything`] for a store that
+    /// declares it cannot delete
     DeleteBefore,
     /// [`appends_after_close_fail`]
     AppendsAfterClose,
@@ -151,7 +163,10 @@ impl Case {
             Case::ReadBeyondHighWatermark => read_beyond_the_high_watermark_fails(&p).await,
             Case::ReadWokenByAppend => read_is_woken_by_an_append(&p).await,
             Case::Watermarks => watermarks_follow_appends(&p).await,
-            Case::DeleteBefore => delete_before_raises_the_low_watermark(&p).await,
+            Case::DeleteBefore if factory.supports_delete_before() => {
+                delete_before_raises_the_low_watermark(&p).await
+            }
+            Case::DeleteBefore => delete_before_without_retention_keeps_everything(&p).await,
             Case::AppendsAfterClose => appends_after_close_fail(&p).await,
             Case::LargeBatch => large_batch(&p).await,
             Case::EventsRoundtrip => events_roundtrip_exactly(&p).await,
