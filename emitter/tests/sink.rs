@@ -229,10 +229,7 @@ async fn files_are_sorted_by_key_hash_with_bounds_in_the_manifest() {
     let table = lake.load_table().await.unwrap();
     let metadata = table.metadata();
     let snapshot = metadata.current_snapshot().unwrap();
-    let list = snapshot
-        .load_manifest_list(table.file_io(), metadata)
-        .await
-        .unwrap();
+    let list = table.manifest_list_reader(snapshot).load().await.unwrap();
     let mut files = 0;
     for manifest in list.entries() {
         let manifest = manifest.load_manifest(table.file_io()).await.unwrap();
