@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floe_emitter::FileLog;
-use floe_emitter::sink::{LagHandle, LandStats, Lake, Sink, SinkLag, SinkOptions};
+use floe_emitter::sink::{LagHandle, Lake, LandStats, Sink, SinkLag, SinkOptions};
 use floe_engine::Pipeline;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -79,23 +79,24 @@ impl SinkTask {
             loop {
                 let current = match sink.take() {
                     Some(sink) => sink,
-                    None => match Sink::start(lake.clone(), pipeline.clone(), options.clone()).await
-                    {
-                        Ok(sink) => {
-                            *slot.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(sink.lag_handle());
-                            sink
+                    None => {
+                        match Sink::start(lake.clone(), pipeline.clone(), options.clone()).await {
+                            Ok(sink) => {
+                                *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(sink.lag_handle());
+                                sink
+                            }
+                            Err(e) if e.is_retryable() && !*stopped.borrow() => {
+                                tracing::warn!(error = %e, "restarting the sink failed; retrying");
+                                tokio::time::sleep(RESTART_DELAY).await;
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the sink cannot start; the lake stops receiving events");
+                                return;
+                            }
                         }
-                        Err(e) if e.is_retryable() && !*stopped.borrow() => {
-                            tracing::warn!(error = %e, "restarting the sink failed; retrying");
-                            tokio::time::sleep(RESTART_DELAY).await;
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "the sink cannot start; the lake stops receiving events");
-                            return;
-                        }
-                    },
+                    }
                 };
                 match current.run(stopped.clone()).await {
                     Ok(stats) => {

@@ -49,13 +49,20 @@ async fn write(floe: &Floe, writes: u64) -> (Oracle, u64) {
 async fn state_of(floe: &Floe) -> Oracle {
     let mut state = Oracle::new();
     for entity in floe.list("t", "Thing", None, usize::MAX).await.unwrap() {
-        state.insert(entity.key.clone(), (entity.version, entity.data.to_value().unwrap()));
+        state.insert(
+            entity.key.clone(),
+            (entity.version, entity.data.to_value().unwrap()),
+        );
     }
     state
 }
 
 fn live(oracle: &Oracle) -> Oracle {
-    oracle.iter().filter(|(_, (_, v))| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    oracle
+        .iter()
+        .filter(|(_, (_, v))| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Every event still in the data directory's log, with each partition's low watermark.
@@ -68,7 +75,9 @@ async fn log_events(dir: &Path) -> (Vec<Event>, Vec<u64>) {
         let high = log.high_watermark(p).unwrap();
         let mut at = low;
         while at < high {
-            let records = Pipeline::read(&log, p, at, 4096, Duration::ZERO).await.unwrap();
+            let records = Pipeline::read(&log, p, at, 4096, Duration::ZERO)
+                .await
+                .unwrap();
             at = records.last().unwrap().offset + 1;
             events.extend(records.into_iter().map(|r| r.event));
         }
@@ -87,7 +96,10 @@ async fn recovery_through_retention_rebuilds_state_from_iceberg_and_the_tail() {
     floe.close().await.unwrap();
     drop(floe);
     let (_, lows) = log_events(dir.path()).await;
-    assert!(lows.iter().any(|&l| l > 0), "retention deleted no segment: {lows:?}");
+    assert!(
+        lows.iter().any(|&l| l > 0),
+        "retention deleted no segment: {lows:?}"
+    );
 
     let floe = Floe::open(config.clone()).await.unwrap();
     let stats = floe.recovery_stats();
@@ -151,7 +163,10 @@ fn figures(events: &[Event]) -> Figures {
         distinct_keys: keys.len() as u64,
         key_hash_sum: events.iter().fold(0u64, |s, e| s.wrapping_add(e.key_hash)),
         version_sum: events.iter().map(|e| e.version).sum(),
-        state_bytes: events.iter().map(|e| e.state.as_ref().map_or(0, |s| s.len()) as u64).sum(),
+        state_bytes: events
+            .iter()
+            .map(|e| e.state.as_ref().map_or(0, |s| s.len()) as u64)
+            .sum(),
         offsets_total: events.len() as u64,
     }
 }
@@ -176,8 +191,16 @@ fn python() -> String {
 
 fn read_with_pyiceberg(dir: &Path) -> Figures {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/iceberg_reader.py");
-    let out = std::process::Command::new(python()).arg(script).arg(dir).output().unwrap();
-    assert!(out.status.success(), "pyiceberg reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyiceberg reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -218,8 +241,15 @@ fn floe_sink_once_lands_a_pipeline_written_without_a_sink() {
     };
     let out = run();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("landed {acked} events")), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("landed {acked} events")),
+        "{stdout}"
+    );
     // Nothing new: a second run lands nothing and duplicates nothing.
     let out = run();
     assert!(String::from_utf8_lossy(&out.stdout).contains("landed 0 events"));

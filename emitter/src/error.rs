@@ -126,7 +126,7 @@ pub enum Error {
         catalog: String,
         /// What the catalog client reported.
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
 
     /// The warehouse refused a test write at start.
@@ -136,7 +136,7 @@ pub enum Error {
         warehouse: String,
         /// What the storage reported.
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
 
     /// An Iceberg operation failed.
@@ -146,7 +146,7 @@ pub enum Error {
         context: &'static str,
         /// The Iceberg error.
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
 
     /// Building or reading Arrow data failed.
@@ -243,7 +243,10 @@ impl Error {
     }
 
     pub(crate) fn iceberg(context: &'static str, source: iceberg::Error) -> Self {
-        Error::Iceberg { context, source }
+        Error::Iceberg {
+            context,
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {

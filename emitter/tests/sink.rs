@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use floe_emitter::conformance::sample_event;
-use floe_emitter::sink::{
-    CatalogUrl, Lake, LakeLocation, Sink, SinkOptions, SinkPhase, layout,
-};
+use floe_emitter::sink::{CatalogUrl, Lake, LakeLocation, Sink, SinkOptions, SinkPhase, layout};
 use floe_emitter::{Error, FileLog, FsyncPolicy, LogOptions};
 use floe_engine::{Event, Pipeline, Record};
 use iceberg::spec::Datum;
@@ -78,15 +76,24 @@ async fn landed(lake: &Lake) -> Vec<Record> {
 /// the acknowledged events, and the offsets cover exactly them.
 async fn assert_exactly_once(lake: &Lake, log: &FileLog, acknowledged: &[Event]) {
     let rows = landed(lake).await;
-    let keys: BTreeSet<&str> = rows.iter().map(|r| r.event.idempotency_key.as_str()).collect();
+    let keys: BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r.event.idempotency_key.as_str())
+        .collect();
     let positions: BTreeSet<(u32, u64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
-    let expected: BTreeSet<&str> = acknowledged.iter().map(|e| e.idempotency_key.as_str()).collect();
+    let expected: BTreeSet<&str> = acknowledged
+        .iter()
+        .map(|e| e.idempotency_key.as_str())
+        .collect();
     assert_eq!(rows.len(), acknowledged.len(), "row count");
     assert_eq!(keys, expected, "idempotency keys");
     assert_eq!(positions.len(), acknowledged.len(), "distinct positions");
     let committed = lake.committed_offsets(PARTITIONS).await.unwrap();
     for p in 0..PARTITIONS {
-        assert_eq!(committed.offsets[p as usize], log.high_watermark(p).unwrap());
+        assert_eq!(
+            committed.offsets[p as usize],
+            log.high_watermark(p).unwrap()
+        );
     }
 }
 
@@ -117,7 +124,11 @@ async fn crash_and_restart(phase: SinkPhase) {
     // The crash: the sink is dropped where it stopped, its lease not released.
     drop(sink);
     let after_crash = landed(&lake).await.len();
-    let expected = if phase == SinkPhase::FilesWritten { 250 } else { 500 };
+    let expected = if phase == SinkPhase::FilesWritten {
+        250
+    } else {
+        500
+    };
     assert_eq!(after_crash, expected, "rows committed before the crash");
 
     let mut acknowledged = acknowledged;
@@ -153,14 +164,18 @@ async fn exactly_once_when_the_task_is_dropped_mid_round() {
     for delay_ms in [5u64, 20, 60] {
         let (lake2, pipeline2) = (lake.clone(), pipeline.clone());
         let task = tokio::spawn(async move {
-            let mut sink = Sink::start(lake2, pipeline2, options("dir-1")).await.unwrap();
+            let mut sink = Sink::start(lake2, pipeline2, options("dir-1"))
+                .await
+                .unwrap();
             sink.land_to_head().await
         });
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         task.abort();
         let _ = task.await;
     }
-    let mut sink = Sink::start(lake.clone(), pipeline, options("dir-1")).await.unwrap();
+    let mut sink = Sink::start(lake.clone(), pipeline, options("dir-1"))
+        .await
+        .unwrap();
     sink.land_to_head().await.unwrap();
     sink.release().await.unwrap();
     assert_exactly_once(&lake, &log, &acknowledged).await;
@@ -275,6 +290,8 @@ async fn bad_configuration_fails_at_open_with_a_clear_error() {
     let err = Lake::open(bad).await.unwrap_err();
     assert!(matches!(err, Error::CatalogUnavailable { .. }), "{err}");
     assert!(err.to_string().contains("http://127.0.0.1:9"), "{err}");
-    let err = CatalogUrl::parse("mysql://x", "/d").unwrap_err().to_string();
+    let err = CatalogUrl::parse("mysql://x", "/d")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unsupported scheme"), "{err}");
 }

@@ -40,7 +40,11 @@ fn event(seq: u64, payload: &str) -> Event {
     Event {
         event_id: Uuid::from_u128(u128::from(seq) + (1 << 100)),
         idempotency_key: format!("{tenant}/Order/{id}@v{version}"),
-        kind: if version == 1 { EventKind::Created } else { EventKind::Updated },
+        kind: if version == 1 {
+            EventKind::Created
+        } else {
+            EventKind::Updated
+        },
         key_hash: xxhash_rust::xxh3::xxh3_64(tenant.as_bytes()),
         partition_key: tenant.clone(),
         namespace: tenant,
@@ -96,7 +100,11 @@ pub(crate) async fn land(config: Config, args: LandArgs) -> anyhow::Result<()> {
     let stats = sink.land_to_head().await?;
     let elapsed = started.elapsed();
     sink.release().await?;
-    anyhow::ensure!(stats.events == args.events, "landed {} events", stats.events);
+    anyhow::ensure!(
+        stats.events == args.events,
+        "landed {} events",
+        stats.events
+    );
     let rate = per_second(stats.events, elapsed);
     println!(
         "floe sink: {} events in {:.2} s = {:.0} events/s; {} commits, {:.1} files/commit, avg file {:.1} MiB (commit every {} events / {} MiB, zstd {})",
@@ -112,7 +120,9 @@ pub(crate) async fn land(config: Config, args: LandArgs) -> anyhow::Result<()> {
     );
 
     let Some(python) = args.python else {
-        println!("land: {rate:.0} events/s (pyiceberg comparison skipped: no --python / FLOE_PYTHON)");
+        println!(
+            "land: {rate:.0} events/s (pyiceberg comparison skipped: no --python / FLOE_PYTHON)"
+        );
         return Ok(());
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pyiceberg_append.py");

@@ -41,8 +41,8 @@ pub fn records_to_batch(schema: &SchemaRef, records: &[Record]) -> Result<Record
     let mut key_hash = Int64Builder::with_capacity(n);
     let mut shard = Int32Builder::with_capacity(n);
     let mut version = Int64Builder::with_capacity(n);
-    let mut event_time = TimestampMicrosecondBuilder::with_capacity(n)
-        .with_timezone(iceberg::arrow::UTC_TIME_ZONE);
+    let mut event_time =
+        TimestampMicrosecondBuilder::with_capacity(n).with_timezone(iceberg::arrow::UTC_TIME_ZONE);
     let mut state = text(sum(|e| e.state.as_ref().map_or(0, Json::len)));
     let mut pipeline_partition = Int32Builder::with_capacity(n);
     let mut pipeline_offset = Int64Builder::with_capacity(n);
@@ -115,8 +115,22 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| Error::Layout(format!("column {name:?} is not a long column")))
     };
-    let [c_id, c_key, c_kind, c_ns, c_type, c_eid, c_pk, c_hash, c_shard, c_ver, c_ts, c_state, c_part, c_off] =
-        COLUMNS;
+    let [
+        c_id,
+        c_key,
+        c_kind,
+        c_ns,
+        c_type,
+        c_eid,
+        c_pk,
+        c_hash,
+        c_shard,
+        c_ver,
+        c_ts,
+        c_state,
+        c_part,
+        c_off,
+    ] = COLUMNS;
     let (event_id, idempotency_key, kind) = (string(c_id)?, string(c_key)?, string(c_kind)?);
     let (namespace, entity_type, entity_id) = (string(c_ns)?, string(c_type)?, string(c_eid)?);
     let (partition_key, state) = (string(c_pk)?, string(c_state)?);
@@ -197,6 +211,9 @@ mod tests {
         assert_eq!(batch.num_rows(), 3);
         let back = batch_to_records(&batch).unwrap();
         // u64::MAX is -1 as a long, so it sorts first.
-        assert_eq!(back, vec![records[1].clone(), records[0].clone(), records[2].clone()]);
+        assert_eq!(
+            back,
+            vec![records[1].clone(), records[0].clone(), records[2].clone()]
+        );
     }
 }

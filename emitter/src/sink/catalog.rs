@@ -140,7 +140,7 @@ impl Lake {
                     .await
                     .map_err(|e| Error::CatalogUnavailable {
                         catalog: format!("sqlite://{}", path.display()),
-                        source: e,
+                        source: Box::new(e),
                     })?;
                 Arc::new(catalog)
             }
@@ -153,7 +153,7 @@ impl Lake {
                     .await
                     .map_err(|e| Error::CatalogUnavailable {
                         catalog: uri.clone(),
-                        source: e,
+                        source: Box::new(e),
                     })?;
                 Arc::new(catalog)
             }
@@ -185,7 +185,7 @@ impl Lake {
     async fn ensure_table(&self) -> Result<Table> {
         let unavailable = |e| Error::CatalogUnavailable {
             catalog: format!("{:?}", self.location.catalog),
-            source: e,
+            source: Box::new(e),
         };
         let namespace = layout::namespace_ident();
         if !self
@@ -252,7 +252,7 @@ impl Lake {
         .await;
         written.map_err(|e| Error::WarehouseNotWritable {
             warehouse: self.location.warehouse.clone(),
-            source: e,
+            source: Box::new(e),
         })
     }
 }

@@ -46,12 +46,16 @@ impl CommittedOffsets {
                 let mut offsets = Vec::with_capacity(partitions as usize);
                 for p in 0..partitions {
                     let key = format!("{OFFSETS_PREFIX}{p}");
-                    let value = summary.get(&key).and_then(|v| v.parse().ok()).ok_or_else(|| {
-                        Error::Layout(format!(
-                            "snapshot {} has no valid {key} property",
-                            snapshot.snapshot_id()
-                        ))
-                    })?;
+                    let value =
+                        summary
+                            .get(&key)
+                            .and_then(|v| v.parse().ok())
+                            .ok_or_else(|| {
+                                Error::Layout(format!(
+                                    "snapshot {} has no valid {key} property",
+                                    snapshot.snapshot_id()
+                                ))
+                            })?;
                     offsets.push(value);
                 }
                 return Ok(CommittedOffsets {

@@ -42,10 +42,11 @@ impl Lake {
         {
             let records = batch::batch_to_records(&batch)?;
             // A snapshot holds exactly the events below its offsets; check it.
-            if let Some(r) = records
-                .iter()
-                .find(|r| at.offsets.get(r.partition as usize).is_none_or(|&o| r.offset >= o))
-            {
+            if let Some(r) = records.iter().find(|r| {
+                at.offsets
+                    .get(r.partition as usize)
+                    .is_none_or(|&o| r.offset >= o)
+            }) {
                 return Err(Error::Layout(format!(
                     "snapshot {snapshot} holds offset {} of partition {}, beyond its committed offsets",
                     r.offset, r.partition

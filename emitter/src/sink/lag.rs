@@ -84,8 +84,7 @@ impl LagHandle {
         let seconds = if events == 0 {
             0.0
         } else {
-            now_ms().saturating_sub(self.inner.caught_up_ms.load(Ordering::Acquire)) as f64
-                / 1000.0
+            now_ms().saturating_sub(self.inner.caught_up_ms.load(Ordering::Acquire)) as f64 / 1000.0
         };
         Ok(SinkLag {
             events,

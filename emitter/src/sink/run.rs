@@ -91,7 +91,11 @@ impl std::fmt::Debug for Sink {
 impl Sink {
     /// Takes the commit lease (failing with [`Error::Fenced`] if another sink
     /// holds it) and resumes from the offsets of the newest snapshot.
-    pub async fn start(lake: Lake, pipeline: Arc<dyn Pipeline>, options: SinkOptions) -> Result<Sink> {
+    pub async fn start(
+        lake: Lake,
+        pipeline: Arc<dyn Pipeline>,
+        options: SinkOptions,
+    ) -> Result<Sink> {
         options.validate()?;
         let lease = Lease::acquire(&lake, &options.instance, options.lease).await?;
         let table = lake.load_table().await?;
@@ -136,7 +140,12 @@ impl Sink {
     pub async fn land_to_head(&mut self) -> Result<LandStats> {
         let mut heads = Vec::with_capacity(self.read.len());
         for p in 0..self.pipeline.partitions() {
-            heads.push(self.pipeline.high_watermark(p).await.map_err(pipeline_error)?);
+            heads.push(
+                self.pipeline
+                    .high_watermark(p)
+                    .await
+                    .map_err(pipeline_error)?,
+            );
         }
         let mut stats = LandStats::default();
         loop {
@@ -213,7 +222,7 @@ impl Sink {
             let Some(last) = records.last() else { continue };
             self.read[p] = last.offset + 1;
             read += records.len();
-            self.buffered_bytes += records.iter().map(|r| approx_size(r)).sum::<usize>();
+            self.buffered_bytes += records.iter().map(approx_size).sum::<usize>();
             self.buffer.extend(records);
             self.first_buffered.get_or_insert_with(Instant::now);
         }

@@ -33,7 +33,8 @@ impl FileNameGenerator for UniqueFileNames {
     }
 }
 
-type Rolling = RollingFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, UniqueFileNames>;
+type Rolling =
+    RollingFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, UniqueFileNames>;
 
 /// Turns records into data files: one Arrow batch sorted by key hash, split by
 /// partition, each partition written by its own task (Parquet encoding is the
@@ -103,7 +104,8 @@ impl DataWriter {
         }
         let mut files = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let written = joined.map_err(|e| Error::Task(format!("a file writer task failed: {e}")))?;
+            let written =
+                joined.map_err(|e| Error::Task(format!("a file writer task failed: {e}")))?;
             files.extend(written.map_err(|e| Error::iceberg("writing data files", e))?);
         }
         Ok(files)
