@@ -295,3 +295,23 @@ async fn bad_configuration_fails_at_open_with_a_clear_error() {
         .to_string();
     assert!(err.contains("unsupported scheme"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_unlanded_events_and_their_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    append(&log, 0, 700).await;
+    let lake = Lake::open(location(dir.path())).await.unwrap();
+    let mut sink = Sink::start(lake, log.clone(), options("dir-1"))
+        .await
+        .unwrap();
+    let handle = sink.lag_handle();
+    let lag = handle.lag(&*log).await.unwrap();
+    assert_eq!(lag.events, 700);
+    // sample events are stamped in November 2023.
+    assert!(lag.seconds > 3600.0 * 24.0 * 365.0, "{lag:?}");
+    assert_eq!(lag.commits, 0);
+    sink.land_to_head().await.unwrap();
+    let lag = handle.lag(&*log).await.unwrap();
+    assert_eq!((lag.events, lag.seconds, lag.commits), (0, 0.0, 3));
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use floe_engine::{Offset, Pipeline};
 
@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 pub struct SinkLag {
     /// Events appended to the pipeline but not yet committed to Iceberg.
     pub events: u64,
-    /// Seconds since the lake last held everything the pipeline had (0 when
-    /// it does now).
+    /// Age of the oldest event not yet in the lake, in seconds (by its
+    /// timestamp; 0 when the lake holds everything).
     pub seconds: f64,
     /// Iceberg commits made by this sink since it started.
     pub commits: u64,
@@ -29,15 +29,11 @@ pub struct LagHandle {
 #[derive(Debug)]
 struct LagState {
     committed: Vec<AtomicU64>,
-    caught_up_ms: AtomicU64,
     commits: AtomicU64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+fn now_us() -> i64 {
+    floe_engine::now_us()
 }
 
 impl LagHandle {
@@ -45,7 +41,6 @@ impl LagHandle {
         LagHandle {
             inner: Arc::new(LagState {
                 committed: committed.iter().map(|&o| AtomicU64::new(o)).collect(),
-                caught_up_ms: AtomicU64::new(now_ms()),
                 commits: AtomicU64::new(0),
             }),
         }
@@ -58,10 +53,6 @@ impl LagHandle {
         self.inner.commits.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn caught_up(&self) {
-        self.inner.caught_up_ms.store(now_ms(), Ordering::Release);
-    }
-
     /// The committed offsets as the sink last reported them.
     pub fn committed_offsets(&self) -> Vec<Offset> {
         self.inner
@@ -71,20 +62,32 @@ impl LagHandle {
             .collect()
     }
 
-    /// Compares the committed offsets with the pipeline's high watermarks.
+    /// Compares the committed offsets with the pipeline's high watermarks and
+    /// reads the first unlanded event of each lagging partition for its age.
     pub async fn lag(&self, pipeline: &dyn Pipeline) -> Result<SinkLag> {
         let mut events = 0;
+        let mut oldest_us = i64::MAX;
         for (p, committed) in (0u32..).zip(self.committed_offsets()) {
             let head = pipeline
                 .high_watermark(p)
                 .await
                 .map_err(|source| Error::Pipeline { source })?;
-            events += head.saturating_sub(committed);
+            if head <= committed {
+                continue;
+            }
+            events += head - committed;
+            let first = pipeline
+                .read(p, committed, 1, Duration::ZERO)
+                .await
+                .map_err(|source| Error::Pipeline { source })?;
+            if let Some(record) = first.first() {
+                oldest_us = oldest_us.min(record.event.timestamp_us);
+            }
         }
-        let seconds = if events == 0 {
+        let seconds = if oldest_us == i64::MAX {
             0.0
         } else {
-            now_ms().saturating_sub(self.inner.caught_up_ms.load(Ordering::Acquire)) as f64 / 1000.0
+            (now_us().saturating_sub(oldest_us)).max(0) as f64 / 1e6
         };
         Ok(SinkLag {
             events,

@@ -157,9 +157,6 @@ impl Sink {
                 break;
             }
         }
-        if self.committed.offsets == heads {
-            self.lag.caught_up();
-        }
         Ok(stats)
     }
 
@@ -179,12 +176,9 @@ impl Sink {
                 stats.add(self.flush().await?);
             }
             if read == 0 {
-                if self.buffer.is_empty() {
-                    self.lag.caught_up();
-                    if self.lease.due(self.last_renewal) {
-                        self.lease.renew(&self.lake).await?;
-                        self.last_renewal = Instant::now();
-                    }
+                if self.buffer.is_empty() && self.lease.due(self.last_renewal) {
+                    self.lease.renew(&self.lake).await?;
+                    self.last_renewal = Instant::now();
                 }
                 let idle = self.options.poll_interval;
                 tokio::select! {
