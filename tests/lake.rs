@@ -154,6 +154,7 @@ struct Figures {
     version_sum: u64,
     state_bytes: u64,
     offsets_total: u64,
+    duckdb_count: u64,
 }
 
 fn figures(events: &[Event]) -> Figures {
@@ -168,6 +169,7 @@ fn figures(events: &[Event]) -> Figures {
             .map(|e| e.state.as_ref().map_or(0, |s| s.len()) as u64)
             .sum(),
         offsets_total: events.len() as u64,
+        duckdb_count: events.len() as u64,
     }
 }
 
@@ -216,6 +218,26 @@ async fn pyiceberg_reads_exactly_what_floe_wrote() {
     assert_eq!(events.len() as u64, acked);
     let path = dir.path().canonicalize().unwrap();
     assert_eq!(read_with_pyiceberg(&path), figures(&events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lake_configuration_fails_open_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut unreachable = config(&dir.path().join("a"));
+    unreachable.lake.catalog = "rest://127.0.0.1:9".into();
+    let err = Floe::open(unreachable).await.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot open the Iceberg catalog http://127.0.0.1:9"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("file"), b"x").unwrap();
+    let mut unwritable = config(&dir.path().join("b"));
+    unwritable.lake.warehouse = format!("file://{}/file/warehouse", dir.path().display());
+    let err = Floe::open(unwritable).await.unwrap_err().to_string();
+    assert!(err.contains("warehouse"), "{err}");
+    // The directory is usable right after with a good configuration.
+    let floe = Floe::open(config(&dir.path().join("b"))).await.unwrap();
+    floe.close().await.unwrap();
 }
 
 #[test]

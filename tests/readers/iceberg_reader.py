@@ -8,6 +8,7 @@ compares with what floe wrote.
 import json
 import sys
 
+import duckdb
 from pyiceberg.catalog.sql import SqlCatalog
 
 MASK = (1 << 64) - 1
@@ -33,6 +34,14 @@ def main() -> None:
     snapshot = table.current_snapshot()
     summary = snapshot.summary.additional_properties if snapshot else {}
     offsets = {k: int(v) for k, v in summary.items() if k.startswith("floe.offsets.")}
+    # A second reader that knows nothing of Iceberg: DuckDB over the data
+    # files the snapshot lists.
+    files = [p.removeprefix("file://") for p in table.inspect.files().column("file_path").to_pylist()]
+    duckdb_count = (
+        duckdb.connect().execute(f"select count(*) from read_parquet({files!r})").fetchone()[0]
+        if files
+        else 0
+    )
     print(
         json.dumps(
             {
@@ -42,6 +51,7 @@ def main() -> None:
                 "version_sum": version_sum,
                 "state_bytes": state_bytes,
                 "offsets_total": sum(offsets.values()),
+                "duckdb_count": duckdb_count,
                 "schema": [f.name for f in arrow.schema],
             }
         )

@@ -69,6 +69,15 @@ impl CatalogUrl {
     }
 }
 
+impl std::fmt::Display for CatalogUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            CatalogUrl::Rest(uri) => f.write_str(uri),
+        }
+    }
+}
+
 /// Checks a warehouse URL: `file://` with an absolute path, or `s3://bucket/...`.
 pub fn check_warehouse(url: &str) -> Result<()> {
     if let Some(path) = url.strip_prefix("file://") {
@@ -139,7 +148,7 @@ impl Lake {
                     .load(CATALOG_NAME, props)
                     .await
                     .map_err(|e| Error::CatalogUnavailable {
-                        catalog: format!("sqlite://{}", path.display()),
+                        catalog: location.catalog.to_string(),
                         source: Box::new(e),
                     })?;
                 Arc::new(catalog)
@@ -184,7 +193,7 @@ impl Lake {
 
     async fn ensure_table(&self) -> Result<Table> {
         let unavailable = |e| Error::CatalogUnavailable {
-            catalog: format!("{:?}", self.location.catalog),
+            catalog: self.location.catalog.to_string(),
             source: Box::new(e),
         };
         let namespace = layout::namespace_ident();
