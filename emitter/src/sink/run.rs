@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_engine::{Offset, Pipeline, Record};
+use iceberg::spec::DataFile;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::catalog::Lake;
 use super::commit::{CommittedOffsets, Lease};
@@ -74,8 +76,25 @@ pub struct Sink {
     buffered_bytes: usize,
     first_buffered: Option<Instant>,
     last_renewal: Instant,
+    /// A sealed batch whose files are being written, not yet committed.
+    pending: Option<Pending>,
     lag: LagHandle,
     hook: Option<SinkHook>,
+}
+
+/// A sealed batch: its file-writing task and the offsets that end it.
+struct Pending {
+    write: JoinHandle<Result<Vec<DataFile>>>,
+    next: Vec<Offset>,
+    events: u64,
+}
+
+impl Drop for Pending {
+    /// A sink dropped mid-batch (a crash) stops writing; the files it wrote
+    /// are orphans that no snapshot references.
+    fn drop(&mut self) {
+        self.write.abort();
+    }
 }
 
 impl std::fmt::Debug for Sink {
@@ -115,6 +134,7 @@ impl Sink {
             buffered_bytes: 0,
             first_buffered: None,
             last_renewal: Instant::now(),
+            pending: None,
             hook: None,
         })
     }
@@ -151,12 +171,13 @@ impl Sink {
         loop {
             let read = self.fill(Some(&heads)).await?;
             if self.full() || (read == 0 && !self.buffer.is_empty()) {
-                stats.add(self.flush().await?);
+                stats.add(self.seal().await?);
             }
             if read == 0 && self.buffer.is_empty() {
                 break;
             }
         }
+        stats.add(self.finish_pending().await?);
         Ok(stats)
     }
 
@@ -173,9 +194,11 @@ impl Sink {
                 .first_buffered
                 .is_some_and(|t| t.elapsed() >= self.options.commit_interval);
             if self.full() || due {
-                stats.add(self.flush().await?);
+                stats.add(self.seal().await?);
             }
             if read == 0 {
+                // Nothing more to overlap with: land the sealed batch now.
+                stats.add(self.finish_pending().await?);
                 if self.buffer.is_empty() && self.lease.due(self.last_renewal) {
                     self.lease.renew(&self.lake).await?;
                     self.last_renewal = Instant::now();
@@ -228,30 +251,52 @@ impl Sink {
             || self.buffer.len() >= self.options.commit_events
     }
 
-    /// Writes the buffered records and commits them with the read offsets.
-    async fn flush(&mut self) -> Result<LandStats> {
+    /// Seals the buffered records into a batch and starts writing its files
+    /// in the background; then finishes (commits) the batch sealed before, so
+    /// that reading the next batch overlaps with encoding this one. Commits
+    /// stay strictly in order.
+    async fn seal(&mut self) -> Result<LandStats> {
         if self.buffer.is_empty() {
             return Ok(LandStats::default());
         }
         let records = std::mem::take(&mut self.buffer);
-        let files = self.writer.write(&records).await?;
+        let events = records.len() as u64;
+        let writer = self.writer.clone();
+        let write = tokio::spawn(async move { writer.write(&records).await });
+        self.buffered_bytes = 0;
+        self.first_buffered = None;
+        let stats = self.finish_pending().await?;
+        self.pending = Some(Pending {
+            write,
+            next: self.read.clone(),
+            events,
+        });
+        Ok(stats)
+    }
+
+    /// Waits for the sealed batch's files and commits them together with the
+    /// offsets that end the batch.
+    async fn finish_pending(&mut self) -> Result<LandStats> {
+        let Some(mut pending) = self.pending.take() else {
+            return Ok(LandStats::default());
+        };
+        let files = (&mut pending.write)
+            .await
+            .map_err(|e| Error::Task(format!("the data file writer failed: {e}")))??;
         self.hook(SinkPhase::FilesWritten)?;
         let stats = LandStats {
-            events: records.len() as u64,
+            events: pending.events,
             commits: 1,
             files: files.len() as u64,
             bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
         };
-        drop(records);
         let committed = self
             .lease
-            .commit(&self.lake, &self.committed, &self.read, files)
+            .commit(&self.lake, &self.committed, &pending.next, files)
             .await?;
         self.hook(SinkPhase::Committed)?;
         self.committed = committed;
         self.last_renewal = Instant::now();
-        self.buffered_bytes = 0;
-        self.first_buffered = None;
         self.lag.committed(&self.committed.offsets);
         if self.options.retention {
             for (p, &offset) in (0u32..).zip(&self.committed.offsets) {
