@@ -6,6 +6,7 @@ use std::time::Duration;
 
 #[cfg(feature = "kafka")]
 use floe_emitter::KafkaOptions;
+use floe_emitter::sink::{CatalogUrl, LakeLocation, SinkOptions};
 use floe_emitter::{FsyncPolicy, LogOptions};
 use floe_engine::{
     HashFunction, KeyExtractor, PartitionKeySpec, ShardConfig, ShardLimits, Strategy, Topology,
@@ -40,6 +41,8 @@ pub struct Config {
     pub shards: ShardConfig,
     /// Limits that drive utilization and rebalance hints.
     pub limits: ShardLimits,
+    /// The Iceberg lake and the sink that lands the pipeline in it.
+    pub lake: LakeConfig,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             partition_key: PartitionKeyConfig::default(),
             shards: ShardConfig::default(),
             limits: ShardLimits::default(),
+            lake: LakeConfig::default(),
         }
     }
 }
@@ -224,6 +228,98 @@ impl PartitionKeyConfig {
     }
 }
 
+/// The Iceberg lake (`[lake]`): where the pipeline lands and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Use the lake at all: recovery reads landed events from it and the
+    /// sink can run. Off: floe keeps everything in the pipeline only.
+    pub enabled: bool,
+    /// Run the sink inside `Floe` (started by open, flushed by close). Off:
+    /// run `floe sink` separately.
+    pub sink: bool,
+    /// The catalog by URL: `sqlite://` (default: `DATA/catalog.db`),
+    /// `sqlite:///path/catalog.db`, `rest://host:port` or `http(s)://...`.
+    pub catalog: String,
+    /// The warehouse: empty for `file://DATA/warehouse`, `file:///dir`, or
+    /// `s3://bucket/prefix`.
+    pub warehouse: String,
+    /// Catalog and storage properties (`s3.endpoint`, `s3.access-key-id`,
+    /// `s3.secret-access-key`, `s3.region`, `s3.path-style-access`, `token`...).
+    pub properties: BTreeMap<String, String>,
+    /// Commit at least this often while events arrive.
+    pub commit_interval_ms: u64,
+    /// Commit when buffered events reach about this many bytes.
+    pub commit_bytes: u64,
+    /// Commit when this many events are buffered.
+    pub commit_events: u64,
+    /// Roll data files over at about this size.
+    pub target_file_bytes: u64,
+    /// zstd level of the Parquet files.
+    pub zstd_level: i32,
+    /// The sink's commit lease: another sink may take over only after this
+    /// long without renewal.
+    pub lease_ms: u64,
+    /// Delete embedded-log segments wholly below the committed offsets.
+    pub retention: bool,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        let sink = SinkOptions::default();
+        LakeConfig {
+            enabled: true,
+            sink: true,
+            catalog: "sqlite://".into(),
+            warehouse: String::new(),
+            properties: BTreeMap::new(),
+            commit_interval_ms: sink.commit_interval.as_millis() as u64,
+            commit_bytes: sink.commit_bytes as u64,
+            commit_events: sink.commit_events as u64,
+            target_file_bytes: sink.target_file_bytes as u64,
+            zstd_level: sink.zstd_level,
+            lease_ms: sink.lease.as_millis() as u64,
+            retention: sink.retention,
+        }
+    }
+}
+
+impl LakeConfig {
+    /// The sink settings this describes.
+    pub fn sink_options(&self) -> SinkOptions {
+        SinkOptions {
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
+            commit_bytes: self.commit_bytes as usize,
+            commit_events: self.commit_events as usize,
+            target_file_bytes: self.target_file_bytes as usize,
+            zstd_level: self.zstd_level,
+            lease: Duration::from_millis(self.lease_ms),
+            retention: self.retention,
+            ..SinkOptions::default()
+        }
+    }
+
+    /// The catalog and warehouse, with defaults resolved inside `data_dir`.
+    pub fn location(&self, data_dir: &Path) -> Result<LakeLocation> {
+        let data_dir = std::path::absolute(data_dir)
+            .map_err(|e| Error::io(format!("resolving {}", data_dir.display()), e))?;
+        let lake_error = |e: floe_emitter::Error| Error::Config(format!("lake: {e}"));
+        let catalog =
+            CatalogUrl::parse(&self.catalog, data_dir.join("catalog.db")).map_err(lake_error)?;
+        let warehouse = if self.warehouse.trim().is_empty() {
+            format!("file://{}", data_dir.join("warehouse").display())
+        } else {
+            self.warehouse.trim().trim_end_matches('/').to_string()
+        };
+        floe_emitter::sink::check_warehouse(&warehouse).map_err(lake_error)?;
+        Ok(LakeLocation {
+            catalog,
+            warehouse,
+            properties: self.properties.clone().into_iter().collect(),
+        })
+    }
+}
+
 /// Where the pipeline lives, parsed from [`Config::pipeline`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -300,6 +396,13 @@ impl Config {
         }
         self.shards.validate()?;
         self.topology.initial()?;
+        if self.lake.enabled {
+            self.lake.location(&self.data_dir)?;
+            self.lake
+                .sink_options()
+                .validate()
+                .map_err(|e| Error::Config(format!("lake: {e}")))?;
+        }
         Ok(())
     }
 
@@ -460,6 +563,29 @@ mod tests {
         assert!(err("[topology]\nshards = 0").contains("shard"));
         assert!(err("[shards]\nmax_batch = 0").contains("shards.max_batch"));
         assert!(err("bogus = 1").contains("bogus"));
+        assert!(err("[lake]\ncatalog = \"mysql://x\"").contains("unsupported scheme \"mysql\""));
+        assert!(err("[lake]\nwarehouse = \"gs://b\"").contains("warehouse"));
+        assert!(err("[lake]\nzstd_level = 0").contains("zstd"));
+    }
+
+    #[test]
+    fn lake_defaults_live_in_the_data_dir() {
+        let config = Config::with_data_dir("/tmp/d");
+        let location = config.lake.location(&config.data_dir).unwrap();
+        assert_eq!(
+            location.catalog,
+            CatalogUrl::Sqlite(PathBuf::from("/tmp/d/catalog.db"))
+        );
+        assert_eq!(location.warehouse, "file:///tmp/d/warehouse");
+        let mut config = config;
+        config.lake.catalog = "rest://localhost:8181".into();
+        config.lake.warehouse = "s3://bucket/prefix/".into();
+        let location = config.lake.location(&config.data_dir).unwrap();
+        assert_eq!(
+            location.catalog,
+            CatalogUrl::Rest("http://localhost:8181".into())
+        );
+        assert_eq!(location.warehouse, "s3://bucket/prefix");
     }
 
     fn kafka(url: &str) -> Result<PipelineUrl> {

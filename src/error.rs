@@ -34,6 +34,10 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The Iceberg lake or its sink failed: catalog, warehouse, commit, fencing.
+    #[error("lake: {0}")]
+    Lake(#[source] floe_emitter::Error),
+
     /// An I/O failure with what floe was doing.
     #[error("{context}: {source}")]
     Io {
@@ -50,6 +54,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Engine(e) => e.is_retryable(),
+            Error::Lake(e) => e.is_retryable(),
             _ => false,
         }
     }

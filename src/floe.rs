@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use floe_emitter::FileLog;
+use floe_emitter::sink::SinkLag;
 use floe_engine::{
     AccessKind, Command, Entity, EntityKey, Json, KeyExtractor, LoadTracker, Operation, Pipeline,
     RebalanceHint, Router, RoutingMetrics, RoutingMetricsSnapshot, ShardConfig, ShardHandle,
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
+use crate::lake::{self, SinkTask};
 use crate::recovery::{self, RecoveryStats};
 
 /// Longest namespace, type or id accepted, in bytes.
@@ -134,6 +136,8 @@ struct Inner {
     routing_metrics: RoutingMetrics,
     load: Arc<LoadTracker>,
     recovery: RecoveryStats,
+    /// The sink landing the pipeline in Iceberg, when it runs in-process.
+    sink: Option<SinkTask>,
     started: Instant,
     closed: AtomicBool,
     /// Released by `close`, so the directory can be reopened right away.
@@ -173,27 +177,31 @@ impl Floe {
                 topology
             }
         };
-        let pipeline: Arc<dyn Pipeline> = match config.pipeline_url()? {
-            PipelineUrl::File(dir) => {
-                let options = config.log.options();
-                Arc::new(
-                    tokio::task::spawn_blocking(move || FileLog::open(&dir, options))
-                        .await
-                        .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))??,
-                )
-            }
-            PipelineUrl::Kafka { .. } => open_kafka(&config).await?,
-        };
+        let pipeline = open_pipeline(&config).await?;
+        let lake = lake::open(&config).await?;
         let router = Arc::new(Router::new(topology)?);
         let started = Instant::now();
-        let (recovered, recovery) =
-            recovery::recover(pipeline.clone(), router.clone(), config.shards.dedup_window).await?;
+        let (recovered, recovery) = recovery::recover(
+            pipeline.clone(),
+            router.clone(),
+            config.shards.dedup_window,
+            lake.as_ref(),
+        )
+        .await?;
         tracing::info!(
             events = recovery.events,
             applied = recovery.applied,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered shard state from the pipeline"
         );
+        // The sink starts before the workers: if it cannot take the commit
+        // lease, open fails before anything is written.
+        let sink = match lake {
+            Some(lake) if config.lake.sink => {
+                Some(SinkTask::start(lake, pipeline.clone(), &config).await?)
+            }
+            _ => None,
+        };
         let topology_version = Arc::new(AtomicU64::new(router.topology().version));
         let shard_count = router.topology().shard_count;
         let load = Arc::new(LoadTracker::new(shard_count));
@@ -228,6 +236,7 @@ impl Floe {
                 routing_metrics: RoutingMetrics::new(shard_count),
                 load,
                 recovery,
+                sink,
                 started: Instant::now(),
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(lock)),
@@ -469,13 +478,26 @@ impl Floe {
         self.inner.config.shards
     }
 
+    /// How far the Iceberg lake is behind the pipeline: events appended but
+    /// not yet committed, and seconds since the lake last held everything.
+    /// Fails when the sink does not run inside this instance.
+    pub async fn sink_lag(&self) -> Result<SinkLag> {
+        match &self.inner.sink {
+            Some(sink) => sink.lag(&*self.inner.pipeline).await,
+            None => Err(crate::Error::Config(
+                "the sink does not run inside this floe (lake.enabled or lake.sink is off)".into(),
+            )),
+        }
+    }
+
     /// The pipeline this instance writes to.
     pub fn pipeline(&self) -> Arc<dyn Pipeline> {
         self.inner.pipeline.clone()
     }
 
     /// Stops accepting requests, lets every shard finish what is queued,
-    /// then closes the pipeline. Idempotent.
+    /// lets the sink land everything (a final commit), then closes the
+    /// pipeline. Idempotent.
     pub async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -489,6 +511,10 @@ impl Floe {
             if let Err(e) = worker.await {
                 tracing::error!(error = %e, "a shard worker panicked");
             }
+        }
+        // Every acknowledged write is in the pipeline now: land it all.
+        if let Some(sink) = &self.inner.sink {
+            sink.stop().await;
         }
         self.inner.pipeline.close().await?;
         self.inner
@@ -520,6 +546,21 @@ impl Floe {
 }
 
 /// The Kafka pipeline the configuration names.
+/// Opens the pipeline the configuration's URL names.
+pub(crate) async fn open_pipeline(config: &Config) -> Result<Arc<dyn Pipeline>> {
+    Ok(match config.pipeline_url()? {
+        PipelineUrl::File(dir) => {
+            let options = config.log.options();
+            Arc::new(
+                tokio::task::spawn_blocking(move || FileLog::open(&dir, options))
+                    .await
+                    .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))??,
+            )
+        }
+        PipelineUrl::Kafka { .. } => open_kafka(config).await?,
+    })
+}
+
 #[cfg(feature = "kafka")]
 async fn open_kafka(config: &Config) -> Result<Arc<dyn Pipeline>> {
     let options = config

@@ -26,13 +26,16 @@ mod config;
 mod datadir;
 mod error;
 mod floe;
+mod lake;
 mod recovery;
 
 pub use config::{
-    Config, FsyncMode, KafkaConfig, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig,
+    Config, FsyncMode, KafkaConfig, LakeConfig, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig,
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
+pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use lake::{SinkMode, run_sink};
 pub use recovery::RecoveryStats;
 
 pub use floe_engine::{

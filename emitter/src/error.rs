@@ -6,7 +6,7 @@ use floe_engine::Offset;
 /// Result type of floe-emitter.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in floe's pipeline backends.
+/// Everything that can go wrong in floe's pipeline backends and the Iceberg sink.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -173,6 +173,95 @@ pub enum Error {
         /// The failure that poisoned it.
         reason: String,
     },
+
+    /// A lake (catalog, warehouse or sink) setting that cannot be used.
+    #[error("invalid lake configuration: {0}")]
+    LakeConfig(String),
+
+    /// The Iceberg catalog could not be opened or reached.
+    #[error("cannot open the Iceberg catalog {catalog}: {source}")]
+    CatalogUnavailable {
+        /// The catalog as configured.
+        catalog: String,
+        /// What the catalog client reported.
+        #[source]
+        source: Box<iceberg::Error>,
+    },
+
+    /// The warehouse refused a test write at start.
+    #[error("the warehouse {warehouse} is not writable: {source}")]
+    WarehouseNotWritable {
+        /// The warehouse URL.
+        warehouse: String,
+        /// What the storage reported.
+        #[source]
+        source: Box<iceberg::Error>,
+    },
+
+    /// An Iceberg operation failed.
+    #[error("{context}: {source}")]
+    Iceberg {
+        /// What the sink was doing.
+        context: &'static str,
+        /// The Iceberg error.
+        #[source]
+        source: Box<iceberg::Error>,
+    },
+
+    /// Building or reading Arrow data failed.
+    #[error("{context}: {source}")]
+    Arrow {
+        /// What the sink was doing.
+        context: &'static str,
+        /// The Arrow error.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+
+    /// Data in `floe.events` that does not fit floe's table layout.
+    #[error("floe.events does not match floe's layout: {0}")]
+    Layout(String),
+
+    /// Another sink holds the commit lease of `floe.events`.
+    #[error(
+        "another sink ({owner}) holds the commit lease of floe.events (last renewed {heartbeat_age_ms} ms ago, lease {lease_ms} ms): stop it, or wait until its lease expires"
+    )]
+    Fenced {
+        /// The owner token in the table properties.
+        owner: String,
+        /// Time since the owner last renewed.
+        heartbeat_age_ms: u64,
+        /// Lease duration.
+        lease_ms: u64,
+    },
+
+    /// Someone else committed to `floe.events` between this sink's check and
+    /// its commit.
+    #[error(
+        "concurrent commit to floe.events: expected snapshot {expected:?}, found {found:?}; this sink stops and a restart resumes from the lake's offsets"
+    )]
+    ConcurrentCommit {
+        /// The snapshot this sink checked.
+        expected: Option<i64>,
+        /// The snapshot it found.
+        found: Option<i64>,
+    },
+
+    /// The pipeline the sink reads failed.
+    #[error("reading the pipeline: {source}")]
+    Pipeline {
+        /// The pipeline's error.
+        #[source]
+        source: floe_engine::Error,
+    },
+
+    /// A sink hook stopped the sink at a phase (crash tests).
+    #[error("sink stopped by its hook at {0}")]
+    Stopped(&'static str),
+
+    /// A background task failed.
+    #[error("{0}")]
+    Task(String),
 }
 
 impl Error {
@@ -189,7 +278,35 @@ impl Error {
             Error::Locked { .. } => true,
             #[cfg(feature = "kafka")]
             Error::Kafka { retryable, .. } => *retryable,
+            Error::CatalogUnavailable { source, .. } | Error::Iceberg { source, .. } => {
+                source.retryable()
+            }
+            Error::Pipeline { source } => source.is_retryable(),
             _ => false,
+        }
+    }
+
+    /// Whether this error comes from the Iceberg side (catalog, warehouse,
+    /// sink) rather than the embedded log.
+    pub fn is_lake(&self) -> bool {
+        matches!(
+            self,
+            Error::LakeConfig(_)
+                | Error::CatalogUnavailable { .. }
+                | Error::WarehouseNotWritable { .. }
+                | Error::Iceberg { .. }
+                | Error::Arrow { .. }
+                | Error::Layout(_)
+                | Error::Fenced { .. }
+                | Error::ConcurrentCommit { .. }
+                | Error::Stopped(_)
+        )
+    }
+
+    pub(crate) fn iceberg(context: &'static str, source: iceberg::Error) -> Self {
+        Error::Iceberg {
+            context,
+            source: Box::new(source),
         }
     }
 
@@ -219,7 +336,8 @@ impl Error {
 /// [`Error::into_pipeline_error`].
 impl From<Error> for floe_engine::Error {
     fn from(e: Error) -> Self {
-        e.into_pipeline_error("file")
+        let backend = if e.is_lake() { "iceberg" } else { "file" };
+        e.into_pipeline_error(backend)
     }
 }
 

@@ -1,4 +1,4 @@
-//! floe's pipeline backends and, later, the Iceberg sink.
+//! floe's pipeline backends and the Iceberg sink.
 //!
 //! [`FileLog`] is the embedded [`floe_engine::Pipeline`]: partitioned segment
 //! files with group commit, for a single machine. With the `conformance`
@@ -6,6 +6,8 @@
 //! pass. With the `kafka` feature, [`KafkaPipeline`] keeps the events in a
 //! Kafka topic instead, and [`TansuBroker`] starts a local broker for tests
 //! and benchmarks.
+//! [`sink`] lands a pipeline in the Iceberg table `floe.events`
+//! exactly once.
 #![deny(missing_docs)]
 
 #[cfg(feature = "conformance")]
@@ -14,6 +16,7 @@ mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod log;
+pub mod sink;
 
 pub use error::{Error, Result};
 #[cfg(feature = "kafka")]

@@ -34,6 +34,8 @@ enum Which {
     Ingest(IngestArgs),
     /// Time to reopen a data directory (recovery from the log).
     Reopen(ReopenArgs),
+    /// Events/s landed in Iceberg from a pre-filled pipeline, vs pyiceberg.
+    Land(super::bench_land::LandArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +94,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Route(args) => route(args),
         Which::Ingest(args) => ingest(config, args).await,
         Which::Reopen(args) => reopen(config, args).await,
+        Which::Land(args) => super::bench_land::land(config, args).await,
     }
 }
 

@@ -1,9 +1,11 @@
 //! Subcommands of the `floe` binary.
 
 mod bench;
+mod bench_land;
 mod demo;
 mod entity;
 mod report;
+mod sink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +52,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure routing, ingest and reopen speed.
     Bench(bench::BenchArgs),
+    /// Land the pipeline in the Iceberg lake (standalone sink).
+    Sink(sink::SinkArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -93,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats => entity::stats(config).await,
         Command::Demo(args) => demo::run(config, cli.data.is_some(), args).await,
         Command::Bench(args) => bench::run(config, args).await,
+        Command::Sink(args) => sink::run(config, args).await,
     }
 }
 

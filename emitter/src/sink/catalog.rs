@@ -1,0 +1,267 @@
+//! Opening the lake: an Iceberg catalog chosen by URL scheme, the warehouse,
+//! and `floe.events` (created on first use).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use iceberg::io::{LocalFsStorageFactory, StorageFactory};
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, ErrorKind};
+use iceberg_catalog_rest::RestCatalogBuilder;
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+
+use super::layout;
+use crate::error::{Error, Result};
+
+/// Name floe gives its catalog (the SQL catalog stores it in every row).
+pub const CATALOG_NAME: &str = "floe";
+
+/// Where the lake lives: a catalog URL and a warehouse URL, both resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeLocation {
+    /// The catalog.
+    pub catalog: CatalogUrl,
+    /// The warehouse: `file:///abs/dir` or `s3://bucket/prefix`.
+    pub warehouse: String,
+    /// Extra catalog and storage properties (for example `s3.endpoint`,
+    /// `s3.access-key-id`, `s3.secret-access-key`, `s3.region`, `token`).
+    pub properties: HashMap<String, String>,
+}
+
+/// A catalog, parsed from a URL whose scheme picks the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogUrl {
+    /// `sqlite://PATH`: the SQL catalog on a SQLite file (embedded default).
+    Sqlite(PathBuf),
+    /// `rest://host:port/path`, `http://...`, `https://...`: an Iceberg REST
+    /// catalog at this HTTP(S) address.
+    Rest(String),
+}
+
+impl CatalogUrl {
+    /// Parses a catalog URL; `sqlite://` with no path means `default_sqlite`.
+    pub fn parse(url: &str, default_sqlite: impl Into<PathBuf>) -> Result<CatalogUrl> {
+        let url = url.trim();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(CatalogUrl::Sqlite(if path.is_empty() {
+                default_sqlite.into()
+            } else {
+                PathBuf::from(path)
+            }));
+        }
+        if let Some(rest) = url.strip_prefix("rest://") {
+            if rest.is_empty() {
+                return Err(Error::LakeConfig(format!(
+                    "catalog URL {url:?} names no host (expected rest://host:port)"
+                )));
+            }
+            return Ok(CatalogUrl::Rest(format!("http://{rest}")));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Ok(CatalogUrl::Rest(url.to_string()));
+        }
+        let scheme = url.split("://").next().unwrap_or(url);
+        Err(Error::LakeConfig(format!(
+            "catalog URL {url:?}: unsupported scheme {scheme:?} (expected sqlite://, rest://, http:// or https://)"
+        )))
+    }
+}
+
+impl std::fmt::Display for CatalogUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            CatalogUrl::Rest(uri) => f.write_str(uri),
+        }
+    }
+}
+
+/// Checks a warehouse URL: `file://` with an absolute path, or `s3://bucket/...`.
+pub fn check_warehouse(url: &str) -> Result<()> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(Error::LakeConfig(format!(
+                "warehouse {url:?} must be an absolute path (file:///dir)"
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(Error::LakeConfig(format!(
+                "warehouse {url:?} names no bucket (expected s3://bucket/prefix)"
+            )));
+        }
+        return Ok(());
+    }
+    Err(Error::LakeConfig(format!(
+        "warehouse {url:?}: unsupported scheme (expected file:// or s3://)"
+    )))
+}
+
+/// An open catalog with `floe.events` in it.
+#[derive(Clone)]
+pub struct Lake {
+    catalog: Arc<dyn Catalog>,
+    location: LakeLocation,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("catalog", &self.location.catalog)
+            .field("warehouse", &self.location.warehouse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lake {
+    /// Connects to the catalog, creates `floe.events` if it is missing and
+    /// checks that the warehouse accepts writes. Any failure here is a clear
+    /// error at start rather than a failed commit later.
+    pub async fn open(location: LakeLocation) -> Result<Lake> {
+        check_warehouse(&location.warehouse)?;
+        let storage: Arc<dyn StorageFactory> = if location.warehouse.starts_with("file://") {
+            Arc::new(LocalFsStorageFactory)
+        } else {
+            Arc::new(OpenDalResolvingStorageFactory::new())
+        };
+        let mut props = location.properties.clone();
+        let catalog: Arc<dyn Catalog> = match &location.catalog {
+            CatalogUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        Error::io("creating the catalog directory", dir.to_path_buf(), e)
+                    })?;
+                }
+                if let Some(dir) = location.warehouse.strip_prefix("file://") {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io("creating the warehouse", PathBuf::from(dir), e))?;
+                }
+                props.insert("uri".into(), format!("sqlite:{}?mode=rwc", path.display()));
+                props.insert("warehouse".into(), location.warehouse.clone());
+                let catalog = SqlCatalogBuilder::default()
+                    .sql_bind_style(SqlBindStyle::QMark)
+                    .with_storage_factory(storage)
+                    .load(CATALOG_NAME, props)
+                    .await
+                    .map_err(|e| Error::CatalogUnavailable {
+                        catalog: location.catalog.to_string(),
+                        source: Box::new(e),
+                    })?;
+                Arc::new(catalog)
+            }
+            CatalogUrl::Rest(uri) => {
+                props.insert("uri".into(), uri.clone());
+                props.insert("warehouse".into(), location.warehouse.clone());
+                let catalog = RestCatalogBuilder::default()
+                    .with_storage_factory(storage)
+                    .load(CATALOG_NAME, props)
+                    .await
+                    .map_err(|e| Error::CatalogUnavailable {
+                        catalog: uri.clone(),
+                        source: Box::new(e),
+                    })?;
+                Arc::new(catalog)
+            }
+        };
+        let lake = Lake { catalog, location };
+        let table = lake.ensure_table().await?;
+        lake.probe_warehouse(&table).await?;
+        Ok(lake)
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// Where the lake lives.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// Loads the current metadata of `floe.events`.
+    pub async fn load_table(&self) -> Result<Table> {
+        self.catalog
+            .load_table(&layout::table_ident())
+            .await
+            .map_err(|e| Error::iceberg("loading floe.events", e))
+    }
+
+    async fn ensure_table(&self) -> Result<Table> {
+        let unavailable = |e| Error::CatalogUnavailable {
+            catalog: self.location.catalog.to_string(),
+            source: Box::new(e),
+        };
+        let namespace = layout::namespace_ident();
+        if !self
+            .catalog
+            .namespace_exists(&namespace)
+            .await
+            .map_err(unavailable)?
+        {
+            match self
+                .catalog
+                .create_namespace(&namespace, HashMap::new())
+                .await
+            {
+                Ok(_) => {}
+                // Another process created it first.
+                Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
+                Err(e) => return Err(Error::iceberg("creating namespace floe", e)),
+            }
+        }
+        let ident = layout::table_ident();
+        if self
+            .catalog
+            .table_exists(&ident)
+            .await
+            .map_err(|e| Error::iceberg("looking up floe.events", e))?
+        {
+            return self.load_table().await;
+        }
+        let properties = HashMap::from([
+            ("write.format.default".to_string(), "parquet".to_string()),
+            (
+                "write.parquet.compression-codec".to_string(),
+                "zstd".to_string(),
+            ),
+            // Conflicts come back to the sink, which re-checks its lease and
+            // the offsets before retrying, instead of being silently rebased.
+            ("commit.retry.num-retries".to_string(), "0".to_string()),
+        ]);
+        match self
+            .catalog
+            .create_table(&namespace, layout::table_creation(properties)?)
+            .await
+        {
+            Ok(table) => Ok(table),
+            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => self.load_table().await,
+            Err(e) => Err(Error::iceberg("creating floe.events", e)),
+        }
+    }
+
+    /// Writes and deletes a small file under the table's data location.
+    async fn probe_warehouse(&self, table: &Table) -> Result<()> {
+        let path = format!(
+            "{}/data/.floe-probe-{}",
+            table.metadata().location(),
+            uuid::Uuid::new_v4()
+        );
+        let io = table.file_io();
+        let written = async {
+            io.new_output(&path)?
+                .write(bytes::Bytes::from_static(b"probe"))
+                .await?;
+            io.delete(&path).await
+        }
+        .await;
+        written.map_err(|e| Error::WarehouseNotWritable {
+            warehouse: self.location.warehouse.clone(),
+            source: Box::new(e),
+        })
+    }
+}

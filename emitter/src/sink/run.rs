@@ -1,0 +1,338 @@
+//! The sink loop: tail every pipeline partition from the committed offsets,
+//! write Parquet, commit data files and offsets in one snapshot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe_engine::{Offset, Pipeline, Record};
+use iceberg::spec::DataFile;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::catalog::Lake;
+use super::commit::{CommittedOffsets, Lease};
+use super::lag::LagHandle;
+use super::options::SinkOptions;
+use super::writer::DataWriter;
+use crate::error::{Error, Result};
+
+/// Points in a landing round where a test can stop the sink as a crash would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkPhase {
+    /// Data files are written to the warehouse; nothing is committed yet.
+    FilesWritten,
+    /// The snapshot with the files and offsets is committed; retention has
+    /// not run and the sink's own bookkeeping is not updated.
+    Committed,
+}
+
+impl SinkPhase {
+    /// The phase's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkPhase::FilesWritten => "files written, before commit",
+            SinkPhase::Committed => "committed, before bookkeeping",
+        }
+    }
+}
+
+/// Called at every [`SinkPhase`]; an error stops the sink right there, as a
+/// crash would (nothing after that point runs).
+pub type SinkHook = Arc<dyn Fn(SinkPhase) -> Result<()> + Send + Sync>;
+
+/// Figures of what a sink landed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LandStats {
+    /// Events committed.
+    pub events: u64,
+    /// Iceberg commits with data.
+    pub commits: u64,
+    /// Data files committed.
+    pub files: u64,
+    /// Bytes of data files committed.
+    pub bytes: u64,
+}
+
+impl LandStats {
+    fn add(&mut self, other: LandStats) {
+        self.events += other.events;
+        self.commits += other.commits;
+        self.files += other.files;
+        self.bytes += other.bytes;
+    }
+}
+
+/// The only committer of `floe.events`: lands a pipeline exactly once.
+pub struct Sink {
+    lake: Lake,
+    pipeline: Arc<dyn Pipeline>,
+    options: SinkOptions,
+    lease: Lease,
+    writer: DataWriter,
+    committed: CommittedOffsets,
+    /// Next offset to read per partition (>= committed while a batch is open).
+    read: Vec<Offset>,
+    buffer: Vec<Record>,
+    buffered_bytes: usize,
+    first_buffered: Option<Instant>,
+    last_renewal: Instant,
+    /// A sealed batch whose files are being written, not yet committed.
+    pending: Option<Pending>,
+    lag: LagHandle,
+    hook: Option<SinkHook>,
+}
+
+/// A sealed batch: its file-writing task and the offsets that end it.
+struct Pending {
+    write: JoinHandle<Result<Vec<DataFile>>>,
+    next: Vec<Offset>,
+    events: u64,
+}
+
+impl Drop for Pending {
+    /// A sink dropped mid-batch (a crash) stops writing; the files it wrote
+    /// are orphans that no snapshot references.
+    fn drop(&mut self) {
+        self.write.abort();
+    }
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("lake", &self.lake)
+            .field("committed", &self.committed)
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink {
+    /// Takes the commit lease (failing with [`Error::Fenced`] if another sink
+    /// holds it) and resumes from the offsets of the newest snapshot.
+    pub async fn start(
+        lake: Lake,
+        pipeline: Arc<dyn Pipeline>,
+        options: SinkOptions,
+    ) -> Result<Sink> {
+        options.validate()?;
+        let lease = Lease::acquire(&lake, &options.instance, options.lease).await?;
+        let table = lake.load_table().await?;
+        let committed = CommittedOffsets::of(&table, pipeline.partitions())?;
+        let writer = DataWriter::new(&table, options.target_file_bytes, options.zstd_level)?;
+        tracing::info!(offsets = ?committed.offsets, snapshot = ?committed.snapshot_id, "sink resumes");
+        Ok(Sink {
+            lag: LagHandle::new(&committed.offsets),
+            read: committed.offsets.clone(),
+            committed,
+            lake,
+            pipeline,
+            options,
+            lease,
+            writer,
+            buffer: Vec::new(),
+            buffered_bytes: 0,
+            first_buffered: None,
+            last_renewal: Instant::now(),
+            pending: None,
+            hook: None,
+        })
+    }
+
+    /// Installs a hook called at every [`SinkPhase`] (crash tests).
+    pub fn with_hook(mut self, hook: SinkHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// A handle that reports this sink's lag while it runs.
+    pub fn lag_handle(&self) -> LagHandle {
+        self.lag.clone()
+    }
+
+    /// The offsets committed so far (next offset per partition).
+    pub fn committed(&self) -> &CommittedOffsets {
+        &self.committed
+    }
+
+    /// Lands everything up to the pipeline's current head, committing whenever
+    /// a batch reaches the size limit, then returns.
+    pub async fn land_to_head(&mut self) -> Result<LandStats> {
+        let mut heads = Vec::with_capacity(self.read.len());
+        for p in 0..self.pipeline.partitions() {
+            heads.push(
+                self.pipeline
+                    .high_watermark(p)
+                    .await
+                    .map_err(pipeline_error)?,
+            );
+        }
+        let mut stats = LandStats::default();
+        loop {
+            let read = self.fill(Some(&heads)).await?;
+            if self.full() || (read == 0 && !self.buffer.is_empty()) {
+                stats.add(self.seal().await?);
+            }
+            if read == 0 && self.buffer.is_empty() {
+                break;
+            }
+        }
+        stats.add(self.finish_pending().await?);
+        Ok(stats)
+    }
+
+    /// Runs until `stop` turns true, committing by size and by interval; on
+    /// stop, lands everything up to the pipeline's head and releases the lease.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<LandStats> {
+        let mut stats = LandStats::default();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let read = self.fill(None).await?;
+            let due = self
+                .first_buffered
+                .is_some_and(|t| t.elapsed() >= self.options.commit_interval);
+            if self.full() || due {
+                stats.add(self.seal().await?);
+            }
+            if read == 0 {
+                // Nothing more to overlap with: land the sealed batch now.
+                stats.add(self.finish_pending().await?);
+                if self.buffer.is_empty() && self.lease.due(self.last_renewal) {
+                    self.lease.renew(&self.lake).await?;
+                    self.last_renewal = Instant::now();
+                }
+                let idle = self.options.poll_interval;
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+        stats.add(self.land_to_head().await?);
+        self.lease.release(&self.lake).await?;
+        Ok(stats)
+    }
+
+    /// Reads one chunk from every partition (up to `heads` if given); returns
+    /// how many events were read.
+    async fn fill(&mut self, heads: Option<&[Offset]>) -> Result<usize> {
+        let mut read = 0;
+        for p in 0..self.read.len() {
+            if self.full() {
+                break;
+            }
+            let from = self.read[p];
+            let max = match heads {
+                Some(heads) if heads[p] <= from => continue,
+                Some(heads) => (heads[p] - from).min(self.options.read_chunk as u64) as usize,
+                None => self.options.read_chunk,
+            };
+            // Never past the commit size: commits hold `commit_events` exactly.
+            let max = max.min(self.options.commit_events - self.buffer.len());
+            let records = self
+                .pipeline
+                .read(p as u32, from, max, Duration::ZERO)
+                .await
+                .map_err(pipeline_error)?;
+            let Some(last) = records.last() else { continue };
+            self.read[p] = last.offset + 1;
+            read += records.len();
+            self.buffered_bytes += records.iter().map(approx_size).sum::<usize>();
+            self.buffer.extend(records);
+            self.first_buffered.get_or_insert_with(Instant::now);
+        }
+        Ok(read)
+    }
+
+    fn full(&self) -> bool {
+        self.buffered_bytes >= self.options.commit_bytes
+            || self.buffer.len() >= self.options.commit_events
+    }
+
+    /// Seals the buffered records into a batch and starts writing its files
+    /// in the background; then finishes (commits) the batch sealed before, so
+    /// that reading the next batch overlaps with encoding this one. Commits
+    /// stay strictly in order.
+    async fn seal(&mut self) -> Result<LandStats> {
+        if self.buffer.is_empty() {
+            return Ok(LandStats::default());
+        }
+        let records = std::mem::take(&mut self.buffer);
+        let events = records.len() as u64;
+        let writer = self.writer.clone();
+        let write = tokio::spawn(async move { writer.write(&records).await });
+        self.buffered_bytes = 0;
+        self.first_buffered = None;
+        let stats = self.finish_pending().await?;
+        self.pending = Some(Pending {
+            write,
+            next: self.read.clone(),
+            events,
+        });
+        Ok(stats)
+    }
+
+    /// Waits for the sealed batch's files and commits them together with the
+    /// offsets that end the batch.
+    async fn finish_pending(&mut self) -> Result<LandStats> {
+        let Some(mut pending) = self.pending.take() else {
+            return Ok(LandStats::default());
+        };
+        let files = (&mut pending.write)
+            .await
+            .map_err(|e| Error::Task(format!("the data file writer failed: {e}")))??;
+        self.hook(SinkPhase::FilesWritten)?;
+        let stats = LandStats {
+            events: pending.events,
+            commits: 1,
+            files: files.len() as u64,
+            bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
+        };
+        let committed = self
+            .lease
+            .commit(&self.lake, &self.committed, &pending.next, files)
+            .await?;
+        self.hook(SinkPhase::Committed)?;
+        self.committed = committed;
+        self.last_renewal = Instant::now();
+        self.lag.committed(&self.committed.offsets);
+        if self.options.retention {
+            for (p, &offset) in (0u32..).zip(&self.committed.offsets) {
+                self.pipeline
+                    .delete_before(p, offset)
+                    .await
+                    .map_err(pipeline_error)?;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn hook(&self, phase: SinkPhase) -> Result<()> {
+        match &self.hook {
+            Some(hook) => hook(phase),
+            None => Ok(()),
+        }
+    }
+
+    /// Releases the commit lease without landing anything more.
+    pub async fn release(self) -> Result<()> {
+        self.lease.release(&self.lake).await
+    }
+}
+
+fn pipeline_error(source: floe_engine::Error) -> Error {
+    Error::Pipeline { source }
+}
+
+/// Bytes an event takes in Arrow, roughly: its strings plus fixed columns.
+fn approx_size(record: &Record) -> usize {
+    let e = &record.event;
+    96 + e.idempotency_key.len()
+        + e.namespace.len()
+        + e.entity_type.len()
+        + e.entity_id.len()
+        + e.partition_key.len()
+        + e.state.as_ref().map_or(0, |s| s.len())
+}

@@ -1,0 +1,182 @@
+//! The Iceberg lake in the assembled system: opening it, the sink task that
+//! runs inside [`crate::Floe`], and the standalone `floe sink`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use floe_emitter::sink::{LagHandle, Lake, LandStats, Sink, SinkLag, SinkOptions};
+use floe_engine::Pipeline;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::datadir::DirLock;
+use crate::error::{Error, Result};
+
+/// Where a data directory keeps the name its sinks hold the lease under.
+const INSTANCE_FILE: &str = "sink.id";
+/// Wait before restarting a sink that failed with a retryable error.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Opens the configured lake (creating `floe.events` if needed), or `None`
+/// when `lake.enabled` is off. Unreachable catalogs and unwritable warehouses
+/// fail here, at start.
+pub(crate) async fn open(config: &Config) -> Result<Option<Lake>> {
+    if !config.lake.enabled {
+        return Ok(None);
+    }
+    let location = config.lake.location(&config.data_dir)?;
+    Ok(Some(Lake::open(location).await.map_err(Error::Lake)?))
+}
+
+/// The sink settings for this data directory: the configured ones, with the
+/// directory's instance id (created on first use in `DATA/sink.id`), so that
+/// a restart after a crash takes over the crashed run's lease at once.
+pub(crate) fn sink_options(config: &Config) -> Result<SinkOptions> {
+    let path = config.data_dir.join(INSTANCE_FILE);
+    let id = match std::fs::read_to_string(&path) {
+        Ok(id) => id.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("floe-{}", uuid::Uuid::new_v4());
+            std::fs::write(&path, &id)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            id
+        }
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    Ok(SinkOptions {
+        instance: id,
+        ..config.lake.sink_options()
+    })
+}
+
+/// The sink running inside a `Floe`: restarted after retryable failures,
+/// stopped (with a final commit) by [`SinkTask::stop`].
+#[derive(Debug)]
+pub(crate) struct SinkTask {
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    lag: Arc<Mutex<Option<LagHandle>>>,
+}
+
+impl SinkTask {
+    /// Starts the sink; fails at once if it cannot take the commit lease.
+    pub(crate) async fn start(
+        lake: Lake,
+        pipeline: Arc<dyn Pipeline>,
+        config: &Config,
+    ) -> Result<SinkTask> {
+        let options = sink_options(config)?;
+        let sink = Sink::start(lake.clone(), pipeline.clone(), options.clone())
+            .await
+            .map_err(Error::Lake)?;
+        let lag = Arc::new(Mutex::new(Some(sink.lag_handle())));
+        let (stop, stopped) = watch::channel(false);
+        let slot = lag.clone();
+        let task = tokio::spawn(async move {
+            let mut sink = Some(sink);
+            loop {
+                let current = match sink.take() {
+                    Some(sink) => sink,
+                    None => {
+                        match Sink::start(lake.clone(), pipeline.clone(), options.clone()).await {
+                            Ok(sink) => {
+                                *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(sink.lag_handle());
+                                sink
+                            }
+                            Err(e) if e.is_retryable() && !*stopped.borrow() => {
+                                tracing::warn!(error = %e, "restarting the sink failed; retrying");
+                                tokio::time::sleep(RESTART_DELAY).await;
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the sink cannot start; the lake stops receiving events");
+                                return;
+                            }
+                        }
+                    }
+                };
+                match current.run(stopped.clone()).await {
+                    Ok(stats) => {
+                        tracing::info!(?stats, "the sink stopped");
+                        return;
+                    }
+                    Err(e) if e.is_retryable() && !*stopped.borrow() => {
+                        tracing::warn!(error = %e, "the sink failed; restarting from the lake's offsets");
+                        tokio::time::sleep(RESTART_DELAY).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the sink stopped on an error");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(SinkTask {
+            stop,
+            task: Mutex::new(Some(task)),
+            lag,
+        })
+    }
+
+    /// Lag of the lake behind the pipeline.
+    pub(crate) async fn lag(&self, pipeline: &dyn Pipeline) -> Result<SinkLag> {
+        let handle = self
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Config("the sink has not started".into()))?;
+        handle.lag(pipeline).await.map_err(Error::Lake)
+    }
+
+    /// Asks the sink to land everything up to the head and stop; waits.
+    pub(crate) async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the sink task panicked");
+        }
+    }
+}
+
+/// How `floe sink` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// Land everything up to the pipeline's current head, then exit.
+    Once,
+    /// Land continuously until the stop signal.
+    Follow,
+}
+
+/// `floe sink`: lands the data directory's pipeline in the lake outside a
+/// running `Floe` (which holds the directory's lock, so the two never run at
+/// once on one directory).
+pub async fn run_sink(
+    config: &Config,
+    mode: SinkMode,
+    stop: watch::Receiver<bool>,
+) -> Result<LandStats> {
+    config.validate()?;
+    let _lock = DirLock::acquire(&config.data_dir)?;
+    let lake = open(config)
+        .await?
+        .ok_or_else(|| Error::Config("lake.enabled is off: there is no lake to land in".into()))?;
+    let pipeline = crate::floe::open_pipeline(config).await?;
+    let mut sink = Sink::start(lake, pipeline.clone(), sink_options(config)?)
+        .await
+        .map_err(Error::Lake)?;
+    let stats = match mode {
+        SinkMode::Once => {
+            let stats = sink.land_to_head().await.map_err(Error::Lake)?;
+            sink.release().await.map_err(Error::Lake)?;
+            stats
+        }
+        SinkMode::Follow => sink.run(stop).await.map_err(Error::Lake)?,
+    };
+    pipeline.close().await?;
+    Ok(stats)
+}
