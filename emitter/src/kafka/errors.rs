@@ -28,6 +28,8 @@ pub(crate) fn is_retryable(error: &KafkaError) -> bool {
         | KafkaError::Nul(_)
         | KafkaError::MessageConsumptionFatal(_) => false,
         KafkaError::NoMessageReceived => true,
+        // `rdkafka_error_code` does not look inside admin errors.
+        KafkaError::AdminOp(code) => is_retryable_code(*code),
         other => other.rdkafka_error_code().is_some_and(is_retryable_code),
     }
 }
@@ -109,5 +111,9 @@ mod tests {
             "{e}"
         );
         assert!(!kafka_error("x", KafkaError::Canceled).is_retryable());
+        assert!(is_retryable(&KafkaError::AdminOp(C::OperationTimedOut)));
+        assert!(!is_retryable(&KafkaError::AdminOp(
+            C::TopicAuthorizationFailed
+        )));
     }
 }

@@ -181,6 +181,12 @@ impl KafkaOptions {
         config.set("enable.auto.commit", "false");
         config.set("enable.auto.offset.store", "false");
         config.set("enable.partition.eof", "false");
+        if !self.properties.contains_key("max.partition.fetch.bytes") {
+            // A producer batch can hold thousands of records; tansu answers a
+            // fetch smaller than the batch with nothing useful, and librdkafka
+            // then grows its fetch size slowly (seconds per partition).
+            config.set("max.partition.fetch.bytes", (32 << 20).to_string());
+        }
         if !self.properties.contains_key("fetch.wait.max.ms") {
             // A reader waiting at the end sees a new record this soon.
             config.set("fetch.wait.max.ms", "100");

@@ -2,11 +2,14 @@
 //!
 //! A reader is a `BaseConsumer` with one partition assigned manually (no
 //! group membership, no offset commits: floe tracks offsets itself). After a
-//! read it goes back to its partition's pool *paused* at the offset after the
-//! last record it returned, so sequential reads (recovery reads each
-//! partition from start to end; the sink tails) reuse one client and its
-//! connection instead of creating one per call, and idle readers do not poll
-//! the broker.
+//! read it goes back to its partition's pool positioned at the offset after
+//! the last record it returned, so sequential reads (recovery reads each
+//! partition from start to end; the sink tails) reuse one client, its
+//! connection and what it has prefetched instead of creating one per call.
+//! A reader that reached the high watermark is paused in the pool, so idle
+//! readers do not poll the broker; one with records left keeps fetching
+//! (a fresh fetch costs tansu seconds on a partition with thousands of
+//! records after the offset, so a reader is never paused mid-partition).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -69,8 +72,8 @@ impl Readers {
             None => Reader::new(options)?,
         };
         // A reader that failed is dropped: its client state is unknown.
-        let records = reader.read(options, request, closed)?;
-        if reader.park(options, request.partition).is_ok() {
+        let (records, at_end) = reader.read(options, request, closed)?;
+        if !at_end || reader.park(options, request.partition).is_ok() {
             let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < IDLE_PER_PARTITION && !closed.load(Ordering::Acquire) {
                 idle.push(reader);
@@ -113,12 +116,13 @@ impl Reader {
         })
     }
 
+    /// One read; also says whether the reader is at the high watermark.
     fn read(
         &mut self,
         options: &KafkaOptions,
         request: ReadRequest,
         closed: &AtomicBool,
-    ) -> Result<Vec<Record>> {
+    ) -> Result<(Vec<Record>, bool)> {
         let ReadRequest {
             partition,
             from,
@@ -148,7 +152,7 @@ impl Reader {
             });
         }
         if max == 0 || (from == high && wait.is_zero()) {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), self.next.is_none_or(|n| n >= high)));
         }
         self.position(options, partition, from)?;
         // Records below `high` exist, so the read waits for them as long as a
@@ -200,7 +204,7 @@ impl Reader {
                 ),
             ));
         }
-        Ok(records)
+        Ok((records, next >= high))
     }
 
     /// Makes the assignment deliver `from` next: resumes the paused

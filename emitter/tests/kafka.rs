@@ -1,0 +1,85 @@
+//! Kafka-specific behaviour beyond the shared conformance suite, on a real
+//! broker (tansu, started per test).
+
+use std::time::Duration;
+
+use floe_emitter::{Error, KafkaOptions, KafkaPipeline, TansuBroker};
+
+fn broker() -> TansuBroker {
+    TansuBroker::start().unwrap_or_else(|e| panic!("the Kafka tests need a broker: {e}"))
+}
+
+fn topic() -> String {
+    format!("floe-kafka-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The partition count is fixed when the topic is created: reopening it with
+/// another count is a clear, fatal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_topic_with_another_partition_count_is_refused() {
+    let broker = broker();
+    let options = KafkaOptions::new(broker.bootstrap(), topic(), 4);
+    KafkaPipeline::open(options.clone())
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    let err = KafkaPipeline::open(KafkaOptions {
+        partitions: 8,
+        ..options.clone()
+    })
+    .await
+    .expect_err("8 partitions on a 4-partition topic");
+    assert!(
+        matches!(
+            err,
+            Error::TopicPartitionMismatch {
+                existing: 4,
+                requested: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string()
+            .contains("has 4 partitions but floe is configured with 8"),
+        "{err}"
+    );
+    // The same count opens again.
+    KafkaPipeline::open(options)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+}
+
+/// No broker at the address: opening fails with a retryable error within
+/// the request timeout instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_broker_is_a_retryable_error() {
+    let mut broker = broker();
+    let bootstrap = broker.bootstrap();
+    broker.kill().unwrap();
+    let mut options = KafkaOptions::new(bootstrap, topic(), 2);
+    options.request_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let err = KafkaPipeline::open(options).await.expect_err("no broker");
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Options that would break floe's guarantees are refused before connecting.
+#[tokio::test]
+async fn unsafe_options_are_refused_at_open() {
+    let options = KafkaOptions::new("127.0.0.1:1", "t", 1).property("acks", "0");
+    let err = KafkaPipeline::open(options).await.expect_err("acks=0");
+    assert!(matches!(err, Error::InvalidKafkaOptions(_)), "{err}");
+}
