@@ -30,7 +30,8 @@ mod lake;
 mod recovery;
 
 pub use config::{
-    Config, FsyncMode, KafkaConfig, LakeConfig, LogConfig, PartitionKeyConfig, PipelineUrl, TopologyConfig,
+    Config, FsyncMode, KafkaConfig, LakeConfig, LogConfig, PartitionKeyConfig, PipelineUrl,
+    TopologyConfig,
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
