@@ -95,10 +95,12 @@ pub(crate) async fn land(config: Config, args: LandArgs) -> anyhow::Result<()> {
     .await?;
     let options = config.lake.sink_options();
     let pipeline: Arc<dyn Pipeline> = log.clone();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut sink = Sink::start(lake, pipeline, options.clone()).await?;
     let stats = sink.land_to_head().await?;
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     sink.release().await?;
     anyhow::ensure!(
         stats.events == args.events,
@@ -107,10 +109,12 @@ pub(crate) async fn land(config: Config, args: LandArgs) -> anyhow::Result<()> {
     );
     let rate = per_second(stats.events, elapsed);
     println!(
-        "floe sink: {} events in {:.2} s = {:.0} events/s; {} commits, {:.1} files/commit, avg file {:.1} MiB (commit every {} events / {} MiB, zstd {})",
+        "floe sink: {} events in {:.2} s = {:.0} events/s ({:.2} CPU s, {:.1} cores busy); {} commits, {:.1} files/commit, avg file {:.1} MiB (commit every {} events / {} MiB, zstd {})",
         stats.events,
         elapsed.as_secs_f64(),
         rate,
+        cpu,
+        cpu / elapsed.as_secs_f64(),
         stats.commits,
         stats.files as f64 / stats.commits.max(1) as f64,
         stats.bytes as f64 / stats.files.max(1) as f64 / (1 << 20) as f64,
@@ -150,4 +154,22 @@ pub(crate) async fn land(config: Config, args: LandArgs) -> anyhow::Result<()> {
         rate / py_rate
     );
     Ok(())
+}
+
+/// User + system CPU seconds this process has used (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): utime is the
+    // 12th and stime the 13th of them, in clock ticks (100 per second).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

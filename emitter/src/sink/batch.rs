@@ -23,14 +23,23 @@ pub fn arrow_schema() -> Result<SchemaRef> {
     Ok(Arc::new(arrow))
 }
 
-/// Builds one record batch from pipeline records, rows sorted by key hash
-/// (as a signed long, the order Parquet statistics of `key_hash` use).
-pub fn records_to_batch(schema: &SchemaRef, records: &[Record]) -> Result<RecordBatch> {
-    let mut order: Vec<u32> = (0..records.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| records[i as usize].event.key_hash as i64);
-    let n = records.len();
+/// Builds one record batch from the records at `rows` (all of them when
+/// `rows` is every index), sorted by key hash (as a signed long, the order
+/// Parquet statistics of `key_hash` use).
+pub fn records_to_batch(
+    schema: &SchemaRef,
+    records: &[Record],
+    mut order: Vec<u32>,
+) -> Result<RecordBatch> {
+    order.sort_by_key(|&i| records[i as usize].event.key_hash as i64);
+    let n = order.len();
     let text = |bytes: usize| StringBuilder::with_capacity(n, bytes);
-    let sum = |f: fn(&Event) -> usize| records.iter().map(|r| f(&r.event)).sum::<usize>();
+    let sum = |f: fn(&Event) -> usize| {
+        order
+            .iter()
+            .map(|&i| f(&records[i as usize].event))
+            .sum::<usize>()
+    };
     let mut event_id = text(n * 36);
     let mut idempotency_key = text(sum(|e| e.idempotency_key.len()));
     let mut kind = text(n * 7);
@@ -207,7 +216,7 @@ mod tests {
             record(0, 1, u64::MAX, None),
             record(1, 7, 1 << 62, Some("{}")),
         ];
-        let batch = records_to_batch(&schema, &records).unwrap();
+        let batch = records_to_batch(&schema, &records, vec![0, 1, 2]).unwrap();
         assert_eq!(batch.num_rows(), 3);
         let back = batch_to_records(&batch).unwrap();
         // u64::MAX is -1 as a long, so it sorts first.

@@ -169,11 +169,11 @@ impl Sink {
         }
         let mut stats = LandStats::default();
         loop {
-            let read = self.fill(Some(&heads)).await?;
-            if self.full() || (read == 0 && !self.buffer.is_empty()) {
+            if self.full() {
                 stats.add(self.seal().await?);
             }
-            if read == 0 && self.buffer.is_empty() {
+            if self.fill(Some(&heads)).await? == 0 {
+                stats.add(self.seal().await?);
                 break;
             }
         }
@@ -189,13 +189,14 @@ impl Sink {
             if *stop.borrow() {
                 break;
             }
-            let read = self.fill(None).await?;
             let due = self
                 .first_buffered
                 .is_some_and(|t| t.elapsed() >= self.options.commit_interval);
             if self.full() || due {
                 stats.add(self.seal().await?);
             }
+            // Not full here, so 0 means the pipeline has nothing new.
+            let read = self.fill(None).await?;
             if read == 0 {
                 // Nothing more to overlap with: land the sealed batch now.
                 stats.add(self.finish_pending().await?);
@@ -215,35 +216,65 @@ impl Sink {
         Ok(stats)
     }
 
-    /// Reads one chunk from every partition (up to `heads` if given); returns
-    /// how many events were read.
+    /// Reads one chunk from every partition (up to `heads` if given), all
+    /// partitions at once (the log decodes on blocking threads, so reads run
+    /// in parallel); returns how many events were read. The chunks together
+    /// never exceed the room left below `commit_events`, so every commit
+    /// holds at most that many events.
     async fn fill(&mut self, heads: Option<&[Offset]>) -> Result<usize> {
+        if self.full() {
+            return Ok(0);
+        }
+        let chunk = self.options.read_chunk;
+        let limit = |p: usize, from: Offset| match heads {
+            Some(heads) => (heads[p].saturating_sub(from)).min(chunk as u64) as usize,
+            None => chunk,
+        };
+        let partitions = self.read.len();
+        let room = self.options.commit_events - self.buffer.len();
+        let (mut wanted, mut skipped) = (Vec::with_capacity(partitions), Vec::new());
+        for p in 0..partitions {
+            let from = self.read[p];
+            // An even share of the room (the first `room % partitions` get one more).
+            let share = room / partitions + usize::from(p < room % partitions);
+            let max = limit(p, from);
+            if max > 0 && share > 0 {
+                wanted.push((p, from, max.min(share)));
+            } else if max > 0 {
+                skipped.push(p);
+            }
+        }
+        let pipeline = self.pipeline.clone();
+        let reads = wanted
+            .iter()
+            .map(|&(p, from, max)| pipeline_read(&*pipeline, p, from, max));
         let mut read = 0;
-        for p in 0..self.read.len() {
-            if self.full() {
+        for ((p, _, _), records) in wanted.iter().zip(futures::future::join_all(reads).await) {
+            read += self.take(*p, records?);
+        }
+        // Less room than partitions: the ones without a share go one by one,
+        // so a partition with data is never left behind by a quiet one.
+        for p in skipped {
+            if read > 0 || self.full() {
                 break;
             }
             let from = self.read[p];
-            let max = match heads {
-                Some(heads) if heads[p] <= from => continue,
-                Some(heads) => (heads[p] - from).min(self.options.read_chunk as u64) as usize,
-                None => self.options.read_chunk,
-            };
-            // Never past the commit size: commits hold `commit_events` exactly.
-            let max = max.min(self.options.commit_events - self.buffer.len());
-            let records = self
-                .pipeline
-                .read(p as u32, from, max, Duration::ZERO)
-                .await
-                .map_err(pipeline_error)?;
-            let Some(last) = records.last() else { continue };
-            self.read[p] = last.offset + 1;
-            read += records.len();
-            self.buffered_bytes += records.iter().map(approx_size).sum::<usize>();
-            self.buffer.extend(records);
-            self.first_buffered.get_or_insert_with(Instant::now);
+            let max = limit(p, from).min(self.options.commit_events - self.buffer.len());
+            let records = pipeline_read(&*pipeline, p, from, max).await?;
+            read += self.take(p, records);
         }
         Ok(read)
+    }
+
+    /// Buffers records read from partition `p`; returns how many.
+    fn take(&mut self, p: usize, records: Vec<Record>) -> usize {
+        let Some(last) = records.last() else { return 0 };
+        self.read[p] = last.offset + 1;
+        self.buffered_bytes += records.iter().map(approx_size).sum::<usize>();
+        self.first_buffered.get_or_insert_with(Instant::now);
+        let n = records.len();
+        self.buffer.extend(records);
+        n
     }
 
     fn full(&self) -> bool {
@@ -262,7 +293,7 @@ impl Sink {
         let records = std::mem::take(&mut self.buffer);
         let events = records.len() as u64;
         let writer = self.writer.clone();
-        let write = tokio::spawn(async move { writer.write(&records).await });
+        let write = tokio::spawn(async move { writer.write(records).await });
         self.buffered_bytes = 0;
         self.first_buffered = None;
         let stats = self.finish_pending().await?;
@@ -320,6 +351,18 @@ impl Sink {
     pub async fn release(self) -> Result<()> {
         self.lease.release(&self.lake).await
     }
+}
+
+async fn pipeline_read(
+    pipeline: &dyn Pipeline,
+    p: usize,
+    from: Offset,
+    max: usize,
+) -> Result<Vec<Record>> {
+    pipeline
+        .read(p as u32, from, max, Duration::ZERO)
+        .await
+        .map_err(pipeline_error)
 }
 
 fn pipeline_error(source: floe_engine::Error) -> Error {

@@ -4,9 +4,14 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 use floe_engine::Record;
-use iceberg::arrow::RecordBatchPartitionSplitter;
-use iceberg::spec::{DataFile, DataFileFormat};
+use std::collections::HashMap;
+
+use iceberg::spec::{
+    DataFile, DataFileFormat, Datum, Literal, PartitionKey, PartitionSpec, PrimitiveLiteral,
+    Struct, Transform,
+};
 use iceberg::table::Table;
+use iceberg::transform::{BoxedTransformFunction, create_transform_function};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
@@ -15,10 +20,11 @@ use iceberg::writer::file_writer::location_generator::{
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use uuid::Uuid;
 
-use super::batch;
+use super::{batch, layout};
 use crate::error::{Error, Result};
 
 /// File names that never repeat: `floe-<uuid v7>.parquet`. The default
@@ -36,13 +42,17 @@ impl FileNameGenerator for UniqueFileNames {
 type Rolling =
     RollingFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, UniqueFileNames>;
 
-/// Turns records into data files: one Arrow batch sorted by key hash, split by
-/// partition, each partition written by its own task (Parquet encoding is the
-/// CPU-heavy part, so partitions encode in parallel).
+/// Turns records into data files. Records are grouped by partition
+/// (`day(event_time)`, `bucket(16, partition_key)`, computed with Iceberg's own
+/// transform functions, cached per distinct key), and each partition is sorted
+/// by key hash, built into an Arrow batch and encoded to Parquet by its own
+/// task, so partitions build and encode in parallel.
 #[derive(Clone)]
 pub(crate) struct DataWriter {
     arrow_schema: SchemaRef,
-    splitter: Arc<RecordBatchPartitionSplitter>,
+    spec: PartitionSpec,
+    schema: iceberg::spec::SchemaRef,
+    bucket: Arc<BoxedTransformFunction>,
     rolling: Rolling,
 }
 
@@ -52,24 +62,49 @@ impl std::fmt::Debug for DataWriter {
     }
 }
 
+/// Microseconds per day: `day(event_time)` is the floor of this division.
+const DAY_US: i64 = 86_400_000_000;
+
 impl DataWriter {
     pub(crate) fn new(table: &Table, target_file_size: usize, zstd_level: i32) -> Result<Self> {
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
-        let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-            schema.clone(),
-            metadata.default_partition_spec().clone(),
-        )
-        .map_err(|e| Error::iceberg("building the partition splitter", e))?;
+        let spec = metadata.default_partition_spec().as_ref().clone();
+        let expected: Vec<_> = layout::partition_spec()?
+            .fields()
+            .iter()
+            .map(|f| (f.source_id, f.transform))
+            .collect();
+        let actual: Vec<_> = spec
+            .fields()
+            .iter()
+            .map(|f| (f.source_id, f.transform))
+            .collect();
+        if actual != expected {
+            return Err(Error::Layout(format!(
+                "floe.events is partitioned by {actual:?}, the sink writes {expected:?}"
+            )));
+        }
+        let bucket = create_transform_function(&Transform::Bucket(layout::KEY_BUCKETS))
+            .map_err(|e| Error::iceberg("building the bucket transform", e))?;
         let level = ZstdLevel::try_new(zstd_level)
             .map_err(|e| Error::LakeConfig(format!("zstd level {zstd_level}: {e}")))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .build();
+        // Columns whose values are (nearly) unique per row gain nothing from a
+        // dictionary and cost a hash per value; their min/max statistics help
+        // no query either. Statistics stay on everything that prunes:
+        // key_hash above all, event_time, version, namespace, partition_key.
+        let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(level));
+        for column in ["event_id", "idempotency_key", "state", "pipeline_offset"] {
+            let path = ColumnPath::from(column);
+            props = props
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+        let props = props.build();
         let location = DefaultLocationGenerator::new(metadata)
             .map_err(|e| Error::iceberg("reading the table's data location", e))?;
         let rolling = RollingFileWriterBuilder::new(
-            ParquetWriterBuilder::new(props, schema),
+            ParquetWriterBuilder::new(props, schema.clone()),
             target_file_size,
             table.file_io().clone(),
             location,
@@ -77,36 +112,74 @@ impl DataWriter {
         );
         Ok(DataWriter {
             arrow_schema: batch::arrow_schema()?,
-            splitter: Arc::new(splitter),
+            spec,
+            schema,
+            bucket: Arc::new(bucket),
             rolling,
         })
     }
 
-    /// Writes the records; returns the data files (not yet committed).
-    pub(crate) async fn write(&self, records: &[Record]) -> Result<Vec<DataFile>> {
-        if records.is_empty() {
-            return Ok(Vec::new());
+    fn bucket_of(&self, partition_key: &str) -> Result<i32> {
+        let datum = self
+            .bucket
+            .transform_literal_result(&Datum::string(partition_key))
+            .map_err(|e| Error::iceberg("bucketing a partition key", e))?;
+        match datum.literal() {
+            PrimitiveLiteral::Int(bucket) => Ok(*bucket),
+            other => Err(Error::Layout(format!(
+                "bucket transform returned {other:?}"
+            ))),
         }
-        let batch = batch::records_to_batch(&self.arrow_schema, records)?;
-        let parts = self
-            .splitter
-            .split(&batch)
-            .map_err(|e| Error::iceberg("splitting events by partition", e))?;
-        drop(batch);
+    }
+
+    /// Writes the records; returns the data files (not yet committed).
+    pub(crate) async fn write(&self, records: Vec<Record>) -> Result<Vec<DataFile>> {
+        let mut buckets: HashMap<&str, i32> = HashMap::new();
+        let mut groups: HashMap<(i32, i32), Vec<u32>> = HashMap::new();
+        for (i, record) in records.iter().enumerate() {
+            let key = record.event.partition_key.as_str();
+            let bucket = match buckets.get(key) {
+                Some(&b) => b,
+                None => {
+                    let b = self.bucket_of(key)?;
+                    buckets.insert(key, b);
+                    b
+                }
+            };
+            let day = record.event.timestamp_us.div_euclid(DAY_US) as i32;
+            groups.entry((day, bucket)).or_default().push(i as u32);
+        }
+        drop(buckets);
+        let records = Arc::new(records);
         let mut tasks = tokio::task::JoinSet::new();
-        for (key, part) in parts {
-            let builder = DataFileWriterBuilder::new(self.rolling.clone());
+        for ((day, bucket), rows) in groups {
+            let key = PartitionKey::new(
+                self.spec.clone(),
+                self.schema.clone(),
+                Struct::from_iter([Some(Literal::date(day)), Some(Literal::int(bucket))]),
+            );
+            let (records, writer) = (records.clone(), self.clone());
             tasks.spawn(async move {
-                let mut writer = builder.build(Some(key)).await?;
-                writer.write(part).await?;
-                writer.close().await
+                let batch = batch::records_to_batch(&writer.arrow_schema, &records, rows)?;
+                drop(records);
+                let builder = DataFileWriterBuilder::new(writer.rolling.clone());
+                let mut file = builder
+                    .build(Some(key))
+                    .await
+                    .map_err(|e| Error::iceberg("opening a data file", e))?;
+                file.write(batch)
+                    .await
+                    .map_err(|e| Error::iceberg("writing a data file", e))?;
+                file.close()
+                    .await
+                    .map_err(|e| Error::iceberg("closing a data file", e))
             });
         }
         let mut files = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             let written =
                 joined.map_err(|e| Error::Task(format!("a file writer task failed: {e}")))?;
-            files.extend(written.map_err(|e| Error::iceberg("writing data files", e))?);
+            files.extend(written?);
         }
         Ok(files)
     }
