@@ -267,6 +267,8 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
         config.pipeline = "file://".into();
         config.topology.shards = args.shards;
         config.log.fsync = mode;
+        // The write path alone: landing in Iceberg is `floe bench land`.
+        config.lake.enabled = false;
         let figures = ingest_once(config, &args).await?;
         println!(
             "  fsync {:<6} {:>10.0} acked writes/s  {}  ({:.0} writes per group commit)",
@@ -305,6 +307,8 @@ async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
     config.data_dir = dir.path().to_path_buf();
     config.pipeline = "file://".into();
     config.log.fsync = FsyncMode::Never;
+    // Recovery from the log alone (nothing landed).
+    config.lake.enabled = false;
     let fill = IngestArgs {
         writes: args.entities,
         callers: 256,
