@@ -30,8 +30,9 @@ if [[ -z "${FLOE_SKIP_LINT:-}" ]]; then
     cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 fi
 
-log "cargo nextest run"
-cargo nextest run --workspace --all-features --locked --no-fail-fast
-
 log "doc tests"
 cargo test --workspace --all-features --locked --doc
+
+# Last, so that the run ends on nextest's summary of every test.
+log "cargo nextest run"
+cargo nextest run --workspace --all-features --locked --no-fail-fast
