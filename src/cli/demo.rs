@@ -128,6 +128,12 @@ pub(crate) async fn run(
     for hint in floe.rebalance_hints() {
         println!("rebalance hint: {hint:?}");
     }
+    if let Ok(lag) = floe.sink_lag().await {
+        println!(
+            "iceberg sink: {} commits so far, {} events not yet landed (close lands the rest)",
+            lag.commits, lag.events
+        );
+    }
     floe.close().await?;
 
     let reopen = Instant::now();
@@ -138,10 +144,12 @@ pub(crate) async fn run(
         .iter()
         .map(|s| s.entities)
         .sum();
+    let recovery = reopened.recovery_stats();
     println!(
-        "reopened in {:.0} ms: replayed {} events, {recovered} entities (before close: {total_entities})",
+        "reopened in {:.0} ms: replayed {} events ({} from the Iceberg lake), {recovered} entities (before close: {total_entities})",
         reopen.elapsed().as_secs_f64() * 1000.0,
-        reopened.recovery_stats().events
+        recovery.events,
+        recovery.from_lake
     );
     reopened.close().await?;
     anyhow::ensure!(recovered == total_entities, "recovery lost entities");
