@@ -1,9 +1,12 @@
 //! The lake end to end: the in-process sink, recovery through retention, the
 //! standalone `floe sink`, sink lag, and pyiceberg as an independent reader.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{Oracle, live, state_of};
 
 use floe::{Config, EntityKey, Floe, FsyncMode, PartitionKeySpec};
 use floe_emitter::{FileLog, LogOptions};
@@ -21,8 +24,6 @@ fn config(dir: &Path) -> Config {
     config.lake.commit_interval_ms = 200;
     config
 }
-
-type Oracle = BTreeMap<EntityKey, (u64, Value)>;
 
 /// Puts, updates and deletes over 150 entities; returns the acknowledged
 /// final state and the number of acknowledged writes.
@@ -44,25 +45,6 @@ async fn write(floe: &Floe, writes: u64) -> (Oracle, u64) {
         acked += 1;
     }
     (oracle, acked)
-}
-
-async fn state_of(floe: &Floe) -> Oracle {
-    let mut state = Oracle::new();
-    for entity in floe.list("t", "Thing", None, usize::MAX).await.unwrap() {
-        state.insert(
-            entity.key.clone(),
-            (entity.version, entity.data.to_value().unwrap()),
-        );
-    }
-    state
-}
-
-fn live(oracle: &Oracle) -> Oracle {
-    oracle
-        .iter()
-        .filter(|(_, (_, v))| !v.is_null())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// Every event still in the data directory's log, with each partition's low watermark.

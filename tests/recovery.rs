@@ -1,9 +1,11 @@
 //! Acknowledged means durable: state rebuilt after the process state is
 //! dropped without `close`, with a torn record at a log tail.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod support;
+use support::{Oracle, live, state_of};
 
 use floe::{Config, EntityKey, Floe, FsyncMode, PartitionKeySpec};
 use serde_json::{Value, json};
@@ -17,8 +19,6 @@ fn config(dir: &Path) -> Config {
     config.partition_key.default = PartitionKeySpec::id();
     config
 }
-
-type Oracle = BTreeMap<EntityKey, (u64, Value)>;
 
 /// Writes in a runtime of its own and then tears that runtime down without
 /// closing floe: the closest an in-process test gets to a crash.
@@ -70,25 +70,6 @@ fn write_then_crash(dir: &Path, writes: u64) -> Oracle {
     });
     runtime.shutdown_background();
     oracle
-}
-
-async fn state_of(floe: &Floe) -> Oracle {
-    let mut state = Oracle::new();
-    for entity in floe.list("t", "Thing", None, usize::MAX).await.unwrap() {
-        state.insert(
-            entity.key.clone(),
-            (entity.version, entity.data.to_value().unwrap()),
-        );
-    }
-    state
-}
-
-fn live(oracle: &Oracle) -> Oracle {
-    oracle
-        .iter()
-        .filter(|(_, (_, v))| !v.is_null())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
