@@ -320,6 +320,31 @@ impl Error {
 }
 
 impl Error {
+    /// The read contract every backend shares: a read may start anywhere in
+    /// `low..=high` (at `high` it waits for the next append).
+    pub(crate) fn check_read_range(
+        partition: u32,
+        from: u64,
+        low: u64,
+        high: u64,
+    ) -> Result<()> {
+        if from < low {
+            return Err(Error::BelowLowWatermark {
+                partition,
+                offset: from,
+                low_watermark: low,
+            });
+        }
+        if from > high {
+            return Err(Error::BeyondHighWatermark {
+                partition,
+                offset: from,
+                high_watermark: high,
+            });
+        }
+        Ok(())
+    }
+
     /// The engine's pipeline error for this error, naming the backend
     /// (`file`, `kafka`) that raised it.
     pub fn into_pipeline_error(self, backend: &'static str) -> floe_engine::Error {

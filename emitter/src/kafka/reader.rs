@@ -137,20 +137,7 @@ impl Reader {
                 kafka_error(format!("fetching the watermarks of {topic}/{partition}"), e)
             })?;
         let (low, high) = (low.max(0) as Offset, high.max(0) as Offset);
-        if from < low {
-            return Err(Error::BelowLowWatermark {
-                partition,
-                offset: from,
-                low_watermark: low,
-            });
-        }
-        if from > high {
-            return Err(Error::BeyondHighWatermark {
-                partition,
-                offset: from,
-                high_watermark: high,
-            });
-        }
+        Error::check_read_range(partition, from, low, high)?;
         if max == 0 || (from == high && wait.is_zero()) {
             return Ok((Vec::new(), self.next.is_none_or(|n| n >= high)));
         }

@@ -358,20 +358,7 @@ impl FileLog {
     ) -> Result<Option<Vec<ReadSlice>>> {
         let state = part.lock();
         let (low, high) = (state.low(), state.high());
-        if from < low {
-            return Err(Error::BelowLowWatermark {
-                partition,
-                offset: from,
-                low_watermark: low,
-            });
-        }
-        if from > high {
-            return Err(Error::BeyondHighWatermark {
-                partition,
-                offset: from,
-                high_watermark: high,
-            });
-        }
+        Error::check_read_range(partition, from, low, high)?;
         if from == high {
             return Ok(None);
         }
