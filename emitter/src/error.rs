@@ -322,12 +322,7 @@ impl Error {
 impl Error {
     /// The read contract every backend shares: a read may start anywhere in
     /// `low..=high` (at `high` it waits for the next append).
-    pub(crate) fn check_read_range(
-        partition: u32,
-        from: u64,
-        low: u64,
-        high: u64,
-    ) -> Result<()> {
+    pub(crate) fn check_read_range(partition: u32, from: u64, low: u64, high: u64) -> Result<()> {
         if from < low {
             return Err(Error::BelowLowWatermark {
                 partition,
