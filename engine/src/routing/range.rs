@@ -32,51 +32,41 @@ struct Rule<T> {
     shard: u32,
 }
 
+/// The rules with bounds of one kind, sorted by start; `Option` orders `None`
+/// first, so unbounded starts come first.
+fn compile<T: Ord>(ranges: &[RangeRule], bound: impl Fn(&RangeBound) -> Option<T>) -> Vec<Rule<T>> {
+    let mut rules: Vec<Rule<T>> = ranges
+        .iter()
+        .map(|r| Rule {
+            start: r.start.as_ref().and_then(&bound),
+            end: r.end.as_ref().and_then(&bound),
+            shard: r.shard,
+        })
+        .collect();
+    rules.sort_by(|a, b| a.start.cmp(&b.start));
+    rules
+}
+
 impl RangeTable {
     /// Compiles rules that [`Strategy::validate`](super::Strategy) accepted
     /// (bound kinds match the key, no overlaps).
     pub(crate) fn new(key: &RangeKey, default_shard: u32, ranges: &[RangeRule]) -> Self {
         let rules = match key {
-            RangeKey::String { transform } => {
-                let bound = |b: &Option<RangeBound>| match b {
-                    Some(RangeBound::String(s)) => Some(s.as_str().into()),
-                    _ => None,
-                };
-                let mut rules: Vec<Rule<Box<str>>> = ranges
-                    .iter()
-                    .map(|r| Rule {
-                        start: bound(&r.start),
-                        end: bound(&r.end),
-                        shard: r.shard,
-                    })
-                    .collect();
-                // Option orders None first: unbounded starts come first.
-                rules.sort_by(|a, b| a.start.cmp(&b.start));
-                Rules::String {
-                    transform: *transform,
-                    rules,
-                }
-            }
-            RangeKey::Integer { separator, field } => {
-                let bound = |b: &Option<RangeBound>| match b {
-                    Some(RangeBound::Integer(v)) => Some(*v),
-                    _ => None,
-                };
-                let mut rules: Vec<Rule<i64>> = ranges
-                    .iter()
-                    .map(|r| Rule {
-                        start: bound(&r.start),
-                        end: bound(&r.end),
-                        shard: r.shard,
-                    })
-                    .collect();
-                rules.sort_by_key(|r| r.start);
-                Rules::Integer {
-                    separator: separator.as_deref().map(Into::into),
-                    field: *field as usize,
-                    rules,
-                }
-            }
+            RangeKey::String { transform } => Rules::String {
+                transform: *transform,
+                rules: compile(ranges, |b| match b {
+                    RangeBound::String(s) => Some(s.as_str().into()),
+                    RangeBound::Integer(_) => None,
+                }),
+            },
+            RangeKey::Integer { separator, field } => Rules::Integer {
+                separator: separator.as_deref().map(Into::into),
+                field: *field as usize,
+                rules: compile(ranges, |b| match b {
+                    RangeBound::Integer(v) => Some(*v),
+                    RangeBound::String(_) => None,
+                }),
+            },
         };
         RangeTable {
             rules,

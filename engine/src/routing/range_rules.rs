@@ -261,14 +261,7 @@ pub(crate) fn validate_ranges(
 mod tests {
     use super::*;
     use crate::routing::Strategy;
-
-    fn range(key: RangeKey, ranges: Vec<RangeRule>) -> Strategy {
-        Strategy::Range {
-            key,
-            default_shard: 0,
-            ranges,
-        }
-    }
+    use crate::routing::strategy::range;
 
     fn integer_key() -> RangeKey {
         RangeKey::Integer {

@@ -103,17 +103,20 @@ impl Strategy {
     }
 }
 
+/// A range strategy with default shard 0, for tests of this module and
+/// `range_rules`.
+#[cfg(test)]
+pub(crate) fn range(key: RangeKey, ranges: Vec<RangeRule>) -> Strategy {
+    Strategy::Range {
+        key,
+        default_shard: 0,
+        ranges,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn range(key: RangeKey, ranges: Vec<RangeRule>) -> Strategy {
-        Strategy::Range {
-            key,
-            default_shard: 0,
-            ranges,
-        }
-    }
 
     fn message(err: Error) -> String {
         match err {
