@@ -1,8 +1,12 @@
 //! floe's configuration: defaults, validation, TOML.
 
 mod kafka;
+mod serve;
 
 pub use self::kafka::KafkaConfig;
+pub use self::serve::{
+    AuthMode, HealthConfig, Role, Secret, ServeConfig, TOKENS_ENV, Token, TokenConfig,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +49,10 @@ pub struct Config {
     pub limits: ShardLimits,
     /// The Iceberg lake and the sink that lands the pipeline in it.
     pub lake: LakeConfig,
+    /// How shard health is judged (health endpoints, probes).
+    pub health: HealthConfig,
+    /// The HTTP server of `floe serve`.
+    pub serve: ServeConfig,
 }
 
 impl Default for Config {
@@ -59,6 +67,8 @@ impl Default for Config {
             shards: ShardConfig::default(),
             limits: ShardLimits::default(),
             lake: LakeConfig::default(),
+            health: HealthConfig::default(),
+            serve: ServeConfig::default(),
         }
     }
 }
@@ -355,6 +365,8 @@ impl Config {
         }
         self.shards.validate()?;
         self.topology.initial()?;
+        self.health.validate()?;
+        self.serve.validate()?;
         if self.lake.enabled {
             self.lake.location(&self.data_dir)?;
             self.lake

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use floe_emitter::FileLog;
 use floe_emitter::sink::SinkLag;
@@ -17,8 +17,10 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
+use crate::health::{self, ShardHealth, ShardSignals, SystemHealth};
 use crate::lake::{self, SinkTask};
 use crate::recovery::{self, RecoveryStats};
+use crate::telemetry::{Outcome, Telemetry};
 
 /// Longest namespace, type or id accepted, in bytes.
 const MAX_NAME_BYTES: usize = 512;
@@ -135,6 +137,7 @@ struct Inner {
     pipeline: Arc<dyn Pipeline>,
     routing_metrics: RoutingMetrics,
     load: Arc<LoadTracker>,
+    telemetry: Telemetry,
     recovery: RecoveryStats,
     /// The sink landing the pipeline in Iceberg, when it runs in-process.
     sink: Option<SinkTask>,
@@ -225,6 +228,7 @@ impl Floe {
             shards.push(handle);
             workers.push(worker);
         }
+        let telemetry = Telemetry::new(shard_count, &config.health);
         Ok(Floe {
             inner: Arc::new(Inner {
                 extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
@@ -235,6 +239,7 @@ impl Floe {
                 pipeline,
                 routing_metrics: RoutingMetrics::new(shard_count),
                 load,
+                telemetry,
                 recovery,
                 sink,
                 started: Instant::now(),
@@ -317,18 +322,29 @@ impl Floe {
                 .load
                 .record_access(shard, AccessKind::Write, self.now_ms());
             let version = router.topology().version;
-            match self.inner.shards[shard as usize]
+            let started = Instant::now();
+            let result = self.inner.shards[shard as usize]
                 .write(command.clone(), version)
-                .await
-            {
+                .await;
+            let telemetry = &self.inner.telemetry;
+            match result {
                 Err(floe_engine::Error::StaleTopology { .. }) if attempts < MAX_REROUTES => {
                     attempts += 1;
                 }
                 Err(e) => {
                     self.inner.routing_metrics.record_error();
+                    let outcome = if is_server_side(&e) {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Rejected
+                    };
+                    telemetry.record_write(shard, started.elapsed(), outcome);
                     return Err(e.into());
                 }
-                Ok(ack) => return Ok(ack),
+                Ok(ack) => {
+                    telemetry.record_write(shard, started.elapsed(), Outcome::Ok);
+                    return Ok(ack);
+                }
             }
         }
     }
@@ -490,6 +506,107 @@ impl Floe {
         }
     }
 
+    /// Sends a health probe (a stats request through the shard's inbox) and
+    /// records its round trip; health reads it together with the writes.
+    /// A shard that does not answer within `timeout` counts as unreachable.
+    pub async fn probe_shard(&self, shard: u32, timeout: Duration) -> Result<Duration> {
+        let handle = self.handle(shard)?;
+        let telemetry = &self.inner.telemetry;
+        telemetry.probe_started(shard);
+        let started = Instant::now();
+        let answered = matches!(
+            tokio::time::timeout(timeout, handle.stats()).await,
+            Ok(Ok(_))
+        );
+        let took = started.elapsed();
+        telemetry.probe_ended(shard, took, answered);
+        Ok(took)
+    }
+
+    /// One shard's health from its recent writes, its last probe and its
+    /// pipeline wait (see docs/operations.md for the thresholds).
+    pub fn shard_health(&self, shard: u32) -> Result<ShardHealth> {
+        let handle = self.handle(shard)?;
+        let telemetry = &self.inner.telemetry;
+        let signals = ShardSignals {
+            writes: telemetry.window(shard),
+            probe: telemetry.probe(shard),
+            pipeline_wait_ms: handle.pipeline_wait().as_secs_f64() * 1000.0,
+        };
+        let (status, reasons) = health::judge(&signals, &self.inner.config.health);
+        let fault = handle.fault_delay();
+        Ok(ShardHealth {
+            shard,
+            status,
+            reasons,
+            error_rate: health::error_rate(&signals.writes),
+            writes: signals.writes,
+            probe: signals.probe,
+            inbox_depth: handle.inbox_depth() as u64,
+            pipeline_wait_ms: signals.pipeline_wait_ms,
+            last_append_ms: handle.last_append().as_secs_f64() * 1000.0,
+            fault_delay_ms: (!fault.is_zero()).then(|| fault.as_secs_f64() * 1000.0),
+        })
+    }
+
+    /// The system's health: every shard's, and the sink's lag when the sink
+    /// runs in this process.
+    pub async fn system_health(&self) -> SystemHealth {
+        let shards = (0..self.inner.shards.len() as u32)
+            .filter_map(|shard| self.shard_health(shard).ok())
+            .collect();
+        let sink = match &self.inner.sink {
+            Some(_) => self.sink_lag().await.ok().map(Into::into),
+            None => None,
+        };
+        health::system(
+            shards,
+            sink,
+            self.inner.started.elapsed().as_secs_f64(),
+            &self.inner.config.health,
+        )
+    }
+
+    /// Requests waiting in each shard's inbox, by shard.
+    pub fn inbox_depths(&self) -> Vec<u64> {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.inbox_depth() as u64)
+            .collect()
+    }
+
+    /// Fault injection for tests and drills: makes the shard's worker sleep
+    /// `delay` before every batch it processes, as a shard on a failing
+    /// disk would; `Duration::ZERO` heals it. Never use it in production.
+    pub fn inject_shard_delay(&self, shard: u32, delay: Duration) -> Result<()> {
+        self.handle(shard)?.set_fault_delay(delay);
+        if !delay.is_zero() {
+            tracing::warn!(
+                shard,
+                delay_ms = delay.as_millis() as u64,
+                "fault injection: shard slowed down"
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds floe's write counters and latency histograms to a Prometheus registry.
+    pub(crate) fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.telemetry.register(registry);
+    }
+
+    fn handle(&self, shard: u32) -> Result<&ShardHandle> {
+        Ok(self
+            .inner
+            .shards
+            .get(shard as usize)
+            .ok_or(floe_engine::Error::UnknownShard {
+                shard,
+                shard_count: self.inner.shards.len() as u32,
+            })?)
+    }
+
     /// The pipeline this instance writes to.
     pub fn pipeline(&self) -> Arc<dyn Pipeline> {
         self.inner.pipeline.clone()
@@ -578,6 +695,16 @@ async fn open_kafka(config: &Config) -> Result<Arc<dyn Pipeline>> {
         "pipeline URL {:?}: this floe was built without the `kafka` feature",
         config.pipeline
     )))
+}
+
+/// Whether a write failed on floe's side (health counts these) rather
+/// than for the caller's input.
+fn is_server_side(e: &floe_engine::Error) -> bool {
+    use floe_engine::Error as E;
+    matches!(
+        e,
+        E::Pipeline { .. } | E::Io { .. } | E::Closed(_) | E::Codec(_) | E::StaleTopology { .. }
+    )
 }
 
 fn display(key: &EntityKey) -> floe_engine::EntityKeyDisplay {

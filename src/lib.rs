@@ -26,18 +26,24 @@ mod config;
 mod datadir;
 mod error;
 mod floe;
+mod health;
 mod lake;
 mod recovery;
+pub mod serve;
+mod telemetry;
 
 pub use config::{
-    Config, FsyncMode, KafkaConfig, LakeConfig, LogConfig, PartitionKeyConfig, PipelineUrl,
+    AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
+    PartitionKeyConfig, PipelineUrl, Role, Secret, ServeConfig, TOKENS_ENV, Token, TokenConfig,
     TopologyConfig,
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use health::{HealthStatus, ShardHealth, SinkHealth, SystemHealth};
 pub use lake::{SinkMode, run_sink};
 pub use recovery::RecoveryStats;
+pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{
     Entity, EntityKey, EventKind, HashFunction, Json, KeyExtractor, PartitionKeySpec,

@@ -20,7 +20,7 @@ pub(crate) struct RecoveredShard {
 }
 
 /// Figures about a recovery, for logs and the reopen benchmark.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoveryStats {
     /// Events read from the pipeline.
     pub events: u64,

@@ -1,6 +1,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -173,6 +174,20 @@ enum Request {
 pub struct ShardHandle {
     shard: u32,
     inbox: mpsc::Sender<Request>,
+    probe: Arc<WorkerProbe>,
+}
+
+/// What a worker shares with health checks, and the one fault it can be
+/// told to simulate. Atomics only: the worker never waits on a reader.
+#[derive(Debug, Default)]
+struct WorkerProbe {
+    /// When the group commit now waiting on the pipeline started, in
+    /// microseconds since the Unix epoch; 0 when none is waiting.
+    append_started_us: AtomicU64,
+    /// Duration of the last completed pipeline append, in microseconds.
+    last_append_us: AtomicU64,
+    /// Fault injection: extra delay before every batch, in microseconds.
+    fault_delay_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Request {
@@ -262,6 +277,35 @@ impl ShardHandle {
     pub fn inbox_depth(&self) -> usize {
         self.inbox.max_capacity() - self.inbox.capacity()
     }
+
+    /// How long the group commit now in the pipeline has been waiting for
+    /// durability (zero when none is): a stalled disk or broker shows here
+    /// before any write completes.
+    pub fn pipeline_wait(&self) -> Duration {
+        let started = self.probe.append_started_us.load(Ordering::Acquire);
+        if started == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros((now_us().max(0) as u64).saturating_sub(started))
+    }
+
+    /// How long the last completed pipeline append took.
+    pub fn last_append(&self) -> Duration {
+        Duration::from_micros(self.probe.last_append_us.load(Ordering::Acquire))
+    }
+
+    /// Fault injection for tests and drills: the worker sleeps this long
+    /// before every batch it processes (reads, stats and writes alike), as a
+    /// shard on a failing disk would. `Duration::ZERO` turns it off.
+    pub fn set_fault_delay(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.probe.fault_delay_us.store(micros, Ordering::Release);
+    }
+
+    /// The injected delay in force.
+    pub fn fault_delay(&self) -> Duration {
+        Duration::from_micros(self.probe.fault_delay_us.load(Ordering::Acquire))
+    }
 }
 
 /// Everything a shard worker starts from.
@@ -287,14 +331,20 @@ impl ShardWorker {
     /// the requests already queued, and returns its state.
     pub fn spawn(self) -> (ShardHandle, JoinHandle<ShardState>) {
         let (tx, rx) = mpsc::channel(self.config.inbox_capacity);
+        let probe = Arc::new(WorkerProbe::default());
         let handle = ShardHandle {
             shard: self.shard,
             inbox: tx,
+            probe: probe.clone(),
         };
-        (handle, tokio::spawn(self.run(rx)))
+        (handle, tokio::spawn(self.run(rx, probe)))
     }
 
-    async fn run(mut self, mut inbox: mpsc::Receiver<Request>) -> ShardState {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Request>,
+        probe: Arc<WorkerProbe>,
+    ) -> ShardState {
         let mut stats = ShardStats {
             shard: self.shard,
             ..ShardStats::default()
@@ -310,9 +360,13 @@ impl ShardWorker {
                     requests.push(request);
                 }
             }
+            let delay = probe.fault_delay_us.load(Ordering::Acquire);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_micros(delay)).await;
+            }
             // While stopping, the batch may exceed `max_batch` (by at most the
             // inbox capacity): one last group commit.
-            self.process(&mut requests, &mut stats).await;
+            self.process(&mut requests, &mut stats, &probe).await;
             if stopping {
                 break;
             }
@@ -323,7 +377,12 @@ impl ShardWorker {
     /// One group commit: answer reads, validate writes against the state plus
     /// the batch's earlier writes, append all events in one call, wait until
     /// durable, apply, reply.
-    async fn process(&mut self, requests: &mut Vec<Request>, stats: &mut ShardStats) {
+    async fn process(
+        &mut self,
+        requests: &mut Vec<Request>,
+        stats: &mut ShardStats,
+        probe: &WorkerProbe,
+    ) {
         let mut pending = PendingChanges::new();
         let mut events = Vec::new();
         let mut waiting: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
@@ -408,7 +467,15 @@ impl ShardWorker {
             return;
         }
         stats.batches += 1;
-        match self.pipeline.append(&events).await {
+        let started = now_us().max(1) as u64;
+        probe.append_started_us.store(started, Ordering::Release);
+        let appended = self.pipeline.append(&events).await;
+        probe.append_started_us.store(0, Ordering::Release);
+        probe.last_append_us.store(
+            (now_us().max(0) as u64).saturating_sub(started),
+            Ordering::Release,
+        );
+        match appended {
             Ok(_) => {
                 let count = events.len() as u64;
                 let mut acks = Vec::with_capacity(events.len());

@@ -5,6 +5,7 @@ mod bench_land;
 mod demo;
 mod entity;
 mod report;
+mod serve;
 mod sink;
 
 use std::path::PathBuf;
@@ -54,16 +55,24 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Land the pipeline in the Iceberg lake (standalone sink).
     Sink(sink::SinkArgs),
+    /// Serve the HTTP API: entities, routing, stats, health, metrics.
+    Serve(serve::ServeArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server logs its lifecycle; one-shot commands only what goes wrong.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, cli.data.is_some(), args).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::Sink(args) => sink::run(config, args).await,
+        Command::Serve(args) => serve::run(config, args).await,
     }
 }
 

@@ -1,0 +1,269 @@
+//! The entity API (put, create, update, get, delete, list) and routing
+//! lookups: the data plane.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json as AxumJson, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::errors::ApiError;
+use super::routes::{guarded, policy};
+use crate::{EntityKey, Json, WriteAck, WriteRequest};
+
+pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let one = guarded(state, policy::data_read("entity.get"), get(get_entity))
+        .merge(guarded(
+            state,
+            policy::data_write("entity.put"),
+            axum::routing::put(put_entity),
+        ))
+        .merge(guarded(
+            state,
+            policy::data_write("entity.create"),
+            post(create_entity),
+        ))
+        .merge(guarded(
+            state,
+            policy::data_write("entity.update"),
+            axum::routing::patch(update_entity),
+        ))
+        .merge(guarded(
+            state,
+            policy::data_write("entity.delete"),
+            axum::routing::delete(delete_entity),
+        ));
+    Router::new()
+        .route("/api/v1/entities/{namespace}/{entity_type}/{id}", one)
+        .route(
+            "/api/v1/entities/{namespace}/{entity_type}",
+            guarded(state, policy::data_read("entity.list"), get(list_entities)),
+        )
+        .route(
+            "/api/v1/shard-for-key",
+            guarded(
+                state,
+                policy::data_read("routing.shard_for_key"),
+                get(shard_for_key),
+            ),
+        )
+}
+
+type KeyPath = Result<Path<(String, String, String)>, PathRejection>;
+
+fn key(path: KeyPath) -> Result<EntityKey, ApiError> {
+    let Path((namespace, entity_type, id)) =
+        path.map_err(|e| ApiError::bad_request("bad_path", e.body_text()))?;
+    Ok(EntityKey::new(namespace, entity_type, id))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
+}
+
+/// Options of a write, as query parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteParams {
+    expected_version: Option<u64>,
+    idempotency_key: Option<String>,
+    partition_key: Option<String>,
+}
+
+impl WriteParams {
+    fn apply(self, headers: &HeaderMap, mut request: WriteRequest) -> WriteRequest {
+        if let Some(v) = self.expected_version {
+            request = request.expected_version(v);
+        }
+        // The `Idempotency-Key` header is the common HTTP spelling.
+        let header_key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(k) = self.idempotency_key.or(header_key) {
+            request = request.idempotency_key(k);
+        }
+        if let Some(k) = self.partition_key {
+            request = request.partition_key(k);
+        }
+        request
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes: 413 past it (checked on
+/// `Content-Length` first, then while reading), 400 if it is not UTF-8.
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<String, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    // `to_bytes` stops reading at `limit + 1`: a longer body without a
+    // Content-Length is refused too, without buffering it whole.
+    let bytes = axum::body::to_bytes(body, limit.saturating_add(1))
+        .await
+        .map_err(|e| ApiError::bad_request("bad_body", format!("reading the body: {e}")))?;
+    if bytes.len() > limit {
+        return Err(ApiError::body_too_large(limit));
+    }
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("malformed_json", "the body is not UTF-8"))
+}
+
+/// A body that must be one JSON object: `malformed_json` or `invalid_entity` (400).
+fn entity_json(text: &str) -> Result<Json, ApiError> {
+    Json::parse(text).map_err(|e| match e {
+        floe_engine::Error::MalformedJson(e) => {
+            ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
+        }
+        other => ApiError::bad_request("invalid_entity", other.to_string()),
+    })
+}
+
+async fn write(state: &AppState, request: WriteRequest) -> Result<WriteAck, ApiError> {
+    Ok(state.floe()?.write(request).await?)
+}
+
+async fn put_entity(
+    State(state): State<Arc<AppState>>,
+    path: KeyPath,
+    params: Result<Query<WriteParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<AxumJson<WriteAck>, ApiError> {
+    let key = key(path)?;
+    let params = query(params)?;
+    state.floe()?;
+    let data = entity_json(&read_body(&headers, body, state.config.serve.max_body_bytes).await?)?;
+    let request = params.apply(&headers, WriteRequest::upsert_json(key, data));
+    Ok(AxumJson(write(&state, request).await?))
+}
+
+async fn create_entity(
+    State(state): State<Arc<AppState>>,
+    path: KeyPath,
+    params: Result<Query<WriteParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, AxumJson<WriteAck>), ApiError> {
+    let key = key(path)?;
+    let params = query(params)?;
+    state.floe()?;
+    let data = entity_json(&read_body(&headers, body, state.config.serve.max_body_bytes).await?)?;
+    let request = params.apply(&headers, WriteRequest::create_json(key, data));
+    Ok((StatusCode::CREATED, AxumJson(write(&state, request).await?)))
+}
+
+async fn update_entity(
+    State(state): State<Arc<AppState>>,
+    path: KeyPath,
+    params: Result<Query<WriteParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<AxumJson<WriteAck>, ApiError> {
+    let key = key(path)?;
+    let params = query(params)?;
+    state.floe()?;
+    let text = read_body(&headers, body, state.config.serve.max_body_bytes).await?;
+    let patch: Value = serde_json::from_str(&text)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
+    let request = params.apply(&headers, WriteRequest::update(key, patch));
+    Ok(AxumJson(write(&state, request).await?))
+}
+
+async fn delete_entity(
+    State(state): State<Arc<AppState>>,
+    path: KeyPath,
+    params: Result<Query<WriteParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<AxumJson<WriteAck>, ApiError> {
+    let key = key(path)?;
+    let request = query(params)?.apply(&headers, WriteRequest::delete(key));
+    Ok(AxumJson(write(&state, request).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetParams {
+    partition_key: Option<String>,
+}
+
+async fn get_entity(
+    State(state): State<Arc<AppState>>,
+    path: KeyPath,
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> Result<AxumJson<crate::Entity>, ApiError> {
+    let key = key(path)?;
+    let params = query(params)?;
+    let floe = state.floe()?;
+    let entity = match &params.partition_key {
+        Some(pk) => floe.get_routed(&key, pk).await?,
+        None => floe.get(&key).await?,
+    };
+    entity
+        .map(AxumJson)
+        .ok_or_else(|| ApiError::not_found(format!("entity {key} not found")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_entities(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<AxumJson<Value>, ApiError> {
+    let Path((namespace, entity_type)) =
+        path.map_err(|e| ApiError::bad_request("bad_path", e.body_text()))?;
+    let params = query(params)?;
+    let max = state.config.serve.max_list_limit;
+    let limit = params.limit.unwrap_or(100.min(max));
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit must be 1..={max} (serve.max_list_limit)"),
+        ));
+    }
+    let entities = state
+        .floe()?
+        .list(&namespace, &entity_type, params.after.as_deref(), limit)
+        .await?;
+    // A full page may have more after it: hand back where to continue.
+    let next_after = (entities.len() == limit)
+        .then(|| entities.last().map(|e| e.key.id.clone()))
+        .flatten();
+    Ok(AxumJson(
+        json!({ "entities": entities, "next_after": next_after }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardForKeyParams {
+    key: String,
+}
+
+async fn shard_for_key(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<ShardForKeyParams>, QueryRejection>,
+) -> Result<AxumJson<crate::ShardInfo>, ApiError> {
+    let params = query(params)?;
+    Ok(AxumJson(state.floe()?.shard_for_key(&params.key)))
+}

@@ -1,0 +1,173 @@
+//! The one error shape of the HTTP API:
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::Error;
+
+/// An error as the API returns it. `code` is stable (clients match on it);
+/// `message` is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub(crate) fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds serve.max_body_bytes ({limit} bytes)"),
+        )
+    }
+
+    pub(crate) fn not_ready(phase: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("floe is {phase}; retry when /readyz answers 200"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            Error::Engine(e) => engine_status(e),
+            Error::Lake(e) if e.is_retryable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable")
+            }
+            Error::Lake(_) => (StatusCode::INTERNAL_SERVER_ERROR, "lake_error"),
+            Error::Locked { .. } | Error::ConfigFile { .. } | Error::Config(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
+            }
+            Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(code, error = %message, "request failed");
+        }
+        ApiError::new(status, code, message)
+    }
+}
+
+fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
+    use floe_engine::Error as E;
+    match e {
+        E::MissingPartitionKey { .. } => (StatusCode::BAD_REQUEST, "missing_partition_key"),
+        E::InvalidEntity { .. } => (StatusCode::BAD_REQUEST, "invalid_entity"),
+        E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+        E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        E::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
+        E::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
+        E::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
+        E::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        E::StaleTopology { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stale_topology"),
+        E::Pipeline {
+            retryable: true, ..
+        } => (StatusCode::SERVICE_UNAVAILABLE, "pipeline_unavailable"),
+        E::Pipeline { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "pipeline_error"),
+        E::Closed(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        E::InvalidTopology(_) | E::InvalidConfig(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
+        }
+        E::Codec(_) => (StatusCode::INTERNAL_SERVER_ERROR, "codec"),
+        E::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_engine::{EntityKeyDisplay, Error as E};
+
+    fn status(e: E) -> (u16, &'static str) {
+        let api = ApiError::from(Error::Engine(e));
+        (api.status.as_u16(), api.code)
+    }
+
+    #[test]
+    fn engine_errors_map_to_stable_codes() {
+        let entity = || EntityKeyDisplay("t/T/1".into());
+        assert_eq!(status(E::NotFound { entity: entity() }), (404, "not_found"));
+        assert_eq!(
+            status(E::VersionConflict {
+                entity: entity(),
+                expected: 1,
+                actual: 2
+            }),
+            (409, "version_conflict")
+        );
+        assert_eq!(
+            status(E::PayloadTooLarge {
+                entity: entity(),
+                size: 9,
+                limit: 1
+            }),
+            (413, "payload_too_large")
+        );
+        assert_eq!(
+            status(E::UnknownShard {
+                shard: 9,
+                shard_count: 2
+            }),
+            (404, "unknown_shard")
+        );
+        assert_eq!(status(E::Closed("x".into())), (503, "shutting_down"));
+        let pipeline = |retryable| E::Pipeline {
+            backend: "file",
+            message: "disk".into(),
+            retryable,
+            source: None,
+        };
+        assert_eq!(status(pipeline(true)), (503, "pipeline_unavailable"));
+        assert_eq!(status(pipeline(false)), (500, "pipeline_error"));
+    }
+}

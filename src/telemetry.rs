@@ -1,0 +1,347 @@
+//! What `Floe` records about every write and every health probe: a sliding
+//! window per shard (for health) and Prometheus counters and histograms (for
+//! `/metrics`). Recording is a short mutex section per write; reading never
+//! blocks a shard worker.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::config::HealthConfig;
+
+/// The window is this many slots; the oldest slot is dropped as time moves,
+/// so the window covers between `SLOTS - 1` and `SLOTS` slot lengths.
+const SLOTS: usize = 10;
+
+/// Ack latency buckets, in seconds: fine below 10 ms where a healthy group
+/// commit lands, and around seed 000's 500 ms / 2 s thresholds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// How a write ended, as health and metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub(crate) enum Outcome {
+    /// Acknowledged: durable and applied.
+    Ok,
+    /// Refused for the caller's input (validation, conflict, not found):
+    /// the shard is fine, so health does not count these as errors.
+    Rejected,
+    /// Failed on floe's side (pipeline, I/O, stopped worker).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct WriteLabels {
+    pub(crate) shard: u32,
+    pub(crate) outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ShardLabel {
+    pub(crate) shard: u32,
+}
+
+/// Writes of one shard over the recent window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WriteWindow {
+    /// Length of the window, in milliseconds.
+    pub window_ms: u64,
+    /// Writes that ended (acknowledged, refused or failed).
+    pub writes: u64,
+    /// Writes that failed on floe's side.
+    pub failures: u64,
+    /// Writes slower than `health.degraded_latency_ms`.
+    pub slower_than_degraded: u64,
+    /// Writes slower than `health.unhealthy_latency_ms`.
+    pub slower_than_unhealthy: u64,
+    /// Mean ack latency, in milliseconds (0 without writes).
+    pub mean_latency_ms: f64,
+    /// Slowest ack, in milliseconds.
+    pub max_latency_ms: f64,
+}
+
+/// The last health probe of a shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProbeState {
+    /// Round trip of the last completed probe, in milliseconds, if it
+    /// completed within the window.
+    pub last_ms: Option<f64>,
+    /// Whether the last completed probe got an answer.
+    pub last_ok: bool,
+    /// How long the probe now waiting has waited, in milliseconds.
+    pub in_flight_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// Which slot-length period this slot holds (time / slot length).
+    period: u64,
+    writes: u64,
+    failures: u64,
+    slow: u64,
+    very_slow: u64,
+    latency_sum_us: u64,
+    latency_max_us: u64,
+}
+
+#[derive(Debug)]
+struct ShardTelemetry {
+    window: Mutex<[Slot; SLOTS]>,
+    /// Microseconds since `Telemetry::started` + 1 when the probe now
+    /// waiting was sent; 0 when none waits.
+    probe_started: AtomicU64,
+    /// When the last probe ended (same clock, 0 = never) and how long it took.
+    probe_ended: AtomicU64,
+    probe_us: AtomicU64,
+    probe_ok: AtomicU64,
+    ok: Counter,
+    rejected: Counter,
+    failed: Counter,
+    latency: Histogram,
+}
+
+/// Per-shard telemetry of one `Floe`.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    slot_us: u64,
+    window_us: u64,
+    degraded_us: u64,
+    unhealthy_us: u64,
+    started: Instant,
+    shards: Vec<ShardTelemetry>,
+    writes: Family<WriteLabels, Counter>,
+    ack_latency: Family<ShardLabel, Histogram>,
+}
+
+impl Telemetry {
+    pub(crate) fn new(shard_count: u32, health: &HealthConfig) -> Telemetry {
+        let writes = Family::<WriteLabels, Counter>::default();
+        let ack_latency = Family::<ShardLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+        );
+        let shards = (0..shard_count)
+            .map(|shard| {
+                let counter = |outcome| writes.get_or_create_owned(&WriteLabels { shard, outcome });
+                ShardTelemetry {
+                    window: Mutex::new([Slot::default(); SLOTS]),
+                    probe_started: AtomicU64::new(0),
+                    probe_ended: AtomicU64::new(0),
+                    probe_us: AtomicU64::new(0),
+                    probe_ok: AtomicU64::new(0),
+                    ok: counter(Outcome::Ok),
+                    rejected: counter(Outcome::Rejected),
+                    failed: counter(Outcome::Failed),
+                    latency: ack_latency.get_or_create_owned(&ShardLabel { shard }),
+                }
+            })
+            .collect();
+        let window_us = health.window_ms.saturating_mul(1000);
+        Telemetry {
+            slot_us: (window_us / SLOTS as u64).max(1),
+            window_us,
+            degraded_us: health.degraded_latency_ms.saturating_mul(1000),
+            unhealthy_us: health.unhealthy_latency_ms.saturating_mul(1000),
+            started: Instant::now(),
+            shards,
+            writes,
+            ack_latency: ack_latency.clone(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64 + 1
+    }
+
+    /// Records one write that ended after `latency`.
+    pub(crate) fn record_write(&self, shard: u32, latency: Duration, outcome: Outcome) {
+        let Some(t) = self.shards.get(shard as usize) else {
+            return;
+        };
+        let us = latency.as_micros() as u64;
+        match outcome {
+            Outcome::Ok => t.ok.inc(),
+            Outcome::Rejected => t.rejected.inc(),
+            Outcome::Failed => t.failed.inc(),
+        };
+        if outcome == Outcome::Ok {
+            t.latency.observe(latency.as_secs_f64());
+        }
+        let period = self.now_us() / self.slot_us;
+        let mut window = t.window.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut window[(period % SLOTS as u64) as usize];
+        if slot.period != period {
+            *slot = Slot {
+                period,
+                ..Slot::default()
+            };
+        }
+        slot.writes += 1;
+        slot.failures += u64::from(outcome == Outcome::Failed);
+        slot.slow += u64::from(us > self.degraded_us);
+        slot.very_slow += u64::from(us > self.unhealthy_us);
+        slot.latency_sum_us += us;
+        slot.latency_max_us = slot.latency_max_us.max(us);
+    }
+
+    /// The shard's writes over the window.
+    pub(crate) fn window(&self, shard: u32) -> WriteWindow {
+        let mut out = WriteWindow {
+            window_ms: self.window_us / 1000,
+            ..WriteWindow::default()
+        };
+        let Some(t) = self.shards.get(shard as usize) else {
+            return out;
+        };
+        let now = self.now_us() / self.slot_us;
+        let oldest = now.saturating_sub(SLOTS as u64 - 1);
+        let window = *t.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sum_us = 0;
+        let mut max_us = 0;
+        for slot in window.iter().filter(|s| s.period >= oldest && s.writes > 0) {
+            out.writes += slot.writes;
+            out.failures += slot.failures;
+            out.slower_than_degraded += slot.slow;
+            out.slower_than_unhealthy += slot.very_slow;
+            sum_us += slot.latency_sum_us;
+            max_us = max_us.max(slot.latency_max_us);
+        }
+        if out.writes > 0 {
+            out.mean_latency_ms = sum_us as f64 / out.writes as f64 / 1000.0;
+        }
+        out.max_latency_ms = max_us as f64 / 1000.0;
+        out
+    }
+
+    /// Marks a probe of `shard` as sent.
+    pub(crate) fn probe_started(&self, shard: u32) {
+        if let Some(t) = self.shards.get(shard as usize) {
+            t.probe_started.store(self.now_us(), Ordering::Release);
+        }
+    }
+
+    /// Records the end of the probe of `shard` that took `took`.
+    pub(crate) fn probe_ended(&self, shard: u32, took: Duration, ok: bool) {
+        if let Some(t) = self.shards.get(shard as usize) {
+            t.probe_us.store(took.as_micros() as u64, Ordering::Release);
+            t.probe_ok.store(u64::from(ok), Ordering::Release);
+            t.probe_ended.store(self.now_us(), Ordering::Release);
+            t.probe_started.store(0, Ordering::Release);
+        }
+    }
+
+    /// The probe state of `shard`; a probe older than the window is forgotten.
+    pub(crate) fn probe(&self, shard: u32) -> ProbeState {
+        let Some(t) = self.shards.get(shard as usize) else {
+            return ProbeState::default();
+        };
+        let now = self.now_us();
+        let started = t.probe_started.load(Ordering::Acquire);
+        let ended = t.probe_ended.load(Ordering::Acquire);
+        let recent = ended != 0 && now.saturating_sub(ended) <= self.window_us;
+        ProbeState {
+            last_ms: recent.then(|| t.probe_us.load(Ordering::Acquire) as f64 / 1000.0),
+            last_ok: recent && t.probe_ok.load(Ordering::Acquire) == 1,
+            in_flight_ms: (started != 0).then(|| now.saturating_sub(started) as f64 / 1000.0),
+        }
+    }
+
+    /// Adds the write counters and ack latency histograms to `registry`.
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "floe_shard_writes",
+            "Writes that ended per shard: ok (acknowledged), rejected (bad input, conflict) or failed (floe's side)",
+            self.writes.clone(),
+        );
+        registry.register(
+            "floe_shard_ack_latency_seconds",
+            "Time from routing a write to its acknowledgement (durable and applied), per shard",
+            self.ack_latency.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn telemetry(window_ms: u64) -> Telemetry {
+        Telemetry::new(
+            2,
+            &HealthConfig {
+                window_ms,
+                degraded_latency_ms: 10,
+                unhealthy_latency_ms: 100,
+                ..HealthConfig::default()
+            },
+        )
+    }
+
+    #[test]
+    fn the_window_counts_outcomes_and_slow_writes() {
+        let t = telemetry(60_000);
+        t.record_write(0, Duration::from_millis(1), Outcome::Ok);
+        t.record_write(0, Duration::from_millis(20), Outcome::Ok);
+        t.record_write(0, Duration::from_millis(200), Outcome::Failed);
+        t.record_write(0, Duration::from_millis(2), Outcome::Rejected);
+        let w = t.window(0);
+        assert_eq!(
+            (
+                w.writes,
+                w.failures,
+                w.slower_than_degraded,
+                w.slower_than_unhealthy
+            ),
+            (4, 1, 2, 1)
+        );
+        assert_eq!(w.max_latency_ms, 200.0);
+        assert!((w.mean_latency_ms - 55.75).abs() < 1e-9);
+        assert_eq!(
+            t.window(1),
+            WriteWindow {
+                window_ms: 60_000,
+                ..WriteWindow::default()
+            }
+        );
+        // Unknown shards are ignored, not a panic.
+        t.record_write(9, Duration::ZERO, Outcome::Ok);
+    }
+
+    #[test]
+    fn old_writes_leave_the_window() {
+        let t = telemetry(50);
+        t.record_write(0, Duration::from_millis(500), Outcome::Failed);
+        assert_eq!(t.window(0).writes, 1);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(
+            t.window(0),
+            WriteWindow {
+                window_ms: 50,
+                ..WriteWindow::default()
+            }
+        );
+    }
+
+    #[test]
+    fn probes_in_flight_and_done() {
+        let t = telemetry(60_000);
+        assert_eq!(t.probe(0), ProbeState::default());
+        t.probe_started(0);
+        std::thread::sleep(Duration::from_millis(5));
+        let p = t.probe(0);
+        assert!(p.in_flight_ms.unwrap() >= 5.0 && p.last_ms.is_none());
+        t.probe_ended(0, Duration::from_millis(7), true);
+        let p = t.probe(0);
+        assert_eq!(
+            (p.last_ms, p.last_ok, p.in_flight_ms),
+            (Some(7.0), true, None)
+        );
+    }
+}
