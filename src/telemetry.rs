@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -27,7 +27,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// How a write ended, as health and metrics count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Outcome {
     /// Acknowledged: durable and applied.
     Ok,
@@ -38,10 +38,21 @@ pub(crate) enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct WriteLabels {
     pub(crate) shard: u32,
-    pub(crate) outcome: Outcome,
+    /// `ok`, `rejected` or `failed`.
+    pub(crate) outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -129,7 +140,12 @@ impl Telemetry {
         );
         let shards = (0..shard_count)
             .map(|shard| {
-                let counter = |outcome| writes.get_or_create_owned(&WriteLabels { shard, outcome });
+                let counter = |outcome: Outcome| {
+                    writes.get_or_create_owned(&WriteLabels {
+                        shard,
+                        outcome: outcome.label(),
+                    })
+                };
                 ShardTelemetry {
                     window: Mutex::new([Slot::default(); SLOTS]),
                     probe_started: AtomicU64::new(0),

@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json as AxumJson, Router};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -111,15 +112,19 @@ pub(super) async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::body_too_large(limit));
     }
-    // `to_bytes` stops reading at `limit + 1`: a longer body without a
-    // Content-Length is refused too, without buffering it whole.
-    let bytes = axum::body::to_bytes(body, limit.saturating_add(1))
-        .await
-        .map_err(|e| ApiError::bad_request("bad_body", format!("reading the body: {e}")))?;
-    if bytes.len() > limit {
-        return Err(ApiError::body_too_large(limit));
+    // Counted while reading: a longer body without a Content-Length is
+    // refused at the first chunk past the limit, never buffered whole.
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request("bad_body", format!("reading the body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::body_too_large(limit));
+        }
+        bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes.to_vec())
+    String::from_utf8(bytes)
         .map_err(|_| ApiError::bad_request("malformed_json", "the body is not UTF-8"))
 }
 
