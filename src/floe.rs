@@ -545,7 +545,7 @@ impl Floe {
             inbox_depth: handle.inbox_depth() as u64,
             pipeline_wait_ms: signals.pipeline_wait_ms,
             last_append_ms: handle.last_append().as_secs_f64() * 1000.0,
-            fault_delay_ms: (!fault.is_zero()).then(|| fault.as_secs_f64() * 1000.0),
+            fault_delay_ms: (!fault.is_zero()).then_some(fault.as_secs_f64() * 1000.0),
         })
     }
 

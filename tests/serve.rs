@@ -4,55 +4,17 @@
 #[path = "support/server.rs"]
 mod server;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use floe::{Config, EntityKey, Floe};
-use reqwest::{Client, Method, StatusCode};
-use serde_json::{Value, json};
-use server::{ADMIN, FloeServer, OPERATOR, VIEWER, parse_metrics, sum};
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn call(
-    client: &Client,
-    server: &FloeServer,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut request = client.request(method, server.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
-}
-
-fn error_code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an error body: {body}"))
-}
+use floe::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use server::{ADMIN, FloeServer, OPERATOR, VIEWER, error_code};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_is_allowed_and_refused_where_it_should_be() {
     let dir = tempfile::tempdir().unwrap();
     let server = FloeServer::start(dir.path(), "", "fault_injection = true", "");
-    let client = client();
     // (method, path, body, the least role that may call it)
     let routes: Vec<(Method, String, Option<&str>, &str)> = vec![
         (
@@ -127,15 +89,14 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
             "admin",
         ),
     ];
-    let (status, _) = call(
-        &client,
-        &server,
-        Method::PUT,
-        "/api/v1/entities/t/Thing/seed",
-        Some(ADMIN),
-        Some("{}"),
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            Method::PUT,
+            "/api/v1/entities/t/Thing/seed",
+            Some(ADMIN),
+            Some("{}"),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let rank = |role: &str| {
         ["viewer", "operator", "admin"]
@@ -149,7 +110,7 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
             ("forger", Some("not-a-real-token-at-all")),
         ] {
             let path = path.replace("{who}", who);
-            let (status, body) = call(&client, &server, method.clone(), &path, token, *body).await;
+            let (status, body) = server.call(method.clone(), &path, token, *body).await;
             assert_eq!(
                 status,
                 StatusCode::UNAUTHORIZED,
@@ -159,8 +120,7 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
         }
         for (role, token) in [("viewer", VIEWER), ("operator", OPERATOR), ("admin", ADMIN)] {
             let path = path.replace("{who}", role);
-            let (status, body) =
-                call(&client, &server, method.clone(), &path, Some(token), *body).await;
+            let (status, body) = server.call(method.clone(), &path, Some(token), *body).await;
             if rank(role) >= rank(least) {
                 assert!(
                     status.is_success(),
@@ -178,32 +138,30 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
     }
     // Liveness and readiness need no token.
     for path in ["/healthz", "/readyz"] {
-        let (status, _) = call(&client, &server, Method::GET, path, None, None).await;
+        let (status, _) = server.call(Method::GET, path, None, None).await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
     // Refused writes wrote nothing: the viewer's entity does not exist.
-    let (status, body) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/entities/t/Thing/viewer",
-        Some(VIEWER),
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/t/Thing/viewer",
+            Some(VIEWER),
+            None,
+        )
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::NOT_FOUND, "not_found")
     );
-    let (_, body) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/entities/t/Thing/operator",
-        Some(VIEWER),
-        None,
-    )
-    .await;
+    let (_, body) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/t/Thing/operator",
+            Some(VIEWER),
+            None,
+        )
+        .await;
     assert_eq!(body["data"], json!({"n": 2}));
 }
 
@@ -211,79 +169,65 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
 async fn control_plane_calls_are_audited_by_token_name_never_by_secret() {
     let dir = tempfile::tempdir().unwrap();
     let server = FloeServer::start(dir.path(), "", "fault_injection = true", "");
-    let client = client();
-    call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/admin/health/system",
-        Some(VIEWER),
-        None,
-    )
-    .await;
-    call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/topology",
-        Some(OPERATOR),
-        None,
-    )
-    .await;
-    call(
-        &client,
-        &server,
-        Method::PUT,
-        "/api/v1/admin/faults/shards/2",
-        Some(ADMIN),
-        Some(r#"{"delay_ms":0}"#),
-    )
-    .await;
-    call(
-        &client,
-        &server,
-        Method::PUT,
-        "/api/v1/admin/faults/shards/2",
-        Some(OPERATOR),
-        Some(r#"{"delay_ms":5}"#),
-    )
-    .await;
-    call(
-        &client,
-        &server,
-        Method::PUT,
-        "/api/v1/admin/faults/shards/99",
-        Some(ADMIN),
-        Some(r#"{"delay_ms":5}"#),
-    )
-    .await;
-    call(
-        &client,
-        &server,
-        Method::PUT,
-        "/api/v1/entities/t/Thing/a",
-        Some(OPERATOR),
-        Some("{}"),
-    )
-    .await;
-    call(
-        &client,
-        &server,
-        Method::PUT,
-        "/api/v1/entities/t/Thing/b",
-        Some(VIEWER),
-        Some("{}"),
-    )
-    .await;
-    call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/stats",
-        Some("wrong-token-wrong-token"),
-        None,
-    )
-    .await;
+    server
+        .call(
+            Method::GET,
+            "/api/v1/admin/health/system",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    server
+        .call(Method::GET, "/api/v1/topology", Some(OPERATOR), None)
+        .await;
+    server
+        .call(
+            Method::PUT,
+            "/api/v1/admin/faults/shards/2",
+            Some(ADMIN),
+            Some(r#"{"delay_ms":0}"#),
+        )
+        .await;
+    server
+        .call(
+            Method::PUT,
+            "/api/v1/admin/faults/shards/2",
+            Some(OPERATOR),
+            Some(r#"{"delay_ms":5}"#),
+        )
+        .await;
+    server
+        .call(
+            Method::PUT,
+            "/api/v1/admin/faults/shards/99",
+            Some(ADMIN),
+            Some(r#"{"delay_ms":5}"#),
+        )
+        .await;
+    server
+        .call(
+            Method::PUT,
+            "/api/v1/entities/t/Thing/a",
+            Some(OPERATOR),
+            Some("{}"),
+        )
+        .await;
+    server
+        .call(
+            Method::PUT,
+            "/api/v1/entities/t/Thing/b",
+            Some(VIEWER),
+            Some("{}"),
+        )
+        .await;
+    server
+        .call(
+            Method::GET,
+            "/api/v1/stats",
+            Some("wrong-token-wrong-token"),
+            None,
+        )
+        .await;
 
     // The writer thread appends asynchronously: wait for the 7 lines.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -352,17 +296,10 @@ async fn control_plane_calls_are_audited_by_token_name_never_by_secret() {
 async fn oversized_and_malformed_bodies_get_4xx_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = FloeServer::start(dir.path(), "", "max_body_bytes = 1024", "");
-    let client = client();
     let path = "/api/v1/entities/t/Thing/x";
-    let (status, _) = call(
-        &client,
-        &server,
-        Method::PUT,
-        path,
-        Some(OPERATOR),
-        Some(r#"{"v":1}"#),
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::PUT, path, Some(OPERATOR), Some(r#"{"v":1}"#))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let big = format!(r#"{{"v":"{}"}}"#, "x".repeat(2000));
     let versioned = format!("{path}?expected_version=7");
@@ -447,15 +384,9 @@ async fn oversized_and_malformed_bodies_get_4xx_and_change_nothing() {
         ),
     ];
     for (method, path, body, want, code) in cases {
-        let (status, reply) = call(
-            &client,
-            &server,
-            method.clone(),
-            path,
-            Some(OPERATOR),
-            Some(&body),
-        )
-        .await;
+        let (status, reply) = server
+            .call(method.clone(), path, Some(OPERATOR), Some(&body))
+            .await;
         assert_eq!(status, want, "{method} {path}: {reply}");
         assert_eq!(error_code(&reply), code, "{method} {path}");
         assert!(
@@ -468,30 +399,23 @@ async fn oversized_and_malformed_bodies_get_4xx_and_change_nothing() {
     let status = raw_chunked_put(&server.base, path, OPERATOR, 4000).await;
     assert_eq!(status, 413);
 
-    let (_, entity) = call(&client, &server, Method::GET, path, Some(VIEWER), None).await;
+    let (_, entity) = server.call(Method::GET, path, Some(VIEWER), None).await;
     assert_eq!(
         (entity["version"].as_u64(), &entity["data"]),
         (Some(1), &json!({"v": 1}))
     );
-    let (_, y) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/entities/t/Thing/y",
-        Some(VIEWER),
-        None,
-    )
-    .await;
+    let (_, y) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/t/Thing/y",
+            Some(VIEWER),
+            None,
+        )
+        .await;
     assert_eq!(error_code(&y), "not_found");
-    let (_, stats) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/shards",
-        Some(VIEWER),
-        None,
-    )
-    .await;
+    let (_, stats) = server
+        .call(Method::GET, "/api/v1/shards", Some(VIEWER), None)
+        .await;
     let writes: u64 = stats["shards"]
         .as_array()
         .unwrap()
@@ -526,277 +450,7 @@ async fn raw_chunked_put(base: &str, path: &str, token: &str, size: usize) -> u1
     reply.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-async fn shard_status(client: &Client, server: &FloeServer, shard: u32) -> (String, Value) {
-    let (status, body) = call(
-        client,
-        server,
-        Method::GET,
-        &format!("/api/v1/admin/health/shards/{shard}"),
-        Some(VIEWER),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    (body["status"].as_str().unwrap().to_string(), body)
-}
-
-async fn wait_for_status(client: &Client, server: &FloeServer, shard: u32, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body) = shard_status(client, server, shard).await;
-        if status == want {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shard {shard} never became {want}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_shard_turns_degraded_then_unhealthy_and_back_to_healthy() {
-    let dir = tempfile::tempdir().unwrap();
-    let health = "[health]\nwindow_ms = 1500\nprobe_interval_ms = 50\ndegraded_latency_ms = 100\nunhealthy_latency_ms = 500";
-    let server = FloeServer::start(dir.path(), "", "fault_injection = true", health);
-    let client = client();
-    let fault = |ms: u64| {
-        let client = client.clone();
-        let server = &server;
-        async move {
-            let (status, body) = call(
-                &client,
-                server,
-                Method::PUT,
-                "/api/v1/admin/faults/shards/1",
-                Some(ADMIN),
-                Some(&format!(r#"{{"delay_ms":{ms}}}"#)),
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-    };
-    for shard in 0..4 {
-        assert_eq!(shard_status(&client, &server, shard).await.0, "HEALTHY");
-    }
-    fault(250).await;
-    let body = wait_for_status(&client, &server, 1, "DEGRADED").await;
-    assert!(!body["reasons"].as_array().unwrap().is_empty(), "{body}");
-    assert_eq!(body["fault_delay_ms"], 250.0);
-    assert_eq!(shard_status(&client, &server, 0).await.0, "HEALTHY");
-    let (_, system) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/admin/health/system",
-        Some(VIEWER),
-        None,
-    )
-    .await;
-    assert_eq!(system["status"], "DEGRADED", "{system}");
-    assert_eq!(system["degraded"], 1);
-
-    fault(900).await;
-    wait_for_status(&client, &server, 1, "UNHEALTHY").await;
-    let (_, system) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/admin/health/system",
-        Some(VIEWER),
-        None,
-    )
-    .await;
-    assert_eq!(system["status"], "UNHEALTHY", "{system}");
-    let (_, metrics) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/metrics",
-        Some(VIEWER),
-        None,
-    )
-    .await;
-    let samples = parse_metrics(metrics.as_str().unwrap());
-    assert_eq!(samples["floe_shard_health{shard=\"1\"}"], 2.0);
-    assert_eq!(samples["floe_shard_health{shard=\"0\"}"], 0.0);
-
-    fault(0).await;
-    let body = wait_for_status(&client, &server, 1, "HEALTHY").await;
-    assert!(body["fault_delay_ms"].is_null());
-    let (_, system) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/admin/health/system",
-        Some(VIEWER),
-        None,
-    )
-    .await;
-    assert_eq!(system["status"], "HEALTHY", "{system}");
-}
-
-async fn scrape(client: &Client, server: &FloeServer) -> BTreeMap<String, f64> {
-    let response = client
-        .get(server.url("/metrics"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let kind = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
-    parse_metrics(&response.text().await.unwrap())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_metrics_scrape_parses_and_moves_after_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = FloeServer::start(dir.path(), "", "", "");
-    let client = client();
-    let before = scrape(&client, &server).await;
-    assert_eq!(before["floe_ready"], 1.0);
-    assert_eq!(sum(&before, "floe_shard_writes_total", &[]), 0.0);
-    let n = 40;
-    for i in 0..n {
-        let path = format!("/api/v1/entities/tenant-{}/Thing/{i}", i % 8);
-        let (status, _) = call(
-            &client,
-            &server,
-            Method::PUT,
-            &path,
-            Some(OPERATOR),
-            Some(r#"{"k":1}"#),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-    }
-    let (status, _) = call(
-        &client,
-        &server,
-        Method::PATCH,
-        "/api/v1/entities/t/Thing/missing",
-        Some(OPERATOR),
-        Some("{}"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let after = scrape(&client, &server).await;
-    let n = n as f64;
-    assert_eq!(
-        sum(&after, "floe_shard_writes_total", &["outcome=\"ok\""]),
-        n
-    );
-    assert_eq!(
-        sum(&after, "floe_shard_writes_total", &["outcome=\"rejected\""]),
-        1.0
-    );
-    assert_eq!(sum(&after, "floe_shard_ack_latency_seconds_count", &[]), n);
-    assert_eq!(
-        sum(
-            &after,
-            "floe_shard_ack_latency_seconds_bucket",
-            &["le=\"+Inf\""]
-        ),
-        n
-    );
-    assert_eq!(sum(&after, "floe_shard_entities", &[]), n);
-    assert_eq!(sum(&after, "floe_routed_total", &[]), n + 1.0);
-    assert!(sum(&after, "floe_shard_bytes", &[]) > 0.0);
-    // 8 tenants on 4 shards: the routing distribution shows more than one shard.
-    let busy = (0..4)
-        .filter(|s| {
-            after
-                .get(&format!("floe_routed_total{{shard=\"{s}\"}}"))
-                .is_some_and(|v| *v > 0.0)
-        })
-        .count();
-    assert!(busy > 1, "{after:?}");
-    assert!(
-        sum(
-            &after,
-            "floe_http_requests_total",
-            &["action=\"entity.put\""]
-        ) >= n
-    );
-    for name in [
-        "floe_shard_inbox_depth",
-        "floe_shard_pipeline_wait_seconds",
-        "floe_shard_up",
-        "floe_sink_lag_events",
-        "floe_sink_lag_seconds",
-    ] {
-        assert!(after.keys().any(|k| k.starts_with(name)), "no {name}");
-    }
-    assert_eq!(sum(&after, "floe_shard_up", &[]), 4.0);
-
-    // Every metric the alert rules use is one floe exports.
-    let rules: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/prometheus/alerts.yml"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let mut alerts = Vec::new();
-    for group in rules["groups"].as_sequence().expect("groups") {
-        assert!(group["name"].as_str().is_some());
-        for rule in group["rules"].as_sequence().expect("rules") {
-            let name = rule["alert"].as_str().expect("alert name");
-            let expr = rule["expr"].as_str().expect("expr");
-            assert!(rule["for"].as_str().is_some(), "{name}: for");
-            assert!(
-                ["warning", "critical"]
-                    .contains(&rule["labels"]["severity"].as_str().unwrap_or("")),
-                "{name}: severity"
-            );
-            assert!(
-                rule["annotations"]["summary"].as_str().is_some(),
-                "{name}: summary"
-            );
-            for metric in metric_names(expr) {
-                assert!(
-                    after
-                        .keys()
-                        .any(|k| k.split('{').next() == Some(metric.as_str())),
-                    "alert {name} uses {metric}, which /metrics does not export"
-                );
-            }
-            alerts.push(name.to_string());
-        }
-    }
-    for wanted in [
-        "FloeShardDown",
-        "FloeShardHighLatency",
-        "FloeShardUnbalancedLoad",
-    ] {
-        assert!(
-            alerts.iter().any(|a| a == wanted),
-            "no {wanted} alert in {alerts:?}"
-        );
-    }
-}
-
-/// `floe_...` identifiers in a PromQL expression.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = expr;
-    while let Some(at) = rest.find("floe_") {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(tail[..end].to_string());
-        rest = &tail[end..];
-    }
-    names
-}
-
+#[cfg(feature = "kafka")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_false_until_recovery_finishes() {
     // A Kafka pipeline on a port where nothing listens: Floe::open waits
@@ -815,38 +469,30 @@ async fn readiness_is_false_until_recovery_finishes() {
         "",
         "[kafka]\nrequest_timeout_ms = 3000\n[lake]\nenabled = false",
     );
-    let client = client();
-    let (status, body) = call(&client, &server, Method::GET, "/readyz", None, None).await;
+    let (status, body) = server.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(
         (body["ready"].as_bool(), body["phase"].as_str()),
         (Some(false), Some("recovering"))
     );
-    let (status, _) = call(&client, &server, Method::GET, "/healthz", None, None).await;
+    let (status, _) = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/entities/t/Thing/a",
-        Some(VIEWER),
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/t/Thing/a",
+            Some(VIEWER),
+            None,
+        )
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     );
     // Auth still comes first.
-    let (status, _) = call(
-        &client,
-        &server,
-        Method::GET,
-        "/api/v1/topology",
-        None,
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::GET, "/api/v1/topology", None, None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let exit = server.wait_exit(Duration::from_secs(60));
     assert!(!exit.success(), "open cannot succeed without a broker");
@@ -872,109 +518,4 @@ async fn refuses_to_start_without_tokens_or_with_open_auth_off_loopback() {
     config.serve.listen = "127.0.0.1:0".into();
     let server = floe::serve::Server::bind(config).await.unwrap();
     assert!(server.local_addr().ip().is_loopback());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_mid_load_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = FloeServer::start(dir.path(), "", "", "[lake]\ncommit_interval_ms = 200");
-    let client = client();
-    // Key -> (version, data) of the last acknowledged write.
-    let acked: Arc<Mutex<BTreeMap<(u32, u32), (u64, Value)>>> = Arc::default();
-    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for w in 0..8u32 {
-        let client = client.clone();
-        let acked = acked.clone();
-        let total = total.clone();
-        let base = server.base.clone();
-        writers.push(tokio::spawn(async move {
-            let mut failures = 0;
-            for round in 0u32.. {
-                let key = round % 25;
-                let data = json!({ "writer": w, "round": round });
-                let url = format!("{base}/api/v1/entities/t/Thing/w{w}-k{key}");
-                let sent = client
-                    .put(&url)
-                    .bearer_auth(OPERATOR)
-                    .body(data.to_string())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status() == StatusCode::OK => {
-                        let ack: Value = r.json().await.unwrap();
-                        let version = ack["version"].as_u64().unwrap();
-                        acked.lock().unwrap().insert((w, key), (version, data));
-                        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    // Refused or cut off while shutting down: not acknowledged.
-                    _ => {
-                        failures += 1;
-                        if failures > 20 {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        }));
-    }
-    // Let the load run, then stop the server under it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 8 * 25 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The signal lands while writes are being acknowledged.
-    let earlier = total.load(std::sync::atomic::Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let at_signal = total.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        at_signal > earlier,
-        "the load is not running: {}",
-        server.stderr()
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.sigterm(Duration::from_secs(60));
-        (status, server)
-    })
-    .await
-    .unwrap();
-    let (status, server) = status;
-    assert!(status.success(), "exit {status:?}: {}", server.stderr());
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    let acks = total.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!(
-        "{acks} writes acknowledged, {} of them after the signal",
-        acks - at_signal
-    );
-    let stderr = server.stderr();
-    assert!(
-        stderr.contains("SIGTERM received") && stderr.contains("floe closed"),
-        "{stderr}"
-    );
-
-    // Reopen the data directory: every acknowledged write is there.
-    let config = Config::from_toml_file(&dir.path().join("floe.toml")).unwrap();
-    let floe = Floe::open(config).await.unwrap();
-    let acked = acked.lock().unwrap().clone();
-    for ((w, key), (version, data)) in &acked {
-        let entity = floe
-            .get(&EntityKey::new("t", "Thing", format!("w{w}-k{key}")))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("acknowledged w{w}-k{key} v{version} is lost"));
-        // A write sent before the signal may have been applied and its
-        // reply lost: the stored version is at least the acknowledged one.
-        assert!(
-            entity.version >= *version,
-            "w{w}-k{key}: {} < {version}",
-            entity.version
-        );
-        if entity.version == *version {
-            assert_eq!(&entity.data.to_value().unwrap(), data);
-        }
-    }
-    floe.close().await.unwrap();
 }

@@ -2,6 +2,8 @@
 //! HTTP tests: it writes a config into a temporary directory, starts the
 //! binary, reads the bound address from its first stdout line, waits for
 //! readiness, and is killed when dropped unless it was stopped.
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ const TOKENS: &str = r#"tokens = [
 
 pub(crate) struct FloeServer {
     child: Option<Child>,
+    pub(crate) client: reqwest::Client,
     pub(crate) base: String,
     pub(crate) dir: PathBuf,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
@@ -89,10 +92,36 @@ impl FloeServer {
             .to_string();
         FloeServer {
             child: Some(child),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             base,
             dir: dir.to_path_buf(),
             stderr,
         }
+    }
+
+    /// One request; the reply as JSON (or as a JSON string when it is not).
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -268,4 +297,11 @@ pub(crate) fn sum(
         })
         .map(|(_, v)| v)
         .sum()
+}
+
+/// The `code` of an error reply.
+pub(crate) fn error_code(body: &serde_json::Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
