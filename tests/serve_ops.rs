@@ -370,3 +370,119 @@ async fn sigterm_mid_load_loses_no_acknowledged_write() {
     }
     floe.close().await.unwrap();
 }
+
+/// docker-compose.yml and deploy/floe.toml agree: every service floe needs
+/// is there, floe's configuration parses and points at those services, and
+/// the bucket it writes to is the one the init container creates. (No
+/// Docker engine runs here; this is what can be checked without one.)
+#[test]
+fn the_compose_file_and_the_deploy_config_agree() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let compose: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap(),
+    )
+    .unwrap();
+    let services = compose["services"].as_mapping().expect("services");
+    for name in ["kafka", "minio", "minio-init", "iceberg-rest", "floe"] {
+        let service = &compose["services"][name];
+        assert!(service.is_mapping(), "no {name} service");
+        assert!(
+            service["image"].as_str().is_some() || service["build"].as_str().is_some(),
+            "{name}: image or build"
+        );
+    }
+    assert!(services.len() >= 5);
+    let kafka = &compose["services"]["kafka"]["environment"];
+    assert_eq!(
+        kafka["KAFKA_PROCESS_ROLES"].as_str(),
+        Some("broker,controller")
+    );
+    assert!(
+        kafka["KAFKA_ADVERTISED_LISTENERS"]
+            .as_str()
+            .unwrap()
+            .contains("PLAINTEXT://kafka:9092")
+    );
+    let init = compose["services"]["minio-init"]["command"][0]
+        .as_str()
+        .unwrap();
+    let rest = &compose["services"]["iceberg-rest"]["environment"];
+    let floe = &compose["services"]["floe"];
+    let mounts: Vec<&str> = floe["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        mounts.contains(&"./deploy/floe.toml:/etc/floe/floe.toml:ro"),
+        "{mounts:?}"
+    );
+    assert!(
+        floe["environment"]["FLOE_TOKENS"]
+            .as_str()
+            .unwrap()
+            .starts_with("${FLOE_TOKENS:?")
+    );
+    // Every depends_on names a service.
+    for (name, service) in services {
+        if let Some(deps) = service["depends_on"].as_mapping() {
+            for dep in deps.keys() {
+                assert!(
+                    services.contains_key(dep),
+                    "{name:?} depends on unknown {dep:?}"
+                );
+            }
+        }
+    }
+
+    let text = std::fs::read_to_string(format!("{root}/deploy/floe.toml")).unwrap();
+    let config = Config::from_toml(&text).unwrap();
+    match config.pipeline_url().unwrap() {
+        floe::PipelineUrl::Kafka { brokers, .. } => assert_eq!(brokers, "kafka:9092"),
+        other => panic!("the compose deployment uses Kafka, not {other:?}"),
+    }
+    assert_eq!(config.lake.catalog, "rest://iceberg-rest:8181");
+    let bucket = config
+        .lake
+        .warehouse
+        .strip_prefix("s3://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(
+        init.contains(&format!("mc mb --ignore-existing lake/{bucket}")),
+        "{init}"
+    );
+    assert!(
+        rest["CATALOG_WAREHOUSE"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("s3://{bucket}/"))
+    );
+    assert_eq!(config.lake.properties["s3.endpoint"], "http://minio:9000");
+    assert_eq!(
+        rest["CATALOG_S3_ENDPOINT"].as_str(),
+        Some("http://minio:9000")
+    );
+    let minio = &compose["services"]["minio"]["environment"];
+    assert_eq!(
+        config.lake.properties["s3.access-key-id"],
+        minio["MINIO_ROOT_USER"].as_str().unwrap()
+    );
+    assert_eq!(config.serve.listen, "0.0.0.0:8080");
+    assert!(
+        config.serve.tokens.is_empty(),
+        "tokens come from FLOE_TOKENS, never the file"
+    );
+
+    let prometheus: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/prometheus/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str(),
+        Some("floe:8080")
+    );
+}
