@@ -525,3 +525,109 @@ fn copy_pipeline_error(error: &Error) -> Error {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Operation;
+    use crate::json::Json;
+    use crate::pipeline::{Offset, Record};
+    use tokio::sync::Semaphore;
+
+    /// A pipeline whose appends wait for a permit: the test decides when a
+    /// group commit becomes durable.
+    #[derive(Debug)]
+    struct GatedPipeline {
+        gate: Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl Pipeline for GatedPipeline {
+        fn partitions(&self) -> u32 {
+            1
+        }
+        async fn append(&self, events: &[Event]) -> Result<Vec<Offset>> {
+            self.gate.acquire().await.expect("open").forget();
+            Ok((0..events.len() as u64).collect())
+        }
+        async fn read(&self, _: u32, _: Offset, _: usize, _: Duration) -> Result<Vec<Record>> {
+            Ok(Vec::new())
+        }
+        async fn high_watermark(&self, _: u32) -> Result<Offset> {
+            Ok(0)
+        }
+        async fn low_watermark(&self, _: u32) -> Result<Offset> {
+            Ok(0)
+        }
+        async fn delete_before(&self, _: u32, _: Offset) -> Result<Offset> {
+            Ok(0)
+        }
+        async fn close(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn worker(pipeline: Arc<GatedPipeline>) -> (ShardHandle, JoinHandle<crate::ShardState>) {
+        ShardWorker {
+            shard: 0,
+            state: crate::ShardState::new(),
+            dedup: DedupWindow::new(16),
+            pipeline,
+            config: ShardConfig::default(),
+            topology_version: Arc::new(AtomicU64::new(1)),
+        }
+        .spawn()
+    }
+
+    fn put(id: &str) -> Command {
+        Command {
+            key: EntityKey::new("t", "T", id),
+            op: Operation::Upsert(Json::parse("{}").unwrap()),
+            expected_version: None,
+            idempotency_key: None,
+            partition_key: "t".into(),
+            key_hash: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_waiting_on_the_pipeline_shows_as_pipeline_wait() {
+        let pipeline = Arc::new(GatedPipeline {
+            gate: Semaphore::new(0),
+        });
+        let (handle, task) = worker(pipeline.clone());
+        assert_eq!(handle.pipeline_wait(), Duration::ZERO);
+        let write = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.write(put("a"), 1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let waited = handle.pipeline_wait();
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        pipeline.gate.add_permits(1);
+        write.await.unwrap().unwrap();
+        assert_eq!(handle.pipeline_wait(), Duration::ZERO);
+        assert!(handle.last_append() >= Duration::from_millis(40));
+        handle.stop().await;
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_injected_delay_slows_every_batch_until_cleared() {
+        let pipeline = Arc::new(GatedPipeline {
+            gate: Semaphore::new(100),
+        });
+        let (handle, task) = worker(pipeline);
+        handle.set_fault_delay(Duration::from_millis(80));
+        assert_eq!(handle.fault_delay(), Duration::from_millis(80));
+        let started = std::time::Instant::now();
+        handle.stats().await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(80));
+        handle.set_fault_delay(Duration::ZERO);
+        let started = std::time::Instant::now();
+        handle.write(put("b"), 1).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(80));
+        handle.stop().await;
+        task.await.unwrap();
+    }
+}
