@@ -148,6 +148,13 @@ async fn guard(
     };
     let status = response.status().as_u16();
     state.metrics.count_request(policy.action, status);
+    tracing::debug!(
+        action = policy.action,
+        status,
+        who = caller.as_ref().map(|c| c.name.as_str()),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
     let denied = status == 401 || status == 403;
     if policy.audited || denied {
         state.audit.record(&AuditEntry {
