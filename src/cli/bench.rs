@@ -20,6 +20,9 @@ use super::report;
 #[path = "bench_kafka.rs"]
 mod kafka;
 
+#[path = "bench_http.rs"]
+mod http;
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     #[command(subcommand)]
@@ -36,6 +39,8 @@ enum Which {
     Reopen(ReopenArgs),
     /// Events/s landed in Iceberg from a pre-filled pipeline, vs pyiceberg.
     Land(super::bench_land::LandArgs),
+    /// Acknowledged writes/s through `floe serve` over HTTP vs the library.
+    Http(http::HttpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +100,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Ingest(args) => ingest(config, args).await,
         Which::Reopen(args) => reopen(config, args).await,
         Which::Land(args) => super::bench_land::land(config, args).await,
+        Which::Http(args) => http::run(config, args).await,
     }
 }
 
