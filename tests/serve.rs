@@ -519,3 +519,139 @@ async fn refuses_to_start_without_tokens_or_with_open_auth_off_loopback() {
     let server = floe::serve::Server::bind(config).await.unwrap();
     assert!(server.local_addr().ip().is_loopback());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_options_pagination_and_routing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloeServer::start(dir.path(), "", "public_metrics = true", "");
+    // A retry with the same Idempotency-Key returns the first outcome.
+    let put = |body: &'static str| {
+        server
+            .client
+            .put(server.url("/api/v1/entities/acme/Order/o-1"))
+            .bearer_auth(OPERATOR)
+            .header("Idempotency-Key", "pay-o-1")
+            .body(body)
+            .send()
+    };
+    let first: serde_json::Value = put(r#"{"n":1}"#).await.unwrap().json().await.unwrap();
+    let retry: serde_json::Value = put(r#"{"n":2}"#).await.unwrap().json().await.unwrap();
+    assert_eq!(first, retry);
+    assert_eq!(first["version"], 1);
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/api/v1/entities/acme/Order/o-2?expected_version=0",
+            Some(OPERATOR),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(
+        (status, created["kind"].as_str()),
+        (StatusCode::CREATED, Some("created"))
+    );
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            "/api/v1/entities/acme/Order/o-2?expected_version=1",
+            Some(OPERATOR),
+            Some(r#"{"paid":true}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for i in 3..=5 {
+        server
+            .call(
+                Method::PUT,
+                &format!("/api/v1/entities/acme/Order/o-{i}"),
+                Some(OPERATOR),
+                Some("{}"),
+            )
+            .await;
+    }
+    let (_, page) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/acme/Order?limit=2",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = page["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (ids.as_slice(), page["next_after"].as_str()),
+        (&["o-1", "o-2"][..], Some("o-2"))
+    );
+    let (_, page) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/acme/Order?limit=10&after=o-2",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(page["entities"].as_array().unwrap().len(), 3);
+    assert!(page["next_after"].is_null());
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/acme/Order?limit=100000",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "bad_query")
+    );
+    // The default partition key is the namespace: every acme entity is on one shard.
+    let (_, routed) = server
+        .call(
+            Method::GET,
+            "/api/v1/shard-for-key?key=acme",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(routed["shard"], created["shard"]);
+    assert_eq!(routed["shard"], first["shard"]);
+    let (status, body) = server
+        .call(Method::GET, "/api/v1/shard-for-key", Some(VIEWER), None)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "bad_query")
+    );
+    let (_, topology) = server
+        .call(Method::GET, "/api/v1/topology", Some(VIEWER), None)
+        .await;
+    assert_eq!(topology["shard_count"], 4);
+    let (_, stats) = server
+        .call(Method::GET, "/api/v1/stats", Some(VIEWER), None)
+        .await;
+    for field in [
+        "shards",
+        "utilization",
+        "hot_shards",
+        "rebalance_hints",
+        "routing",
+        "recovery",
+    ] {
+        assert!(!stats[field].is_null(), "stats without {field}: {stats}");
+    }
+    // public_metrics: a scraper needs no token.
+    let (status, _) = server.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = server
+        .call(Method::GET, "/api/v1/nothing-here", Some(VIEWER), None)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+}
