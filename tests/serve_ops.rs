@@ -272,7 +272,7 @@ type Acked = BTreeMap<(u32, u32), (u64, Value)>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_mid_load_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = FloeServer::start(dir.path(), "", "", "[lake]\ncommit_interval_ms = 200");
+    let mut server = FloeServer::start(dir.path(), "", "", "[lake]\ncommit_interval_ms = 600000");
     let acked: Arc<Mutex<Acked>> = Arc::default();
     let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut writers = Vec::new();
@@ -351,6 +351,10 @@ async fn sigterm_mid_load_loses_no_acknowledged_write() {
     // Reopen the data directory: every acknowledged write is there.
     let config = Config::from_toml_file(&dir.path().join("floe.toml")).unwrap();
     let floe = Floe::open(config).await.unwrap();
+    // The sink commits only every 10 minutes here, so an empty lag after
+    // reopening means the shutdown made the final commit.
+    let lag = floe.sink_lag().await.unwrap();
+    assert_eq!(lag.events, 0, "{lag:?}");
     let acked = acked.lock().unwrap().clone();
     for ((w, key), (version, data)) in &acked {
         let entity = floe
