@@ -45,6 +45,8 @@ pub struct Config {
     pub limits: ShardLimits,
     /// The Iceberg lake and the sink that lands the pipeline in it.
     pub lake: LakeConfig,
+    /// How live shard migrations run.
+    pub migration: crate::migrate::MigrationConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             shards: ShardConfig::default(),
             limits: ShardLimits::default(),
             lake: LakeConfig::default(),
+            migration: crate::migrate::MigrationConfig::default(),
         }
     }
 }
@@ -354,6 +357,7 @@ impl Config {
             ));
         }
         self.shards.validate()?;
+        self.migration.validate()?;
         self.topology.initial()?;
         if self.lake.enabled {
             self.lake.location(&self.data_dir)?;

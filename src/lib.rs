@@ -27,6 +27,7 @@ mod datadir;
 mod error;
 mod floe;
 mod lake;
+mod migrate;
 mod recovery;
 
 pub use config::{
@@ -37,6 +38,14 @@ pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
 pub use lake::{SinkMode, run_sink};
+pub use migrate::{
+    FailPoint, JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport,
+    Migrations, PlanRequest, list_jobs, request_cancel,
+};
+pub use floe_migration::{
+    BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
+    MigrationPlan, PlanKind, Phase, Progress, ShardLoad, Validation,
+};
 pub use recovery::RecoveryStats;
 
 pub use floe_engine::{
