@@ -427,10 +427,16 @@ impl Floe {
     ) -> Result<Vec<Entity>> {
         self.check_open()?;
         let routing = self.routing();
-        let requests = routing
-            .shards
-            .iter()
-            .map(|shard| self.list_shard_with(&routing, shard.shard(), namespace, entity_type, after, limit));
+        let requests = routing.shards.iter().map(|shard| {
+            self.list_shard_with(
+                &routing,
+                shard.shard(),
+                namespace,
+                entity_type,
+                after,
+                limit,
+            )
+        });
         let mut all = Vec::new();
         for page in futures::future::join_all(requests).await {
             all.extend(page?);
@@ -570,7 +576,8 @@ impl Floe {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let retired = std::mem::take(&mut *self.inner.retired.lock().unwrap_or_else(|p| p.into_inner()));
+        let retired =
+            std::mem::take(&mut *self.inner.retired.lock().unwrap_or_else(|p| p.into_inner()));
         for shard in self.routing().shards.iter().chain(&retired) {
             shard.stop().await;
         }
@@ -613,7 +620,11 @@ impl Floe {
     /// routing is refused as stale and re-routed, and no write routed under
     /// the new one is refused.
     pub(crate) fn swap_routing(&self, change: impl FnOnce(&Routing) -> Routing) -> Arc<Routing> {
-        let mut guard = self.inner.routing.write().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .inner
+            .routing
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let mut next = change(&guard);
         next.epoch = guard.epoch + 1;
         let next = Arc::new(next);
@@ -636,13 +647,21 @@ impl Floe {
             topology_version: self.inner.epoch.clone(),
         }
         .spawn();
-        self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
+        self.inner
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(worker);
         handle
     }
 
     /// Keeps a shard that left the routing running until `close`.
     pub(crate) fn retire(&self, handle: ShardHandle) {
-        self.inner.retired.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+        self.inner
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
     }
 
     pub(crate) fn migrations_registry(&self) -> &crate::migrate::Registry {
@@ -658,7 +677,6 @@ impl Floe {
     pub(crate) fn resize_load(&self, shard_count: u32) {
         self.inner.load.resize(shard_count);
     }
-
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {

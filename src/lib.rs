@@ -37,14 +37,14 @@ pub use config::{
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use floe_migration::{
+    BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
+    MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
+};
 pub use lake::{SinkMode, run_sink};
 pub use migrate::{
     FailPoint, JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport,
     Migrations, PlanRequest, list_jobs, request_cancel,
-};
-pub use floe_migration::{
-    BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
-    MigrationPlan, PlanKind, Phase, Progress, ShardLoad, Validation,
 };
 pub use recovery::RecoveryStats;
 

@@ -541,7 +541,11 @@ mod tests {
                 .unwrap();
             state.apply(&e);
         }
-        let bytes_a = state.get(&EntityKey::new("acme", "Order", "a")).unwrap().data.len() as u64;
+        let bytes_a = state
+            .get(&EntityKey::new("acme", "Order", "a"))
+            .unwrap()
+            .data
+            .len() as u64;
         assert_eq!(state.retain(|_, r| r.partition_key == "p1"), 2);
         assert_eq!(state.live_entities(), 1);
         assert_eq!(state.live_bytes(), bytes_a);
