@@ -44,4 +44,4 @@ pub use plan::{
     plan_add_shard, plan_merge, plan_rebalance, plan_remove_shard, plan_split, shard_loads,
     validate,
 };
-pub use replay::{LakeReplay, MAX_PUSHED_KEYS, ReplayStats, replay_tail};
+pub use replay::{LakeReplay, LakeSize, MAX_PUSHED_KEYS, ReplayStats, lake_size, replay_tail};

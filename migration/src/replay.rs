@@ -20,9 +20,11 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::plan::Movement;
 
-/// Up to this many known moving keys are pushed down to the scan as
-/// `partition_key IN (...)` (bucket pruning, row filtering); more, and the
-/// scan reads every file and the routing predicate filters rows.
+/// Up to this many moving key hashes are pushed down to the scan as
+/// `key_hash IN (...)`: files, row groups and pages whose `key_hash` bounds
+/// hold none of them are skipped (the sink sorts rows by `key_hash`). With
+/// more, the scan reads every file. Either way the routing predicate
+/// decides which rows move.
 pub const MAX_PUSHED_KEYS: usize = 4096;
 
 /// What a replay read.
@@ -58,14 +60,14 @@ impl Default for LakeReplay {
 
 impl LakeReplay {
     /// Scans snapshot `at` for the events of keys that `movement` moves and
-    /// sends them to `out` batch by batch. `known_keys`, when the plan lists
-    /// every moving key and there are few, is pushed down to the scan.
+    /// sends them to `out` batch by batch. `hashes`, when it holds the hash
+    /// of every moving key with events in the snapshot, is pushed down.
     pub async fn run(
         &self,
         lake: &Lake,
         at: &CommittedOffsets,
         movement: &Movement,
-        known_keys: Option<&[String]>,
+        hashes: Option<&[u64]>,
         out: &mpsc::Sender<Vec<Record>>,
     ) -> Result<ReplayStats> {
         let mut stats = ReplayStats::default();
@@ -77,9 +79,12 @@ impl LakeReplay {
             .scan()
             .snapshot_id(snapshot)
             .with_batch_size(Some(self.batch_size));
-        if let Some(keys) = known_keys.filter(|k| !k.is_empty() && k.len() <= MAX_PUSHED_KEYS) {
-            let predicate: Predicate = Reference::new("partition_key")
-                .is_in(keys.iter().map(|k| Datum::string(k.as_str())));
+        if let Some(hashes) = hashes.filter(|h| h.len() <= MAX_PUSHED_KEYS) {
+            if hashes.is_empty() {
+                return Ok(stats);
+            }
+            let predicate: Predicate =
+                Reference::new("key_hash").is_in(hashes.iter().map(|&h| Datum::long(h as i64)));
             scan = scan.with_filter(predicate);
         }
         let scan = scan.build().map_err(|source| Error::Iceberg {
@@ -209,4 +214,51 @@ pub async fn replay_tail(
         }
     }
     Ok((read, sent))
+}
+
+/// The data files of one lake snapshot: count, bytes and rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LakeSize {
+    /// Data files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Their rows.
+    pub rows: u64,
+}
+
+/// Sizes the committed snapshot `at` from its manifests (no data is read).
+pub async fn lake_size(lake: &Lake, at: &CommittedOffsets) -> Result<LakeSize> {
+    let mut size = LakeSize::default();
+    let Some(snapshot) = at.snapshot_id else {
+        return Ok(size);
+    };
+    let table = lake.load_table().await?;
+    let scan = table
+        .scan()
+        .snapshot_id(snapshot)
+        .build()
+        .map_err(|source| Error::Iceberg {
+            context: "planning a size scan",
+            source,
+        })?;
+    let tasks: Vec<_> = scan
+        .plan_files()
+        .await
+        .map_err(|source| Error::Iceberg {
+            context: "planning a size scan",
+            source,
+        })?
+        .try_collect()
+        .await
+        .map_err(|source| Error::Iceberg {
+            context: "planning a size scan",
+            source,
+        })?;
+    for task in tasks {
+        size.files += 1;
+        size.bytes += task.file_size_in_bytes;
+        size.rows += task.record_count.unwrap_or(0);
+    }
+    Ok(size)
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_land;
 mod demo;
 mod entity;
+mod migrate;
 mod report;
 mod sink;
 
@@ -54,6 +55,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Land the pipeline in the Iceberg lake (standalone sink).
     Sink(sink::SinkArgs),
+    /// Plan, run, follow and cancel live shard migrations.
+    Migrate(migrate::MigrateArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -98,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, cli.data.is_some(), args).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::Sink(args) => sink::run(config, args).await,
+        Command::Migrate(args) => migrate::run(config, args).await,
     }
 }
 

@@ -226,15 +226,22 @@ impl Coordinator {
                 from = committed.offsets.clone();
             }
             check_lows(&lows, &from)?;
-            let (tx, rx) = mpsc::channel(4);
+            // Every event below the committed offsets was appended before
+            // they were read, so after this barrier it is applied to its
+            // shard: the inventory then names every key with history in the
+            // snapshot, and the scan can be limited to their hashes.
+            barrier(&routing).await?;
             let movement = self.movement.clone();
-            let known: Option<Vec<String>> = plan_lists_every_key(&self.plan).then(|| {
-                self.plan
-                    .moves
-                    .iter()
-                    .map(|m| m.partition_key.clone())
-                    .collect()
-            });
+            let mut hashes: Vec<u64> = shards::inventory(&routing)
+                .await?
+                .iter()
+                .filter(|k| movement.moves(&k.partition_key, k.key_hash))
+                .map(|k| k.key_hash)
+                .collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            let known = (hashes.len() <= floe_migration::MAX_PUSHED_KEYS).then_some(hashes);
+            let (tx, rx) = mpsc::channel(4);
             let replay = LakeReplay {
                 batch_size: self.config.batch_size,
                 concurrency: self.config.lake_concurrency,
@@ -588,15 +595,6 @@ impl Coordinator {
         }
         Ok(())
     }
-}
-
-/// Whether the plan's key list is every key that can have history to move:
-/// a rebalance only pins listed keys (the shard count stays), so no other
-/// key changes owner. Every other kind changes the shard count, which also
-/// moves keys first written after the plan was made; their events may be in
-/// the lake snapshot, so the scan must not be limited to the listed keys.
-fn plan_lists_every_key(plan: &MigrationPlan) -> bool {
-    matches!(plan.kind, floe_migration::PlanKind::Rebalance { .. }) && !plan.moves.is_empty()
 }
 
 fn check_lows(lows: &[Offset], from: &[Offset]) -> Result<()> {
