@@ -36,6 +36,8 @@ enum Which {
     Reopen(ReopenArgs),
     /// Events/s landed in Iceberg from a pre-filled pipeline, vs pyiceberg.
     Land(super::bench_land::LandArgs),
+    /// Add a 17th shard to 16 holding 10M events while writers run.
+    Migrate(super::bench_migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +97,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Ingest(args) => ingest(config, args).await,
         Which::Reopen(args) => reopen(config, args).await,
         Which::Land(args) => super::bench_land::land(config, args).await,
+        Which::Migrate(args) => super::bench_migrate::migrate(config, args).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_land;
+mod bench_migrate;
 mod demo;
 mod entity;
 mod migrate;
