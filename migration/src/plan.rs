@@ -542,3 +542,7 @@ fn finish(
         moves,
     })
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
