@@ -83,7 +83,7 @@ pub enum Error {
         context: &'static str,
         /// The Iceberg error.
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
 
     /// A job file that cannot be read, written or parsed.
@@ -104,6 +104,13 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             Error::Timeout { .. } | Error::AlreadyMigrating { .. } => true,
             _ => false,
+        }
+    }
+
+    pub(crate) fn iceberg(context: &'static str) -> impl FnOnce(iceberg::Error) -> Self {
+        move |source| Error::Iceberg {
+            context,
+            source: Box::new(source),
         }
     }
 

@@ -428,17 +428,16 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
         v.errors
             .push("the hash function of a deployment never changes".into());
     }
-    if let Ok(movement) = plan.movement() {
-        if let Some(m) = plan
+    if let Ok(movement) = plan.movement()
+        && let Some(m) = plan
             .moves
             .iter()
             .find(|m| movement.route(&m.partition_key, m.key_hash) != Some((m.from, m.to)))
-        {
-            v.errors.push(format!(
-                "key {:?} is listed as moving {} -> {} but the topologies route it otherwise",
-                m.partition_key, m.from, m.to
-            ));
-        }
+    {
+        v.errors.push(format!(
+            "key {:?} is listed as moving {} -> {} but the topologies route it otherwise",
+            m.partition_key, m.from, m.to
+        ));
     }
     if plan.moves.is_empty() {
         v.warnings

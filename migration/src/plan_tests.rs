@@ -22,7 +22,10 @@ fn keys(topology: &Topology, n: usize, bytes: impl Fn(usize) -> u64) -> Vec<KeyL
 }
 
 fn changed(from: &Topology, to: &Topology, keys: &[KeyLoad]) -> Vec<String> {
-    let (a, b) = (Router::new(from.clone()).unwrap(), Router::new(to.clone()).unwrap());
+    let (a, b) = (
+        Router::new(from.clone()).unwrap(),
+        Router::new(to.clone()).unwrap(),
+    );
     let mut out: Vec<String> = keys
         .iter()
         .filter(|k| a.route(&k.partition_key, k.key_hash) != b.route(&k.partition_key, k.key_hash))
@@ -132,7 +135,11 @@ fn invalid_requests_are_typed() {
         plan_remove_shard(&t, &keys, 1),
         plan_merge(&t, &keys, 3, 3),
         plan_split(&t, &keys, 9),
-        plan_remove_shard(&Topology::new(1, HashFunction::Xxh3, Strategy::JumpBack).unwrap(), &[], 0),
+        plan_remove_shard(
+            &Topology::new(1, HashFunction::Xxh3, Strategy::JumpBack).unwrap(),
+            &[],
+            0,
+        ),
     ] {
         assert!(matches!(result, Err(Error::InvalidPlan(_))), "{result:?}");
     }
@@ -147,7 +154,10 @@ fn invalid_requests_are_typed() {
     let modulo = Topology::new(4, HashFunction::Xxh3, Strategy::Modulo).unwrap();
     let mk = self::keys(&modulo, 200, |_| 1);
     let v = validate(&plan_add_shard(&modulo, &mk).unwrap(), &modulo);
-    assert!(v.is_valid() && v.warnings.iter().any(|w| w.contains("minimally")), "{v:?}");
+    assert!(
+        v.is_valid() && v.warnings.iter().any(|w| w.contains("minimally")),
+        "{v:?}"
+    );
     // A tampered plan is caught.
     let mut tampered = plan_add_shard(&t, &keys).unwrap();
     tampered.moves[0].to = 0;

@@ -87,23 +87,16 @@ impl LakeReplay {
                 Reference::new("key_hash").is_in(hashes.iter().map(|&h| Datum::long(h as i64)));
             scan = scan.with_filter(predicate);
         }
-        let scan = scan.build().map_err(|source| Error::Iceberg {
-            context: "planning the replay scan",
-            source,
-        })?;
+        let scan = scan
+            .build()
+            .map_err(Error::iceberg("planning the replay scan"))?;
         let tasks: Vec<_> = scan
             .plan_files()
             .await
-            .map_err(|source| Error::Iceberg {
-                context: "planning the replay scan",
-                source,
-            })?
+            .map_err(Error::iceberg("planning the replay scan"))?
             .try_collect()
             .await
-            .map_err(|source| Error::Iceberg {
-                context: "planning the replay scan",
-                source,
-            })?;
+            .map_err(Error::iceberg("planning the replay scan"))?;
         stats.files = tasks.len() as u64;
         let reader = ArrowReaderBuilder::new(table.file_io().clone(), iceberg::Runtime::current())
             .with_batch_size(self.batch_size)
@@ -112,16 +105,16 @@ impl LakeReplay {
             .with_row_selection_enabled(true)
             .build();
         let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        let result = reader.read(tasks).map_err(|source| Error::Iceberg {
-            context: "reading the lake",
-            source,
-        })?;
+        let result = reader
+            .read(tasks)
+            .map_err(Error::iceberg("reading the lake"))?;
         let metrics = result.metrics().clone();
         let mut batches = result.stream();
-        while let Some(batch) = batches.try_next().await.map_err(|source| Error::Iceberg {
-            context: "reading the lake",
-            source,
-        })? {
+        while let Some(batch) = batches
+            .try_next()
+            .await
+            .map_err(Error::iceberg("reading the lake"))?
+        {
             stats.rows_scanned += batch.num_rows() as u64;
             let Some(moving) = select_moving(&batch, movement)? else {
                 continue;
@@ -238,23 +231,14 @@ pub async fn lake_size(lake: &Lake, at: &CommittedOffsets) -> Result<LakeSize> {
         .scan()
         .snapshot_id(snapshot)
         .build()
-        .map_err(|source| Error::Iceberg {
-            context: "planning a size scan",
-            source,
-        })?;
+        .map_err(Error::iceberg("planning a size scan"))?;
     let tasks: Vec<_> = scan
         .plan_files()
         .await
-        .map_err(|source| Error::Iceberg {
-            context: "planning a size scan",
-            source,
-        })?
+        .map_err(Error::iceberg("planning a size scan"))?
         .try_collect()
         .await
-        .map_err(|source| Error::Iceberg {
-            context: "planning a size scan",
-            source,
-        })?;
+        .map_err(Error::iceberg("planning a size scan"))?;
     for task in tasks {
         size.files += 1;
         size.bytes += task.file_size_in_bytes;
