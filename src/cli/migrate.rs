@@ -28,7 +28,7 @@ enum Which {
         #[command(subcommand)]
         change: Change,
         /// Print the plan as JSON (every moving key).
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Add a shard live: the strategy hands it its share of keys.
