@@ -36,7 +36,9 @@ mod replay;
 
 pub use balance::{BalanceAnalysis, ShardLoad, analyze_balance};
 pub use buffer::{BufferStats, WriteBuffer};
-pub use digest::{DigestComparison, EntityDigest, compare_digests, digest_state};
+pub use digest::{
+    DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
+};
 pub use error::{Error, Result};
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 pub use plan::{

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use floe_engine::{Event, Router, ShardHandle};
-use floe_migration::{EntityDigest, KeyLoad, Movement, digest_state};
+use floe_migration::{
+    DigestSummary, EntityDigest, KeyLoad, Movement, digest_state, summarize_state,
+};
 
 use crate::error::Result;
 use crate::floe::Routing;
@@ -97,6 +99,29 @@ pub(crate) async fn digests(
                     .is_some_and(|(from, _)| from == shard)
             });
             let target = digest_state(state, |r| {
+                movement
+                    .route(&r.partition_key, r.key_hash)
+                    .is_some_and(|(_, to)| to == shard)
+            });
+            (source, target)
+        })
+        .await?)
+}
+
+/// [`digests`] as order-independent summaries (cheap: no key is copied).
+pub(crate) async fn summaries(
+    handle: &ShardHandle,
+    movement: Movement,
+) -> Result<(DigestSummary, DigestSummary)> {
+    let shard = handle.shard();
+    Ok(handle
+        .with_state(move |state, _| {
+            let source = summarize_state(state, |r| {
+                movement
+                    .route(&r.partition_key, r.key_hash)
+                    .is_some_and(|(from, _)| from == shard)
+            });
+            let target = summarize_state(state, |r| {
                 movement
                     .route(&r.partition_key, r.key_hash)
                     .is_some_and(|(_, to)| to == shard)
