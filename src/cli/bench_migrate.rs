@@ -226,7 +226,7 @@ pub(crate) async fn migrate(mut config: Config, args: MigrateArgs) -> anyhow::Re
         };
         report::record(h, latency);
     }
-    let copy_s = report.copy_us as f64 / 1e6;
+    let copy_s = report.scan_us as f64 / 1e6;
     let replay_rate = report.lake_events as f64 / copy_s.max(1e-9);
     let moving_bytes = size.bytes as f64 * report.lake_events as f64 / size.rows.max(1) as f64;
     let ratio = report.bytes_read as f64 / moving_bytes.max(1.0);

@@ -66,6 +66,7 @@ pub(crate) struct Coordinator {
     tail_read: u64,
     verified: u64,
     copy_us: u64,
+    scan_us: u64,
     buffer_window_us: u64,
 }
 
@@ -133,6 +134,7 @@ impl Coordinator {
             tail_read: 0,
             verified: 0,
             copy_us: 0,
+            scan_us: 0,
             buffer_window_us: 0,
         })
     }
@@ -242,6 +244,7 @@ impl Coordinator {
             hashes.dedup();
             let known = (hashes.len() <= floe_migration::MAX_PUSHED_KEYS).then_some(hashes);
             let (tx, rx) = mpsc::channel(4);
+            let scan_started = Instant::now();
             let replay = LakeReplay {
                 batch_size: self.config.batch_size,
                 concurrency: self.config.lake_concurrency,
@@ -259,6 +262,7 @@ impl Coordinator {
             self.lake = reader
                 .await
                 .map_err(|e| Error::Config(format!("the lake replay task failed: {e}")))??;
+            self.scan_us = scan_started.elapsed().as_micros() as u64;
         } else {
             check_lows(&lows, &from)?;
         }
@@ -375,6 +379,7 @@ impl Coordinator {
             buffer_window_us: self.buffer_window_us,
             verified_entities: self.verified,
             copy_us: self.copy_us,
+            scan_us: self.scan_us,
             duration_us: self.started.elapsed().as_micros() as u64,
         })
     }
