@@ -317,7 +317,7 @@ pub fn plan_split(topology: &Topology, keys: &[KeyLoad], shard: u32) -> Result<M
 /// Moves keys from hot shards to cold ones (pinned by overrides) until the
 /// most loaded shard is within `threshold` of the mean, or no single key
 /// move helps any more. Greedy: the largest key of the hottest shard that
-/// lowers the peak goes to the coldest shard.
+/// weighs at most half the gap to the coldest shard goes there.
 pub fn plan_rebalance(
     topology: &Topology,
     keys: &[KeyLoad],
@@ -358,10 +358,11 @@ pub fn plan_rebalance(
         if hot == cold || (load[hot] as f64) <= mean * (1.0 + threshold) {
             break;
         }
+        // The largest key that narrows the gap without overshooting it
+        // (weight at most half the gap), so shards converge, never swap.
         let gap = load[hot] - load[cold];
-        // The largest key that still lowers the peak: weight < gap.
         let Some(index) = by_shard[hot].iter().rposition(|k| {
-            key_weight(k) > 0 && key_weight(k) < gap && !pinned.contains(&k.partition_key)
+            key_weight(k) > 0 && key_weight(k) * 2 <= gap && !pinned.contains(&k.partition_key)
         }) else {
             break;
         };
