@@ -220,7 +220,9 @@ impl JobStore {
         self.dir.join(format!("{id}.{ext}"))
     }
 
-    /// Writes the job atomically (temporary file, fsync, rename).
+    /// Replaces the job's file atomically (temporary file, rename), without
+    /// fsync: the record is informational (status, progress), and what a
+    /// restart settles a job by is the topology file, which is fsync'd.
     pub fn save(&self, job: &MigrationJob) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::job(&self.dir, e))?;
         let path = self.path(&job.id, "json");
@@ -228,7 +230,6 @@ impl JobStore {
         let text = serde_json::to_string_pretty(job).map_err(|e| Error::job(&path, e))?;
         let mut file = File::create(&tmp).map_err(|e| Error::job(&tmp, e))?;
         file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
             .map_err(|e| Error::job(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::job(&path, e))?;
         Ok(())

@@ -259,6 +259,12 @@ pub(crate) async fn migrate(mut config: Config, args: MigrateArgs) -> anyhow::Re
         report::latency_summary(&others)
     );
     println!(
+        "copy {:.2} s = finding the moving keys' hashes {:.2} s + lake scan and apply {:.2} s",
+        report.copy_us as f64 / 1e6,
+        (report.copy_us - report.scan_us) as f64 / 1e6,
+        copy_s
+    );
+    println!(
         "phases: {}",
         marks
             .iter()

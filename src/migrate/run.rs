@@ -318,9 +318,10 @@ impl Coordinator {
         self.cut_over = true;
         self.buffer_window_us = buffer_started.elapsed().as_micros() as u64;
 
-        // Drain: held writes route again, now to their new owners.
-        self.enter(Phase::Drain)?;
+        // Drain: held writes route again, now to their new owners (released
+        // before anything else is recorded: they have waited long enough).
         self.active.buffer.release();
+        self.enter(Phase::Drain)?;
         let drain_started = Instant::now();
         while self.active.buffer.stats().holding > 0 && drain_started.elapsed() < DRAIN_WAIT {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -566,6 +567,13 @@ impl Coordinator {
         tracing::info!(id = %self.job.id, %phase, elapsed_ms = self.started.elapsed().as_millis() as u64, "migration phase");
         self.job.phase = phase;
         self.job.progress.phase = Some(phase);
+        // Between the buffer and the drain, writes to moving keys wait: the
+        // job file (informational; the topology file is what a restart
+        // settles by) is written before and after that window, not in it.
+        if matches!(phase, Phase::Verify | Phase::Cutover | Phase::Drain) {
+            self.last_save = Instant::now();
+            return self.publish(false);
+        }
         self.publish(true)
     }
 
