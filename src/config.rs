@@ -53,6 +53,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// The HTTP server of `floe serve`.
     pub serve: ServeConfig,
+    /// How live shard migrations run.
+    pub migration: crate::migrate::MigrationConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             lake: LakeConfig::default(),
             health: HealthConfig::default(),
             serve: ServeConfig::default(),
+            migration: crate::migrate::MigrationConfig::default(),
         }
     }
 }
@@ -364,6 +367,7 @@ impl Config {
             ));
         }
         self.shards.validate()?;
+        self.migration.validate()?;
         self.topology.initial()?;
         self.health.validate()?;
         self.serve.validate()?;

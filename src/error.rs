@@ -38,6 +38,12 @@ pub enum Error {
     #[error("lake: {0}")]
     Lake(#[source] floe_emitter::Error),
 
+    /// A migration could not be planned or ran into a problem (and rolled
+    /// back): already migrating, invalid plan, timeout, cancelled, verify
+    /// mismatch.
+    #[error("migration: {0}")]
+    Migration(#[source] floe_migration::Error),
+
     /// An I/O failure with what floe was doing.
     #[error("{context}: {source}")]
     Io {
@@ -55,7 +61,16 @@ impl Error {
         match self {
             Error::Engine(e) => e.is_retryable(),
             Error::Lake(e) => e.is_retryable(),
+            Error::Migration(e) => e.is_retryable(),
             _ => false,
+        }
+    }
+
+    /// The migration error inside, if this is one.
+    pub fn as_migration(&self) -> Option<&floe_migration::Error> {
+        match self {
+            Error::Migration(e) => Some(e),
+            _ => None,
         }
     }
 

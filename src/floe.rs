@@ -24,8 +24,10 @@ use crate::telemetry::{Outcome, Telemetry};
 
 /// Longest namespace, type or id accepted, in bytes.
 const MAX_NAME_BYTES: usize = 512;
-/// How often a write is re-routed after its shard reports a topology change.
-const MAX_REROUTES: usize = 3;
+/// How often a write is re-routed after its shard reports a routing change.
+/// A migration changes routing at most twice (install, cutover or rollback),
+/// so a write re-routed more often than this is in a loop.
+const MAX_REROUTES: usize = 8;
 
 /// A write, with every option. Build one with [`WriteRequest::create`],
 /// [`WriteRequest::upsert`], [`WriteRequest::update`] or [`WriteRequest::delete`].
@@ -130,11 +132,24 @@ pub struct Floe {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    router: RwLock<Arc<Router>>,
+    /// What writes route by; replaced as a whole (copy on write) when a
+    /// migration installs, cuts over or rolls back.
+    routing: RwLock<Arc<Routing>>,
+    /// The routing epoch every shard worker checks writes against: a write
+    /// routed under an older [`Routing`] is refused as stale and re-routed.
+    /// Stored only while `routing`'s write lock is held, together with it.
+    epoch: Arc<AtomicU64>,
     extractor: KeyExtractor,
-    shards: Vec<ShardHandle>,
     workers: Mutex<Vec<JoinHandle<ShardState>>>,
+    /// Shards that left the routing (removed, or added by a migration that
+    /// rolled back). They keep running, refusing stale writes so that their
+    /// callers re-route, until `close`.
+    retired: Mutex<Vec<ShardHandle>>,
     pipeline: Arc<dyn Pipeline>,
+    /// The lake, for migrations' replay (when `lake.enabled`).
+    lake: Option<floe_emitter::sink::Lake>,
+    /// Migrations of this instance.
+    pub(crate) migrations: crate::migrate::Registry,
     routing_metrics: RoutingMetrics,
     load: Arc<LoadTracker>,
     telemetry: Telemetry,
@@ -199,13 +214,14 @@ impl Floe {
         );
         // The sink starts before the workers: if it cannot take the commit
         // lease, open fails before anything is written.
-        let sink = match lake {
+        let sink = match &lake {
             Some(lake) if config.lake.sink => {
-                Some(SinkTask::start(lake, pipeline.clone(), &config).await?)
+                Some(SinkTask::start(lake.clone(), pipeline.clone(), &config).await?)
             }
             _ => None,
         };
-        let topology_version = Arc::new(AtomicU64::new(router.topology().version));
+        let migrations = crate::migrate::Registry::open(&config.data_dir, router.topology())?;
+        let epoch = Arc::new(AtomicU64::new(1));
         let shard_count = router.topology().shard_count;
         let load = Arc::new(LoadTracker::new(shard_count));
         let mut shards = Vec::with_capacity(recovered.len());
@@ -222,7 +238,7 @@ impl Floe {
                 dedup: recovered.dedup,
                 pipeline: pipeline.clone(),
                 config: config.shards,
-                topology_version: topology_version.clone(),
+                topology_version: epoch.clone(),
             }
             .spawn();
             shards.push(handle);
@@ -233,10 +249,18 @@ impl Floe {
             inner: Arc::new(Inner {
                 extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
                 config,
-                router: RwLock::new(router),
-                shards,
+                routing: RwLock::new(Arc::new(Routing {
+                    router,
+                    shards: Arc::new(shards),
+                    epoch: 1,
+                    migration: None,
+                })),
+                epoch,
                 workers: Mutex::new(workers),
+                retired: Mutex::new(Vec::new()),
                 pipeline,
+                lake,
+                migrations,
                 routing_metrics: RoutingMetrics::new(shard_count),
                 load,
                 telemetry,
@@ -314,17 +338,29 @@ impl Floe {
         };
         let mut attempts = 0;
         loop {
-            let router = self.router();
+            let routing = self.routing();
+            let router = &routing.router;
             command.key_hash = router.key_hash(&command.partition_key);
             let shard = router.route(&command.partition_key, command.key_hash);
+            // A write to a key that a migration moves either goes to its old
+            // owner holding the migration's gate (copy and catch-up), or
+            // waits in the write buffer and then routes again.
+            let mut _gate = None;
+            if let Some(migration) = &routing.migration
+                && migration.moves(&command.partition_key, command.key_hash)
+            {
+                match migration.admit().await {
+                    crate::migrate::Admit::Direct(guard) => _gate = Some(guard),
+                    crate::migrate::Admit::Held => continue,
+                }
+            }
             self.inner.routing_metrics.record(shard);
             self.inner
                 .load
                 .record_access(shard, AccessKind::Write, self.now_ms());
-            let version = router.topology().version;
             let started = Instant::now();
-            let result = self.inner.shards[shard as usize]
-                .write(command.clone(), version)
+            let result = routing.shards[shard as usize]
+                .write(command.clone(), routing.epoch)
                 .await;
             let telemetry = &self.inner.telemetry;
             match result {
@@ -385,16 +421,19 @@ impl Floe {
     /// [`Floe::get`] for entities whose partition key comes from their data.
     pub async fn get_routed(&self, key: &EntityKey, partition_key: &str) -> Result<Option<Entity>> {
         self.check_open()?;
-        let router = self.router();
+        let routing = self.routing();
+        let router = &routing.router;
         let shard = router.route(partition_key, router.key_hash(partition_key));
         self.inner
             .load
             .record_access(shard, AccessKind::Read, self.now_ms());
-        Ok(self.inner.shards[shard as usize].get(key.clone()).await?)
+        Ok(routing.shards[shard as usize].get(key.clone()).await?)
     }
 
     /// Live entities of a namespace and type in id order, after `after`, at
-    /// most `limit`; asks every shard and merges.
+    /// most `limit`; asks every shard and merges. Each shard lists only the
+    /// entities the current topology gives it, so the copies a migration
+    /// makes are never listed twice.
     pub async fn list(
         &self,
         namespace: &str,
@@ -403,11 +442,14 @@ impl Floe {
         limit: usize,
     ) -> Result<Vec<Entity>> {
         self.check_open()?;
-        let requests = self.inner.shards.iter().map(|shard| {
-            shard.list(
-                namespace.to_string(),
-                entity_type.to_string(),
-                after.map(str::to_string),
+        let routing = self.routing();
+        let requests = routing.shards.iter().map(|shard| {
+            self.list_shard_with(
+                &routing,
+                shard.shard(),
+                namespace,
+                entity_type,
+                after,
                 limit,
             )
         });
@@ -418,6 +460,44 @@ impl Floe {
         all.sort_by(|a, b| a.key.id.cmp(&b.key.id));
         all.truncate(limit);
         Ok(all)
+    }
+
+    /// Live entities of a namespace and type that shard `shard` owns, in id
+    /// order (what [`Floe::list`] merges).
+    pub async fn list_shard(
+        &self,
+        shard: u32,
+        namespace: &str,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
+        self.check_open()?;
+        let routing = self.routing();
+        self.list_shard_with(&routing, shard, namespace, entity_type, after, limit)
+            .await
+    }
+
+    async fn list_shard_with(
+        &self,
+        routing: &Routing,
+        shard: u32,
+        namespace: &str,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
+        let handle = routing.handle(shard)?;
+        let router = routing.router.clone();
+        let (namespace, entity_type) = (namespace.to_string(), entity_type.to_string());
+        let after = after.map(str::to_string);
+        Ok(handle
+            .with_state(move |state, _| {
+                state.list_where(&namespace, &entity_type, after.as_deref(), limit, |r| {
+                    router.route(&r.partition_key, r.key_hash) == shard
+                })
+            })
+            .await?)
     }
 
     /// Where a partition key routes under the current topology.
@@ -435,10 +515,12 @@ impl Floe {
         self.router().topology().clone()
     }
 
-    /// Counters of every shard.
+    /// Counters of every shard (while a migration copies, a target's counters
+    /// include the copies).
     pub async fn shard_stats(&self) -> Result<Vec<ShardStats>> {
-        let mut stats = Vec::with_capacity(self.inner.shards.len());
-        for page in futures::future::join_all(self.inner.shards.iter().map(|s| s.stats())).await {
+        let routing = self.routing();
+        let mut stats = Vec::with_capacity(routing.shards.len());
+        for page in futures::future::join_all(routing.shards.iter().map(|s| s.stats())).await {
             let page = page?;
             self.inner
                 .load
@@ -450,15 +532,7 @@ impl Floe {
 
     /// Counters of one shard.
     pub async fn shard(&self, shard: u32) -> Result<ShardStats> {
-        let handle =
-            self.inner
-                .shards
-                .get(shard as usize)
-                .ok_or(floe_engine::Error::UnknownShard {
-                    shard,
-                    shard_count: self.inner.shards.len() as u32,
-                })?;
-        Ok(handle.stats().await?)
+        Ok(self.routing().handle(shard)?.stats().await?)
     }
 
     /// Routing counters since open.
@@ -552,7 +626,7 @@ impl Floe {
     /// The system's health: every shard's, and the sink's lag when the sink
     /// runs in this process.
     pub async fn system_health(&self) -> SystemHealth {
-        let shards = (0..self.inner.shards.len() as u32)
+        let shards = (0..self.routing().shards.len() as u32)
             .filter_map(|shard| self.shard_health(shard).ok())
             .collect();
         let sink = match &self.inner.sink {
@@ -569,7 +643,7 @@ impl Floe {
 
     /// Requests waiting in each shard's inbox, by shard.
     pub fn inbox_depths(&self) -> Vec<u64> {
-        self.inner
+        self.routing()
             .shards
             .iter()
             .map(|s| s.inbox_depth() as u64)
@@ -596,15 +670,9 @@ impl Floe {
         self.inner.telemetry.register(registry);
     }
 
-    fn handle(&self, shard: u32) -> Result<&ShardHandle> {
-        Ok(self
-            .inner
-            .shards
-            .get(shard as usize)
-            .ok_or(floe_engine::Error::UnknownShard {
-                shard,
-                shard_count: self.inner.shards.len() as u32,
-            })?)
+    /// The handle of a shard the current routing names.
+    fn handle(&self, shard: u32) -> Result<ShardHandle> {
+        self.routing().handle(shard).cloned()
     }
 
     /// The pipeline this instance writes to.
@@ -619,7 +687,9 @@ impl Floe {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        for shard in &self.inner.shards {
+        let retired =
+            std::mem::take(&mut *self.inner.retired.lock().unwrap_or_else(|p| p.into_inner()));
+        for shard in self.routing().shards.iter().chain(&retired) {
             shard.stop().await;
         }
         let workers =
@@ -643,11 +713,80 @@ impl Floe {
     }
 
     fn router(&self) -> Arc<Router> {
+        self.routing().router.clone()
+    }
+
+    /// The routing in force.
+    pub(crate) fn routing(&self) -> Arc<Routing> {
         self.inner
-            .router
+            .routing
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Replaces the routing with `change(current)` under a new epoch, and
+    /// publishes the epoch to the workers before any writer can see the new
+    /// routing (both under the write lock): a write routed under the old
+    /// routing is refused as stale and re-routed, and no write routed under
+    /// the new one is refused.
+    pub(crate) fn swap_routing(&self, change: impl FnOnce(&Routing) -> Routing) -> Arc<Routing> {
+        let mut guard = self
+            .inner
+            .routing
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut next = change(&guard);
+        next.epoch = guard.epoch + 1;
+        let next = Arc::new(next);
+        self.inner.epoch.store(next.epoch, Ordering::Release);
+        *guard = next.clone();
+        if self.inner.load.shard_count() < next.router.topology().shard_count {
+            self.inner.load.resize(next.router.topology().shard_count);
+        }
+        next
+    }
+
+    /// Starts an empty shard worker (a migration's new shard).
+    pub(crate) fn spawn_shard(&self, shard: u32) -> ShardHandle {
+        let (handle, worker) = ShardWorker {
+            shard,
+            state: ShardState::new(),
+            dedup: floe_engine::DedupWindow::new(self.inner.config.shards.dedup_window),
+            pipeline: self.inner.pipeline.clone(),
+            config: self.inner.config.shards,
+            topology_version: self.inner.epoch.clone(),
+        }
+        .spawn();
+        self.inner
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(worker);
+        handle
+    }
+
+    /// Keeps a shard that left the routing running until `close`.
+    pub(crate) fn retire(&self, handle: ShardHandle) {
+        self.inner
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+
+    pub(crate) fn migrations_registry(&self) -> &crate::migrate::Registry {
+        &self.inner.migrations
+    }
+
+    /// The lake, if enabled.
+    pub(crate) fn lake(&self) -> Option<&floe_emitter::sink::Lake> {
+        self.inner.lake.as_ref()
+    }
+
+    /// Shrinks the load tracker after shards left.
+    pub(crate) fn resize_load(&self, shard_count: u32) {
+        self.inner.load.resize(shard_count);
     }
 
     fn check_open(&self) -> Result<()> {
@@ -662,7 +801,29 @@ impl Floe {
     }
 }
 
-/// The Kafka pipeline the configuration names.
+/// What writes route by: a router, the shard handles (indexed by shard id,
+/// including shards a running migration added), the epoch, and the running
+/// migration if any.
+#[derive(Debug)]
+pub(crate) struct Routing {
+    pub(crate) router: Arc<Router>,
+    pub(crate) shards: Arc<Vec<ShardHandle>>,
+    pub(crate) epoch: u64,
+    pub(crate) migration: Option<Arc<crate::migrate::ActiveMigration>>,
+}
+
+impl Routing {
+    pub(crate) fn handle(&self, shard: u32) -> Result<&ShardHandle> {
+        Ok(self
+            .shards
+            .get(shard as usize)
+            .ok_or(floe_engine::Error::UnknownShard {
+                shard,
+                shard_count: self.shards.len() as u32,
+            })?)
+    }
+}
+
 /// Opens the pipeline the configuration's URL names.
 pub(crate) async fn open_pipeline(config: &Config) -> Result<Arc<dyn Pipeline>> {
     Ok(match config.pipeline_url()? {

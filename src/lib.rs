@@ -28,6 +28,7 @@ mod error;
 mod floe;
 mod health;
 mod lake;
+mod migrate;
 mod recovery;
 pub mod serve;
 mod telemetry;
@@ -40,8 +41,16 @@ pub use config::{
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use floe_migration::{
+    BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
+    MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
+};
 pub use health::{HealthStatus, ShardHealth, SinkHealth, SystemHealth};
 pub use lake::{SinkMode, run_sink};
+pub use migrate::{
+    FailPoint, JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport,
+    Migrations, PlanRequest, list_jobs, request_cancel,
+};
 pub use recovery::RecoveryStats;
 pub use telemetry::{ProbeState, WriteWindow};
 

@@ -3,8 +3,8 @@
 //! `/metrics`). Recording is a short mutex section per write; reading never
 //! blocks a shard worker.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -127,49 +127,69 @@ pub(crate) struct Telemetry {
     degraded_us: u64,
     unhealthy_us: u64,
     started: Instant,
-    shards: Vec<ShardTelemetry>,
+    /// Indexed by shard id; grows when a migration adds shards.
+    shards: RwLock<Vec<Arc<ShardTelemetry>>>,
     writes: Family<WriteLabels, Counter>,
     ack_latency: Family<ShardLabel, Histogram>,
 }
 
 impl Telemetry {
     pub(crate) fn new(shard_count: u32, health: &HealthConfig) -> Telemetry {
-        let writes = Family::<WriteLabels, Counter>::default();
-        let ack_latency = Family::<ShardLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
-        );
-        let shards = (0..shard_count)
-            .map(|shard| {
-                let counter = |outcome: Outcome| {
-                    writes.get_or_create_owned(&WriteLabels {
-                        shard,
-                        outcome: outcome.label(),
-                    })
-                };
-                ShardTelemetry {
-                    window: Mutex::new([Slot::default(); SLOTS]),
-                    probe_started: AtomicU64::new(0),
-                    probe_ended: AtomicU64::new(0),
-                    probe_us: AtomicU64::new(0),
-                    probe_ok: AtomicU64::new(0),
-                    ok: counter(Outcome::Ok),
-                    rejected: counter(Outcome::Rejected),
-                    failed: counter(Outcome::Failed),
-                    latency: ack_latency.get_or_create_owned(&ShardLabel { shard }),
-                }
-            })
-            .collect();
         let window_us = health.window_ms.saturating_mul(1000);
-        Telemetry {
+        let telemetry = Telemetry {
             slot_us: (window_us / SLOTS as u64).max(1),
             window_us,
             degraded_us: health.degraded_latency_ms.saturating_mul(1000),
             unhealthy_us: health.unhealthy_latency_ms.saturating_mul(1000),
             started: Instant::now(),
-            shards,
-            writes,
-            ack_latency: ack_latency.clone(),
+            shards: RwLock::new(Vec::new()),
+            writes: Family::<WriteLabels, Counter>::default(),
+            ack_latency: Family::<ShardLabel, Histogram>::new_with_constructor(
+                (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+            ),
+        };
+        if let Some(last) = shard_count.checked_sub(1) {
+            telemetry.shard_or_grow(last);
         }
+        telemetry
+    }
+
+    /// The telemetry of `shard`, if the shard has been seen.
+    fn shard(&self, shard: u32) -> Option<Arc<ShardTelemetry>> {
+        let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
+        shards.get(shard as usize).cloned()
+    }
+
+    /// The telemetry of `shard`, growing the table when a migration added
+    /// shards after open (their series appear from their first write).
+    fn shard_or_grow(&self, shard: u32) -> Arc<ShardTelemetry> {
+        if let Some(t) = self.shard(shard) {
+            return t;
+        }
+        let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
+        while shards.len() <= shard as usize {
+            let id = shards.len() as u32;
+            let counter = |outcome: Outcome| {
+                self.writes.get_or_create_owned(&WriteLabels {
+                    shard: id,
+                    outcome: outcome.label(),
+                })
+            };
+            shards.push(Arc::new(ShardTelemetry {
+                window: Mutex::new([Slot::default(); SLOTS]),
+                probe_started: AtomicU64::new(0),
+                probe_ended: AtomicU64::new(0),
+                probe_us: AtomicU64::new(0),
+                probe_ok: AtomicU64::new(0),
+                ok: counter(Outcome::Ok),
+                rejected: counter(Outcome::Rejected),
+                failed: counter(Outcome::Failed),
+                latency: self
+                    .ack_latency
+                    .get_or_create_owned(&ShardLabel { shard: id }),
+            }));
+        }
+        shards[shard as usize].clone()
     }
 
     fn now_us(&self) -> u64 {
@@ -178,9 +198,7 @@ impl Telemetry {
 
     /// Records one write that ended after `latency`.
     pub(crate) fn record_write(&self, shard: u32, latency: Duration, outcome: Outcome) {
-        let Some(t) = self.shards.get(shard as usize) else {
-            return;
-        };
+        let t = self.shard_or_grow(shard);
         let us = latency.as_micros() as u64;
         match outcome {
             Outcome::Ok => t.ok.inc(),
@@ -213,7 +231,7 @@ impl Telemetry {
             window_ms: self.window_us / 1000,
             ..WriteWindow::default()
         };
-        let Some(t) = self.shards.get(shard as usize) else {
+        let Some(t) = self.shard(shard) else {
             return out;
         };
         let now = self.now_us() / self.slot_us;
@@ -238,14 +256,14 @@ impl Telemetry {
 
     /// Marks a probe of `shard` as sent.
     pub(crate) fn probe_started(&self, shard: u32) {
-        if let Some(t) = self.shards.get(shard as usize) {
+        if let Some(t) = self.shard(shard) {
             t.probe_started.store(self.now_us(), Ordering::Release);
         }
     }
 
     /// Records the end of the probe of `shard` that took `took`.
     pub(crate) fn probe_ended(&self, shard: u32, took: Duration, ok: bool) {
-        if let Some(t) = self.shards.get(shard as usize) {
+        if let Some(t) = self.shard(shard) {
             t.probe_us.store(took.as_micros() as u64, Ordering::Release);
             t.probe_ok.store(u64::from(ok), Ordering::Release);
             t.probe_ended.store(self.now_us(), Ordering::Release);
@@ -255,7 +273,7 @@ impl Telemetry {
 
     /// The probe state of `shard`; a probe older than the window is forgotten.
     pub(crate) fn probe(&self, shard: u32) -> ProbeState {
-        let Some(t) = self.shards.get(shard as usize) else {
+        let Some(t) = self.shard(shard) else {
             return ProbeState::default();
         };
         let now = self.now_us();
@@ -326,8 +344,11 @@ mod tests {
                 ..WriteWindow::default()
             }
         );
-        // Unknown shards are ignored, not a panic.
+        // A shard added after open (by a migration) gets its slot on its
+        // first write; reading a shard never seen is empty, not a panic.
+        assert_eq!(t.window(7).writes, 0);
         t.record_write(9, Duration::ZERO, Outcome::Ok);
+        assert_eq!(t.window(9).writes, 1);
     }
 
     #[test]

@@ -189,3 +189,59 @@ fn demo_runs_small() {
         "{last}"
     );
 }
+
+#[test]
+fn migrate_plans_runs_and_reports_status_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    for i in 0..40 {
+        let out = floe(
+            data,
+            &["put", &format!("tenant-{i}"), "Order", "o-1", r#"{"n":1}"#],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let plan = ok_json(data, &["migrate", "plan", "add-shard", "--json"]);
+    assert_eq!(plan["validation"]["errors"], Value::Array(vec![]));
+    assert_eq!(plan["plan"]["to"]["shard_count"], 17);
+    let moving = plan["plan"]["moves"].as_array().unwrap().len();
+    assert!(moving > 0, "40 tenants over 17 shards: some move");
+    // No migration yet; cancel has nothing to cancel.
+    assert_eq!(
+        ok_json(data, &["migrate", "status", "--json"]),
+        Value::Array(vec![])
+    );
+    fails_with(data, &["migrate", "cancel"], "no running migration");
+
+    let out = floe(data, &["migrate", "add-shard", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("keys moved:       {moving} ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("topology v1 -> v2"), "{stdout}");
+
+    let jobs = ok_json(data, &["migrate", "status", "--json"]);
+    assert_eq!(jobs[0]["status"], "completed");
+    assert_eq!(jobs[0]["phase"], "done");
+    assert_eq!(ok_json(data, &["topology"])["shard_count"], 17);
+    // Every entity is still readable, from its new owner.
+    for i in 0..40 {
+        let entity = ok_json(data, &["get", &format!("tenant-{i}"), "Order", "o-1"]);
+        assert_eq!(entity["version"], 1);
+    }
+    fails_with(
+        data,
+        &["migrate", "remove-shard", "--shard", "3"],
+        "only the highest shard",
+    );
+}

@@ -254,6 +254,20 @@ impl ShardState {
         after: Option<&str>,
         limit: usize,
     ) -> Vec<Entity> {
+        self.list_where(namespace, entity_type, after, limit, |_| true)
+    }
+
+    /// [`ShardState::list`] of the entities whose record passes `keep` (a
+    /// shard lists only the entities it owns while a migration has copies
+    /// of them on two shards).
+    pub fn list_where(
+        &self,
+        namespace: &str,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&EntityRecord) -> bool,
+    ) -> Vec<Entity> {
         let start = EntityKey::new(namespace, entity_type, after.unwrap_or(""));
         let lower = if after.is_some() {
             Bound::Excluded(start)
@@ -263,6 +277,7 @@ impl ShardState {
         self.entities
             .range((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.namespace == namespace && k.entity_type == entity_type)
+            .filter(|(_, r)| keep(r))
             .filter_map(|(k, r)| {
                 Some(Entity {
                     key: k.clone(),
@@ -293,6 +308,25 @@ impl ShardState {
     /// Number of tombstones.
     pub fn tombstones(&self) -> u64 {
         self.entities.len() as u64 - self.live
+    }
+
+    /// Keeps only the records (live and tombstones) for which `keep` holds;
+    /// returns how many were removed. A migration's clean-up drops the
+    /// entities that moved to another shard.
+    pub fn retain(&mut self, mut keep: impl FnMut(&EntityKey, &EntityRecord) -> bool) -> usize {
+        let before = self.entities.len();
+        let (mut live, mut live_bytes) = (self.live, self.live_bytes);
+        self.entities.retain(|key, record| {
+            let kept = keep(key, record);
+            if !kept && let Some(data) = &record.data {
+                live -= 1;
+                live_bytes -= data.len() as u64;
+            }
+            kept
+        });
+        self.live = live;
+        self.live_bytes = live_bytes;
+        before - self.entities.len()
     }
 
     /// Drops tombstones older than `before_us`. Safe once no event older than
@@ -494,6 +528,30 @@ mod tests {
             "tombstone is newer than the cut"
         );
         assert_eq!(state.compact_tombstones(i64::MAX), 1);
+    }
+
+    #[test]
+    fn retain_drops_records_and_keeps_the_counters_true() {
+        let mut state = ShardState::new();
+        for (id, pk) in [("a", "p1"), ("b", "p2"), ("c", "p2")] {
+            let mut c = command(id, Operation::Upsert(data(json!({"id": id}))));
+            c.partition_key = pk.into();
+            let e = state
+                .prepare(&PendingChanges::new(), &c, 0, 1, LIMITS)
+                .unwrap();
+            state.apply(&e);
+        }
+        let bytes_a = state
+            .get(&EntityKey::new("acme", "Order", "a"))
+            .unwrap()
+            .data
+            .len() as u64;
+        assert_eq!(state.retain(|_, r| r.partition_key == "p1"), 2);
+        assert_eq!(state.live_entities(), 1);
+        assert_eq!(state.live_bytes(), bytes_a);
+        let listed = state.list_where("acme", "Order", None, 10, |r| r.partition_key == "p2");
+        assert!(listed.is_empty());
+        assert_eq!(state.list("acme", "Order", None, 10).len(), 1);
     }
 
     /// Events of a few entities with distinct versions and random kinds.

@@ -165,9 +165,16 @@ enum Request {
     Stats {
         reply: oneshot::Sender<ShardStats>,
     },
+    /// Runs on the worker with its state, after the batch it arrives in has
+    /// been appended and applied (so it doubles as a barrier: every write
+    /// queued before it is durable and applied when it runs).
+    Run(StateTask),
     /// Finish what is queued, refuse anything new, then stop.
     Stop,
 }
+
+/// A closure run by a shard worker on its state (see [`ShardHandle::with_state`]).
+type StateTask = Box<dyn FnOnce(&mut ShardState, &mut DedupWindow) + Send>;
 
 /// The sending side of a shard's inbox. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -197,6 +204,7 @@ impl std::fmt::Debug for Request {
             Request::Get { key, .. } => write!(f, "Get({key})"),
             Request::List { .. } => f.write_str("List"),
             Request::Stats { .. } => f.write_str("Stats"),
+            Request::Run(_) => f.write_str("Run"),
             Request::Stop => f.write_str("Stop"),
         }
     }
@@ -263,6 +271,25 @@ impl ShardHandle {
     pub async fn stats(&self) -> Result<ShardStats> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Stats { reply }).await?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Runs `task` on the worker with exclusive access to its state and
+    /// idempotency window, after every request queued before it has been
+    /// answered (writes durable and applied), and returns its result.
+    ///
+    /// Used by migrations to copy events into a shard, evict moved entities
+    /// and compute digests without a second owner of the state. `task` runs
+    /// on the worker's task: keep it short or split it into chunks.
+    pub async fn with_state<R: Send + 'static>(
+        &self,
+        task: impl FnOnce(&mut ShardState, &mut DedupWindow) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Run(Box::new(move |state, dedup| {
+            let _ = reply.send(task(state, dedup));
+        })))
+        .await?;
         rx.await.map_err(|_| self.stopped())
     }
 
@@ -389,6 +416,7 @@ impl ShardWorker {
         // A retry may arrive in the same batch as its original.
         let mut batch_keys: HashMap<String, usize> = HashMap::new();
         let mut duplicates: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
+        let mut tasks: Vec<StateTask> = Vec::new();
         let limits = PrepareLimits {
             max_payload_bytes: self.config.max_payload_bytes,
         };
@@ -460,12 +488,27 @@ impl ShardWorker {
                     stats.tombstones = self.state.tombstones();
                     let _ = reply.send(*stats);
                 }
+                Request::Run(task) => tasks.push(task),
                 Request::Stop => {}
             }
         }
-        if events.is_empty() {
-            return;
+        if !events.is_empty() {
+            self.commit(events, waiting, duplicates, stats, probe).await;
         }
+        for task in tasks {
+            task(&mut self.state, &mut self.dedup);
+        }
+    }
+
+    /// Appends a batch's events, applies them and replies to their callers.
+    async fn commit(
+        &mut self,
+        events: Vec<Event>,
+        waiting: Vec<(oneshot::Sender<Result<WriteAck>>, usize)>,
+        duplicates: Vec<(oneshot::Sender<Result<WriteAck>>, usize)>,
+        stats: &mut ShardStats,
+        probe: &WorkerProbe,
+    ) {
         stats.batches += 1;
         let started = now_us().max(1) as u64;
         probe.append_started_us.store(started, Ordering::Release);

@@ -41,6 +41,8 @@ enum Which {
     Land(super::bench_land::LandArgs),
     /// Acknowledged writes/s through `floe serve` over HTTP vs the library.
     Http(http::HttpArgs),
+    /// Add a 17th shard to 16 holding 10M events while writers run.
+    Migrate(super::bench_migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +103,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Reopen(args) => reopen(config, args).await,
         Which::Land(args) => super::bench_land::land(config, args).await,
         Which::Http(args) => http::run(config, args).await,
+        Which::Migrate(args) => super::bench_migrate::migrate(config, args).await,
     }
 }
 

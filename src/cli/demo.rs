@@ -33,6 +33,9 @@ pub(crate) struct DemoArgs {
     /// Shards of a new deployment.
     #[arg(long, default_value_t = 16)]
     shards: u32,
+    /// Do not add a shard live halfway through the workload.
+    #[arg(long)]
+    no_migration: bool,
 }
 
 const CUISINES: [&str; 8] = [
@@ -98,11 +101,31 @@ pub(crate) async fn run(
             anyhow::Ok(writes)
         });
     }
+    // Halfway through, add a shard while the callers keep writing.
+    let migration = (!args.no_migration).then(|| {
+        let (floe, next) = (floe.clone(), next.clone());
+        let half = args.restaurants / 2;
+        tokio::spawn(async move {
+            while *next.lock().await < half {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            println!("\nadding a shard live while the workload keeps writing:");
+            let options = super::migrate::RunArgsView {
+                quiet: true,
+                ..Default::default()
+            };
+            super::migrate::execute_on(&floe, floe::PlanKind::AddShard, &options).await
+        })
+    });
     let mut writes = 0;
     while let Some(joined) = callers.join_next().await {
         writes += joined??;
     }
     let elapsed = started.elapsed();
+    if let Some(migration) = migration {
+        let report = migration.await??;
+        super::migrate::print_report(&report);
+    }
     let histogram = histogram
         .lock()
         .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?

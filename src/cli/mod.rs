@@ -2,8 +2,10 @@
 
 mod bench;
 mod bench_land;
+mod bench_migrate;
 mod demo;
 mod entity;
+mod migrate;
 mod report;
 mod serve;
 mod sink;
@@ -57,6 +59,8 @@ enum Command {
     Sink(sink::SinkArgs),
     /// Serve the HTTP API: entities, routing, stats, health, metrics.
     Serve(serve::ServeArgs),
+    /// Plan, run, follow and cancel live shard migrations.
+    Migrate(migrate::MigrateArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -108,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(config, args).await,
         Command::Sink(args) => sink::run(config, args).await,
         Command::Serve(args) => serve::run(config, args).await,
+        Command::Migrate(args) => migrate::run(config, args).await,
     }
 }
 

@@ -89,11 +89,27 @@ impl From<Error> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
             }
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            Error::Migration(e) => migration_status(e),
         };
         if status.is_server_error() {
             tracing::warn!(code, error = %message, "request failed");
         }
         ApiError::new(status, code, message)
+    }
+}
+
+fn migration_status(e: &floe_migration::Error) -> (StatusCode, &'static str) {
+    use floe_migration::Error as M;
+    match e {
+        M::AlreadyMigrating { .. } => (StatusCode::CONFLICT, "already_migrating"),
+        M::InvalidPlan(_) => (StatusCode::BAD_REQUEST, "invalid_plan"),
+        M::NotFound(_) => (StatusCode::NOT_FOUND, "migration_not_found"),
+        M::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "migration_timeout"),
+        M::Cancelled { .. } => (StatusCode::CONFLICT, "migration_cancelled"),
+        M::VerifyMismatch { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "verify_mismatch"),
+        M::Engine(e) => engine_status(e),
+        M::Lake(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "migration_error"),
     }
 }
 

@@ -1,0 +1,548 @@
+//! Plans: which partition keys move where, for adding, removing, merging
+//! and splitting shards and for rebalancing, with estimates; and their
+//! validation.
+//!
+//! A plan is a pair of topologies. The keys that move are, by definition,
+//! exactly those the two route differently ([`Movement`]): the listed
+//! [`KeyMove`]s are the known keys (those with history) among them, and the
+//! live migration uses the same routing predicate for keys that appear
+//! while it runs, so nothing depends on the listing being complete.
+
+use std::collections::{BTreeMap, HashSet};
+
+use floe_engine::{Router, Strategy, Topology};
+use serde::{Deserialize, Serialize};
+
+use crate::balance::{ShardLoad, analyze_balance, measure};
+use crate::error::{Error, Result};
+
+/// What one partition key holds on its shard (from the shards' state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLoad {
+    /// The partition key.
+    pub partition_key: String,
+    /// Its routing hash.
+    pub key_hash: u64,
+    /// The shard that owns it now.
+    pub shard: u32,
+    /// Entities (live and tombstones) under the key.
+    pub entities: u64,
+    /// Events in their history (the sum of their versions: every change
+    /// adds one version).
+    pub events: u64,
+    /// Bytes of their current data.
+    pub bytes: u64,
+}
+
+/// The kind of topology change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlanKind {
+    /// One more shard; the strategy hands it its share of keys.
+    AddShard,
+    /// The highest shard leaves; its keys go where the strategy puts them.
+    RemoveShard {
+        /// The shard that leaves.
+        shard: u32,
+    },
+    /// Keys move from hot to cold shards (pinned by overrides).
+    Rebalance {
+        /// The tolerance of the balance analysis.
+        threshold: f64,
+    },
+    /// A new shard takes about half of one shard's keys; no other key moves.
+    Split {
+        /// The shard split.
+        shard: u32,
+    },
+    /// The highest shard leaves and all of its keys go to one shard.
+    Merge {
+        /// The shard that leaves.
+        from: u32,
+        /// The shard that takes its keys.
+        into: u32,
+    },
+}
+
+impl PlanKind {
+    /// A short name for logs and the CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlanKind::AddShard => "add-shard",
+            PlanKind::RemoveShard { .. } => "remove-shard",
+            PlanKind::Rebalance { .. } => "rebalance",
+            PlanKind::Split { .. } => "split",
+            PlanKind::Merge { .. } => "merge",
+        }
+    }
+}
+
+/// One known partition key that changes owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMove {
+    /// The key.
+    pub partition_key: String,
+    /// Its hash.
+    pub key_hash: u64,
+    /// Its owner now.
+    pub from: u32,
+    /// Its owner after the cutover.
+    pub to: u32,
+    /// Entities under it.
+    pub entities: u64,
+    /// Events to replay.
+    pub events: u64,
+    /// Bytes of its current data.
+    pub bytes: u64,
+}
+
+/// A migration plan (seed 004's `planAddShard` & co.).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationPlan {
+    /// What changes.
+    pub kind: PlanKind,
+    /// The topology in force when the plan was made.
+    pub from: Topology,
+    /// The topology after the cutover (version `from.version + 1`).
+    pub to: Topology,
+    /// The known keys that change owner, by key.
+    pub moves: Vec<KeyMove>,
+    /// Known partition keys in all.
+    pub keys_total: u64,
+    /// Events to replay for the moving keys.
+    pub estimated_events: u64,
+    /// Bytes of the moving keys' current data.
+    pub estimated_bytes: u64,
+    /// Bytes of all keys' current data.
+    pub total_bytes: u64,
+    /// Rough duration at [`REPLAY_EVENTS_PER_SEC`].
+    pub estimated_duration_ms: u64,
+}
+
+/// Replay speed assumed by estimates (events/s); `docs/benchmarks.md`
+/// has the measured figure.
+pub const REPLAY_EVENTS_PER_SEC: u64 = 500_000;
+
+impl MigrationPlan {
+    /// Destination of every moving known key (seed 004's `dataDestinations`).
+    pub fn destinations(&self) -> BTreeMap<&str, u32> {
+        self.moves
+            .iter()
+            .map(|m| (m.partition_key.as_str(), m.to))
+            .collect()
+    }
+
+    /// Shards that exist only after the cutover.
+    pub fn added_shards(&self) -> std::ops::Range<u32> {
+        self.from.shard_count..self.to.shard_count.max(self.from.shard_count)
+    }
+
+    /// Shards that exist only before the cutover.
+    pub fn removed_shards(&self) -> std::ops::Range<u32> {
+        self.to.shard_count..self.from.shard_count.max(self.to.shard_count)
+    }
+
+    /// The routing predicate of this plan.
+    pub fn movement(&self) -> Result<Movement> {
+        Movement::new(self.from.clone(), self.to.clone())
+    }
+}
+
+/// The routing difference between two topologies: a key moves exactly when
+/// the two route it to different shards.
+#[derive(Debug, Clone)]
+pub struct Movement {
+    from: Router,
+    to: Router,
+}
+
+impl Movement {
+    /// The movement from one topology to the next.
+    pub fn new(from: Topology, to: Topology) -> Result<Movement> {
+        if from.hash != to.hash {
+            return Err(Error::InvalidPlan(
+                "the hash function of a deployment never changes".into(),
+            ));
+        }
+        Ok(Movement {
+            from: Router::new(from)?,
+            to: Router::new(to)?,
+        })
+    }
+
+    /// `(old owner, new owner)` of a key that moves, `None` for one that stays.
+    #[inline]
+    pub fn route(&self, partition_key: &str, key_hash: u64) -> Option<(u32, u32)> {
+        let from = self.from.route(partition_key, key_hash);
+        let to = self.to.route(partition_key, key_hash);
+        (from != to).then_some((from, to))
+    }
+
+    /// Whether the key changes owner.
+    #[inline]
+    pub fn moves(&self, partition_key: &str, key_hash: u64) -> bool {
+        self.route(partition_key, key_hash).is_some()
+    }
+
+    /// The router before the cutover.
+    pub fn from(&self) -> &Router {
+        &self.from
+    }
+
+    /// The router after the cutover.
+    pub fn to(&self) -> &Router {
+        &self.to
+    }
+}
+
+/// The loads of shards `0..shard_count` from the keys they hold.
+pub fn shard_loads(shard_count: u32, keys: &[KeyLoad]) -> Vec<ShardLoad> {
+    let mut loads: Vec<ShardLoad> = (0..shard_count)
+        .map(|shard| ShardLoad {
+            shard,
+            ..ShardLoad::default()
+        })
+        .collect();
+    for key in keys {
+        if let Some(load) = loads.get_mut(key.shard as usize) {
+            load.entities += key.entities;
+            load.bytes += key.bytes;
+        }
+    }
+    loads
+}
+
+/// Adds shard `shard_count`; the strategy decides which keys it takes (with
+/// `jump_back`, `jump` and `ring` about `1/(n+1)` of them, all to the new
+/// shard).
+pub fn plan_add_shard(topology: &Topology, keys: &[KeyLoad]) -> Result<MigrationPlan> {
+    no_ranges(topology, "add a shard")?;
+    let to = topology.with_shard_count(topology.shard_count + 1)?;
+    finish(PlanKind::AddShard, topology, to, keys)
+}
+
+/// Removes `shard`, which must be the highest (shard ids are `0..n`);
+/// overrides that pinned keys to it are dropped so those keys follow the
+/// strategy.
+pub fn plan_remove_shard(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    shard: u32,
+) -> Result<MigrationPlan> {
+    no_ranges(topology, "remove a shard")?;
+    check_last(topology, shard)?;
+    let mut to = topology.clone();
+    to.overrides.retain(|_, &mut s| s != shard);
+    to.shard_count -= 1;
+    let to = next(topology, to)?;
+    finish(PlanKind::RemoveShard { shard }, topology, to, keys)
+}
+
+/// Merges the highest shard `from` into `into`: every key it holds is
+/// pinned to `into`, and it leaves the topology.
+pub fn plan_merge(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    from: u32,
+    into: u32,
+) -> Result<MigrationPlan> {
+    no_ranges(topology, "merge shards")?;
+    check_last(topology, from)?;
+    if into >= from {
+        return Err(Error::InvalidPlan(format!(
+            "merge target shard {into} must be one of the remaining shards 0..{from}"
+        )));
+    }
+    let mut to = topology.clone();
+    for shard in to.overrides.values_mut() {
+        if *shard == from {
+            *shard = into;
+        }
+    }
+    for key in keys.iter().filter(|k| k.shard == from) {
+        to.overrides.insert(key.partition_key.clone(), into);
+    }
+    to.shard_count -= 1;
+    let to = next(topology, to)?;
+    finish(PlanKind::Merge { from, into }, topology, to, keys)
+}
+
+/// Splits `shard`: a new shard takes about half of its bytes (largest keys
+/// first), pinned by overrides, and the keys of other shards that the larger
+/// shard count would move are pinned where they are, so nothing else moves.
+pub fn plan_split(topology: &Topology, keys: &[KeyLoad], shard: u32) -> Result<MigrationPlan> {
+    no_ranges(topology, "split a shard")?;
+    if shard >= topology.shard_count {
+        return Err(Error::InvalidPlan(format!(
+            "shard {shard} does not exist (the topology has {} shards)",
+            topology.shard_count
+        )));
+    }
+    let new_shard = topology.shard_count;
+    let mut to = topology.clone();
+    to.shard_count += 1;
+    let (before, grown) = (Router::new(topology.clone())?, Router::new(to.clone())?);
+    for key in keys {
+        let now = before.route(&key.partition_key, key.key_hash);
+        if grown.route(&key.partition_key, key.key_hash) != now {
+            to.overrides.insert(key.partition_key.clone(), now);
+        }
+    }
+    let mut mine: Vec<&KeyLoad> = keys.iter().filter(|k| k.shard == shard).collect();
+    if mine.len() < 2 {
+        return Err(Error::InvalidPlan(format!(
+            "shard {shard} holds {} partition key(s): nothing to split",
+            mine.len()
+        )));
+    }
+    let weight = |k: &KeyLoad| k.bytes.max(k.entities);
+    mine.sort_by(|a, b| {
+        weight(b)
+            .cmp(&weight(a))
+            .then(a.partition_key.cmp(&b.partition_key))
+    });
+    let half = mine.iter().map(|k| weight(k)).sum::<u64>() / 2;
+    let mut moved = 0;
+    for key in &mine[..mine.len() - 1] {
+        if moved >= half {
+            break;
+        }
+        to.overrides.insert(key.partition_key.clone(), new_shard);
+        moved += weight(key);
+    }
+    let to = next(topology, to)?;
+    finish(PlanKind::Split { shard }, topology, to, keys)
+}
+
+/// Moves keys from hot shards to cold ones (pinned by overrides) until the
+/// most loaded shard is within `threshold` of the mean, or no single key
+/// move helps any more. Greedy: the largest key of the hottest shard that
+/// weighs at most half the gap to the coldest shard goes there.
+pub fn plan_rebalance(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    threshold: f64,
+) -> Result<MigrationPlan> {
+    let loads = shard_loads(topology.shard_count, keys);
+    let weigh = measure(&loads);
+    let key_weight = |k: &KeyLoad| {
+        weigh(&ShardLoad {
+            shard: k.shard,
+            entities: k.entities,
+            bytes: k.bytes,
+        })
+    };
+    let mut load: Vec<u64> = loads.iter().map(&weigh).collect();
+    let mean = load.iter().sum::<u64>() as f64 / load.len().max(1) as f64;
+    let mut by_shard: Vec<Vec<&KeyLoad>> = vec![Vec::new(); load.len()];
+    for key in keys {
+        if let Some(list) = by_shard.get_mut(key.shard as usize) {
+            list.push(key);
+        }
+    }
+    for list in &mut by_shard {
+        list.sort_by(|a, b| {
+            key_weight(a)
+                .cmp(&key_weight(b))
+                .then(b.partition_key.cmp(&a.partition_key))
+        });
+    }
+    let mut to = topology.clone();
+    let mut pinned = HashSet::new();
+    // Each round moves one key; a key moves at most once.
+    for _ in 0..keys.len() {
+        let hot = (0..load.len())
+            .max_by_key(|&s| (load[s], std::cmp::Reverse(s)))
+            .unwrap_or(0);
+        let cold = (0..load.len()).min_by_key(|&s| (load[s], s)).unwrap_or(0);
+        if hot == cold || (load[hot] as f64) <= mean * (1.0 + threshold) {
+            break;
+        }
+        // The largest key that narrows the gap without overshooting it
+        // (weight at most half the gap), so shards converge, never swap.
+        let gap = load[hot] - load[cold];
+        let Some(index) = by_shard[hot].iter().rposition(|k| {
+            key_weight(k) > 0 && key_weight(k) * 2 <= gap && !pinned.contains(&k.partition_key)
+        }) else {
+            break;
+        };
+        let key = by_shard[hot].remove(index);
+        let w = key_weight(key);
+        load[hot] -= w;
+        load[cold] += w;
+        pinned.insert(key.partition_key.clone());
+        to.overrides.insert(key.partition_key.clone(), cold as u32);
+    }
+    let analysis = analyze_balance(&loads, threshold);
+    if to.overrides == topology.overrides {
+        return Err(Error::InvalidPlan(if analysis.is_balanced {
+            format!(
+                "the shards are balanced (imbalance {:.1}% <= {:.1}%): nothing to move",
+                analysis.imbalance_ratio * 100.0,
+                threshold * 100.0
+            )
+        } else {
+            "no single key move lowers the most loaded shard (one key dominates it: split the key's entities instead)".into()
+        }));
+    }
+    let to = next(topology, to)?;
+    finish(PlanKind::Rebalance { threshold }, topology, to, keys)
+}
+
+/// Errors and warnings about a plan (seed 004's `validatePlan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Reasons the plan cannot run.
+    pub errors: Vec<String>,
+    /// Things worth knowing before it runs.
+    pub warnings: Vec<String>,
+}
+
+impl Validation {
+    /// Whether the plan can run.
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks `plan` against the topology in force now.
+pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
+    let mut v = Validation::default();
+    if plan.from != *current {
+        v.errors.push(format!(
+            "the plan was made for topology version {} but version {} is in force: plan again",
+            plan.from.version, current.version
+        ));
+    }
+    if plan.to.version != plan.from.version + 1 {
+        v.errors.push(format!(
+            "the target topology must be version {}, not {}",
+            plan.from.version + 1,
+            plan.to.version
+        ));
+    }
+    if let Err(e) = plan.to.validate() {
+        v.errors
+            .push(format!("the target topology is invalid: {e}"));
+    }
+    if plan.to.hash != plan.from.hash {
+        v.errors
+            .push("the hash function of a deployment never changes".into());
+    }
+    if let Ok(movement) = plan.movement()
+        && let Some(m) = plan
+            .moves
+            .iter()
+            .find(|m| movement.route(&m.partition_key, m.key_hash) != Some((m.from, m.to)))
+    {
+        v.errors.push(format!(
+            "key {:?} is listed as moving {} -> {} but the topologies route it otherwise",
+            m.partition_key, m.from, m.to
+        ));
+    }
+    if plan.moves.is_empty() {
+        v.warnings
+            .push("no known key changes owner: only the topology changes".into());
+    }
+    if plan.keys_total > 0 && plan.moves.len() as f64 > 0.5 * plan.keys_total as f64 {
+        v.warnings.push(format!(
+            "{} of {} keys move ({:.0}%): the strategy does not move keys minimally (modulo?)",
+            plan.moves.len(),
+            plan.keys_total,
+            100.0 * plan.moves.len() as f64 / plan.keys_total as f64
+        ));
+    }
+    if plan.to.overrides.len() > 10_000 {
+        v.warnings.push(format!(
+            "the target topology pins {} keys by override: every router holds them",
+            plan.to.overrides.len()
+        ));
+    }
+    for shard in plan.removed_shards() {
+        v.warnings.push(format!(
+            "shard {shard} leaves; its keys are copied to the remaining shards"
+        ));
+    }
+    if plan.estimated_duration_ms > 60_000 {
+        v.warnings.push(format!(
+            "estimated {:.0} s of replay: raise the timeout above it",
+            plan.estimated_duration_ms as f64 / 1000.0
+        ));
+    }
+    v
+}
+
+fn no_ranges(topology: &Topology, what: &str) -> Result<()> {
+    if matches!(topology.strategy, Strategy::Range { .. }) {
+        return Err(Error::InvalidPlan(format!(
+            "cannot {what} of a range topology automatically: ranges name their shards (change them with a new range strategy)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_last(topology: &Topology, shard: u32) -> Result<()> {
+    if topology.shard_count <= 1 {
+        return Err(Error::InvalidPlan(
+            "the last remaining shard cannot leave".into(),
+        ));
+    }
+    if shard != topology.shard_count - 1 {
+        return Err(Error::InvalidPlan(format!(
+            "only the highest shard ({}) can leave: shard ids are 0..n (to empty shard {shard}, rebalance its keys away)",
+            topology.shard_count - 1
+        )));
+    }
+    Ok(())
+}
+
+/// `to` as the version after `from`, validated.
+fn next(from: &Topology, mut to: Topology) -> Result<Topology> {
+    to.version = from
+        .version
+        .checked_add(1)
+        .ok_or_else(|| Error::InvalidPlan("topology version overflow".into()))?;
+    to.validate()?;
+    Ok(to)
+}
+
+fn finish(
+    kind: PlanKind,
+    from: &Topology,
+    to: Topology,
+    keys: &[KeyLoad],
+) -> Result<MigrationPlan> {
+    let movement = Movement::new(from.clone(), to.clone())?;
+    let mut moves: Vec<KeyMove> = keys
+        .iter()
+        .filter_map(|k| {
+            let (from, to) = movement.route(&k.partition_key, k.key_hash)?;
+            Some(KeyMove {
+                partition_key: k.partition_key.clone(),
+                key_hash: k.key_hash,
+                from,
+                to,
+                entities: k.entities,
+                events: k.events,
+                bytes: k.bytes,
+            })
+        })
+        .collect();
+    moves.sort_by(|a, b| a.partition_key.cmp(&b.partition_key));
+    let estimated_events: u64 = moves.iter().map(|m| m.events).sum();
+    Ok(MigrationPlan {
+        kind,
+        from: from.clone(),
+        to,
+        estimated_bytes: moves.iter().map(|m| m.bytes).sum(),
+        total_bytes: keys.iter().map(|k| k.bytes).sum(),
+        keys_total: keys.len() as u64,
+        estimated_duration_ms: 200 + estimated_events * 1000 / REPLAY_EVENTS_PER_SEC,
+        estimated_events,
+        moves,
+    })
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,166 @@
+use super::*;
+use floe_engine::HashFunction;
+use proptest::prelude::{Just, prop_assert, prop_assert_eq, prop_oneof, proptest};
+use proptest::strategy::Strategy as Gen;
+
+fn keys(topology: &Topology, n: usize, bytes: impl Fn(usize) -> u64) -> Vec<KeyLoad> {
+    let router = Router::new(topology.clone()).unwrap();
+    (0..n)
+        .map(|i| {
+            let key = format!("tenant-{i}");
+            let key_hash = router.key_hash(&key);
+            KeyLoad {
+                shard: router.route(&key, key_hash),
+                partition_key: key,
+                key_hash,
+                entities: 2,
+                events: 5,
+                bytes: bytes(i),
+            }
+        })
+        .collect()
+}
+
+fn changed(from: &Topology, to: &Topology, keys: &[KeyLoad]) -> Vec<String> {
+    let (a, b) = (
+        Router::new(from.clone()).unwrap(),
+        Router::new(to.clone()).unwrap(),
+    );
+    let mut out: Vec<String> = keys
+        .iter()
+        .filter(|k| a.route(&k.partition_key, k.key_hash) != b.route(&k.partition_key, k.key_hash))
+        .map(|k| k.partition_key.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+fn strategy() -> impl Gen<Value = Strategy> {
+    prop_oneof![
+        Just(Strategy::JumpBack),
+        Just(Strategy::Jump),
+        Just(Strategy::Modulo),
+        (1u32..64).prop_map(|virtual_nodes| Strategy::Ring { virtual_nodes }),
+    ]
+}
+
+proptest! {
+    /// Adding a shard lists exactly the keys whose routing changed, each
+    /// with its old and new owner, and the estimates add up.
+    #[test]
+    fn add_shard_moves_exactly_the_rerouted_keys(shards in 1u32..40, n in 0usize..400, s in strategy()) {
+        let t = Topology::new(shards, HashFunction::Xxh3, s.clone()).unwrap();
+        let keys = keys(&t, n, |i| i as u64 % 97);
+        let plan = plan_add_shard(&t, &keys).unwrap();
+        let listed: Vec<String> = plan.moves.iter().map(|m| m.partition_key.clone()).collect();
+        prop_assert_eq!(&listed, &changed(&t, &plan.to, &keys));
+        prop_assert_eq!(plan.to.shard_count, shards + 1);
+        prop_assert_eq!(plan.to.version, t.version + 1);
+        if s != Strategy::Modulo {
+            // Minimal movement: every moving key goes to the new shard.
+            prop_assert!(plan.moves.iter().all(|m| m.to == shards));
+        }
+        prop_assert_eq!(plan.estimated_events, plan.moves.len() as u64 * 5);
+        prop_assert!(validate(&plan, &t).is_valid());
+    }
+
+    /// Removing the highest shard moves exactly its keys (minimal-movement
+    /// strategies) and every moving key leaves it.
+    #[test]
+    fn remove_shard_moves_exactly_its_keys(shards in 2u32..40, n in 0usize..400, s in strategy()) {
+        let t = Topology::new(shards, HashFunction::Xxh3, s.clone()).unwrap();
+        let keys = keys(&t, n, |_| 10);
+        let plan = plan_remove_shard(&t, &keys, shards - 1).unwrap();
+        let listed: Vec<String> = plan.moves.iter().map(|m| m.partition_key.clone()).collect();
+        prop_assert_eq!(&listed, &changed(&t, &plan.to, &keys));
+        if s != Strategy::Modulo {
+            let mut on_last: Vec<String> = keys.iter().filter(|k| k.shard == shards - 1).map(|k| k.partition_key.clone()).collect();
+            on_last.sort();
+            prop_assert_eq!(listed, on_last);
+        }
+        prop_assert!(plan.moves.iter().all(|m| m.to < shards - 1));
+    }
+
+    /// A rebalance moves keys off the most loaded shard and never makes the
+    /// peak worse; split and merge move only the named shard's keys.
+    #[test]
+    fn rebalance_split_merge_move_only_what_they_name(shards in 2u32..12, n in 20usize..300, hot in 0u32..12) {
+        let hot = hot % shards;
+        let base = Topology::new(shards, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+        let mut t = base.clone();
+        // Pin a third of the keys to `hot`.
+        for i in (0..n).step_by(3) {
+            t.overrides.insert(format!("tenant-{i}"), hot);
+        }
+        let keys = keys(&t, n, |i| 10 + (i as u64 % 7));
+        match plan_rebalance(&t, &keys, 0.1) {
+            Ok(plan) => {
+                // The most loaded shard gives keys away, never receives.
+                let before = shard_loads(shards, &keys);
+                let peak_shard = before.iter().max_by_key(|l| (l.bytes, std::cmp::Reverse(l.shard))).unwrap().shard;
+                prop_assert!(plan.moves.iter().any(|m| m.from == peak_shard));
+                let mut after = keys.clone();
+                for k in &mut after {
+                    if let Some(m) = plan.moves.iter().find(|m| m.partition_key == k.partition_key) {
+                        k.shard = m.to;
+                    }
+                }
+                let peak = |l: &[ShardLoad]| l.iter().map(|s| s.bytes).max().unwrap_or(0);
+                let after = shard_loads(shards, &after);
+                prop_assert!(peak(&after) <= peak(&before));
+                prop_assert!(after[peak_shard as usize].bytes < before[peak_shard as usize].bytes);
+                prop_assert_eq!(plan.moves.len(), changed(&t, &plan.to, &keys).len());
+            }
+            Err(Error::InvalidPlan(_)) => {}
+            Err(e) => prop_assert!(false, "{e}"),
+        }
+        if keys.iter().filter(|k| k.shard == hot).count() >= 2 {
+            let split = plan_split(&t, &keys, hot).unwrap();
+            prop_assert!(split.moves.iter().all(|m| m.from == hot && m.to == shards));
+            prop_assert!(!split.moves.is_empty());
+            prop_assert_eq!(split.moves.len(), changed(&t, &split.to, &keys).len());
+        }
+        let last = shards - 1;
+        let into = (hot + 1) % last.max(1);
+        let merge = plan_merge(&t, &keys, last, into).unwrap();
+        prop_assert!(merge.moves.iter().all(|m| m.from == last && m.to == into));
+        prop_assert_eq!(merge.moves.len(), keys.iter().filter(|k| k.shard == last).count());
+    }
+}
+
+#[test]
+fn invalid_requests_are_typed() {
+    let t = Topology::new(4, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+    let keys = keys(&t, 50, |_| 1);
+    for result in [
+        plan_remove_shard(&t, &keys, 1),
+        plan_merge(&t, &keys, 3, 3),
+        plan_split(&t, &keys, 9),
+        plan_remove_shard(
+            &Topology::new(1, HashFunction::Xxh3, Strategy::JumpBack).unwrap(),
+            &[],
+            0,
+        ),
+    ] {
+        assert!(matches!(result, Err(Error::InvalidPlan(_))), "{result:?}");
+    }
+    // Balanced: nothing to move.
+    let err = plan_rebalance(&t, &keys, 10.0).unwrap_err();
+    assert!(err.to_string().contains("balanced"), "{err}");
+    // A stale plan is an error, a wasteful one a warning.
+    let plan = plan_add_shard(&t, &keys).unwrap();
+    let newer = t.with_override("x", 1).unwrap();
+    let v = validate(&plan, &newer);
+    assert!(!v.is_valid() && v.errors[0].contains("plan again"), "{v:?}");
+    let modulo = Topology::new(4, HashFunction::Xxh3, Strategy::Modulo).unwrap();
+    let mk = self::keys(&modulo, 200, |_| 1);
+    let v = validate(&plan_add_shard(&modulo, &mk).unwrap(), &modulo);
+    assert!(
+        v.is_valid() && v.warnings.iter().any(|w| w.contains("minimally")),
+        "{v:?}"
+    );
+    // A tampered plan is caught.
+    let mut tampered = plan_add_shard(&t, &keys).unwrap();
+    tampered.moves[0].to = 0;
+    assert!(!validate(&tampered, &t).is_valid());
+}

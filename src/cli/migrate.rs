@@ -1,0 +1,485 @@
+//! `floe migrate`: plan, run, follow and cancel live shard migrations.
+//!
+//! Running a migration opens the data directory (taking its lock) for the
+//! duration. `status` and `cancel` work from another process without the
+//! lock: they read the job files in `DATA/migrations/` and leave a cancel
+//! request there, which the running process polls between batches.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use floe::{
+    Config, Floe, JobStatus, MigrationConfig, MigrationJob, MigrationOptions, MigrationPlan,
+    MigrationReport, PlanKind,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// Print a plan (moving keys, destinations, estimates, warnings) without running it.
+    Plan {
+        #[command(subcommand)]
+        change: Change,
+        /// Print the plan as JSON (every moving key).
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Add a shard live: the strategy hands it its share of keys.
+    AddShard(RunArgs),
+    /// Remove the highest shard live; its keys go where the strategy puts them.
+    RemoveShard {
+        /// The shard (default and only choice with hash strategies: the highest).
+        #[arg(long)]
+        shard: Option<u32>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Move keys from hot shards to cold ones (pinned by overrides).
+    Rebalance {
+        /// Tolerance: a shard this fraction above the mean is hot.
+        #[arg(long, default_value_t = 0.2)]
+        threshold: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// A new shard takes about half of one shard's keys.
+    Split {
+        /// The shard to split.
+        #[arg(long)]
+        shard: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The highest shard leaves and all its keys go to one shard.
+    Merge {
+        /// The shard that leaves (the highest).
+        #[arg(long)]
+        from: u32,
+        /// The shard that takes its keys.
+        #[arg(long)]
+        into: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The balance analysis: imbalance, hot and cold shards, mean load.
+    Balance {
+        /// Tolerance: a shard this fraction above the mean is hot.
+        #[arg(long, default_value_t = 0.2)]
+        threshold: f64,
+    },
+    /// Migrations recorded in the data directory (works while another process runs one).
+    Status {
+        /// One migration (default: all, newest last).
+        #[arg(long)]
+        id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the process running a migration to cancel it (it rolls back).
+    Cancel {
+        /// The migration (default: the running one).
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand, Clone)]
+enum Change {
+    /// Add one shard.
+    AddShard,
+    /// Remove the highest shard.
+    RemoveShard {
+        /// The shard (default: the highest).
+        #[arg(long)]
+        shard: Option<u32>,
+    },
+    /// Rebalance hot shards.
+    Rebalance {
+        /// Tolerance.
+        #[arg(long, default_value_t = 0.2)]
+        threshold: f64,
+    },
+    /// Split a shard.
+    Split {
+        /// The shard.
+        #[arg(long)]
+        shard: u32,
+    },
+    /// Merge the highest shard into another.
+    Merge {
+        /// The shard that leaves.
+        #[arg(long)]
+        from: u32,
+        /// The shard that takes its keys.
+        #[arg(long)]
+        into: u32,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct RunArgs {
+    /// Roll back if not cut over after this many seconds (default: migration.timeout_ms).
+    #[arg(long)]
+    timeout_secs: Option<f64>,
+    /// Events applied to a target shard per step (default: migration.batch_size).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// No progress bar (for logs and scripts).
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()> {
+    match args.which {
+        Which::Plan { change, json } => plan(config, change, json).await,
+        Which::AddShard(run) => execute(config, PlanKind::AddShard, (&run).into()).await,
+        Which::RemoveShard { shard, run } => {
+            let shard = match shard {
+                Some(shard) => shard,
+                None => highest(&config).await?,
+            };
+            execute(config, PlanKind::RemoveShard { shard }, (&run).into()).await
+        }
+        Which::Rebalance { threshold, run } => {
+            execute(config, PlanKind::Rebalance { threshold }, (&run).into()).await
+        }
+        Which::Split { shard, run } => {
+            execute(config, PlanKind::Split { shard }, (&run).into()).await
+        }
+        Which::Merge { from, into, run } => {
+            execute(config, PlanKind::Merge { from, into }, (&run).into()).await
+        }
+        Which::Balance { threshold } => balance(config, threshold).await,
+        Which::Status { id, json } => status(&config, id, json),
+        Which::Cancel { id } => cancel(&config, id),
+    }
+}
+
+async fn highest(config: &Config) -> anyhow::Result<u32> {
+    let floe = Floe::open(config.clone()).await?;
+    let shard = floe.topology().shard_count - 1;
+    floe.close().await?;
+    Ok(shard)
+}
+
+fn kind_of(change: Change, shard_count: u32) -> PlanKind {
+    match change {
+        Change::AddShard => PlanKind::AddShard,
+        Change::RemoveShard { shard } => PlanKind::RemoveShard {
+            shard: shard.unwrap_or(shard_count - 1),
+        },
+        Change::Rebalance { threshold } => PlanKind::Rebalance { threshold },
+        Change::Split { shard } => PlanKind::Split { shard },
+        Change::Merge { from, into } => PlanKind::Merge { from, into },
+    }
+}
+
+async fn plan(config: Config, change: Change, json: bool) -> anyhow::Result<()> {
+    let floe = Floe::open(config).await?;
+    let result = async {
+        let kind = kind_of(change, floe.topology().shard_count);
+        let plan = floe.migrations().plan(kind).await?;
+        let validation = floe.migrations().validate(&plan);
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "plan": plan, "validation": validation })
+                )?
+            );
+        } else {
+            print_plan(&plan);
+            for error in &validation.errors {
+                println!("error: {error}");
+            }
+            for warning in &validation.warnings {
+                println!("warning: {warning}");
+            }
+            println!("valid: {}", validation.is_valid());
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    floe.close().await?;
+    result
+}
+
+fn print_plan(plan: &MigrationPlan) {
+    println!(
+        "plan {}: topology v{} ({} shards) -> v{} ({} shards)",
+        plan.kind.name(),
+        plan.from.version,
+        plan.from.shard_count,
+        plan.to.version,
+        plan.to.shard_count
+    );
+    println!(
+        "moving keys: {} of {} ({} entities), ~{} events to replay, {} of {} bytes of current data, ~{:.1} s",
+        plan.moves.len(),
+        plan.keys_total,
+        plan.moves.iter().map(|m| m.entities).sum::<u64>(),
+        plan.estimated_events,
+        plan.estimated_bytes,
+        plan.total_bytes,
+        plan.estimated_duration_ms as f64 / 1000.0
+    );
+    let mut flows: std::collections::BTreeMap<(u32, u32), (u64, u64)> = Default::default();
+    for m in &plan.moves {
+        let flow = flows.entry((m.from, m.to)).or_default();
+        flow.0 += 1;
+        flow.1 += m.events;
+    }
+    for ((from, to), (keys, events)) in flows {
+        println!("  shard-{from} -> shard-{to}: {keys} keys, {events} events");
+    }
+    for m in plan.moves.iter().take(10) {
+        println!(
+            "  {:?} -> shard-{} ({} entities, {} events)",
+            m.partition_key, m.to, m.entities, m.events
+        );
+    }
+    if plan.moves.len() > 10 {
+        println!(
+            "  ... {} more (--json lists them all)",
+            plan.moves.len() - 10
+        );
+    }
+}
+
+async fn execute(config: Config, kind: PlanKind, args: RunArgsView) -> anyhow::Result<()> {
+    let floe = Floe::open(config.clone()).await?;
+    let result = execute_on(&floe, kind, &args).await;
+    floe.close().await?;
+    let report = result?;
+    print_report(&report);
+    Ok(())
+}
+
+/// Plans and runs one migration on an open `Floe` with a progress bar; the
+/// demo uses it too.
+pub(crate) async fn execute_on(
+    floe: &Floe,
+    kind: PlanKind,
+    args: &RunArgsView,
+) -> anyhow::Result<MigrationReport> {
+    let migrations = floe.migrations();
+    let plan = migrations.plan(kind).await?;
+    print_plan(&plan);
+    let validation = migrations.validate(&plan);
+    for warning in &validation.warnings {
+        println!("warning: {warning}");
+    }
+    let mut config: MigrationConfig = floe.config().migration.clone();
+    if let Some(secs) = args.timeout_secs {
+        config.timeout_ms = (secs * 1000.0).max(1.0) as u64;
+    }
+    if let Some(batch) = args.batch_size {
+        config.batch_size = batch;
+    }
+    let handle = migrations
+        .start(
+            plan,
+            MigrationOptions {
+                config: Some(config),
+                fail_at: None,
+            },
+        )
+        .await?;
+    println!(
+        "migration {} started (floe migrate status / cancel --id {} from another shell)",
+        handle.id, handle.id
+    );
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(1)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>12} [{bar:40}] {pos}/{len} events, {msg}")
+            .context("progress template")?
+            .progress_chars("=> "),
+    );
+    let mut progress = handle.progress();
+    let follow = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            while progress.changed().await.is_ok() {
+                let p = progress.borrow_and_update().clone();
+                bar.set_prefix(p.phase.map_or("starting", |ph| ph.as_str()).to_string());
+                bar.set_length(p.events_total.max(p.events_processed).max(1));
+                bar.set_position(p.events_processed);
+                bar.set_message(format!(
+                    "{}/{} keys, {:.1} MB read, {} writes held, {:.1} s",
+                    p.keys_processed,
+                    p.keys_total,
+                    p.bytes_read as f64 / 1e6,
+                    p.buffered_writes,
+                    p.elapsed_ms as f64 / 1000.0
+                ));
+                bar.tick();
+            }
+        })
+    };
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let outcome = handle.wait().await;
+    follow.abort();
+    bar.finish_and_clear();
+    Ok(outcome?)
+}
+
+/// The run options `execute_on` needs; other commands (the demo) build one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunArgsView {
+    pub(crate) timeout_secs: Option<f64>,
+    pub(crate) batch_size: Option<usize>,
+    pub(crate) quiet: bool,
+}
+
+impl From<&RunArgs> for RunArgsView {
+    fn from(a: &RunArgs) -> Self {
+        RunArgsView {
+            timeout_secs: a.timeout_secs,
+            batch_size: a.batch_size,
+            quiet: a.quiet,
+        }
+    }
+}
+
+pub(crate) fn print_report(r: &MigrationReport) {
+    println!(
+        "migration {} ({}) done: topology v{} -> v{}",
+        r.id,
+        r.kind.name(),
+        r.from_version,
+        r.to_version
+    );
+    println!(
+        "  keys moved:       {} ({} entities)",
+        r.keys_moved, r.entities_moved
+    );
+    println!(
+        "  events replayed:  {} ({} from the lake, {} read from the pipeline tail)",
+        r.events_replayed, r.lake_events, r.tail_events_read
+    );
+    println!(
+        "  bytes read:       {:.1} MB from {} lake files ({} rows decoded)",
+        r.bytes_read as f64 / 1e6,
+        r.files_read,
+        r.rows_scanned
+    );
+    println!(
+        "  duration:         {:.2} s (copy {:.2} s)",
+        r.duration_us as f64 / 1e6,
+        r.copy_us as f64 / 1e6
+    );
+    println!(
+        "  buffered writes:  {} (buffer window {:.1} ms)",
+        r.buffered_writes,
+        r.buffer_window_us as f64 / 1000.0
+    );
+    println!(
+        "  max write pause:  {:.1} ms",
+        r.max_write_pause_us as f64 / 1000.0
+    );
+    println!(
+        "  verified:         {} entities matched on source and target",
+        r.verified_entities
+    );
+}
+
+async fn balance(config: Config, threshold: f64) -> anyhow::Result<()> {
+    let floe = Floe::open(config).await?;
+    let result = floe.migrations().analyze_balance(threshold).await;
+    floe.close().await?;
+    let a = result?;
+    println!(
+        "balanced: {} (imbalance {:.1}%, threshold {:.1}%)",
+        a.is_balanced,
+        a.imbalance_ratio * 100.0,
+        threshold * 100.0
+    );
+    println!(
+        "hot shards: {:?}; cold shards: {:?}",
+        a.hot_shards, a.cold_shards
+    );
+    println!(
+        "average: {:.0} entities, {:.0} bytes per shard",
+        a.avg_entities, a.avg_bytes
+    );
+    for s in &a.shards {
+        println!(
+            "  shard-{:<3} {:>9} entities {:>12} bytes",
+            s.shard, s.entities, s.bytes
+        );
+    }
+    Ok(())
+}
+
+fn status(config: &Config, id: Option<String>, json: bool) -> anyhow::Result<()> {
+    let mut jobs = floe::list_jobs(&config.data_dir)?;
+    if let Some(id) = id {
+        jobs.retain(|j| j.id == id);
+        anyhow::ensure!(
+            !jobs.is_empty(),
+            "no migration {id} in {}",
+            config.data_dir.display()
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        println!("no migrations in {}", config.data_dir.display());
+    }
+    for job in &jobs {
+        print_job(job);
+    }
+    Ok(())
+}
+
+fn print_job(job: &MigrationJob) {
+    let p = &job.progress;
+    println!(
+        "{} {} v{} -> v{}: {:?}, phase {}, {}/{} events, {}/{} keys, {:.1} s{}",
+        job.id,
+        job.kind.name(),
+        job.from.version,
+        job.to.version,
+        job.status,
+        job.phase,
+        p.events_processed,
+        p.events_total,
+        p.keys_processed,
+        p.keys_total,
+        p.elapsed_ms as f64 / 1000.0,
+        job.error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" ({e})"))
+    );
+}
+
+fn cancel(config: &Config, id: Option<String>) -> anyhow::Result<()> {
+    let id = match id {
+        Some(id) => id,
+        None => floe::list_jobs(&config.data_dir)?
+            .into_iter()
+            .rev()
+            .find(|j| j.status == JobStatus::Running)
+            .map(|j| j.id)
+            .with_context(|| format!("no running migration in {}", config.data_dir.display()))?,
+    };
+    floe::request_cancel(&config.data_dir, &id)?;
+    println!(
+        "cancel requested for {id}; the process running it rolls back at its next step (floe migrate status --id {id})"
+    );
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! Live shard migrations end to end: under a concurrent write load (add,
+//! remove, rebalance, split, merge), injected failures and rollback, cancel,
+//! timeouts, concurrent migrations, and restarts around the cutover.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+mod support;
+use support::{Oracle, live, state_of};
+
+use floe::{
+    Config, EntityKey, FailPoint, Floe, FsyncMode, JobStatus, MigrationConfig, MigrationError,
+    MigrationOptions, PartitionKeySpec, PlanKind,
+};
+use serde_json::{Value, json};
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config::with_data_dir(dir);
+    config.log.fsync = FsyncMode::Never;
+    config.topology.shards = 4;
+    config.log.partitions = 4;
+    config.partition_key.default = PartitionKeySpec::id();
+    config.lake.commit_events = 400;
+    config.lake.commit_interval_ms = 100;
+    config
+}
+
+fn key(i: u64) -> EntityKey {
+    EntityKey::new("t", "Thing", format!("k-{i:05}"))
+}
+
+/// Writes every entity of `ids` once, then waits until the lake holds them
+/// (so that the copy phase has history to read from Iceberg).
+async fn seed(floe: &Floe, ids: std::ops::Range<u64>) -> Oracle {
+    let mut oracle = Oracle::new();
+    for i in ids {
+        let data = json!({ "i": i, "pad": "x".repeat((i % 50) as usize) });
+        let ack = floe.put(key(i), data.clone()).await.unwrap();
+        oracle.insert(key(i), (ack.version, data));
+    }
+    for _ in 0..200 {
+        if floe.sink_lag().await.unwrap().events == 0 {
+            return oracle;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the sink did not land the seed");
+}
+
+/// `writers` tasks, each owning the ids `i` with `i % writers == w`, write
+/// (upsert, merge-patch, delete, re-create) until `stop`; every acknowledged
+/// write goes into the task's oracle, and any refused write fails the test.
+fn start_writers(
+    floe: &Floe,
+    writers: u64,
+    ids: u64,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Oracle, u64)>> {
+    (0..writers)
+        .map(|w| {
+            let (floe, stop) = (floe.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut oracle = Oracle::new();
+                let mut n = 0u64;
+                let mine: Vec<u64> = (0..ids).filter(|i| i % writers == w).collect();
+                while !stop.load(Ordering::Acquire) {
+                    let i = mine[(n as usize * 7 + 3) % mine.len()];
+                    n += 1;
+                    let k = key(i);
+                    let result = match n % 9 {
+                        0 => match floe.delete(k.clone()).await {
+                            Ok(a) => Ok((a.version, Value::Null)),
+                            // Deleting what is already deleted (or never
+                            // written) is a correct refusal.
+                            Err(e)
+                                if matches!(
+                                    e.as_engine(),
+                                    Some(floe_engine::Error::NotFound { .. })
+                                ) =>
+                            {
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        },
+                        4 => {
+                            // A merge patch of an entity that may be deleted:
+                            // not found is a correct refusal, not a lost write.
+                            match floe.update(k.clone(), json!({ "n": n })).await {
+                                Ok(a) => Ok((
+                                    a.version,
+                                    floe.get(&k)
+                                        .await
+                                        .unwrap()
+                                        .unwrap()
+                                        .data
+                                        .to_value()
+                                        .unwrap(),
+                                )),
+                                Err(e)
+                                    if matches!(
+                                        e.as_engine(),
+                                        Some(floe_engine::Error::NotFound { .. })
+                                    ) =>
+                                {
+                                    continue;
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        _ => {
+                            let data = json!({ "w": w, "n": n });
+                            floe.put(k.clone(), data.clone())
+                                .await
+                                .map(|a| (a.version, data))
+                        }
+                    };
+                    let (version, data) = result
+                        .unwrap_or_else(|e| panic!("write {n} of writer {w} to {k} refused: {e}"));
+                    oracle.insert(k, (version, data));
+                }
+                (oracle, n)
+            })
+        })
+        .collect()
+}
+
+async fn stop_writers(
+    stop: &AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<(Oracle, u64)>>,
+    oracle: &mut Oracle,
+) -> u64 {
+    stop.store(true, Ordering::Release);
+    let mut writes = 0;
+    for w in writers {
+        let (o, n) = w.await.unwrap();
+        writes += n;
+        oracle.extend(o);
+    }
+    writes
+}
+
+/// Every live entity is listed exactly once, by the shard the topology
+/// names, and the whole equals the oracle.
+async fn check_placement(floe: &Floe, oracle: &Oracle) {
+    let topology = floe.topology();
+    let mut seen: BTreeMap<EntityKey, u32> = BTreeMap::new();
+    for shard in 0..topology.shard_count {
+        for entity in floe
+            .list_shard(shard, "t", "Thing", None, usize::MAX)
+            .await
+            .unwrap()
+        {
+            let owner = floe.shard_for_key(&entity.key.id).shard;
+            assert_eq!(
+                owner, shard,
+                "{} is on shard {shard} but routes to {owner}",
+                entity.key
+            );
+            assert!(
+                seen.insert(entity.key.clone(), shard).is_none(),
+                "{} is on two shards",
+                entity.key
+            );
+        }
+    }
+    let expected = live(oracle);
+    assert_eq!(seen.len(), expected.len(), "entity count");
+    assert_eq!(
+        state_of(floe).await,
+        expected,
+        "state differs from the oracle"
+    );
+    // Reads route to the owner too.
+    for (k, (version, _)) in expected.iter().take(50) {
+        assert_eq!(floe.get(k).await.unwrap().unwrap().version, *version);
+    }
+}
+
+async fn under_load(kind: PlanKind, shards: u32) -> floe::MigrationReport {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.topology.shards = shards;
+    let floe = Floe::open(config.clone()).await.unwrap();
+    let mut oracle = seed(&floe, 0..1500).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&floe, 6, 1600, stop.clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let migrations = floe.migrations();
+    let plan = migrations.plan(kind).await.unwrap();
+    assert!(!plan.moves.is_empty(), "the plan moves keys");
+    let report = migrations
+        .run(plan.clone(), MigrationOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let writes = stop_writers(&stop, writers, &mut oracle).await;
+    assert!(writes > 100, "the writers kept writing ({writes})");
+    assert_eq!(floe.topology(), plan.to);
+    assert!(
+        report.events_replayed > 0 && report.lake_events > 0,
+        "{report:?}"
+    );
+    check_placement(&floe, &oracle).await;
+    // The job is recorded as completed.
+    let job = migrations.status(&report.id).unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    // A restart keeps the new topology and the same state.
+    floe.close().await.unwrap();
+    let floe = Floe::open(config).await.unwrap();
+    assert_eq!(floe.topology(), plan.to);
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_shard_under_load() {
+    let report = under_load(PlanKind::AddShard, 4).await;
+    assert_eq!(report.to_version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_shard_under_load() {
+    under_load(PlanKind::RemoveShard { shard: 4 }, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_under_load() {
+    // Pin many keys to shard 0 first so that it is hot, then rebalance.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    let mut pinned = BTreeMap::new();
+    for i in 0..300u64 {
+        pinned.insert(format!("k-{i:05}"), 0);
+    }
+    config.topology.overrides = pinned;
+    let floe = Floe::open(config.clone()).await.unwrap();
+    let mut oracle = seed(&floe, 0..1200).await;
+    let before = floe.migrations().analyze_balance(0.2).await.unwrap();
+    assert_eq!(before.hot_shards, vec![0], "{before:?}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&floe, 6, 1200, stop.clone());
+    let plan = floe
+        .migrations()
+        .plan(PlanKind::Rebalance { threshold: 0.1 })
+        .await
+        .unwrap();
+    assert!(
+        plan.moves.iter().all(|m| m.from == 0),
+        "{:?}",
+        plan.moves.first()
+    );
+    floe.migrations()
+        .run(plan.clone(), MigrationOptions::default())
+        .await
+        .unwrap();
+    stop_writers(&stop, writers, &mut oracle).await;
+    check_placement(&floe, &oracle).await;
+    let after = floe.migrations().analyze_balance(0.2).await.unwrap();
+    assert!(
+        after.imbalance_ratio < before.imbalance_ratio,
+        "{before:?} -> {after:?}"
+    );
+    floe.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_and_merge_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    let mut oracle = seed(&floe, 0..800).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&floe, 4, 900, stop.clone());
+    let migrations = floe.migrations();
+    let split = migrations.plan(PlanKind::Split { shard: 1 }).await.unwrap();
+    assert!(split.moves.iter().all(|m| m.from == 1 && m.to == 4));
+    migrations
+        .run(split, MigrationOptions::default())
+        .await
+        .unwrap();
+    let merge = migrations
+        .plan(PlanKind::Merge { from: 4, into: 2 })
+        .await
+        .unwrap();
+    assert!(merge.moves.iter().all(|m| m.from == 4 && m.to == 2));
+    migrations
+        .run(merge, MigrationOptions::default())
+        .await
+        .unwrap();
+    stop_writers(&stop, writers, &mut oracle).await;
+    assert_eq!(floe.topology().shard_count, 4);
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+}
+
+/// Keys the plan lists are exactly the keys whose routing changed, and after
+/// the migration exactly those keys' entities live on another shard.
+#[tokio::test]
+async fn add_shard_moves_exactly_the_keys_whose_routing_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    let oracle = seed(&floe, 0..600).await;
+    let before: BTreeMap<String, u32> = (0..600u64)
+        .map(|i| {
+            (
+                format!("k-{i:05}"),
+                floe.shard_for_key(&format!("k-{i:05}")).shard,
+            )
+        })
+        .collect();
+    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    floe.migrations()
+        .run(plan.clone(), MigrationOptions::default())
+        .await
+        .unwrap();
+    let changed: BTreeSet<String> = before
+        .iter()
+        .filter(|(k, s)| floe.shard_for_key(k).shard != **s)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let listed: BTreeSet<String> = plan.moves.iter().map(|m| m.partition_key.clone()).collect();
+    assert_eq!(listed, changed);
+    assert!(plan.moves.iter().all(|m| m.to == 4));
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+}
+
+async fn failing(fail: FailPoint) {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    let mut oracle = seed(&floe, 0..1000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&floe, 4, 1000, stop.clone());
+    let before = floe.topology();
+    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let options = MigrationOptions {
+        fail_at: Some(fail),
+        ..Default::default()
+    };
+    let err = floe.migrations().run(plan, options).await.unwrap_err();
+    assert!(
+        matches!(err.as_migration(), Some(MigrationError::Injected(_))),
+        "{err}"
+    );
+    // The source keeps serving: writes go on after the rollback.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop_writers(&stop, writers, &mut oracle).await;
+    assert_eq!(floe.topology(), before);
+    check_placement(&floe, &oracle).await;
+    let jobs = floe.migrations().list().unwrap();
+    assert_eq!(jobs.last().unwrap().status, JobStatus::RolledBack);
+    floe.close().await.unwrap();
+    // The old topology is the persisted one.
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    assert_eq!(floe.topology(), before);
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failure_mid_copy_rolls_back() {
+    failing(FailPoint::MidCopy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failure_mid_cutover_rolls_back() {
+    failing(FailPoint::MidCutover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    let mut oracle = seed(&floe, 0..1000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&floe, 4, 1000, stop.clone());
+    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    // Small batches so that the copy takes several steps; the cancel comes
+    // from another process's way: the cancel file.
+    let options = MigrationOptions {
+        config: Some(MigrationConfig {
+            batch_size: 16,
+            ..MigrationConfig::default()
+        }),
+        ..Default::default()
+    };
+    let handle = floe
+        .migrations()
+        .start(plan.clone(), options)
+        .await
+        .unwrap();
+    // A second migration is refused while this one runs.
+    let second = floe
+        .migrations()
+        .start(plan, MigrationOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            second.as_migration(),
+            Some(MigrationError::AlreadyMigrating { .. })
+        ),
+        "{second}"
+    );
+    floe::request_cancel(dir.path(), &handle.id).unwrap();
+    let err = handle.clone().wait().await.unwrap_err();
+    assert!(
+        matches!(err.as_migration(), Some(MigrationError::Cancelled { .. })),
+        "{err}"
+    );
+    stop_writers(&stop, writers, &mut oracle).await;
+    assert_eq!(floe.topology().version, 1);
+    check_placement(&floe, &oracle).await;
+    let job = floe::list_jobs(dir.path()).unwrap().pop().unwrap();
+    assert_eq!(
+        (job.id.as_str(), job.status),
+        (handle.id.as_str(), JobStatus::RolledBack)
+    );
+    floe.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timeout_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    let oracle = seed(&floe, 0..1000).await;
+    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let options = MigrationOptions {
+        config: Some(MigrationConfig {
+            timeout_ms: 1,
+            ..MigrationConfig::default()
+        }),
+        ..Default::default()
+    };
+    let err = floe.migrations().run(plan, options).await.unwrap_err();
+    assert!(
+        matches!(err.as_migration(), Some(MigrationError::Timeout { .. })),
+        "{err}"
+    );
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+}
+
+async fn crash(fail: FailPoint, expect_new: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    let oracle = seed(&floe, 0..800).await;
+    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let options = MigrationOptions {
+        fail_at: Some(fail),
+        ..Default::default()
+    };
+    let err = floe
+        .migrations()
+        .run(plan.clone(), options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.as_migration(), Some(MigrationError::Injected(_))),
+        "{err}"
+    );
+    assert_eq!(
+        floe::list_jobs(dir.path()).unwrap()[0].status,
+        JobStatus::Running,
+        "the crash left the job running"
+    );
+    floe.close().await.unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    let job = floe.migrations().list().unwrap().pop().unwrap();
+    assert!(job.settled_after_restart);
+    if expect_new {
+        assert_eq!(job.status, JobStatus::Completed);
+        assert_eq!(floe.topology(), plan.to);
+    } else {
+        assert_eq!(job.status, JobStatus::RolledBack);
+        assert_eq!(floe.topology(), plan.from);
+    }
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_mid_copy_rolls_back() {
+    crash(FailPoint::CrashMidCopy, false).await;
+}
+
+#[tokio::test]
+async fn restart_after_the_topology_is_persisted_completes() {
+    crash(FailPoint::CrashMidCutover, true).await;
+}
+
+#[tokio::test]
+async fn invalid_plans_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    seed(&floe, 0..50).await;
+    let m = floe.migrations();
+    let err = m
+        .plan(PlanKind::RemoveShard { shard: 1 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.as_migration(), Some(MigrationError::InvalidPlan(_))),
+        "{err}"
+    );
+    // A stale plan is refused.
+    let plan = m.plan(PlanKind::AddShard).await.unwrap();
+    m.run(plan.clone(), MigrationOptions::default())
+        .await
+        .unwrap();
+    let err = m.run(plan, MigrationOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("plan again"), "{err}");
+    floe.close().await.unwrap();
+}
