@@ -491,3 +491,142 @@ fn the_compose_file_and_the_deploy_config_agree() {
         Some("floe:8080")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_is_added_over_http_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloeServer::start(dir.path(), "", "", "");
+    for i in 0..200 {
+        let (status, body) = server
+            .call(
+                Method::PUT,
+                &format!("/api/v1/entities/t{}/Order/o{i}", i % 20),
+                Some(OPERATOR),
+                Some(&json!({ "n": i }).to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Only an admin may plan, start or list; a viewer may read the balance.
+    let add = r#"{"kind":"add_shard"}"#;
+    for token in [VIEWER, OPERATOR] {
+        let (status, _) = server
+            .call(Method::POST, "/api/v1/migrations", Some(token), Some(add))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, balance) = server
+        .call(
+            Method::GET,
+            "/api/v1/migrations/balance",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{balance}");
+    let (status, planned) = server
+        .call(
+            Method::POST,
+            "/api/v1/migrations/plan",
+            Some(ADMIN),
+            Some(add),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{planned}");
+    assert_eq!(planned["plan"]["to"]["shard_count"], json!(5));
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/migrations",
+            Some(ADMIN),
+            Some(r#"{"kind":"teleport"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Writers keep going while the shard is added.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let writer = {
+        let (client, base) = (server.client.clone(), server.base.clone());
+        let (stop, acked) = (stop.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut n = 1000u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                n += 1;
+                let path = format!("/api/v1/entities/t{}/Order/o{}", n % 20, n % 200);
+                let response = client
+                    .put(format!("{base}{path}"))
+                    .bearer_auth(OPERATOR)
+                    .body(json!({ "n": n }).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                acked.lock().unwrap().insert(path, n);
+            }
+        })
+    };
+    let (status, started) = server
+        .call(Method::POST, "/api/v1/migrations", Some(ADMIN), Some(add))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let (status, body) = server
+            .call(
+                Method::GET,
+                &format!("/api/v1/migrations/{id}"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["progress"].is_null() && body["job"]["status"] != json!("running") {
+            break body["job"].clone();
+        }
+        assert!(Instant::now() < deadline, "migration never ended: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    writer.await.unwrap();
+    assert_eq!(job["status"], json!("completed"), "{job}");
+    let (_, topology) = server
+        .call(Method::GET, "/api/v1/topology", Some(VIEWER), None)
+        .await;
+    assert_eq!(topology["shard_count"], json!(5));
+    // Every acknowledged write reads back, wherever its key lives now.
+    for (path, n) in acked.lock().unwrap().iter() {
+        let (status, body) = server.call(Method::GET, path, Some(VIEWER), None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["data"], json!({ "n": n }), "{path}");
+    }
+    let (status, listed) = server
+        .call(Method::GET, "/api/v1/migrations", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["migrations"][0]["id"], json!(id));
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/migrations/m-nope/cancel",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let audited: Vec<String> = server
+        .audit_lines()
+        .iter()
+        .filter_map(|l| l["action"].as_str().map(str::to_string))
+        .collect();
+    for action in ["migrations.plan", "migrations.start", "migrations.get"] {
+        assert!(audited.iter().any(|a| a == action), "{action} not audited");
+    }
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        metrics.get("floe_migration{figure=\"running\"}"),
+        Some(&0.0)
+    );
+}

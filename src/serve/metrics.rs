@@ -52,9 +52,15 @@ pub(super) struct Metrics {
     sink_lag_events: Gauge,
     sink_lag_seconds: FloatGauge,
     sink_commits: Gauge,
-    // Migration progress (issue 6) registers here: a gauge family of moved
-    // and total keys per migration id, set at scrape time like the gauges
-    // above.
+    /// Progress of the running migration (one runs at a time), by figure:
+    /// running, events_processed, events_total, keys_processed, keys_total,
+    /// buffered_writes. All 0 when none runs.
+    migration: Family<MigrationLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MigrationLabel {
+    figure: &'static str,
 }
 
 impl Metrics {
@@ -74,6 +80,7 @@ impl Metrics {
             sink_lag_events: Gauge::default(),
             sink_lag_seconds: FloatGauge::default(),
             sink_commits: Gauge::default(),
+            migration: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,6 +149,11 @@ impl Metrics {
                 "Iceberg commits by this process's sink",
                 m.sink_commits.clone(),
             );
+            r.register(
+                "floe_migration",
+                "Progress of the running live migration by figure (running, events_processed, events_total, keys_processed, keys_total, buffered_writes)",
+                m.migration.clone(),
+            );
         }
         m
     }
@@ -207,6 +219,25 @@ impl Metrics {
             }
             self.routing_errors
                 .inc_by(routing.errors.saturating_sub(self.routing_errors.get()));
+        }
+        let migrations = floe.migrations();
+        let progress = migrations
+            .running()
+            .and_then(|id| migrations.subscribe(&id).ok())
+            .map(|rx| rx.borrow().clone());
+        let running = i64::from(progress.is_some());
+        let progress = progress.unwrap_or_default();
+        for (figure, value) in [
+            ("running", running),
+            ("events_processed", progress.events_processed as i64),
+            ("events_total", progress.events_total as i64),
+            ("keys_processed", progress.keys_processed as i64),
+            ("keys_total", progress.keys_total as i64),
+            ("buffered_writes", progress.buffered_writes as i64),
+        ] {
+            self.migration
+                .get_or_create(&MigrationLabel { figure })
+                .set(value);
         }
         if let Ok(lag) = floe.sink_lag().await {
             self.sink_lag_events.set(lag.events as i64);

@@ -4,9 +4,8 @@
 //! `/readyz` (503 until `Floe::open` has finished); every API call answers
 //! `503 not_ready` meanwhile. Routes are grouped by capability, one module
 //! each; every route carries a [`routes::Policy`]: the role it needs and
-//! whether it is audited. SQL (viewer, audited) and migrations (admin,
-//! audited) slot in as modules of their own with the policies in
-//! `routes::policy`.
+//! whether it is audited. Migrations are admin calls, SQL a viewer call;
+//! both are audited.
 
 mod admin;
 mod audit;
@@ -16,6 +15,7 @@ mod errors;
 mod health;
 mod lifecycle;
 mod metrics;
+mod migrations;
 mod routes;
 
 use std::sync::OnceLock;
