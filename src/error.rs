@@ -38,6 +38,10 @@ pub enum Error {
     #[error("lake: {0}")]
     Lake(#[source] floe_emitter::Error),
 
+    /// A cross-shard SQL query failed: bad SQL, a write refused, a timeout.
+    #[error("query: {0}")]
+    Query(#[from] floe_query::Error),
+
     /// An I/O failure with what floe was doing.
     #[error("{context}: {source}")]
     Io {
@@ -55,6 +59,7 @@ impl Error {
         match self {
             Error::Engine(e) => e.is_retryable(),
             Error::Lake(e) => e.is_retryable(),
+            Error::Query(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -31,12 +31,16 @@ mod recovery;
 
 pub use config::{
     Config, FsyncMode, KafkaConfig, LakeConfig, LogConfig, PartitionKeyConfig, PipelineUrl,
-    TopologyConfig,
+    QueryConfig, TopologyConfig,
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
-pub use lake::{SinkMode, run_sink};
+pub use floe_query::{
+    AsOf, Compare, CrossShardQuery, FieldFilter, OrderBy, QueryOptions, QueryRequest, QueryResult,
+    QueryStats, Thing, ThingsPage, ThingsQuery,
+};
+pub use lake::{SinkMode, open_query, run_sink};
 pub use recovery::RecoveryStats;
 
 pub use floe_engine::{

@@ -28,6 +28,9 @@ mod query;
 mod stats;
 mod things;
 
+/// The Arrow version results are in (DataFusion's), with its pretty, CSV
+/// and JSON writers.
+pub use datafusion::arrow;
 pub use error::{Error, Result};
 pub use options::{AsOf, QueryOptions, QueryRequest};
 pub use query::{CrossShardQuery, QueryResult, ThingsPage};

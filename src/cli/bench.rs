@@ -36,6 +36,8 @@ enum Which {
     Reopen(ReopenArgs),
     /// Events/s landed in Iceberg from a pre-filled pipeline, vs pyiceberg.
     Land(super::bench_land::LandArgs),
+    /// Cross-shard SQL over 10M landed events, vs DuckDB on the same files.
+    Query(super::bench_query::QueryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +97,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Ingest(args) => ingest(config, args).await,
         Which::Reopen(args) => reopen(config, args).await,
         Which::Land(args) => super::bench_land::land(config, args).await,
+        Which::Query(args) => super::bench_query::run(config, args).await,
     }
 }
 

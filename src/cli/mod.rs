@@ -2,10 +2,12 @@
 
 mod bench;
 mod bench_land;
+mod bench_query;
 mod demo;
 mod entity;
 mod report;
 mod sink;
+mod sql;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Land the pipeline in the Iceberg lake (standalone sink).
     Sink(sink::SinkArgs),
+    /// Run one read-only SQL statement across every shard (over the lake).
+    Sql(sql::SqlArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -98,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, cli.data.is_some(), args).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::Sink(args) => sink::run(config, args).await,
+        Command::Sql(args) => sql::run(config, args).await,
     }
 }
 
