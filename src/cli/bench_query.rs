@@ -198,17 +198,16 @@ pub(crate) async fn run(_config: Config, args: QueryArgs) -> anyhow::Result<()> 
     };
     let query = CrossShardQuery::new(lake.clone(), options.clone());
     let landed = query.sql("SELECT count(*) FROM events").await?;
-    let count =
-        landed
-            .batches
-            .first()
-            .map(|b| {
-                floe_query::arrow::array::AsArray::as_primitive::<
+    let count = landed
+        .batches
+        .first()
+        .map(|b| {
+            floe_query::arrow::array::AsArray::as_primitive::<
                     floe_query::arrow::datatypes::Int64Type,
                 >(b.column(0))
                 .value(0)
-            })
-            .unwrap_or(0);
+        })
+        .unwrap_or(0);
     if count as u64 != args.events {
         anyhow::ensure!(
             count == 0,
