@@ -126,9 +126,29 @@ impl CrossShardQuery {
     pub async fn sql_with(&self, sql: &str, request: &QueryRequest) -> Result<QueryResult> {
         let started = Instant::now();
         let timeout = request.timeout.unwrap_or(self.options.timeout);
-        let mut result = tokio::time::timeout(timeout, self.run(sql, request))
-            .await
-            .map_err(|_| Error::Timeout { after: timeout })??;
+        // The deadline is kept by a plain thread, not tokio's timer: a query's
+        // CPU-bound operators can keep every runtime worker busy, and the
+        // timer only fires when a worker gets to it. The thread's wake-up
+        // reaches this future through its waker whatever the workers do.
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let (fire, deadline) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("floe-query-deadline".into())
+            .spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(timeout)
+                {
+                    let _ = fire.send(());
+                }
+            })
+            .map_err(|e| Error::Unsupported(format!("cannot start the query deadline: {e}")))?;
+        let outcome = tokio::select! {
+            biased;
+            result = self.run(sql, request) => result,
+            _ = deadline => Err(Error::Timeout { after: timeout }),
+        };
+        drop(done);
+        let mut result = outcome?;
         result.stats.elapsed = started.elapsed();
         Ok(result)
     }
