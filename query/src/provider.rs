@@ -255,7 +255,7 @@ impl EventsTable {
         }
         if !self.pending.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[self.pending.clone()],
+                std::slice::from_ref(&self.pending),
                 self.schema.clone(),
                 projection.cloned(),
             )?);

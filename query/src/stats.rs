@@ -102,7 +102,7 @@ impl std::fmt::Display for QueryStats {
             .map_or_else(|| "none".to_string(), |s| s.to_string());
         write!(
             f,
-            "snapshot {snapshot}: {} rows in {:.1} ms{}; partitions {}/{} scanned ({} pruned), files {}/{} ({} pruned), row groups {} read / {} pruned, {} rows scanned, {:.1} MiB read of {:.1} MiB planned",
+            "snapshot {snapshot}: {} rows in {:.1} ms{}; partitions {}/{} scanned ({} pruned), files {}/{} ({} pruned), row groups {} read / {} pruned, {} rows scanned, {:.2} MiB read of {:.2} MiB planned",
             self.rows,
             self.elapsed.as_secs_f64() * 1000.0,
             if self.cache_hit { " (cache hit)" } else { "" },
