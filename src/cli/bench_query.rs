@@ -58,7 +58,7 @@ fn event(seq: u64, entities: u64, versions: u64) -> Event {
         ty
     };
     let id = format!("{}-{entity:08}", ty.to_lowercase());
-    let deleted = version == versions && entity % 10 == 0;
+    let deleted = version == versions && entity.is_multiple_of(10);
     let kind = if deleted {
         EventKind::Deleted
     } else if version == 1 {
