@@ -55,6 +55,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// How live shard migrations run.
     pub migration: crate::migrate::MigrationConfig,
+    /// Cross-shard SQL over the lake.
+    pub query: QueryConfig,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             serve: ServeConfig::default(),
             migration: crate::migrate::MigrationConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -292,6 +295,62 @@ impl LakeConfig {
     }
 }
 
+/// Cross-shard SQL (`[query]`): how `Floe::sql` and `floe sql` run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// A query running longer is cancelled with a timeout error.
+    pub timeout_ms: u64,
+    /// Cache results by SQL text and snapshot.
+    pub cache: bool,
+    /// How long a cached result is served.
+    pub cache_ttl_ms: u64,
+    /// Most results cached.
+    pub cache_max_entries: usize,
+    /// Most bytes of cached results.
+    pub cache_max_bytes: u64,
+    /// Parallel scan partitions; 0 = one per core.
+    pub target_partitions: usize,
+    /// Let a namespace filter prune the `bucket(partition_key)` partitions
+    /// when the configured partition key is the namespace for every type.
+    /// Turn off if writes pass explicit partition keys other than the namespace.
+    pub namespace_pruning: bool,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let options = floe_query::QueryOptions::default();
+        QueryConfig {
+            timeout_ms: options.timeout.as_millis() as u64,
+            cache: options.cache_enabled,
+            cache_ttl_ms: options.cache_ttl.as_millis() as u64,
+            cache_max_entries: options.cache_max_entries,
+            cache_max_bytes: options.cache_max_bytes as u64,
+            target_partitions: options.target_partitions,
+            namespace_pruning: true,
+        }
+    }
+}
+
+impl Config {
+    /// The query settings this configuration describes; namespace pruning
+    /// only when every type's partition key is its namespace.
+    pub fn query_options(&self) -> floe_query::QueryOptions {
+        let q = &self.query;
+        floe_query::QueryOptions {
+            timeout: Duration::from_millis(q.timeout_ms),
+            cache_enabled: q.cache,
+            cache_ttl: Duration::from_millis(q.cache_ttl_ms),
+            cache_max_entries: q.cache_max_entries,
+            cache_max_bytes: q.cache_max_bytes as usize,
+            target_partitions: q.target_partitions,
+            namespace_is_partition_key: q.namespace_pruning
+                && self.partition_key.default == PartitionKeySpec::tenant()
+                && self.partition_key.types.is_empty(),
+        }
+    }
+}
+
 /// Where the pipeline lives, parsed from [`Config::pipeline`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -371,6 +430,9 @@ impl Config {
         self.topology.initial()?;
         self.health.validate()?;
         self.serve.validate()?;
+        if self.query.timeout_ms == 0 {
+            return Err(Error::Config("query.timeout_ms must be at least 1".into()));
+        }
         if self.lake.enabled {
             self.lake.location(&self.data_dir)?;
             self.lake

@@ -43,6 +43,9 @@ pub enum Error {
     /// mismatch.
     #[error("migration: {0}")]
     Migration(#[source] floe_migration::Error),
+    /// A cross-shard SQL query failed: bad SQL, a write refused, a timeout.
+    #[error("query: {0}")]
+    Query(#[from] floe_query::Error),
 
     /// An I/O failure with what floe was doing.
     #[error("{context}: {source}")]
@@ -62,6 +65,7 @@ impl Error {
             Error::Engine(e) => e.is_retryable(),
             Error::Lake(e) => e.is_retryable(),
             Error::Migration(e) => e.is_retryable(),
+            Error::Query(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -11,6 +11,7 @@ use floe_engine::{
     RebalanceHint, Router, RoutingMetrics, RoutingMetricsSnapshot, ShardConfig, ShardHandle,
     ShardInfo, ShardState, ShardStats, ShardUtilization, ShardWorker, Topology, WriteAck,
 };
+use floe_query::{CrossShardQuery, QueryRequest, QueryResult, ThingsPage, ThingsQuery};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -156,6 +157,8 @@ struct Inner {
     recovery: RecoveryStats,
     /// The sink landing the pipeline in Iceberg, when it runs in-process.
     sink: Option<SinkTask>,
+    /// Cross-shard SQL over the lake (with fresh mode over `pipeline`).
+    query: Option<Arc<CrossShardQuery>>,
     started: Instant,
     closed: AtomicBool,
     /// Released by `close`, so the directory can be reopened right away.
@@ -198,6 +201,12 @@ impl Floe {
         let pipeline = open_pipeline(&config).await?;
         let lake = lake::open(&config).await?;
         let router = Arc::new(Router::new(topology)?);
+        let query = lake.as_ref().map(|lake| {
+            let mut options = config.query_options();
+            // A custom extractor may key entities by anything.
+            options.namespace_is_partition_key &= extractor.is_none();
+            Arc::new(CrossShardQuery::new(lake.clone(), options).with_pipeline(pipeline.clone()))
+        });
         let started = Instant::now();
         let (recovered, recovery) = recovery::recover(
             pipeline.clone(),
@@ -266,6 +275,7 @@ impl Floe {
                 telemetry,
                 recovery,
                 sink,
+                query,
                 started: Instant::now(),
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(lock)),
@@ -673,6 +683,39 @@ impl Floe {
     /// The handle of a shard the current routing names.
     fn handle(&self, shard: u32) -> Result<ShardHandle> {
         self.routing().handle(shard).cloned()
+    }
+
+    /// Cross-shard SQL over the Iceberg lake; fails when `lake.enabled` is
+    /// off. Its fresh mode ([`QueryRequest::fresh`]) reads this instance's
+    /// pipeline too, so it sees every acknowledged write.
+    pub fn query(&self) -> Result<Arc<CrossShardQuery>> {
+        self.inner.query.clone().ok_or_else(|| {
+            crate::Error::Config("SQL reads the Iceberg lake, and lake.enabled is off".into())
+        })
+    }
+
+    /// Runs one read-only SQL statement across every shard, on the lake's
+    /// current snapshot (see `docs/query.md` for what that includes).
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        self.sql_with(sql, &QueryRequest::default()).await
+    }
+
+    /// [`Floe::sql`] with options: fresh mode, time travel, a timeout.
+    pub async fn sql_with(&self, sql: &str, request: &QueryRequest) -> Result<QueryResult> {
+        self.check_open()?;
+        Ok(self.query()?.sql_with(sql, request).await?)
+    }
+
+    /// Live entities of a type, filtered on fields of their JSON, ordered
+    /// and paged (seed 004's `queryThings`), on the lake's current snapshot
+    /// or, with [`QueryRequest::fresh`], on every acknowledged write.
+    pub async fn query_things(
+        &self,
+        query: &ThingsQuery,
+        request: &QueryRequest,
+    ) -> Result<ThingsPage> {
+        self.check_open()?;
+        Ok(self.query()?.query_things_with(query, request).await?)
     }
 
     /// The pipeline this instance writes to.

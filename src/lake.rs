@@ -29,6 +29,33 @@ pub(crate) async fn open(config: &Config) -> Result<Option<Lake>> {
     Ok(Some(Lake::open(location).await.map_err(Error::Lake)?))
 }
 
+/// A read-only query session over the configured lake, without taking the
+/// data directory's lock: it reads committed snapshots only, so it runs
+/// beside a live `Floe` or `floe sink` (no fresh mode: the pipeline belongs
+/// to them). Fails when the lake is off or (embedded catalog) absent.
+pub async fn open_query(config: &Config) -> Result<floe_query::CrossShardQuery> {
+    config.validate()?;
+    if !config.lake.enabled {
+        return Err(Error::Config(
+            "SQL reads the Iceberg lake, and lake.enabled is off".into(),
+        ));
+    }
+    let location = config.lake.location(&config.data_dir)?;
+    if let floe_emitter::sink::CatalogUrl::Sqlite(path) = &location.catalog
+        && !path.exists()
+    {
+        return Err(Error::Config(format!(
+            "no lake at {}: nothing has been landed in this data directory",
+            path.display()
+        )));
+    }
+    let lake = Lake::open(location).await.map_err(Error::Lake)?;
+    Ok(floe_query::CrossShardQuery::new(
+        lake,
+        config.query_options(),
+    ))
+}
+
 /// The sink settings for this data directory: the configured ones, with the
 /// directory's instance id (created on first use in `DATA/sink.id`), so that
 /// a restart after a crash takes over the crashed run's lease at once.

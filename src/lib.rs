@@ -35,8 +35,8 @@ mod telemetry;
 
 pub use config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
-    PartitionKeyConfig, PipelineUrl, Role, Secret, ServeConfig, TOKENS_ENV, Token, TokenConfig,
-    TopologyConfig,
+    PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig, TOKENS_ENV, Token,
+    TokenConfig, TopologyConfig,
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
@@ -45,8 +45,12 @@ pub use floe_migration::{
     BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
     MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
 };
+pub use floe_query::{
+    AsOf, Compare, CrossShardQuery, FieldFilter, OrderBy, QueryOptions, QueryRequest, QueryResult,
+    QueryStats, Thing, ThingsPage, ThingsQuery,
+};
 pub use health::{HealthStatus, ShardHealth, SinkHealth, SystemHealth};
-pub use lake::{SinkMode, run_sink};
+pub use lake::{SinkMode, open_query, run_sink};
 pub use migrate::{
     FailPoint, JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport,
     Migrations, PlanRequest, list_jobs, request_cancel,

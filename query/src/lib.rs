@@ -1,6 +1,38 @@
 //! Cross-shard SQL over floe's Iceberg tables.
 //!
-//! Not built yet: DataFusion over the landed `floe.events` table arrives with the
-//! cross-shard query issue. The crate exists so the workspace already shows the
-//! architecture; it exports nothing until it can answer a query.
+//! [`CrossShardQuery`] answers SQL with DataFusion over `floe.events`, the
+//! table the sink lands every event in. Files are planned through Iceberg
+//! (partition and min/max pruning from the manifests) and read with
+//! DataFusion's parallel Parquet scan (row-group and page pruning), so a
+//! query on one tenant reads that tenant's partitions only.
+//!
+//! - `events`: one row per landed event (see `docs/iceberg.md`).
+//! - `things`: the current state of every live entity (highest version per
+//!   namespace, type and id; deletions removed), its JSON in `data`.
+//! - JSON functions (`json_get_str`, `json_get_int`, ...) read entity fields.
+//! - Read-only: DDL and DML are refused with [`Error::ReadOnly`].
+//! - Each query reports [`QueryStats`]; results are cached by SQL and
+//!   snapshot; [`QueryRequest`] gives time travel, a timeout and fresh mode
+//!   (acknowledged events the lake does not hold yet, read from the pipeline).
+//!
+//! `docs/query.md` describes the consistency of each mode.
 #![deny(missing_docs)]
+
+mod cache;
+mod error;
+mod fresh;
+mod options;
+mod predicate;
+mod provider;
+mod query;
+mod stats;
+mod things;
+
+/// The Arrow version results are in (DataFusion's), with its pretty, CSV
+/// and JSON writers.
+pub use datafusion::arrow;
+pub use error::{Error, Result};
+pub use options::{AsOf, QueryOptions, QueryRequest};
+pub use query::{CrossShardQuery, QueryResult, ThingsPage};
+pub use stats::QueryStats;
+pub use things::{Compare, FieldFilter, OrderBy, Thing, ThingsQuery};

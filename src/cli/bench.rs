@@ -43,6 +43,8 @@ enum Which {
     Http(http::HttpArgs),
     /// Add a 17th shard to 16 holding 10M events while writers run.
     Migrate(super::bench_migrate::MigrateArgs),
+    /// Cross-shard SQL over 10M landed events, vs DuckDB on the same files.
+    Query(super::bench_query::QueryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +106,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Land(args) => super::bench_land::land(config, args).await,
         Which::Http(args) => http::run(config, args).await,
         Which::Migrate(args) => super::bench_migrate::migrate(config, args).await,
+        Which::Query(args) => super::bench_query::run(config, args).await,
     }
 }
 

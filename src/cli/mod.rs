@@ -3,12 +3,14 @@
 mod bench;
 mod bench_land;
 mod bench_migrate;
+mod bench_query;
 mod demo;
 mod entity;
 mod migrate;
 mod report;
 mod serve;
 mod sink;
+mod sql;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Plan, run, follow and cancel live shard migrations.
     Migrate(migrate::MigrateArgs),
+    /// Run one read-only SQL statement across every shard (over the lake).
+    Sql(sql::SqlArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -113,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sink(args) => sink::run(config, args).await,
         Command::Serve(args) => serve::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
+        Command::Sql(args) => sql::run(config, args).await,
     }
 }
 

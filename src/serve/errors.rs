@@ -90,11 +90,28 @@ impl From<Error> for ApiError {
             }
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             Error::Migration(e) => migration_status(e),
+            Error::Query(e) => query_status(e),
         };
         if status.is_server_error() {
             tracing::warn!(code, error = %message, "request failed");
         }
         ApiError::new(status, code, message)
+    }
+}
+
+fn query_status(e: &floe_query::Error) -> (StatusCode, &'static str) {
+    use floe_query::Error as Q;
+    match e {
+        Q::ReadOnly { .. } => (StatusCode::FORBIDDEN, "read_only"),
+        Q::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "query_timeout"),
+        // Planning errors: unknown tables or columns, syntax, types.
+        Q::Sql(_) => (StatusCode::BAD_REQUEST, "bad_sql"),
+        Q::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+        Q::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported"),
+        Q::NoSuchSnapshot(_) => (StatusCode::NOT_FOUND, "no_such_snapshot"),
+        Q::Pipeline(e) => engine_status(e),
+        Q::Lake(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "query_error"),
     }
 }
 
