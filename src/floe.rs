@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use floe_emitter::FileLog;
 use floe_emitter::sink::SinkLag;
@@ -11,20 +11,23 @@ use floe_engine::{
     RebalanceHint, Router, RoutingMetrics, RoutingMetricsSnapshot, ShardConfig, ShardHandle,
     ShardInfo, ShardState, ShardStats, ShardUtilization, ShardWorker, Topology, WriteAck,
 };
-use floe_query::{CrossShardQuery, QueryRequest, QueryResult, ThingsPage, ThingsQuery};
+use floe_query::CrossShardQuery;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
-use crate::health::{self, ShardHealth, ShardSignals, SystemHealth};
 use crate::lake::{self, SinkTask};
 use crate::recovery::{self, RecoveryStats};
 use crate::telemetry::{Outcome, Telemetry};
 
-/// Longest namespace, type or id accepted, in bytes.
-const MAX_NAME_BYTES: usize = 512;
+mod checks;
+mod probes;
+mod sql;
+
+use checks::{check_key, check_size, display, to_json};
+
 /// How often a write is re-routed after its shard reports a routing change.
 /// A migration changes routing at most twice (install, cutover or rollback),
 /// so a write re-routed more often than this is in a loop.
@@ -590,132 +593,9 @@ impl Floe {
         }
     }
 
-    /// Sends a health probe (a stats request through the shard's inbox) and
-    /// records its round trip; health reads it together with the writes.
-    /// A shard that does not answer within `timeout` counts as unreachable.
-    pub async fn probe_shard(&self, shard: u32, timeout: Duration) -> Result<Duration> {
-        let handle = self.handle(shard)?;
-        let telemetry = &self.inner.telemetry;
-        telemetry.probe_started(shard);
-        let started = Instant::now();
-        let answered = matches!(
-            tokio::time::timeout(timeout, handle.stats()).await,
-            Ok(Ok(_))
-        );
-        let took = started.elapsed();
-        telemetry.probe_ended(shard, took, answered);
-        Ok(took)
-    }
-
-    /// One shard's health from its recent writes, its last probe and its
-    /// pipeline wait (see docs/operations.md for the thresholds).
-    pub fn shard_health(&self, shard: u32) -> Result<ShardHealth> {
-        let handle = self.handle(shard)?;
-        let telemetry = &self.inner.telemetry;
-        let signals = ShardSignals {
-            writes: telemetry.window(shard),
-            probe: telemetry.probe(shard),
-            pipeline_wait_ms: handle.pipeline_wait().as_secs_f64() * 1000.0,
-        };
-        let (status, reasons) = health::judge(&signals, &self.inner.config.health);
-        let fault = handle.fault_delay();
-        Ok(ShardHealth {
-            shard,
-            status,
-            reasons,
-            error_rate: health::error_rate(&signals.writes),
-            writes: signals.writes,
-            probe: signals.probe,
-            inbox_depth: handle.inbox_depth() as u64,
-            pipeline_wait_ms: signals.pipeline_wait_ms,
-            last_append_ms: handle.last_append().as_secs_f64() * 1000.0,
-            fault_delay_ms: (!fault.is_zero()).then_some(fault.as_secs_f64() * 1000.0),
-        })
-    }
-
-    /// The system's health: every shard's, and the sink's lag when the sink
-    /// runs in this process.
-    pub async fn system_health(&self) -> SystemHealth {
-        let shards = (0..self.routing().shards.len() as u32)
-            .filter_map(|shard| self.shard_health(shard).ok())
-            .collect();
-        let sink = match &self.inner.sink {
-            Some(_) => self.sink_lag().await.ok().map(Into::into),
-            None => None,
-        };
-        health::system(
-            shards,
-            sink,
-            self.inner.started.elapsed().as_secs_f64(),
-            &self.inner.config.health,
-        )
-    }
-
-    /// Requests waiting in each shard's inbox, by shard.
-    pub fn inbox_depths(&self) -> Vec<u64> {
-        self.routing()
-            .shards
-            .iter()
-            .map(|s| s.inbox_depth() as u64)
-            .collect()
-    }
-
-    /// Fault injection for tests and drills: makes the shard's worker sleep
-    /// `delay` before every batch it processes, as a shard on a failing
-    /// disk would; `Duration::ZERO` heals it. Never use it in production.
-    pub fn inject_shard_delay(&self, shard: u32, delay: Duration) -> Result<()> {
-        self.handle(shard)?.set_fault_delay(delay);
-        if !delay.is_zero() {
-            tracing::warn!(
-                shard,
-                delay_ms = delay.as_millis() as u64,
-                "fault injection: shard slowed down"
-            );
-        }
-        Ok(())
-    }
-
-    /// Adds floe's write counters and latency histograms to a Prometheus registry.
-    pub(crate) fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.inner.telemetry.register(registry);
-    }
-
     /// The handle of a shard the current routing names.
     fn handle(&self, shard: u32) -> Result<ShardHandle> {
         self.routing().handle(shard).cloned()
-    }
-
-    /// Cross-shard SQL over the Iceberg lake; fails when `lake.enabled` is
-    /// off. Its fresh mode ([`QueryRequest::fresh`]) reads this instance's
-    /// pipeline too, so it sees every acknowledged write.
-    pub fn query(&self) -> Result<Arc<CrossShardQuery>> {
-        self.inner.query.clone().ok_or_else(|| {
-            crate::Error::Config("SQL reads the Iceberg lake, and lake.enabled is off".into())
-        })
-    }
-
-    /// Runs one read-only SQL statement across every shard, on the lake's
-    /// current snapshot (see `docs/query.md` for what that includes).
-    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
-        self.sql_with(sql, &QueryRequest::default()).await
-    }
-
-    /// [`Floe::sql`] with options: fresh mode, time travel, a timeout.
-    pub async fn sql_with(&self, sql: &str, request: &QueryRequest) -> Result<QueryResult> {
-        self.check_open()?;
-        Ok(self.query()?.sql_with(sql, request).await?)
-    }
-
-    /// Live entities of a type, filtered on fields of their JSON, ordered
-    /// and paged (seed 004's `queryThings`), on the lake's current snapshot
-    /// or, with [`QueryRequest::fresh`], on every acknowledged write.
-    pub async fn query_things(
-        &self,
-        query: &ThingsQuery,
-        request: &QueryRequest,
-    ) -> Result<ThingsPage> {
-        self.check_open()?;
-        Ok(self.query()?.query_things_with(query, request).await?)
     }
 
     /// The pipeline this instance writes to.
@@ -909,56 +789,4 @@ fn is_server_side(e: &floe_engine::Error) -> bool {
         e,
         E::Pipeline { .. } | E::Io { .. } | E::Closed(_) | E::Codec(_) | E::StaleTopology { .. }
     )
-}
-
-fn display(key: &EntityKey) -> floe_engine::EntityKeyDisplay {
-    floe_engine::EntityKeyDisplay(key.to_string())
-}
-
-fn check_key(key: &EntityKey) -> Result<()> {
-    for (what, value) in [
-        ("namespace", &key.namespace),
-        ("type", &key.entity_type),
-        ("id", &key.id),
-    ] {
-        let reason = if value.is_empty() {
-            format!("{what} must not be empty")
-        } else if value.len() > MAX_NAME_BYTES {
-            format!(
-                "{what} is {} bytes, more than {MAX_NAME_BYTES}",
-                value.len()
-            )
-        } else if value.chars().any(char::is_control) {
-            format!("{what} contains a control character")
-        } else {
-            continue;
-        };
-        return Err(floe_engine::Error::InvalidEntity {
-            entity: display(key),
-            reason,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-fn to_json(key: &EntityKey, value: &Value, limit: usize) -> Result<Json> {
-    let json = Json::from_value(value).map_err(|e| floe_engine::Error::InvalidEntity {
-        entity: display(key),
-        reason: e.to_string(),
-    })?;
-    check_size(key, &json, limit)?;
-    Ok(json)
-}
-
-fn check_size(key: &EntityKey, json: &Json, limit: usize) -> Result<()> {
-    if json.len() > limit {
-        return Err(floe_engine::Error::PayloadTooLarge {
-            entity: display(key),
-            size: json.len(),
-            limit,
-        }
-        .into());
-    }
-    Ok(())
 }

@@ -655,3 +655,101 @@ async fn write_options_pagination_and_routing_answers() {
         (StatusCode::NOT_FOUND, "not_found")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_answers_viewers_in_json_and_arrow_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloeServer::start(dir.path(), "", "", "");
+    for i in 0..30 {
+        let (status, body) = server
+            .call(
+                Method::PUT,
+                &format!("/api/v1/entities/t{}/Order/o{i}", i % 3),
+                Some(OPERATOR),
+                Some(&json!({ "n": i }).to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Fresh mode reads the acknowledged writes the sink has not landed yet.
+    let count = r#"{"sql": "SELECT namespace, count(*) AS n FROM events GROUP BY namespace ORDER BY namespace", "fresh": true}"#;
+    let (status, _) = server
+        .call(Method::POST, "/api/v1/sql", None, Some(count))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = server
+        .call(Method::POST, "/api/v1/sql", Some(VIEWER), Some(count))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["rows"],
+        json!([
+            { "namespace": "t0", "n": 10 },
+            { "namespace": "t1", "n": 10 },
+            { "namespace": "t2", "n": 10 },
+        ])
+    );
+    assert_eq!(body["columns"][1]["name"], json!("n"));
+    assert_eq!(body["stats"]["pending_events"], json!(30));
+
+    let response = server
+        .client
+        .post(server.url("/api/v1/sql"))
+        .bearer_auth(VIEWER)
+        .body(r#"{"sql": "SELECT entity_id FROM events ORDER BY entity_id", "fresh": true, "format": "arrow"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    assert!(response.headers().contains_key("x-floe-query-stats"));
+    let bytes = response.bytes().await.unwrap();
+    let reader =
+        floe_query::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 30);
+
+    for (sql, status, code) in [
+        (
+            r#"{"sql": "DROP TABLE events"}"#,
+            StatusCode::FORBIDDEN,
+            "read_only",
+        ),
+        (
+            r#"{"sql": "INSERT INTO events SELECT * FROM events"}"#,
+            StatusCode::FORBIDDEN,
+            "read_only",
+        ),
+        (
+            r#"{"sql": "SELECT nope FROM events"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_sql",
+        ),
+        (
+            r#"{"query": "SELECT 1"}"#,
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+    ] {
+        let (got, body) = server
+            .call(Method::POST, "/api/v1/sql", Some(ADMIN), Some(sql))
+            .await;
+        assert_eq!((got, error_code(&body)), (status, code), "{sql}: {body}");
+    }
+    // The SQL calls are audited, the refused one included.
+    let audited = server
+        .audit_lines()
+        .iter()
+        .filter(|l| l["action"] == json!("sql.query"))
+        .count();
+    assert!(audited >= 6, "{audited} sql audit lines");
+    // Nothing was dropped or written by the refused statements.
+    let (_, body) = server
+        .call(Method::POST, "/api/v1/sql", Some(VIEWER), Some(count))
+        .await;
+    assert_eq!(body["rows"][0]["n"], json!(10));
+}

@@ -17,6 +17,7 @@ mod lifecycle;
 mod metrics;
 mod migrations;
 mod routes;
+mod sql;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};

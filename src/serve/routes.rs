@@ -14,7 +14,7 @@ use axum::routing::MethodRouter;
 use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
-use super::{AppState, admin, entities, health, metrics, migrations};
+use super::{AppState, admin, entities, health, metrics, migrations, sql};
 use crate::config::Role;
 
 /// What a route needs and whether its calls go to the audit log.
@@ -68,8 +68,7 @@ pub(super) mod policy {
         }
     }
 
-    /// SQL queries: viewer, audited (for the SQL endpoint).
-    #[allow(dead_code)]
+    /// SQL queries: viewer, audited.
     pub(in crate::serve) const fn sql(action: &'static str) -> Policy {
         control_read(action)
     }
@@ -105,6 +104,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .merge(entities::routes(&state))
         .merge(admin::routes(&state))
         .merge(migrations::routes(&state))
+        .merge(sql::routes(&state))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
