@@ -597,7 +597,8 @@ async fn a_shard_is_added_over_http_while_writes_go_on() {
         .await;
     assert_eq!(topology["shard_count"], json!(5));
     // Every acknowledged write reads back, wherever its key lives now.
-    for (path, n) in acked.lock().unwrap().iter() {
+    let acked = acked.lock().unwrap().clone();
+    for (path, n) in &acked {
         let (status, body) = server.call(Method::GET, path, Some(VIEWER), None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["data"], json!({ "n": n }), "{path}");
