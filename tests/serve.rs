@@ -661,15 +661,8 @@ async fn sql_answers_viewers_in_json_and_arrow_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let server = FloeServer::start(dir.path(), "", "", "");
     for i in 0..30 {
-        let (status, body) = server
-            .call(
-                Method::PUT,
-                &format!("/api/v1/entities/t{}/Order/o{i}", i % 3),
-                Some(OPERATOR),
-                Some(&json!({ "n": i }).to_string()),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let path = format!("/api/v1/entities/t{}/Order/o{i}", i % 3);
+        server.put_ok(&path, json!({ "n": i })).await;
     }
     // Fresh mode reads the acknowledged writes the sink has not landed yet.
     let count = r#"{"sql": "SELECT namespace, count(*) AS n FROM events GROUP BY namespace ORDER BY namespace", "fresh": true}"#;

@@ -497,15 +497,8 @@ async fn a_shard_is_added_over_http_while_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let server = FloeServer::start(dir.path(), "", "", "");
     for i in 0..200 {
-        let (status, body) = server
-            .call(
-                Method::PUT,
-                &format!("/api/v1/entities/t{}/Order/o{i}", i % 20),
-                Some(OPERATOR),
-                Some(&json!({ "n": i }).to_string()),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let path = format!("/api/v1/entities/t{}/Order/o{i}", i % 20);
+        server.put_ok(&path, json!({ "n": i })).await;
     }
     // Only an admin may plan, start or list; a viewer may read the balance.
     let add = r#"{"kind":"add_shard"}"#;

@@ -124,6 +124,19 @@ impl FloeServer {
         (status, value)
     }
 
+    /// An operator's PUT of `data` at `path` that must be acknowledged.
+    pub(crate) async fn put_ok(&self, path: &str, data: serde_json::Value) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                path,
+                Some(OPERATOR),
+                Some(&data.to_string()),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "PUT {path}: {body}");
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
