@@ -1,28 +1,16 @@
 //! The `floe` binary against an embedded data directory, as a user runs it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn floe(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_floe"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("FLOE_CONFIG")
-        .output()
-        .expect("the floe binary runs")
-}
+#[path = "support/run.rs"]
+mod run;
+use run::floe;
 
 fn ok_json(data: &Path, args: &[&str]) -> Value {
-    let out = floe(data, args);
-    assert!(
-        out.status.success(),
-        "floe {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("floe prints JSON")
+    serde_json::from_str(&run::ok(data, args)).expect("floe prints JSON")
 }
 
 fn fails_with(data: &Path, args: &[&str], message: &str) {

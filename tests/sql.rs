@@ -1,33 +1,14 @@
 //! Cross-shard SQL through the assembled system: `Floe::sql` with fresh mode
 //! on a live instance, and the `floe sql` command on a data directory.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use floe::{Compare, Config, EntityKey, Floe, QueryRequest, ThingsQuery};
 use floe_query::arrow::array::AsArray;
 use floe_query::arrow::datatypes::Int64Type;
 use serde_json::{Value, json};
 
-fn floe(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_floe"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("FLOE_CONFIG")
-        .output()
-        .expect("the floe binary runs")
-}
-
-fn ok(data: &Path, args: &[&str]) -> String {
-    let out = floe(data, args);
-    assert!(
-        out.status.success(),
-        "floe {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+#[path = "support/run.rs"]
+mod run;
+use run::{floe, ok};
 
 fn count(result: &floe::QueryResult) -> i64 {
     result.batches[0]
