@@ -36,7 +36,29 @@ pub(crate) struct LandArgs {
 fn event(seq: u64, payload: &str) -> Event {
     let tenant = format!("tenant-{:04}", seq % 1000);
     let id = format!("order-{:06}", seq % 100_000);
-    let version = seq / 100_000 + 1;
+    let timestamp_us = 1_763_683_200_000_000 + (seq as i64) * 1000;
+    order_event(
+        seq,
+        tenant,
+        id,
+        seq / 100_000 + 1,
+        (seq % 16) as u32,
+        timestamp_us,
+        payload,
+    )
+}
+
+/// An `Order` event of `tenant` (its partition key) as the landing and
+/// migration benchmarks write them: `seq` makes ids and the JSON unique.
+pub(super) fn order_event(
+    seq: u64,
+    tenant: String,
+    id: String,
+    version: u64,
+    shard: u32,
+    timestamp_us: i64,
+    payload: &str,
+) -> Event {
     Event {
         event_id: Uuid::from_u128(u128::from(seq) + (1 << 100)),
         idempotency_key: format!("{tenant}/Order/{id}@v{version}"),
@@ -50,9 +72,9 @@ fn event(seq: u64, payload: &str) -> Event {
         namespace: tenant,
         entity_type: "Order".into(),
         entity_id: id,
-        shard: (seq % 16) as u32,
+        shard,
         version,
-        timestamp_us: 1_763_683_200_000_000 + (seq as i64) * 1000,
+        timestamp_us,
         state: Some(Json::from_trusted(format!(
             r#"{{"seq":{seq},"status":"paid","total_cents":{},"note":"{payload}"}}"#,
             seq % 10_000

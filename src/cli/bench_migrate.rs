@@ -12,9 +12,8 @@ use clap::Args;
 use floe::{Config, EntityKey, Floe, FsyncMode, MigrationOptions, Phase, PlanKind, SinkMode};
 use floe_emitter::sink::Lake;
 use floe_emitter::{FileLog, FsyncPolicy, LogOptions};
-use floe_engine::{Event, EventKind, Json};
+use floe_engine::Event;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::report;
 
@@ -43,27 +42,8 @@ pub(crate) struct MigrateArgs {
 fn event(seq: u64, entity: u64, version: u64, tenants: u64, payload: &str) -> Event {
     let tenant = format!("tenant-{:04}", entity % tenants);
     let id = format!("order-{:07}", entity / tenants);
-    Event {
-        event_id: Uuid::from_u128(u128::from(seq) + (1 << 100)),
-        idempotency_key: format!("{tenant}/Order/{id}@v{version}"),
-        kind: if version == 1 {
-            EventKind::Created
-        } else {
-            EventKind::Updated
-        },
-        key_hash: xxhash_rust::xxh3::xxh3_64(tenant.as_bytes()),
-        partition_key: tenant.clone(),
-        namespace: tenant,
-        entity_type: "Order".into(),
-        entity_id: id,
-        shard: 0,
-        version,
-        timestamp_us: 1_763_683_200_000_000 + seq as i64,
-        state: Some(Json::from_trusted(format!(
-            r#"{{"seq":{seq},"status":"paid","total_cents":{},"note":"{payload}"}}"#,
-            seq % 10_000
-        ))),
-    }
+    let timestamp_us = 1_763_683_200_000_000 + seq as i64;
+    super::bench_land::order_event(seq, tenant, id, version, 0, timestamp_us, payload)
 }
 
 pub(crate) async fn migrate(mut config: Config, args: MigrateArgs) -> anyhow::Result<()> {
