@@ -527,7 +527,7 @@ async fn one_set_of_json_limits_on_every_write_path() {
         }
         // Trees from a library caller: depth and size (a tree cannot hold a
         // duplicate key; the text of one parses to its last value).
-        let duplicated = text == &duplicate || text == &nested_duplicate;
+        let duplicated = *text == duplicate || *text == nested_duplicate;
         if let Ok(value) = serde_json::from_str::<Value>(text)
             && !duplicated
         {

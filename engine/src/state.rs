@@ -510,6 +510,62 @@ mod tests {
         assert_eq!(before, after);
     }
 
+    /// An entity an older build stored deeper than any parser allows: a
+    /// patch is a typed error, a put replaces it.
+    #[test]
+    fn a_stored_entity_too_deep_to_parse_can_be_replaced_not_patched() {
+        let mut state = ShardState::new();
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(500), "]".repeat(500));
+        let mut event = run(
+            &mut state,
+            &command("o1", Operation::Create(data(json!({})))),
+        )
+        .unwrap();
+        event.version = 2;
+        event.state = Some(Json::from_trusted(deep));
+        assert!(state.apply(&event));
+        let pending = PendingChanges::new();
+        let patch = command("o1", Operation::Update(json!({"a": 1})));
+        assert!(matches!(
+            state.prepare(&pending, &patch, 0, 1, LIMITS, 0),
+            Err(Error::JsonTooDeep {
+                what: "stored entity",
+                ..
+            })
+        ));
+        let put = command("o1", Operation::Upsert(data(json!({"a": 1}))));
+        assert_eq!(
+            state
+                .prepare(&pending, &put, 0, 1, LIMITS, 0)
+                .unwrap()
+                .version,
+            3
+        );
+    }
+
+    /// A re-creation under another key (after a delete) continues past the
+    /// floor it is given, and the newest version's key becomes the record's.
+    #[test]
+    fn versions_continue_past_the_floor_and_the_newest_key_wins() {
+        let mut state = ShardState::new();
+        let mut cmd = command("o1", Operation::Create(data(json!({}))));
+        cmd.partition_key = "b".into();
+        let event = state
+            .prepare(&PendingChanges::new(), &cmd, 0, 1, LIMITS, 7)
+            .unwrap();
+        assert_eq!(event.version, 8);
+        // Replayed next to the tombstone under the old key: the newer wins.
+        let mut tombstone = event.clone();
+        (tombstone.version, tombstone.state, tombstone.partition_key) = (7, None, "a".into());
+        tombstone.kind = EventKind::Deleted;
+        let mut replayed = ShardState::new();
+        replayed.apply(&tombstone);
+        replayed.apply(&event);
+        let record = replayed.record(&cmd.key).unwrap();
+        assert_eq!((record.version, record.partition_key.as_str()), (8, "b"));
+        assert!(record.data.is_some());
+    }
+
     #[test]
     fn expected_version_zero_means_absent() {
         let mut state = ShardState::new();
