@@ -30,6 +30,7 @@ mod health;
 mod lake;
 mod migrate;
 mod recovery;
+mod repair;
 pub mod serve;
 mod telemetry;
 
@@ -56,6 +57,8 @@ pub use migrate::{
     Migrations, PlanRequest, list_jobs, request_cancel,
 };
 pub use recovery::RecoveryStats;
+pub use repair::repair;
+pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
 pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{
