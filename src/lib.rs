@@ -42,6 +42,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
 pub use floe_migration::{
     BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
     MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
@@ -58,7 +59,6 @@ pub use migrate::{
 };
 pub use recovery::RecoveryStats;
 pub use repair::repair;
-pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
 pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{

@@ -54,11 +54,10 @@ pub async fn repair(
 
     let lake = lake::open(config).await?;
     let committed = match &lake {
-        Some(lake) => {
-            lake.committed_offsets(partitions)
-                .await
-                .map_err(Error::Lake)?
-        }
+        Some(lake) => lake
+            .committed_offsets(partitions)
+            .await
+            .map_err(Error::Lake)?,
         None => floe_emitter::sink::CommittedOffsets {
             snapshot_id: None,
             offsets: vec![0; partitions as usize],
@@ -83,7 +82,10 @@ pub async fn repair(
     {
         lake.scan_landed(&committed, |records| {
             for record in records {
-                if lows.get(&record.partition).is_some_and(|&low| record.offset >= low) {
+                if lows
+                    .get(&record.partition)
+                    .is_some_and(|&low| record.offset >= low)
+                {
                     landed.entry(record.partition).or_default().push(record);
                 }
             }

@@ -25,7 +25,11 @@ pub(crate) async fn run(config: Config, args: RepairArgs) -> anyhow::Result<()> 
         .flat_map(|r| r.lost.iter().filter(|l| !l.earlier))
         .map(|l| l.offsets.end - l.offsets.start)
         .sum();
-    let verb = if args.dry_run { "would repair" } else { "repaired" };
+    let verb = if args.dry_run {
+        "would repair"
+    } else {
+        "repaired"
+    };
     println!(
         "{verb} {repaired} of {} partitions; {lost} offsets unrecoverable{}",
         reports.len(),

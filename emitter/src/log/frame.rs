@@ -350,9 +350,7 @@ pub(super) fn classify(rest: &[u8], damage: &Damage, last: bool) -> Verdict {
     match damage {
         Damage::PartialHeader => Verdict::Torn(damage.to_string()),
         Damage::BadChecksum { .. } => Verdict::Corrupt(damage.to_string()),
-        _ if rest.iter().all(|&b| b == 0) => {
-            Verdict::Torn(format!("{} zero bytes", rest.len()))
-        }
+        _ if rest.iter().all(|&b| b == 0) => Verdict::Torn(format!("{} zero bytes", rest.len())),
         Damage::BadLength(_) => Verdict::Corrupt(damage.to_string()),
         Damage::PastEnd { .. } => {
             match next_valid_frame(rest, 1) {
@@ -436,7 +434,10 @@ mod tests {
                 matches!(classify(rest, &damage, true), Verdict::Torn(_)),
                 "cut at {cut}"
             );
-            assert!(matches!(classify(rest, &damage, false), Verdict::Corrupt(_)));
+            assert!(matches!(
+                classify(rest, &damage, false),
+                Verdict::Corrupt(_)
+            ));
         }
         // Zeros (a zero-filled tail) are torn too.
         assert!(matches!(
@@ -485,7 +486,10 @@ mod tests {
             panic!("expected a checksum failure")
         };
         let damage = Damage::BadChecksum { total, reason };
-        assert!(matches!(classify(&bytes, &damage, true), Verdict::Corrupt(_)));
+        assert!(matches!(
+            classify(&bytes, &damage, true),
+            Verdict::Corrupt(_)
+        ));
     }
 
     #[test]
@@ -495,8 +499,12 @@ mod tests {
         bytes.extend(&frame(b"three")[..6]);
         let path = Path::new("memory");
         let mut scanner = Scanner::new(&bytes[..], path, 0, bytes.len() as u64, 4);
-        assert!(matches!(scanner.next().unwrap(), Scanned::Frame { pos: 0, payload } if payload == b"one"));
-        assert!(matches!(scanner.next().unwrap(), Scanned::Frame { pos: 11, payload } if payload == b"two"));
+        assert!(
+            matches!(scanner.next().unwrap(), Scanned::Frame { pos: 0, payload } if payload == b"one")
+        );
+        assert!(
+            matches!(scanner.next().unwrap(), Scanned::Frame { pos: 11, payload } if payload == b"two")
+        );
         assert!(matches!(
             scanner.next().unwrap(),
             Scanned::Bad {

@@ -495,8 +495,10 @@ impl PartitionScan {
                 Piece::Frame { .. } => None,
             })
             .collect();
-        let needed =
-            !damage.is_empty() || !self.missing.is_empty() || self.upper < committed || renumbered > 0;
+        let needed = !damage.is_empty()
+            || !self.missing.is_empty()
+            || self.upper < committed
+            || renumbered > 0;
         Ok(RepairPlan {
             report: RepairReport {
                 partition: self.partition,
@@ -601,7 +603,11 @@ impl fmt::Display for RepairReport {
             )?;
         }
         for m in &self.missing {
-            writeln!(f, "  missing: no segment holds offsets {}..{}", m.start, m.end)?;
+            writeln!(
+                f,
+                "  missing: no segment holds offsets {}..{}",
+                m.start, m.end
+            )?;
         }
         if let Some(t) = &self.torn_tail {
             writeln!(

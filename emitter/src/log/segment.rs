@@ -240,7 +240,8 @@ impl ReadSlice {
         out: &mut Vec<Record>,
     ) -> Result<()> {
         let chunk = (max.saturating_mul(1024)).clamp(64 << 10, 1 << 20);
-        let mut scanner = Scanner::new(&*self.file, &self.path, self.start.pos, self.end_pos, chunk);
+        let mut scanner =
+            Scanner::new(&*self.file, &self.path, self.start.pos, self.end_pos, chunk);
         let mut offset = self.start.offset;
         while out.len() < max {
             match scanner.next()? {
