@@ -547,7 +547,7 @@ mod tests {
     /// floor it is given, and the newest version's key becomes the record's.
     #[test]
     fn versions_continue_past_the_floor_and_the_newest_key_wins() {
-        let mut state = ShardState::new();
+        let state = ShardState::new();
         let mut cmd = command("o1", Operation::Create(data(json!({}))));
         cmd.partition_key = "b".into();
         let event = state
