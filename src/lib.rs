@@ -30,6 +30,7 @@ mod health;
 mod lake;
 mod migrate;
 mod recovery;
+#[cfg(feature = "server")]
 pub mod serve;
 mod telemetry;
 
