@@ -1,6 +1,6 @@
 //! The Prometheus series of the write path: a counter per shard and outcome
 //! and an ack latency histogram per shard, read by `/metrics`. Built with the
-//! `server` feature only; without it [`super::metrics_off`] stands in, so a
+//! `server` feature only; without it `metrics_off.rs` stands in, so a
 //! library user does not compile prometheus-client.
 
 use std::time::Duration;
