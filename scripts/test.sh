@@ -2,8 +2,9 @@
 # Runs every floe test. Works on a fresh machine: it installs what the tests
 # need (cargo-nextest if missing) and reuses what an earlier run installed.
 #
-#   scripts/test.sh            lint + all tests
+#   scripts/test.sh            lint + all tests + a bounded fuzz run
 #   FLOE_SKIP_LINT=1 scripts/test.sh   tests only
+#   FLOE_FUZZ_SECONDS=N        seconds per fuzz target (default 30; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +58,14 @@ log "building (and linting) every target"
 cargo nextest run --workspace --all-features --locked --no-run
 # nextest builds no benchmarks; this lints them and checks that they build.
 cargo test --workspace --all-features --locked --benches --no-run
+
+# The decoders of what floe reads from disk, fuzzed for a bounded time
+# (scripts/fuzz.sh; its own small build: the embedded log without the sink).
+if [[ "${FLOE_FUZZ_SECONDS:-30}" != 0 ]]; then
+    log "fuzz (${FLOE_FUZZ_SECONDS:-30}s per target)"
+    # Its own workspace and flags: built by plain rustc, not the lint wrapper.
+    env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS scripts/fuzz.sh "${FLOE_FUZZ_SECONDS:-30}"
+fi
 
 log "doc tests"
 cargo test --workspace --all-features --locked --doc

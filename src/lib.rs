@@ -30,6 +30,7 @@ mod health;
 mod lake;
 mod migrate;
 mod recovery;
+mod repair;
 #[cfg(feature = "server")]
 pub mod serve;
 mod telemetry;
@@ -42,6 +43,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
 pub use floe_migration::{
     BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
     MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
@@ -57,6 +59,7 @@ pub use migrate::{
     Migrations, PlanRequest, list_jobs, request_cancel,
 };
 pub use recovery::RecoveryStats;
+pub use repair::repair;
 pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{

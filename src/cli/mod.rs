@@ -13,6 +13,7 @@ mod bench_query;
 mod demo;
 mod entity;
 mod migrate;
+mod repair;
 mod report;
 #[cfg(feature = "server")]
 mod serve;
@@ -74,6 +75,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run one read-only SQL statement across every shard (over the lake).
     Sql(sql::SqlArgs),
+    /// Rebuild damaged partitions of the embedded log from the lake.
+    Repair(repair::RepairArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -130,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
+        Command::Repair(args) => repair::run(config, args).await,
     }
 }
 

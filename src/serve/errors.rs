@@ -100,6 +100,9 @@ impl From<Error> for ApiError {
             Error::TaskFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::MigrationFailed { .. } => (StatusCode::CONFLICT, "migration_failed"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            Error::CorruptLog(_) | Error::LogBehindLake { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log")
+            }
             Error::Migration(e) => migration_status(e),
             Error::Query(e) => query_status(e),
         };
