@@ -27,7 +27,7 @@ mod checks;
 mod probes;
 mod sql;
 
-use checks::{check_key, display};
+use checks::display;
 
 /// How often a write is re-routed after its shard reports a routing change.
 /// A migration changes routing at most twice (install, cutover or rollback),
@@ -335,7 +335,9 @@ impl Floe {
     /// Performs a write; returns once its event is durable and applied.
     pub async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
         self.check_open()?;
-        check_key(&request.key)?;
+        // The shard handle checks the key too; checking first reports a bad
+        // key before a missing partition key or a bad body.
+        request.key.validate()?;
         // The same JSON limits on every path (docs/configuration.md, [shards]).
         let limits = self.inner.config.shards.json_limits();
         let (op, data) = match request.op {
@@ -618,9 +620,7 @@ impl Floe {
     pub async fn sink_lag(&self) -> Result<SinkLag> {
         match &self.inner.sink {
             Some(sink) => sink.lag(&*self.inner.pipeline).await,
-            None => Err(crate::Error::Config(
-                "the sink does not run inside this floe (lake.enabled or lake.sink is off)".into(),
-            )),
+            None => Err(crate::Error::SinkNotRunning),
         }
     }
 
@@ -787,7 +787,7 @@ pub(crate) async fn open_pipeline(config: &Config) -> Result<Arc<dyn Pipeline>> 
             let options = config.log.options();
             let log = tokio::task::spawn_blocking(move || FileLog::open(&dir, options))
                 .await
-                .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))?;
+                .map_err(|e| crate::Error::task("opening the log", e))?;
             match log {
                 Ok(log) => Arc::new(log),
                 Err(e @ floe_emitter::Error::CorruptRecord { .. }) => {

@@ -183,8 +183,10 @@ impl ShardHandle {
     }
 
     /// Sends a write and waits for its acknowledgement, which comes only after
-    /// the event is durable in the pipeline and applied.
+    /// the event is durable in the pipeline and applied. A key that fails
+    /// [`EntityKey::validate`] is refused here, before it reaches the shard.
     pub async fn write(&self, command: Command, routed_version: u64) -> Result<WriteAck> {
+        command.key.validate()?;
         let (reply, rx) = oneshot::channel();
         self.send(Request::Write {
             command,
@@ -619,13 +621,13 @@ fn copy_pipeline_error(error: &Error) -> Error {
             backend,
             message: message.clone(),
             retryable: *retryable,
-            source: None,
+            cause: None,
         },
         other => Error::Pipeline {
             backend: "unknown",
             message: other.to_string(),
             retryable: other.is_retryable(),
-            source: None,
+            cause: None,
         },
     }
 }
@@ -714,6 +716,28 @@ mod tests {
         write.await.unwrap().unwrap();
         assert_eq!(handle.pipeline_wait(), Duration::ZERO);
         assert!(handle.last_append() >= Duration::from_millis(40));
+        handle.stop().await;
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_of_an_invalid_key_is_refused_before_the_pipeline() {
+        // No permits: a write that reached the pipeline would hang.
+        let pipeline = Arc::new(GatedPipeline {
+            gate: Semaphore::new(0),
+        });
+        let (handle, task) = worker(pipeline);
+        for id in ["", "o\u{0}1"] {
+            let err = handle.write(put(id), 1).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidEntity { .. }), "{err}");
+        }
+        assert!(
+            handle
+                .get(EntityKey::new("t", "T", ""))
+                .await
+                .unwrap()
+                .is_none()
+        );
         handle.stop().await;
         task.await.unwrap();
     }

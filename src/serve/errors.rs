@@ -88,6 +88,17 @@ impl From<Error> for ApiError {
             Error::Locked { .. } | Error::ConfigFile { .. } | Error::Config(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
             }
+            // What this deployment does not do: not the caller's fault, not
+            // a failure either, and retrying will not help.
+            Error::LakeDisabled { .. } => (StatusCode::CONFLICT, "lake_disabled"),
+            Error::NoLake { .. } => (StatusCode::NOT_FOUND, "no_lake"),
+            Error::SinkNotRunning => (StatusCode::CONFLICT, "sink_not_running"),
+            Error::SinkNotStarted => (StatusCode::SERVICE_UNAVAILABLE, "sink_starting"),
+            // Acknowledged events that cannot be recovered: the one failure
+            // an operator must not mistake for a setting.
+            Error::EventsLost { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "data_loss"),
+            Error::TaskFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::MigrationFailed { .. } => (StatusCode::CONFLICT, "migration_failed"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             Error::CorruptLog(_) | Error::LogBehindLake { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log")
@@ -240,9 +251,54 @@ mod tests {
             backend: "file",
             message: "disk".into(),
             retryable,
-            source: None,
+            cause: None,
         };
         assert_eq!(status(pipeline(true)), (503, "pipeline_unavailable"));
         assert_eq!(status(pipeline(false)), (500, "pipeline_error"));
+    }
+
+    fn floe_status(e: Error) -> (u16, &'static str) {
+        let api = ApiError::from(e);
+        (api.status.as_u16(), api.code)
+    }
+
+    #[test]
+    fn what_is_not_configuration_is_not_reported_as_configuration() {
+        assert_eq!(
+            floe_status(Error::EventsLost {
+                partition: 1,
+                low_watermark: 9,
+                landed: 4
+            }),
+            (500, "data_loss")
+        );
+        assert_eq!(
+            floe_status(Error::TaskFailed {
+                task: "the lake replay task",
+                message: "panicked".into()
+            }),
+            (500, "internal")
+        );
+        assert_eq!(
+            floe_status(Error::LakeDisabled { needs: "SQL" }),
+            (409, "lake_disabled")
+        );
+        assert_eq!(floe_status(Error::SinkNotStarted), (503, "sink_starting"));
+        assert_eq!(
+            floe_status(Error::SinkNotRunning),
+            (409, "sink_not_running")
+        );
+        assert_eq!(
+            floe_status(Error::MigrationFailed {
+                id: "m-1".into(),
+                message: "cancelled".into(),
+                retryable: false
+            }),
+            (409, "migration_failed")
+        );
+        assert_eq!(
+            floe_status(Error::Config("log.partitions must be at least 1".into())),
+            (500, "configuration")
+        );
     }
 }

@@ -92,7 +92,7 @@ pub fn records_to_batch(
     ];
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Arrow {
         context: "building a record batch of events",
-        source: e,
+        cause: e,
     })
 }
 
