@@ -5,19 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floe_emitter::sink::Lake;
-use floe_engine::{DedupWindow, Event, Offset, Pipeline, Router, ShardState};
+use floe_engine::{Event, Offset, Pipeline, RecoveredShard, Router};
 
 use crate::error::{Error, Result};
 
 /// Events read per pipeline call during recovery.
 const READ_CHUNK: usize = 8192;
-
-/// What recovery hands to each shard worker.
-#[derive(Debug, Default)]
-pub(crate) struct RecoveredShard {
-    pub(crate) state: ShardState,
-    pub(crate) dedup: DedupWindow,
-}
 
 /// Figures about a recovery, for logs and the reopen benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -52,12 +45,7 @@ pub(crate) async fn recover(
     let shard_count = router.topology().shard_count as usize;
     let shards: Arc<Vec<Mutex<RecoveredShard>>> = Arc::new(
         (0..shard_count)
-            .map(|_| {
-                Mutex::new(RecoveredShard {
-                    state: ShardState::new(),
-                    dedup: DedupWindow::new(dedup_window),
-                })
-            })
+            .map(|_| Mutex::new(RecoveredShard::new(dedup_window)))
             .collect(),
     );
     let mut stats = RecoveryStats::default();
@@ -147,8 +135,7 @@ fn apply_grouped(by_shard: &mut [Vec<Event>], shards: &[Mutex<RecoveredShard>]) 
         let mut guard = shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         let recovered = &mut *guard;
         for event in events.drain(..) {
-            recovered.dedup.observe(&event);
-            if recovered.state.apply_owned(event) {
+            if recovered.apply(event) {
                 applied += 1;
             }
         }

@@ -28,7 +28,6 @@
 
 mod balance;
 mod buffer;
-mod digest;
 mod error;
 mod job;
 mod plan;
@@ -36,10 +35,10 @@ mod replay;
 
 pub use balance::{BalanceAnalysis, ShardLoad, analyze_balance};
 pub use buffer::{BufferStats, WriteBuffer};
-pub use digest::{
+pub use error::{Error, Result};
+pub use floe_engine::{
     DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
 };
-pub use error::{Error, Result};
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,

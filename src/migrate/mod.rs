@@ -18,8 +18,6 @@ use floe_migration::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub(crate) use active::{ActiveMigration, Admit};
-
 use crate::error::{Error, Result};
 use crate::floe::Floe;
 

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use floe_engine::{Event, Offset, Record, ShardHandle};
+use floe_engine::{
+    Admission, Event, NextRouting, Offset, Record, RoutingTable, Shard, ShardCluster,
+};
 use floe_migration::{
     DigestSummary, Error as MigrationError, JobStatus, JobStore, LakeReplay, MigrationJob,
     MigrationPlan, Movement, Phase, Progress, ReplayStats, compare_digests, now_ms, replay_tail,
@@ -22,7 +24,7 @@ use super::active::ActiveMigration;
 use super::{FailPoint, MigrationConfig, MigrationReport, shards};
 use crate::datadir;
 use crate::error::{Error, Result};
-use crate::floe::{Floe, Routing};
+use crate::floe::Floe;
 
 /// A cancel request from this process ([`super::Migrations::cancel`]).
 #[derive(Debug, Default)]
@@ -179,36 +181,36 @@ impl Coordinator {
     async fn forward(&mut self) -> Result<MigrationReport> {
         let floe = self.floe.clone();
         self.enter(Phase::Copy)?;
-        let added: Vec<ShardHandle> = self
+        let cluster = floe.cluster().clone();
+        let added: Vec<Shard> = self
             .plan
             .added_shards()
-            .map(|s| floe.spawn_shard(s))
+            .map(|s| cluster.spawn_shard(s))
             .collect();
         let current = floe.routing();
-        if let Some(other) = &current.migration {
+        if let Some(other) = current.admission() {
             return Err(MigrationError::AlreadyMigrating {
-                running: other.id.clone(),
+                running: other.owner().to_string(),
                 key: "*".into(),
             }
             .into());
         }
-        if current.router.topology() != &self.plan.from {
+        if current.router().topology() != &self.plan.from {
             return Err(MigrationError::InvalidPlan(
                 "the topology changed since the plan was made".into(),
             )
             .into());
         }
-        let active = self.active.clone();
-        let routing = floe.swap_routing(|r| Routing {
-            router: r.router.clone(),
-            shards: Arc::new(r.shards.iter().chain(&added).cloned().collect()),
-            epoch: 0,
-            migration: Some(active),
+        let active: Arc<dyn Admission> = self.active.clone();
+        let routing = cluster.swap_routing(|r| NextRouting {
+            router: r.router().clone(),
+            shards: Arc::new(r.shards().iter().chain(&added).cloned().collect()),
+            admission: Some(active),
         });
         self.installed = true;
         // Every write routed before the install is refused as stale from now
         // on; this barrier waits for those a worker accepted before it.
-        barrier(&routing).await?;
+        ShardCluster::barrier(&routing).await?;
 
         // Copy: the lake snapshot.
         let copy_started = Instant::now();
@@ -232,7 +234,7 @@ impl Coordinator {
             // they were read, so after this barrier it is applied to its
             // shard: the inventory then names every key with history in the
             // snapshot, and the scan can be limited to their hashes.
-            barrier(&routing).await?;
+            ShardCluster::barrier(&routing).await?;
             let movement = self.movement.clone();
             let mut hashes: Vec<u64> = shards::inventory(&routing)
                 .await?
@@ -309,11 +311,10 @@ impl Coordinator {
             _ => {}
         }
         let to = Arc::new(self.movement.to().clone());
-        floe.swap_routing(|r| Routing {
+        cluster.swap_routing(|r| NextRouting {
             router: to,
-            shards: r.shards.clone(),
-            epoch: 0,
-            migration: None,
+            shards: r.shards().clone(),
+            admission: None,
         });
         self.cut_over = true;
         self.buffer_window_us = buffer_started.elapsed().as_micros() as u64;
@@ -331,32 +332,31 @@ impl Coordinator {
         self.enter(Phase::Cleanup)?;
         let mut entities_moved = 0;
         for handle in routing
-            .shards
+            .shards()
             .iter()
             .take(self.plan.to.shard_count as usize)
         {
-            entities_moved += shards::keep_owned(handle, self.movement.to().clone()).await?;
+            entities_moved += handle.retain_owned(self.movement.to().clone()).await?;
         }
-        let removed: Vec<ShardHandle> = self
+        let removed: Vec<Shard> = self
             .plan
             .removed_shards()
-            .filter_map(|s| routing.shards.get(s as usize).cloned())
+            .filter_map(|s| routing.shards().get(s as usize).cloned())
             .collect();
         for handle in &removed {
-            entities_moved += shards::clear(handle).await?;
+            entities_moved += handle.clear().await?;
         }
         if !removed.is_empty() {
             let keep = self.plan.to.shard_count as usize;
-            floe.swap_routing(|r| Routing {
-                router: r.router.clone(),
-                shards: Arc::new(r.shards[..keep].to_vec()),
-                epoch: 0,
-                migration: None,
+            cluster.swap_routing(|r| NextRouting {
+                router: r.router().clone(),
+                shards: Arc::new(r.shards()[..keep].to_vec()),
+                admission: None,
             });
             for handle in removed {
-                floe.retire(handle);
+                cluster.retire(handle);
             }
-            floe.resize_load(self.plan.to.shard_count);
+            cluster.resize_load(self.plan.to.shard_count);
         }
         self.enter(Phase::Done)?;
         self.job.status = JobStatus::Completed;
@@ -389,7 +389,7 @@ impl Coordinator {
     async fn consume(
         &mut self,
         mut rx: mpsc::Receiver<Vec<Record>>,
-        routing: &Routing,
+        routing: &RoutingTable,
         copy: bool,
     ) -> Result<()> {
         let mut first = true;
@@ -414,7 +414,12 @@ impl Coordinator {
     }
 
     /// Replays the pipeline between two offset vectors; returns events read.
-    async fn tail(&mut self, routing: &Routing, from: &[Offset], to: &[Offset]) -> Result<u64> {
+    async fn tail(
+        &mut self,
+        routing: &RoutingTable,
+        from: &[Offset],
+        to: &[Offset],
+    ) -> Result<u64> {
         let (tx, rx) = mpsc::channel(4);
         let pipeline = self.floe.pipeline();
         let (from, to, movement) = (from.to_vec(), to.to_vec(), self.movement.clone());
@@ -436,7 +441,7 @@ impl Coordinator {
         Ok(read)
     }
 
-    async fn apply(&mut self, routing: &Routing, records: Vec<Record>) -> Result<()> {
+    async fn apply(&mut self, routing: &RoutingTable, records: Vec<Record>) -> Result<()> {
         let mut by_target: HashMap<u32, Vec<Event>> = HashMap::new();
         for record in records {
             let event = record.event;
@@ -452,7 +457,7 @@ impl Coordinator {
         let mut count = 0;
         for (target, events) in by_target {
             count += events.len() as u64;
-            shards::ingest(routing.handle(target)?, events).await?;
+            routing.shard(target)?.ingest(events).await?;
         }
         self.job.progress.events_processed += count;
         self.job.progress.events_total = self
@@ -472,30 +477,31 @@ impl Coordinator {
     /// Source and target must hold the same moved entities. Summaries are
     /// compared first (the buffer is closed meanwhile, so this is on the
     /// cutover's critical path); the full lists only explain a mismatch.
-    async fn verify(&mut self, routing: &Routing) -> Result<()> {
+    async fn verify(&mut self, routing: &RoutingTable) -> Result<()> {
+        let (from, to) = (self.movement.from(), self.movement.to());
         let tasks = routing
-            .shards
+            .shards()
             .iter()
-            .map(|h| shards::summaries(h, self.movement.clone()));
+            .map(|h| h.moving_summaries(from.clone(), to.clone()));
         let (mut source, mut target) = (DigestSummary::default(), DigestSummary::default());
         for summaries in futures::future::join_all(tasks).await {
-            let (s, t) = summaries?;
-            source.merge(s);
-            target.merge(t);
+            let summaries = summaries?;
+            source.merge(summaries.source);
+            target.merge(summaries.target);
         }
         self.verified = source.count.max(target.count);
         if source == target {
             return Ok(());
         }
         let tasks = routing
-            .shards
+            .shards()
             .iter()
-            .map(|h| shards::digests(h, self.movement.clone()));
+            .map(|h| h.moving_digests(from.clone(), to.clone()));
         let (mut source, mut target) = (Vec::new(), Vec::new());
         for digests in futures::future::join_all(tasks).await {
-            let (s, t) = digests?;
-            source.extend(s);
-            target.extend(t);
+            let digests = digests?;
+            source.extend(digests.source);
+            target.extend(digests.target);
         }
         let comparison = compare_digests(source, target);
         Err(MigrationError::VerifyMismatch {
@@ -520,21 +526,21 @@ impl Coordinator {
             return Ok(());
         }
         let old = self.plan.from.shard_count as usize;
-        let routing = floe.routing();
-        floe.swap_routing(|r| Routing {
+        let cluster = floe.cluster();
+        let routing = cluster.routing();
+        cluster.swap_routing(|r| NextRouting {
             router: Arc::new(self.movement.from().clone()),
-            shards: Arc::new(r.shards[..old.min(r.shards.len())].to_vec()),
-            epoch: 0,
-            migration: None,
+            shards: Arc::new(r.shards()[..old.min(r.shards().len())].to_vec()),
+            admission: None,
         });
         // Held writes route again: to their old owners.
         self.active.buffer.release();
-        for handle in routing.shards.iter().take(old) {
-            shards::keep_owned(handle, self.movement.from().clone()).await?;
+        for handle in routing.shards().iter().take(old) {
+            handle.retain_owned(self.movement.from().clone()).await?;
         }
-        for handle in routing.shards.iter().skip(old) {
-            shards::clear(handle).await?;
-            floe.retire(handle.clone());
+        for handle in routing.shards().iter().skip(old) {
+            handle.clear().await?;
+            cluster.retire(handle.clone());
         }
         Ok(())
     }
@@ -543,11 +549,10 @@ impl Coordinator {
         if self.installed {
             let old = self.plan.from.shard_count as usize;
             let from = Arc::new(self.movement.from().clone());
-            self.floe.swap_routing(|r| Routing {
+            self.floe.cluster().swap_routing(|r| NextRouting {
                 router: from,
-                shards: Arc::new(r.shards[..old.min(r.shards.len())].to_vec()),
-                epoch: 0,
-                migration: None,
+                shards: Arc::new(r.shards()[..old.min(r.shards().len())].to_vec()),
+                admission: None,
             });
             self.active.buffer.release();
         }
@@ -643,13 +648,4 @@ async fn heads(pipeline: &dyn floe_engine::Pipeline) -> Result<Vec<Offset>> {
         heads.push(pipeline.high_watermark(p).await?);
     }
     Ok(heads)
-}
-
-async fn barrier(routing: &Routing) -> Result<()> {
-    for done in
-        futures::future::join_all(routing.shards.iter().map(|h| h.with_state(|_, _| ()))).await
-    {
-        done?;
-    }
-    Ok(())
 }

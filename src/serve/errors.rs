@@ -141,7 +141,7 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         E::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
         E::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
         E::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-        E::StaleTopology { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stale_topology"),
+        E::StaleRouting { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stale_routing"),
         E::Pipeline {
             retryable: true, ..
         } => (StatusCode::SERVICE_UNAVAILABLE, "pipeline_unavailable"),
