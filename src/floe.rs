@@ -134,10 +134,8 @@ struct Inner {
     cluster: Arc<ShardCluster>,
     extractor: KeyExtractor,
     pipeline: Arc<dyn Pipeline>,
-    /// The lake, for migrations' replay (when `lake.enabled`).
-    lake: Option<floe_emitter::sink::Lake>,
     /// Migrations of this instance.
-    pub(crate) migrations: crate::migrate::Registry,
+    migrations: floe_migration::Migrator,
     telemetry: Telemetry,
     recovery: RecoveryStats,
     /// The sink landing the pipeline in Iceberg, when it runs in-process.
@@ -214,7 +212,6 @@ impl Floe {
             }
             _ => None,
         };
-        let migrations = crate::migrate::Registry::open(&config.data_dir, router.topology())?;
         let shard_count = router.topology().shard_count;
         let cluster = Arc::new(ShardCluster::start(
             router.topology().clone(),
@@ -222,6 +219,16 @@ impl Floe {
             pipeline.clone(),
             config.shards,
         )?);
+        let migrations = floe_migration::Migrator::open(
+            floe_migration::Deployment {
+                cluster: cluster.clone(),
+                lake: lake.clone(),
+                topology: Arc::new(datadir::FileTopologyStore::new(&config.data_dir)),
+            },
+            floe_migration::JobStore::new(config.data_dir.join(floe_migration::JOBS_DIR)),
+            router.topology(),
+            config.migration.clone(),
+        )?;
         let telemetry = Telemetry::new(shard_count, &config.health);
         Ok(Floe {
             inner: Arc::new(Inner {
@@ -229,7 +236,6 @@ impl Floe {
                 config,
                 cluster,
                 pipeline,
-                lake,
                 migrations,
                 telemetry,
                 recovery,
@@ -504,18 +510,8 @@ impl Floe {
         self.inner.cluster.routing()
     }
 
-    /// The shard cluster.
-    pub(crate) fn cluster(&self) -> &Arc<ShardCluster> {
-        &self.inner.cluster
-    }
-
-    pub(crate) fn migrations_registry(&self) -> &crate::migrate::Registry {
+    pub(crate) fn migrator(&self) -> &floe_migration::Migrator {
         &self.inner.migrations
-    }
-
-    /// The lake, if enabled.
-    pub(crate) fn lake(&self) -> Option<&floe_emitter::sink::Lake> {
-        self.inner.lake.as_ref()
     }
 
     fn check_open(&self) -> Result<()> {

@@ -51,9 +51,11 @@ pub use floe_query::{
 };
 pub use health::{HealthStatus, ShardHealth, SinkHealth, SystemHealth};
 pub use lake::{SinkMode, open_query, run_sink};
+#[cfg(feature = "failpoints")]
+pub use migrate::FailPoint;
 pub use migrate::{
-    FailPoint, JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport,
-    Migrations, PlanRequest, list_jobs, request_cancel,
+    JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport, Migrations,
+    PlanRequest, list_jobs, request_cancel,
 };
 pub use recovery::RecoveryStats;
 pub use telemetry::{ProbeState, WriteWindow};

@@ -68,6 +68,34 @@ pub enum Error {
     #[error("no migration {0}")]
     NotFound(String),
 
+    /// A `[migration]` setting that cannot be used.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A task of the migration (a lake or pipeline reader) panicked or was
+    /// cancelled.
+    #[error("the {task} task failed: {message}")]
+    TaskFailed {
+        /// Which task.
+        task: &'static str,
+        /// What the runtime said.
+        message: String,
+    },
+
+    /// A second waiter of a migration that failed: the first one got the
+    /// typed error, this one its message.
+    #[error("migration {id}: {message}")]
+    Failed {
+        /// The migration.
+        id: String,
+        /// The error the first waiter got.
+        message: String,
+    },
+
+    /// The migration's task ended without recording an outcome.
+    #[error("migration {0} stopped without an outcome")]
+    NoOutcome(String),
+
     /// The engine refused something (routing, a stopped shard, the pipeline).
     #[error(transparent)]
     Engine(#[from] floe_engine::Error),

@@ -289,7 +289,7 @@ pub(crate) async fn execute_on(
             plan,
             MigrationOptions {
                 config: Some(config),
-                fail_at: None,
+                ..MigrationOptions::default()
             },
         )
         .await?;

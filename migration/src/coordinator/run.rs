@@ -12,21 +12,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_engine::{
-    Admission, Event, NextRouting, Offset, Record, RoutingTable, Shard, ShardCluster,
-};
-use floe_migration::{
-    DigestSummary, Error as MigrationError, JobStatus, JobStore, LakeReplay, MigrationJob,
-    MigrationPlan, Movement, Phase, Progress, ReplayStats, compare_digests, now_ms, replay_tail,
+    Admission, DigestSummary, Event, NextRouting, Offset, Record, RoutingTable, Shard,
+    ShardCluster, compare_digests,
 };
 use tokio::sync::{mpsc, watch};
 
+use super::Deployment;
 use super::active::ActiveMigration;
-use super::{FailPoint, MigrationConfig, MigrationReport, shards};
-use crate::datadir;
+use super::stage::{Settle, Stage, Unblock};
+#[cfg(feature = "failpoints")]
+use crate::config::FailPoint;
+use crate::config::{MigrationConfig, MigrationReport};
 use crate::error::{Error, Result};
-use crate::floe::Floe;
+use crate::job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
+use crate::plan::{MigrationPlan, Movement};
+use crate::replay::{LakeReplay, ReplayStats, replay_tail};
 
-/// A cancel request from this process ([`super::Migrations::cancel`]).
+/// A cancel request from this process ([`super::Migrator::cancel`]).
 #[derive(Debug, Default)]
 pub(crate) struct Cancel(AtomicBool);
 
@@ -46,10 +48,11 @@ const SAVE_EVERY: Duration = Duration::from_millis(500);
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Coordinator {
-    floe: Floe,
+    deployment: Deployment,
     plan: MigrationPlan,
     movement: Movement,
     config: MigrationConfig,
+    #[cfg(feature = "failpoints")]
     fail_at: Option<FailPoint>,
     cancel: Arc<Cancel>,
     progress_tx: watch::Sender<Progress>,
@@ -59,9 +62,10 @@ pub(crate) struct Coordinator {
     started: Instant,
     deadline: Instant,
     last_save: Instant,
-    installed: bool,
-    topology_persisted: bool,
-    cut_over: bool,
+    /// What has been changed so far: what a failure undoes.
+    stage: Stage,
+    /// A simulated process death (`failpoints`): nothing is undone.
+    #[cfg(feature = "failpoints")]
     crashed: bool,
     seen_keys: HashSet<String>,
     lake: ReplayStats,
@@ -78,12 +82,12 @@ impl Coordinator {
         reason = "one constructor called from one place"
     )]
     pub(crate) fn new(
-        floe: Floe,
+        deployment: Deployment,
         id: String,
         plan: MigrationPlan,
         movement: Movement,
         config: MigrationConfig,
-        fail_at: Option<FailPoint>,
+        #[cfg(feature = "failpoints")] fail_at: Option<FailPoint>,
         cancel: Arc<Cancel>,
         progress_tx: watch::Sender<Progress>,
         store: JobStore,
@@ -116,10 +120,11 @@ impl Coordinator {
                 config.buffer_capacity,
             )),
             deadline: started + Duration::from_millis(config.timeout_ms),
-            floe,
+            deployment,
             plan,
             movement,
             config,
+            #[cfg(feature = "failpoints")]
             fail_at,
             cancel,
             progress_tx,
@@ -127,9 +132,8 @@ impl Coordinator {
             job,
             started,
             last_save: started,
-            installed: false,
-            topology_persisted: false,
-            cut_over: false,
+            stage: Stage::Recorded,
+            #[cfg(feature = "failpoints")]
             crashed: false,
             seen_keys: HashSet::new(),
             lake: ReplayStats::default(),
@@ -144,62 +148,62 @@ impl Coordinator {
     pub(crate) async fn run(mut self) -> Result<MigrationReport> {
         let id = self.job.id.clone();
         tracing::info!(%id, kind = self.plan.kind.name(), keys = self.plan.moves.len(), "migration starts");
-        match self.forward().await {
+        let e = match self.forward().await {
             Ok(report) => {
                 tracing::info!(%id, ?report, "migration done");
-                Ok(report)
+                return Ok(report);
             }
-            Err(e) if self.crashed => {
-                // A simulated process death: leave the job and the topology
-                // file as they are; only unblock this process's writers.
-                self.uninstall();
-                Err(e)
-            }
-            Err(e) if self.cut_over => {
-                // After the cutover a migration finishes forward: the new
-                // topology is in force and persisted; only the clean-up of
-                // old owners failed (their copies are invisible to reads).
+            Err(e) => e,
+        };
+        #[cfg(feature = "failpoints")]
+        if self.crashed {
+            // A simulated process death: leave the job and the topology as
+            // they are for the restart; only unblock this process's writers.
+            self.unblock(self.stage.on_crash());
+            return Err(e);
+        }
+        match self.stage.on_failure() {
+            Settle::FinishForward => {
+                // The new topology is in force and persisted; only the
+                // clean-up of old owners failed (their copies are invisible
+                // to reads).
                 tracing::error!(%id, error = %e, "migration clean-up failed after the cutover");
                 self.job.status = JobStatus::Completed;
                 self.job.error = Some(format!("clean-up after the cutover failed: {e}"));
-                self.finish();
-                Err(e)
             }
-            Err(e) => {
+            settle => {
                 tracing::warn!(%id, error = %e, phase = %self.job.phase, "migration failed; rolling back");
-                if let Err(rollback) = self.rollback().await {
+                if let Err(rollback) = self.rollback(settle).await {
                     tracing::error!(%id, error = %rollback, "rollback failed");
                 }
                 self.job.status = JobStatus::RolledBack;
                 self.job.error = Some(e.to_string());
-                self.finish();
-                Err(e)
             }
         }
+        self.finish();
+        Err(e)
     }
 
     async fn forward(&mut self) -> Result<MigrationReport> {
-        let floe = self.floe.clone();
+        let deployment = self.deployment.clone();
         self.enter(Phase::Copy)?;
-        let cluster = floe.cluster().clone();
+        let cluster = deployment.cluster.clone();
         let added: Vec<Shard> = self
             .plan
             .added_shards()
             .map(|s| cluster.spawn_shard(s))
             .collect();
-        let current = floe.routing();
+        let current = cluster.routing();
         if let Some(other) = current.admission() {
-            return Err(MigrationError::AlreadyMigrating {
+            return Err(Error::AlreadyMigrating {
                 running: other.owner().to_string(),
                 key: "*".into(),
-            }
-            .into());
+            });
         }
         if current.router().topology() != &self.plan.from {
-            return Err(MigrationError::InvalidPlan(
+            return Err(Error::InvalidPlan(
                 "the topology changed since the plan was made".into(),
-            )
-            .into());
+            ));
         }
         let active: Arc<dyn Admission> = self.active.clone();
         let routing = cluster.swap_routing(|r| NextRouting {
@@ -207,25 +211,22 @@ impl Coordinator {
             shards: Arc::new(r.shards().iter().chain(&added).cloned().collect()),
             admission: Some(active),
         });
-        self.installed = true;
+        self.stage.advance(Stage::Installed);
         // Every write routed before the install is refused as stale from now
         // on; this barrier waits for those a worker accepted before it.
         ShardCluster::barrier(&routing).await?;
 
         // Copy: the lake snapshot.
         let copy_started = Instant::now();
-        let pipeline = floe.pipeline();
+        let pipeline = cluster.pipeline().clone();
         let partitions = pipeline.partitions();
         let mut lows = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             lows.push(pipeline.low_watermark(p).await?);
         }
         let mut from: Vec<Offset> = vec![0; partitions as usize];
-        if let Some(lake) = floe.lake().cloned() {
-            let committed = lake
-                .committed_offsets(partitions)
-                .await
-                .map_err(Error::Lake)?;
+        if let Some(lake) = deployment.lake.clone() {
+            let committed = lake.committed_offsets(partitions).await?;
             if committed.snapshot_id.is_some() {
                 from = committed.offsets.clone();
             }
@@ -236,7 +237,7 @@ impl Coordinator {
             // snapshot, and the scan can be limited to their hashes.
             ShardCluster::barrier(&routing).await?;
             let movement = self.movement.clone();
-            let mut hashes: Vec<u64> = shards::inventory(&routing)
+            let mut hashes: Vec<u64> = super::inventory(&routing)
                 .await?
                 .iter()
                 .filter(|k| movement.moves(&k.partition_key, k.key_hash))
@@ -244,7 +245,7 @@ impl Coordinator {
                 .collect();
             hashes.sort_unstable();
             hashes.dedup();
-            let known = (hashes.len() <= floe_migration::MAX_PUSHED_KEYS).then_some(hashes);
+            let known = (hashes.len() <= crate::replay::MAX_PUSHED_KEYS).then_some(hashes);
             let (tx, rx) = mpsc::channel(4);
             let scan_started = Instant::now();
             let replay = LakeReplay {
@@ -261,9 +262,10 @@ impl Coordinator {
                 reader.abort();
             }
             consumed?;
-            self.lake = reader
-                .await
-                .map_err(|e| Error::Config(format!("the lake replay task failed: {e}")))??;
+            self.lake = reader.await.map_err(|e| Error::TaskFailed {
+                task: "lake replay",
+                message: e.to_string(),
+            })??;
             self.scan_us = scan_started.elapsed().as_micros() as u64;
         } else {
             check_lows(&lows, &from)?;
@@ -298,15 +300,16 @@ impl Coordinator {
 
         // Cutover: persist, then switch.
         self.enter(Phase::Cutover)?;
-        datadir::store_topology(&floe.config().data_dir, &self.plan.to)?;
-        self.topology_persisted = true;
+        deployment.topology.store(&self.plan.to).await?;
+        self.stage.advance(Stage::Persisted);
+        #[cfg(feature = "failpoints")]
         match self.fail_at {
             Some(FailPoint::MidCutover) => {
-                return Err(MigrationError::Injected("cutover".into()).into());
+                return Err(Error::Injected("cutover".into()));
             }
             Some(FailPoint::CrashMidCutover) => {
                 self.crashed = true;
-                return Err(MigrationError::Injected("crash in cutover".into()).into());
+                return Err(Error::Injected("crash in cutover".into()));
             }
             _ => {}
         }
@@ -316,7 +319,7 @@ impl Coordinator {
             shards: r.shards().clone(),
             admission: None,
         });
-        self.cut_over = true;
+        self.stage.advance(Stage::CutOver);
         self.buffer_window_us = buffer_started.elapsed().as_micros() as u64;
 
         // Drain: held writes route again, now to their new owners (released
@@ -395,19 +398,22 @@ impl Coordinator {
         let mut first = true;
         while let Some(records) = rx.recv().await {
             self.apply(routing, records).await?;
+            #[cfg(feature = "failpoints")]
             if copy && first {
                 first = false;
                 match self.fail_at {
                     Some(FailPoint::MidCopy) => {
-                        return Err(MigrationError::Injected("copy".into()).into());
+                        return Err(Error::Injected("copy".into()));
                     }
                     Some(FailPoint::CrashMidCopy) => {
                         self.crashed = true;
-                        return Err(MigrationError::Injected("crash in copy".into()).into());
+                        return Err(Error::Injected("crash in copy".into()));
                     }
                     _ => {}
                 }
             }
+            #[cfg(not(feature = "failpoints"))]
+            let _ = (copy, &mut first);
             self.check_stop()?;
         }
         Ok(())
@@ -421,7 +427,7 @@ impl Coordinator {
         to: &[Offset],
     ) -> Result<u64> {
         let (tx, rx) = mpsc::channel(4);
-        let pipeline = self.floe.pipeline();
+        let pipeline = self.deployment.cluster.pipeline().clone();
         let (from, to, movement) = (from.to_vec(), to.to_vec(), self.movement.clone());
         let chunk = self.config.batch_size;
         let reader =
@@ -433,9 +439,10 @@ impl Coordinator {
             reader.abort();
         }
         consumed?;
-        let (read, _) = reader
-            .await
-            .map_err(|e| Error::Config(format!("the pipeline replay task failed: {e}")))??;
+        let (read, _) = reader.await.map_err(|e| Error::TaskFailed {
+            task: "pipeline replay",
+            message: e.to_string(),
+        })??;
         self.tail_read += read;
         self.job.progress.tail_events += read;
         Ok(read)
@@ -504,29 +511,29 @@ impl Coordinator {
             target.extend(digests.target);
         }
         let comparison = compare_digests(source, target);
-        Err(MigrationError::VerifyMismatch {
+        Err(Error::VerifyMismatch {
             checked: comparison.checked,
             mismatched: comparison.mismatched.max(1),
             first: comparison.first.unwrap_or_else(|| {
                 "the summaries differ but the lists agree (a hash collision)".into()
             }),
-        }
-        .into())
+        })
     }
 
-    async fn rollback(&mut self) -> Result<()> {
+    /// Undoes what the stage reached says was done (before the cutover).
+    async fn rollback(&mut self, settle: Settle) -> Result<()> {
         self.job.phase = Phase::RollingBack;
         self.job.progress.phase = Some(Phase::RollingBack);
         self.publish(true)?;
-        let floe = self.floe.clone();
-        if self.topology_persisted {
-            datadir::store_topology(&floe.config().data_dir, &self.plan.from)?;
-        }
-        if !self.installed {
-            return Ok(());
+        let cluster = self.deployment.cluster.clone();
+        match settle {
+            Settle::Nothing | Settle::FinishForward => return Ok(()),
+            Settle::RestoreAndUninstall => {
+                self.deployment.topology.store(&self.plan.from).await?;
+            }
+            Settle::Uninstall => {}
         }
         let old = self.plan.from.shard_count as usize;
-        let cluster = floe.cluster();
         let routing = cluster.routing();
         cluster.swap_routing(|r| NextRouting {
             router: Arc::new(self.movement.from().clone()),
@@ -545,26 +552,42 @@ impl Coordinator {
         Ok(())
     }
 
-    fn uninstall(&mut self) {
-        if self.installed {
-            let old = self.plan.from.shard_count as usize;
-            let from = Arc::new(self.movement.from().clone());
-            self.floe.cluster().swap_routing(|r| NextRouting {
-                router: from,
-                shards: Arc::new(r.shards()[..old.min(r.shards().len())].to_vec()),
-                admission: None,
-            });
-            self.active.buffer.release();
+    /// After a simulated crash: unblocks this process's writers only.
+    #[cfg(feature = "failpoints")]
+    fn unblock(&mut self, unblock: Unblock) {
+        match unblock {
+            Unblock::Nothing => {}
+            Unblock::RemoveHook => {
+                let old = self.plan.from.shard_count as usize;
+                let from = Arc::new(self.movement.from().clone());
+                self.deployment.cluster.swap_routing(|r| NextRouting {
+                    router: from,
+                    shards: Arc::new(r.shards()[..old.min(r.shards().len())].to_vec()),
+                    admission: None,
+                });
+                self.active.buffer.release();
+            }
+            Unblock::ReleaseBuffer => self.active.buffer.release(),
         }
     }
 
     fn enter(&mut self, phase: Phase) -> Result<()> {
         if !self.job.phase.can_go_to(phase) {
-            return Err(MigrationError::InvalidPlan(format!(
+            return Err(Error::InvalidPlan(format!(
                 "phase {} cannot follow {}",
                 phase, self.job.phase
-            ))
-            .into());
+            )));
+        }
+        #[cfg(feature = "failpoints")]
+        match self.fail_at {
+            Some(FailPoint::CrashBefore(at)) if at == phase => {
+                self.crashed = true;
+                return Err(Error::Injected(format!("crash before {phase}")));
+            }
+            Some(FailPoint::FailBefore(at)) if at == phase => {
+                return Err(Error::Injected(format!("failure before {phase}")));
+            }
+            _ => {}
         }
         if !phase.past_cutover() && phase != Phase::Done {
             self.check_stop()?;
@@ -606,22 +629,20 @@ impl Coordinator {
     }
 
     fn timeout(&self) -> Error {
-        MigrationError::Timeout {
+        Error::Timeout {
             id: self.job.id.clone(),
             phase: self.job.phase.to_string(),
             seconds: self.config.timeout_ms as f64 / 1000.0,
         }
-        .into()
     }
 
     /// Cancel and timeout are checked between batches and phases.
     fn check_stop(&self) -> Result<()> {
         if self.cancel.is_cancelled() || self.store.cancel_requested(&self.job.id) {
-            return Err(MigrationError::Cancelled {
+            return Err(Error::Cancelled {
                 id: self.job.id.clone(),
                 phase: self.job.phase.to_string(),
-            }
-            .into());
+            });
         }
         if Instant::now() >= self.deadline {
             return Err(self.timeout());
@@ -633,10 +654,9 @@ impl Coordinator {
 fn check_lows(lows: &[Offset], from: &[Offset]) -> Result<()> {
     for (p, (&low, &start)) in lows.iter().zip(from).enumerate() {
         if low > start {
-            return Err(MigrationError::InvalidPlan(format!(
+            return Err(Error::InvalidPlan(format!(
                 "partition {p} starts at offset {low}, after {start} where the replay must begin: the history between is only in a lake this floe does not read (lake.enabled)"
-            ))
-            .into());
+            )));
         }
     }
     Ok(())

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::buffer::WriteBuffer;
+use crate::plan::Movement;
 use floe_engine::{Admission, AdmissionGuard, Admit};
-use floe_migration::{Movement, WriteBuffer};
 use tokio::sync::RwLock;
 
 /// Installed in the routing table while a migration runs.
