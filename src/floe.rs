@@ -18,8 +18,8 @@ use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
 use crate::lake::{self, SinkTask};
-use crate::recovery::{self, RecoveryStats};
 use crate::telemetry::{Outcome, Telemetry};
+use floe_emitter::replay::RecoveryStats;
 
 mod checks;
 mod probes;
@@ -191,13 +191,14 @@ impl Floe {
             Arc::new(CrossShardQuery::new(lake.clone(), options).with_pipeline(pipeline.clone()))
         });
         let started = Instant::now();
-        let (recovered, recovery) = recovery::recover(
+        let (recovered, recovery) = floe_emitter::replay::recover(
             pipeline.clone(),
             router.clone(),
             config.shards.dedup_window,
             lake.as_ref(),
         )
-        .await?;
+        .await
+        .map_err(replay_error)?;
         tracing::info!(
             events = recovery.events,
             applied = recovery.applied,
@@ -554,6 +555,17 @@ async fn open_kafka(config: &Config) -> Result<Arc<dyn Pipeline>> {
         "pipeline URL {:?}: this floe was built without the `kafka` feature",
         config.pipeline
     )))
+}
+
+/// A failed replay as this crate reports it: the pipeline's own errors as
+/// engine errors, deleted history without a lake as configuration, the rest
+/// (the lake, or retention past what it holds) as the lake's.
+fn replay_error(e: floe_emitter::Error) -> crate::Error {
+    match e {
+        floe_emitter::Error::Pipeline { source } => crate::Error::Engine(source),
+        e @ floe_emitter::Error::HistoryNeedsLake { .. } => crate::Error::Config(e.to_string()),
+        e => crate::Error::Lake(e),
+    }
 }
 
 /// Whether a write failed on floe's side (health counts these) rather

@@ -29,7 +29,6 @@ mod floe;
 mod health;
 mod lake;
 mod migrate;
-mod recovery;
 pub mod serve;
 mod telemetry;
 
@@ -40,6 +39,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
+pub use floe_emitter::replay::RecoveryStats;
 pub use floe_emitter::sink::{LandStats, SinkLag};
 pub use floe_migration::{
     BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
@@ -57,7 +57,6 @@ pub use migrate::{
     JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport, Migrations,
     PlanRequest, list_jobs, request_cancel,
 };
-pub use recovery::RecoveryStats;
 pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{

@@ -7,7 +7,8 @@
 //! Kafka topic instead, and [`TansuBroker`] starts a local broker for tests
 //! and benchmarks.
 //! [`sink`] lands a pipeline in the Iceberg table `floe.events`
-//! exactly once.
+//! exactly once; [`replay`] reads history back (the lake snapshot, then the
+//! pipeline after it) for recovery, migrations and fresh-mode SQL.
 #![deny(missing_docs)]
 
 #[cfg(feature = "conformance")]
@@ -16,6 +17,7 @@ mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod log;
+pub mod replay;
 pub mod sink;
 
 pub use error::{Error, Result};

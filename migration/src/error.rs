@@ -104,16 +104,6 @@ pub enum Error {
     #[error("reading the lake: {0}")]
     Lake(#[from] floe_emitter::Error),
 
-    /// An Iceberg scan of the lake failed.
-    #[error("{context}: {source}")]
-    Iceberg {
-        /// What the migration was doing.
-        context: &'static str,
-        /// The Iceberg error.
-        #[source]
-        source: Box<iceberg::Error>,
-    },
-
     /// A job file that cannot be read, written or parsed.
     #[error("migration job file {}: {message}", path.display())]
     Job {
@@ -132,13 +122,6 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             Error::Timeout { .. } | Error::AlreadyMigrating { .. } => true,
             _ => false,
-        }
-    }
-
-    pub(crate) fn iceberg(context: &'static str) -> impl FnOnce(iceberg::Error) -> Self {
-        move |source| Error::Iceberg {
-            context,
-            source: Box::new(source),
         }
     }
 

@@ -48,6 +48,7 @@ pub use coordinator::{
     request_cancel,
 };
 pub use error::{Error, Result};
+pub use floe_emitter::replay::{LakeSize, MAX_PUSHED_KEYS, ScanStats as ReplayStats, lake_size};
 pub use floe_engine::{
     DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
 };
@@ -57,4 +58,3 @@ pub use plan::{
     plan_add_shard, plan_merge, plan_rebalance, plan_remove_shard, plan_split, shard_loads,
     validate,
 };
-pub use replay::{LakeReplay, LakeSize, MAX_PUSHED_KEYS, ReplayStats, lake_size, replay_tail};

@@ -26,7 +26,8 @@ use crate::config::{MigrationConfig, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 use crate::plan::{MigrationPlan, Movement};
-use crate::replay::{LakeReplay, ReplayStats, replay_tail};
+use crate::replay::{copy_from_lake, tail_moving};
+use floe_emitter::replay::{LakeScan, LakeUse, MAX_PUSHED_KEYS, ReplaySource, ScanStats, heads};
 
 /// A cancel request from this process ([`super::Migrator::cancel`]).
 #[derive(Debug, Default)]
@@ -68,7 +69,7 @@ pub(crate) struct Coordinator {
     #[cfg(feature = "failpoints")]
     crashed: bool,
     seen_keys: HashSet<String>,
-    lake: ReplayStats,
+    lake: ScanStats,
     tail_read: u64,
     verified: u64,
     copy_us: u64,
@@ -136,7 +137,7 @@ impl Coordinator {
             #[cfg(feature = "failpoints")]
             crashed: false,
             seen_keys: HashSet::new(),
-            lake: ReplayStats::default(),
+            lake: ScanStats::default(),
             tail_read: 0,
             verified: 0,
             copy_us: 0,
@@ -219,18 +220,12 @@ impl Coordinator {
         // Copy: the lake snapshot.
         let copy_started = Instant::now();
         let pipeline = cluster.pipeline().clone();
-        let partitions = pipeline.partitions();
-        let mut lows = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            lows.push(pipeline.low_watermark(p).await?);
-        }
-        let mut from: Vec<Offset> = vec![0; partitions as usize];
-        if let Some(lake) = deployment.lake.clone() {
-            let committed = lake.committed_offsets(partitions).await?;
-            if committed.snapshot_id.is_some() {
-                from = committed.offsets.clone();
-            }
-            check_lows(&lows, &from)?;
+        // Where history comes from: the lake's snapshot below its committed
+        // offsets, the pipeline after them (checked to fit together).
+        let source =
+            ReplaySource::resolve(&*pipeline, deployment.lake.as_ref(), LakeUse::Always).await?;
+        let mut from: Vec<Offset> = source.from.clone();
+        if let (Some(lake), Some(committed)) = (deployment.lake.clone(), source.snapshot) {
             // Every event below the committed offsets was appended before
             // they were read, so after this barrier it is applied to its
             // shard: the inventory then names every key with history in the
@@ -245,17 +240,15 @@ impl Coordinator {
                 .collect();
             hashes.sort_unstable();
             hashes.dedup();
-            let known = (hashes.len() <= crate::replay::MAX_PUSHED_KEYS).then_some(hashes);
+            let known = (hashes.len() <= MAX_PUSHED_KEYS).then_some(hashes);
             let (tx, rx) = mpsc::channel(4);
             let scan_started = Instant::now();
-            let replay = LakeReplay {
+            let scan = LakeScan {
                 batch_size: self.config.batch_size,
                 concurrency: self.config.lake_concurrency,
             };
             let reader = tokio::spawn(async move {
-                replay
-                    .run(&lake, &committed, &movement, known.as_deref(), &tx)
-                    .await
+                copy_from_lake(scan, &lake, &committed, &movement, known.as_deref(), &tx).await
             });
             let consumed = self.consume(rx, &routing, true).await;
             if consumed.is_err() {
@@ -267,8 +260,6 @@ impl Coordinator {
                 message: e.to_string(),
             })??;
             self.scan_us = scan_started.elapsed().as_micros() as u64;
-        } else {
-            check_lows(&lows, &from)?;
         }
         self.copy_us = copy_started.elapsed().as_micros() as u64;
 
@@ -432,7 +423,7 @@ impl Coordinator {
         let chunk = self.config.batch_size;
         let reader =
             tokio::spawn(
-                async move { replay_tail(&pipeline, &from, &to, &movement, chunk, &tx).await },
+                async move { tail_moving(pipeline, &from, &to, &movement, chunk, &tx).await },
             );
         let consumed = self.consume(rx, routing, false).await;
         if consumed.is_err() {
@@ -649,23 +640,4 @@ impl Coordinator {
         }
         Ok(())
     }
-}
-
-fn check_lows(lows: &[Offset], from: &[Offset]) -> Result<()> {
-    for (p, (&low, &start)) in lows.iter().zip(from).enumerate() {
-        if low > start {
-            return Err(Error::InvalidPlan(format!(
-                "partition {p} starts at offset {low}, after {start} where the replay must begin: the history between is only in a lake this floe does not read (lake.enabled)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-async fn heads(pipeline: &dyn floe_engine::Pipeline) -> Result<Vec<Offset>> {
-    let mut heads = Vec::with_capacity(pipeline.partitions() as usize);
-    for p in 0..pipeline.partitions() {
-        heads.push(pipeline.high_watermark(p).await?);
-    }
-    Ok(heads)
 }
