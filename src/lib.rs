@@ -29,6 +29,7 @@ mod floe;
 mod health;
 mod lake;
 mod migrate;
+mod repair;
 pub mod serve;
 mod telemetry;
 
@@ -41,6 +42,7 @@ pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::replay::RecoveryStats;
 pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
 pub use floe_migration::{
     BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
     MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
@@ -57,6 +59,7 @@ pub use migrate::{
     JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport, Migrations,
     PlanRequest, list_jobs, request_cancel,
 };
+pub use repair::repair;
 pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{

@@ -33,7 +33,7 @@ pub use cluster::{
     Admission, AdmissionGuard, Admit, DEFAULT_SKEW_RATIO, KeyLoad, MAX_REROUTES, MovingDigests,
     NextRouting, RecoveredShard, Routed, RoutingTable, Shard, ShardCluster,
 };
-pub use codec::{decode_event, encode_event, encoded_len};
+pub use codec::{decode_event, encode_event, encoded_len, is_truncated_event};
 pub use command::{Command, Operation, WriteAck, merge_patch};
 pub use digest::{
     DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
