@@ -10,6 +10,8 @@
 mod active;
 mod run;
 mod stage;
+#[cfg(all(test, feature = "failpoints"))]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
