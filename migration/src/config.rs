@@ -96,6 +96,17 @@ pub struct MigrationOptions {
     pub fail_at: Option<FailPoint>,
 }
 
+impl MigrationOptions {
+    /// Options that override `[migration]` with `config` for this run.
+    pub fn with_config(config: MigrationConfig) -> Self {
+        MigrationOptions {
+            config: Some(config),
+            #[cfg(feature = "failpoints")]
+            fail_at: None,
+        }
+    }
+}
+
 /// What a finished migration did (seed 004's migration result).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationReport {

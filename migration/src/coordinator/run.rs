@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::Deployment;
 use super::active::ActiveMigration;
-use super::stage::{Settle, Stage, Unblock};
+#[cfg(feature = "failpoints")]
+use super::stage::Unblock;
+use super::stage::{Settle, Stage};
 #[cfg(feature = "failpoints")]
 use crate::config::FailPoint;
 use crate::config::{MigrationConfig, MigrationReport};
