@@ -7,9 +7,9 @@ use std::time::Instant;
 use floe_emitter::FileLog;
 use floe_emitter::sink::SinkLag;
 use floe_engine::{
-    Command, Entity, EntityKey, Json, KeyExtractor, Operation, Pipeline, RebalanceHint, Router,
-    RoutingMetricsSnapshot, RoutingTable, Shard, ShardCluster, ShardConfig, ShardInfo, ShardStats,
-    ShardUtilization, Topology, WriteAck,
+    Command, Entity, EntityKey, Json, JsonLimits, JsonRole, KeyExtractor, Operation, Pipeline,
+    RebalanceHint, Router, RoutingMetricsSnapshot, RoutingTable, Shard, ShardCluster, ShardConfig,
+    ShardInfo, ShardStats, ShardUtilization, Topology, WriteAck,
 };
 use floe_query::CrossShardQuery;
 use serde_json::Value;
@@ -25,7 +25,7 @@ mod checks;
 mod probes;
 mod sql;
 
-use checks::{check_key, check_size, display, to_json};
+use checks::{check_key, display};
 
 /// A write, with every option. Build one with [`WriteRequest::create`],
 /// [`WriteRequest::upsert`], [`WriteRequest::update`] or [`WriteRequest::delete`].
@@ -281,14 +281,15 @@ impl Floe {
     pub async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
         self.check_open()?;
         check_key(&request.key)?;
-        let limit = self.inner.config.shards.max_payload_bytes;
+        // The same JSON limits on every path (docs/configuration.md, [shards]).
+        let limits = self.inner.config.shards.json_limits();
         let (op, data) = match request.op {
             WriteOp::Create(data) => {
-                let (json, value) = self.prepare_data(&request.key, data, limit)?;
+                let (json, value) = self.prepare_data(&request.key, data, limits)?;
                 (Operation::Create(json), value)
             }
             WriteOp::Upsert(data) => {
-                let (json, value) = self.prepare_data(&request.key, data, limit)?;
+                let (json, value) = self.prepare_data(&request.key, data, limits)?;
                 (Operation::Upsert(json), value)
             }
             WriteOp::Update(patch) => {
@@ -299,12 +300,21 @@ impl Floe {
                     }
                     .into());
                 }
+                limits.check_depth(&request.key, JsonRole::Patch, &patch)?;
                 (Operation::Update(patch.clone()), Some(patch))
             }
             WriteOp::Delete => (Operation::Delete, None),
         };
         let partition_key = match request.partition_key {
-            Some(key) => key,
+            Some(key) => {
+                // A patch may not rewrite the fields its key is read from.
+                if let Operation::Update(patch) = &op {
+                    self.inner
+                        .extractor
+                        .check_patch(&request.key, patch, &key)?;
+                }
+                key
+            }
             None => self.inner.extractor.extract(&request.key, data.as_ref())?,
         };
         let command = Command {
@@ -337,12 +347,12 @@ impl Floe {
         &self,
         key: &EntityKey,
         data: Data,
-        limit: usize,
+        limits: JsonLimits,
     ) -> Result<(Json, Option<Value>)> {
         match data {
-            Data::Value(value) => Ok((to_json(key, &value, limit)?, Some(value))),
+            Data::Value(value) => Ok((limits.to_json(key, &value)?, Some(value))),
             Data::Json(json) => {
-                check_size(key, &json, limit)?;
+                limits.check_json(key, &json)?;
                 let value = if self.inner.extractor.needs_data(&key.entity_type) {
                     Some(json.to_value()?)
                 } else {

@@ -539,8 +539,13 @@ async fn write_options_pagination_and_routing_answers() {
             .send()
     };
     let first: serde_json::Value = put(r#"{"n":1}"#).await.unwrap().json().await.unwrap();
-    let retry: serde_json::Value = put(r#"{"n":2}"#).await.unwrap().json().await.unwrap();
+    let retry: serde_json::Value = put(r#"{"n":1}"#).await.unwrap().json().await.unwrap();
     assert_eq!(first, retry);
+    // The key on another body is refused: 422, as Stripe answers it.
+    let reused = put(r#"{"n":2}"#).await.unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let reused: serde_json::Value = reused.json().await.unwrap();
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
     assert_eq!(first["version"], 1);
     let (status, created) = server
         .call(

@@ -203,6 +203,7 @@ mod tests {
             version: 1,
             timestamp_us: 0,
             state: None,
+            request_fingerprint: None,
         };
         p.append(std::slice::from_ref(&event)).await.unwrap();
         p.close().await.unwrap();

@@ -44,6 +44,57 @@ pub enum Error {
         limit: usize,
     },
 
+    /// Entity data (or a merge patch, or the result of one) nests objects and
+    /// arrays deeper than the configured limit.
+    #[error(
+        "{what} of {entity} nests deeper than the limit of {limit} levels (shards.max_json_depth)"
+    )]
+    JsonTooDeep {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// What was too deep: `entity data`, `merge patch`, `patched entity`, `stored entity`.
+        what: &'static str,
+        /// Configured maximum nesting.
+        limit: usize,
+    },
+
+    /// A JSON object names the same key twice: floe refuses it rather than
+    /// keep one of the two values silently (parsers disagree on which).
+    #[error("{what} of {entity} has the key {key:?} twice in one object; send each key once")]
+    DuplicateJsonKey {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// `entity data` or `merge patch`.
+        what: &'static str,
+        /// The repeated key.
+        key: String,
+    },
+
+    /// A write would route an existing entity by another partition key (a
+    /// second copy on another shard): the partition key of an entity is
+    /// immutable while the entity is live.
+    #[error("partition key of {entity} is immutable: {reason}")]
+    PartitionKeyImmutable {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// The partition key this write carries.
+        attempted: String,
+        /// What the stored entity has, and how to proceed.
+        reason: String,
+    },
+
+    /// An idempotency key that was already used for a different request: the
+    /// first request's outcome stands, this one is not executed.
+    #[error(
+        "idempotency key {key:?} was already used for a different request ({original}); a retry must repeat the original request exactly, a new request needs a new key"
+    )]
+    IdempotencyKeyReused {
+        /// The reused key.
+        key: String,
+        /// What the key was first used for, e.g. `upsert of acme/Order/1`.
+        original: String,
+    },
+
     /// A shard id outside the topology.
     #[error("unknown shard {shard}: the topology has {shard_count} shards")]
     UnknownShard {

@@ -12,11 +12,15 @@ mod assigner;
 mod cluster;
 mod codec;
 mod command;
+mod dedup;
 mod digest;
 mod entity;
 mod error;
 mod event;
+mod idempotency;
 mod json;
+mod keyindex;
+mod limits;
 mod pipeline;
 mod routing;
 mod slots;
@@ -35,13 +39,17 @@ pub use cluster::{
 };
 pub use codec::{decode_event, encode_event, encoded_len, is_truncated_event};
 pub use command::{Command, Operation, WriteAck, merge_patch};
+pub use dedup::DedupWindow;
 pub use digest::{
     DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
 };
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
+pub use idempotency::IdempotencyIndex;
 pub use json::Json;
+pub use keyindex::{ClaimRefused, PartitionKeyIndex};
+pub use limits::{JsonLimits, JsonRole, MAX_JSON_DEPTH_CEILING, depth_exceeds};
 pub use pipeline::{Offset, Pipeline, Record, partition_for};
 pub use routing::{
     HashFunction, KeyTransform, RangeBound, RangeKey, RangeRule, RoutedBy, Router, RoutingMetrics,

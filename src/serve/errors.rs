@@ -140,6 +140,14 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         E::InvalidEntity { .. } => (StatusCode::BAD_REQUEST, "invalid_entity"),
         E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
         E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        E::JsonTooDeep { .. } => (StatusCode::BAD_REQUEST, "json_too_deep"),
+        E::DuplicateJsonKey { .. } => (StatusCode::BAD_REQUEST, "duplicate_json_key"),
+        E::PartitionKeyImmutable { .. } => (StatusCode::CONFLICT, "partition_key_immutable"),
+        // As Stripe answers it: the request is well-formed, but the key
+        // belongs to another request.
+        E::IdempotencyKeyReused { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+        }
         E::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
         E::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
         E::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
@@ -197,6 +205,37 @@ mod tests {
             (404, "unknown_shard")
         );
         assert_eq!(status(E::Closed("x".into())), (503, "shutting_down"));
+        assert_eq!(
+            status(E::JsonTooDeep {
+                entity: entity(),
+                what: "entity data",
+                limit: 64
+            }),
+            (400, "json_too_deep")
+        );
+        assert_eq!(
+            status(E::DuplicateJsonKey {
+                entity: entity(),
+                what: "entity data",
+                key: "a".into()
+            }),
+            (400, "duplicate_json_key")
+        );
+        assert_eq!(
+            status(E::PartitionKeyImmutable {
+                entity: entity(),
+                attempted: "b".into(),
+                reason: "r".into()
+            }),
+            (409, "partition_key_immutable")
+        );
+        assert_eq!(
+            status(E::IdempotencyKeyReused {
+                key: "k".into(),
+                original: "t/T/1 created at version 1".into()
+            }),
+            (422, "idempotency_key_reused")
+        );
         let pipeline = |retryable| E::Pipeline {
             backend: "file",
             message: "disk".into(),

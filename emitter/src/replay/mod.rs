@@ -163,6 +163,7 @@ mod tests {
                 version: 1,
                 timestamp_us: 0,
                 state: None,
+                request_fingerprint: None,
             },
         }
     }

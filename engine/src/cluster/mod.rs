@@ -31,14 +31,17 @@ pub use shard::{KeyLoad, MovingDigests, Shard};
 
 use crate::assigner::{AccessKind, LoadTracker, RebalanceHint, ShardLimits, ShardUtilization};
 use crate::command::{Command, WriteAck};
+use crate::dedup::DedupWindow;
 use crate::entity::{Entity, EntityKey};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::idempotency::IdempotencyIndex;
+use crate::keyindex::PartitionKeyIndex;
 use crate::pipeline::Pipeline;
 use crate::routing::{Router, RoutingMetrics, RoutingMetricsSnapshot};
 use crate::state::ShardState;
 use crate::topology::Topology;
-use crate::worker::{DedupWindow, ShardConfig, ShardStats, ShardWorker};
+use crate::worker::{ShardConfig, ShardStats, ShardWorker};
 
 /// How often a write is re-routed after its shard reports a routing change.
 /// A migration changes routing at most twice (install, cutover or rollback),
@@ -155,6 +158,11 @@ pub struct ShardCluster {
     epoch: Arc<AtomicU64>,
     pipeline: Arc<dyn Pipeline>,
     config: ShardConfig,
+    /// Entity -> partition key, shared by every shard worker (so no write
+    /// gives an existing entity a second copy on another shard).
+    keys: Arc<PartitionKeyIndex>,
+    /// Caller idempotency keys of every shard, with request fingerprints.
+    idempotency: Arc<IdempotencyIndex>,
     workers: Mutex<Vec<JoinHandle<ShardState>>>,
     /// Shards that left the routing (removed, or added by a migration that
     /// rolled back). They keep running, refusing stale writes so that their
@@ -184,6 +192,13 @@ impl ShardCluster {
             )));
         }
         let epoch = Arc::new(AtomicU64::new(1));
+        let keys = Arc::new(PartitionKeyIndex::rebuild(
+            recovered.iter().map(|r| &r.state),
+        ));
+        let idempotency = Arc::new(IdempotencyIndex::rebuild(
+            config.dedup_window * recovered.len(),
+            (0u32..).zip(recovered.iter().map(|r| &r.dedup)),
+        ));
         let load = LoadTracker::new(shard_count);
         let mut shards = Vec::with_capacity(recovered.len());
         let mut workers = Vec::with_capacity(recovered.len());
@@ -200,6 +215,8 @@ impl ShardCluster {
                 pipeline: pipeline.clone(),
                 config,
                 epoch: epoch.clone(),
+                keys: keys.clone(),
+                idempotency: idempotency.clone(),
             }
             .spawn();
             shards.push(Shard::local(handle));
@@ -215,6 +232,8 @@ impl ShardCluster {
             epoch,
             pipeline,
             config,
+            keys,
+            idempotency,
             workers: Mutex::new(workers),
             retired: Mutex::new(Vec::new()),
             load,
@@ -420,6 +439,8 @@ impl ShardCluster {
             pipeline: self.pipeline.clone(),
             config: self.config,
             epoch: self.epoch.clone(),
+            keys: self.keys.clone(),
+            idempotency: self.idempotency.clone(),
         }
         .spawn();
         self.workers

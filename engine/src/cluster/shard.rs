@@ -289,7 +289,7 @@ impl Shard {
     /// above are the protocol, each of which a remote link would carry.
     async fn run<R: Send + 'static>(
         &self,
-        task: impl FnOnce(&mut crate::ShardState, &mut crate::worker::DedupWindow) -> R + Send + 'static,
+        task: impl FnOnce(&mut crate::ShardState, &mut crate::dedup::DedupWindow) -> R + Send + 'static,
     ) -> Result<R> {
         match &self.link {
             Link::Local(h) => h.with_state(task).await,
