@@ -54,7 +54,7 @@ pub struct Config {
     /// The HTTP server of `floe serve`.
     pub serve: ServeConfig,
     /// How live shard migrations run.
-    pub migration: crate::migrate::MigrationConfig,
+    pub migration: floe_migration::MigrationConfig,
     /// Cross-shard SQL over the lake.
     pub query: QueryConfig,
 }
@@ -73,7 +73,7 @@ impl Default for Config {
             lake: LakeConfig::default(),
             health: HealthConfig::default(),
             serve: ServeConfig::default(),
-            migration: crate::migrate::MigrationConfig::default(),
+            migration: floe_migration::MigrationConfig::default(),
             query: QueryConfig::default(),
         }
     }

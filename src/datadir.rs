@@ -89,6 +89,41 @@ pub(crate) fn store_topology(dir: &Path, topology: &Topology) -> Result<()> {
     Ok(())
 }
 
+/// The topology store of a data directory: `DATA/topology.json`, replaced
+/// atomically (see [`store_topology`]).
+#[derive(Debug, Clone)]
+pub(crate) struct FileTopologyStore {
+    dir: PathBuf,
+}
+
+impl FileTopologyStore {
+    pub(crate) fn new(dir: &Path) -> Self {
+        FileTopologyStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+/// The engine's error for a failure of the file store.
+fn engine_error(e: Error) -> floe_engine::Error {
+    match e {
+        Error::Engine(e) => e,
+        Error::Io { context, cause } => floe_engine::Error::Io { context, cause },
+        other => floe_engine::Error::InvalidTopology(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl floe_engine::TopologyStore for FileTopologyStore {
+    async fn load(&self) -> floe_engine::Result<Option<Topology>> {
+        load_topology(&self.dir).map_err(engine_error)
+    }
+
+    async fn store(&self, topology: &Topology) -> floe_engine::Result<()> {
+        store_topology(&self.dir, topology).map_err(engine_error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,21 +63,6 @@ pub enum Error {
     #[error("the sink has not started yet")]
     SinkNotStarted,
 
-    /// Acknowledged events are gone: the pipeline's retention deleted
-    /// offsets that the lake does not hold. floe refuses to open rather
-    /// than serve a silently smaller state.
-    #[error(
-        "partition {partition} starts at offset {low_watermark} but the lake holds only offsets below {landed}: events in between are lost"
-    )]
-    EventsLost {
-        /// The pipeline partition.
-        partition: u32,
-        /// The partition's lowest stored offset.
-        low_watermark: u64,
-        /// The lake holds every offset below this one.
-        landed: u64,
-    },
-
     /// A background task (recovery, a replay, opening the log) panicked or
     /// was cancelled before it returned.
     #[error("{task} failed: {message}")]
@@ -86,19 +71,6 @@ pub enum Error {
         task: &'static str,
         /// What the runtime reported.
         message: String,
-    },
-
-    /// A migration failed and rolled back; its typed error went to the
-    /// first waiter (see `MigrationHandle::wait`), and this is what a later
-    /// waiter gets.
-    #[error("migration {id} failed: {message}")]
-    MigrationFailed {
-        /// The migration.
-        id: String,
-        /// The error the first waiter got.
-        message: String,
-        /// Whether that error was retryable.
-        retryable: bool,
     },
 
     /// The Iceberg lake or its sink failed: catalog, warehouse, commit, fencing.
@@ -154,7 +126,6 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             Error::Migration(e) => e.is_retryable(),
             Error::Query(e) => e.is_retryable(),
-            Error::MigrationFailed { retryable, .. } => *retryable,
             Error::SinkNotStarted => true,
             _ => false,
         }

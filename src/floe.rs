@@ -1,38 +1,31 @@
 //! [`Floe`]: the assembled engine on one machine.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use floe_emitter::FileLog;
 use floe_emitter::sink::SinkLag;
 use floe_engine::{
-    AccessKind, Command, Entity, EntityKey, IdempotencyIndex, Json, JsonLimits, JsonRole,
-    KeyExtractor, LoadTracker, Operation, PartitionKeyIndex, Pipeline, RebalanceHint, Router,
-    RoutingMetrics, RoutingMetricsSnapshot, ShardConfig, ShardHandle, ShardInfo, ShardState,
-    ShardStats, ShardUtilization, ShardWorker, Topology, WriteAck,
+    Command, Entity, EntityKey, Json, JsonLimits, JsonRole, KeyExtractor, Operation, Pipeline,
+    RebalanceHint, Router, RoutingMetricsSnapshot, RoutingTable, Shard, ShardCluster, ShardConfig,
+    ShardInfo, ShardStats, ShardUtilization, Topology, WriteAck,
 };
 use floe_query::CrossShardQuery;
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
 use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
 use crate::lake::{self, SinkTask};
-use crate::recovery::{self, RecoveryStats};
 use crate::telemetry::{Outcome, Telemetry};
+use floe_emitter::replay::RecoveryStats;
 
 mod checks;
 mod probes;
 mod sql;
 
 use checks::display;
-
-/// How often a write is re-routed after its shard reports a routing change.
-/// A migration changes routing at most twice (install, cutover or rollback),
-/// so a write re-routed more often than this is in a loop.
-const MAX_REROUTES: usize = 8;
 
 /// A write, with every option. Build one with [`WriteRequest::create`],
 /// [`WriteRequest::upsert`], [`WriteRequest::update`] or [`WriteRequest::delete`].
@@ -137,30 +130,12 @@ pub struct Floe {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    /// What writes route by; replaced as a whole (copy on write) when a
-    /// migration installs, cuts over or rolls back.
-    routing: RwLock<Arc<Routing>>,
-    /// The routing epoch every shard worker checks writes against: a write
-    /// routed under an older [`Routing`] is refused as stale and re-routed.
-    /// Stored only while `routing`'s write lock is held, together with it.
-    epoch: Arc<AtomicU64>,
-    /// Entity -> partition key, shared by every shard worker.
-    keys: Arc<PartitionKeyIndex>,
-    /// Caller idempotency keys of every shard, with request fingerprints.
-    idempotency: Arc<IdempotencyIndex>,
+    /// The shards and the routing table that reaches them.
+    cluster: Arc<ShardCluster>,
     extractor: KeyExtractor,
-    workers: Mutex<Vec<JoinHandle<ShardState>>>,
-    /// Shards that left the routing (removed, or added by a migration that
-    /// rolled back). They keep running, refusing stale writes so that their
-    /// callers re-route, until `close`.
-    retired: Mutex<Vec<ShardHandle>>,
     pipeline: Arc<dyn Pipeline>,
-    /// The lake, for migrations' replay (when `lake.enabled`).
-    lake: Option<floe_emitter::sink::Lake>,
     /// Migrations of this instance.
-    pub(crate) migrations: crate::migrate::Registry,
-    routing_metrics: RoutingMetrics,
-    load: Arc<LoadTracker>,
+    migrations: floe_migration::Migrator,
     telemetry: Telemetry,
     recovery: RecoveryStats,
     /// The sink landing the pipeline in Iceberg, when it runs in-process.
@@ -219,22 +194,14 @@ impl Floe {
             Arc::new(CrossShardQuery::new(lake.clone(), options).with_pipeline(pipeline.clone()))
         });
         let started = Instant::now();
-        let (recovered, recovery) = recovery::recover(
+        let (recovered, recovery) = floe_emitter::replay::recover(
             pipeline.clone(),
             router.clone(),
             config.shards.dedup_window,
             lake.as_ref(),
         )
-        .await?;
-        // Which partition key every entity has, so no write can give an
-        // existing entity a second copy on another shard.
-        let keys = Arc::new(PartitionKeyIndex::rebuild(
-            recovered.iter().map(|r| &r.state),
-        ));
-        let idempotency = Arc::new(IdempotencyIndex::rebuild(
-            config.shards.dedup_window * recovered.len(),
-            (0u32..).zip(recovered.iter().map(|r| &r.dedup)),
-        ));
+        .await
+        .map_err(replay_error)?;
         tracing::info!(
             events = recovery.events,
             applied = recovery.applied,
@@ -249,53 +216,31 @@ impl Floe {
             }
             _ => None,
         };
-        let migrations = crate::migrate::Registry::open(&config.data_dir, router.topology())?;
-        let epoch = Arc::new(AtomicU64::new(1));
         let shard_count = router.topology().shard_count;
-        let load = Arc::new(LoadTracker::new(shard_count));
-        let mut shards = Vec::with_capacity(recovered.len());
-        let mut workers = Vec::with_capacity(recovered.len());
-        for (shard, recovered) in (0u32..).zip(recovered) {
-            load.set_entity_stats(
-                shard,
-                recovered.state.live_entities(),
-                recovered.state.live_bytes(),
-            );
-            let (handle, worker) = ShardWorker {
-                shard,
-                state: recovered.state,
-                dedup: recovered.dedup,
-                pipeline: pipeline.clone(),
-                config: config.shards,
-                topology_version: epoch.clone(),
-                keys: keys.clone(),
-                idempotency: idempotency.clone(),
-            }
-            .spawn();
-            shards.push(handle);
-            workers.push(worker);
-        }
+        let cluster = Arc::new(ShardCluster::start(
+            router.topology().clone(),
+            recovered,
+            pipeline.clone(),
+            config.shards,
+        )?);
+        let migrations = floe_migration::Migrator::open(
+            floe_migration::Deployment {
+                cluster: cluster.clone(),
+                lake: lake.clone(),
+                topology: Arc::new(datadir::FileTopologyStore::new(&config.data_dir)),
+            },
+            floe_migration::JobStore::new(config.data_dir.join(floe_migration::JOBS_DIR)),
+            router.topology(),
+            config.migration.clone(),
+        )?;
         let telemetry = Telemetry::new(shard_count, &config.health);
         Ok(Floe {
             inner: Arc::new(Inner {
                 extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
                 config,
-                routing: RwLock::new(Arc::new(Routing {
-                    router,
-                    shards: Arc::new(shards),
-                    epoch: 1,
-                    migration: None,
-                })),
-                epoch,
-                keys,
-                idempotency,
-                workers: Mutex::new(workers),
-                retired: Mutex::new(Vec::new()),
+                cluster,
                 pipeline,
-                lake,
                 migrations,
-                routing_metrics: RoutingMetrics::new(shard_count),
-                load,
                 telemetry,
                 recovery,
                 sink,
@@ -374,7 +319,7 @@ impl Floe {
             }
             None => self.inner.extractor.extract(&request.key, data.as_ref())?,
         };
-        let mut command = Command {
+        let command = Command {
             key: request.key,
             op,
             expected_version: request.expected_version,
@@ -382,53 +327,16 @@ impl Floe {
             partition_key,
             key_hash: 0,
         };
-        let mut attempts = 0;
-        loop {
-            let routing = self.routing();
-            let router = &routing.router;
-            command.key_hash = router.key_hash(&command.partition_key);
-            let shard = router.route(&command.partition_key, command.key_hash);
-            // A write to a key that a migration moves either goes to its old
-            // owner holding the migration's gate (copy and catch-up), or
-            // waits in the write buffer and then routes again.
-            let mut _gate = None;
-            if let Some(migration) = &routing.migration
-                && migration.moves(&command.partition_key, command.key_hash)
-            {
-                match migration.admit().await {
-                    crate::migrate::Admit::Direct(guard) => _gate = Some(guard),
-                    crate::migrate::Admit::Held => continue,
-                }
-            }
-            self.inner.routing_metrics.record(shard);
-            self.inner
-                .load
-                .record_access(shard, AccessKind::Write, self.now_ms());
-            let started = Instant::now();
-            let result = routing.shards[shard as usize]
-                .write(command.clone(), routing.epoch)
-                .await;
-            let telemetry = &self.inner.telemetry;
-            match result {
-                Err(floe_engine::Error::StaleTopology { .. }) if attempts < MAX_REROUTES => {
-                    attempts += 1;
-                }
-                Err(e) => {
-                    self.inner.routing_metrics.record_error();
-                    let outcome = if is_server_side(&e) {
-                        Outcome::Failed
-                    } else {
-                        Outcome::Rejected
-                    };
-                    telemetry.record_write(shard, started.elapsed(), outcome);
-                    return Err(e.into());
-                }
-                Ok(ack) => {
-                    telemetry.record_write(shard, started.elapsed(), Outcome::Ok);
-                    return Ok(ack);
-                }
-            }
-        }
+        let routed = self.inner.cluster.write(command).await;
+        let outcome = match &routed.result {
+            Ok(_) => Outcome::Ok,
+            Err(e) if is_server_side(e) => Outcome::Failed,
+            Err(_) => Outcome::Rejected,
+        };
+        self.inner
+            .telemetry
+            .record_write(routed.shard, routed.elapsed, outcome);
+        Ok(routed.result?)
     }
 
     /// Creates or replaces an entity from JSON text (see [`WriteRequest::upsert_json`]).
@@ -467,13 +375,7 @@ impl Floe {
     /// [`Floe::get`] for entities whose partition key comes from their data.
     pub async fn get_routed(&self, key: &EntityKey, partition_key: &str) -> Result<Option<Entity>> {
         self.check_open()?;
-        let routing = self.routing();
-        let router = &routing.router;
-        let shard = router.route(partition_key, router.key_hash(partition_key));
-        self.inner
-            .load
-            .record_access(shard, AccessKind::Read, self.now_ms());
-        Ok(routing.shards[shard as usize].get(key.clone()).await?)
+        Ok(self.inner.cluster.get(key, partition_key).await?)
     }
 
     /// Live entities of a namespace and type in id order, after `after`, at
@@ -488,24 +390,11 @@ impl Floe {
         limit: usize,
     ) -> Result<Vec<Entity>> {
         self.check_open()?;
-        let routing = self.routing();
-        let requests = routing.shards.iter().map(|shard| {
-            self.list_shard_with(
-                &routing,
-                shard.shard(),
-                namespace,
-                entity_type,
-                after,
-                limit,
-            )
-        });
-        let mut all = Vec::new();
-        for page in futures::future::join_all(requests).await {
-            all.extend(page?);
-        }
-        all.sort_by(|a, b| a.key.id.cmp(&b.key.id));
-        all.truncate(limit);
-        Ok(all)
+        Ok(self
+            .inner
+            .cluster
+            .list(namespace, entity_type, after, limit)
+            .await?)
     }
 
     /// Live entities of a namespace and type that shard `shard` owns, in id
@@ -519,30 +408,10 @@ impl Floe {
         limit: usize,
     ) -> Result<Vec<Entity>> {
         self.check_open()?;
-        let routing = self.routing();
-        self.list_shard_with(&routing, shard, namespace, entity_type, after, limit)
-            .await
-    }
-
-    async fn list_shard_with(
-        &self,
-        routing: &Routing,
-        shard: u32,
-        namespace: &str,
-        entity_type: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Entity>> {
-        let handle = routing.handle(shard)?;
-        let router = routing.router.clone();
-        let (namespace, entity_type) = (namespace.to_string(), entity_type.to_string());
-        let after = after.map(str::to_string);
-        Ok(handle
-            .with_state(move |state, _| {
-                state.list_where(&namespace, &entity_type, after.as_deref(), limit, |r| {
-                    router.route(&r.partition_key, r.key_hash) == shard
-                })
-            })
+        Ok(self
+            .inner
+            .cluster
+            .list_shard(shard, namespace, entity_type, after, limit)
             .await?)
     }
 
@@ -564,44 +433,35 @@ impl Floe {
     /// Counters of every shard (while a migration copies, a target's counters
     /// include the copies).
     pub async fn shard_stats(&self) -> Result<Vec<ShardStats>> {
-        let routing = self.routing();
-        let mut stats = Vec::with_capacity(routing.shards.len());
-        for page in futures::future::join_all(routing.shards.iter().map(|s| s.stats())).await {
-            let page = page?;
-            self.inner
-                .load
-                .set_entity_stats(page.shard, page.entities, page.bytes);
-            stats.push(page);
-        }
-        Ok(stats)
+        Ok(self.inner.cluster.shard_stats().await?)
     }
 
     /// Counters of one shard.
     pub async fn shard(&self, shard: u32) -> Result<ShardStats> {
-        Ok(self.routing().handle(shard)?.stats().await?)
+        Ok(self.inner.cluster.shard(shard)?.stats().await?)
     }
 
     /// Routing counters since open.
     pub fn routing_metrics(&self) -> RoutingMetricsSnapshot {
-        self.inner.routing_metrics.snapshot()
+        self.inner.cluster.routing_metrics()
     }
 
     /// Shards with more than `threshold` accesses in the last `window_ms`.
     pub fn hot_shards(&self, threshold: u64, window_ms: u64) -> Vec<u32> {
-        self.inner
-            .load
-            .hot_shards(threshold, window_ms, self.now_ms())
+        self.inner.cluster.hot_shards(threshold, window_ms)
     }
 
     /// Entity and byte utilization of every shard against the configured limits
     /// (as of the last [`Floe::shard_stats`] call or open).
     pub fn utilization(&self) -> Vec<ShardUtilization> {
-        self.inner.load.utilization(&self.inner.config.limits)
+        self.inner.cluster.utilization(&self.inner.config.limits)
     }
 
     /// Split and merge hints from the configured limits.
     pub fn rebalance_hints(&self) -> Vec<RebalanceHint> {
-        self.inner.load.rebalance_hints(&self.inner.config.limits)
+        self.inner
+            .cluster
+            .rebalance_hints(&self.inner.config.limits)
     }
 
     /// What recovery replayed when this instance opened.
@@ -625,8 +485,8 @@ impl Floe {
     }
 
     /// The handle of a shard the current routing names.
-    fn handle(&self, shard: u32) -> Result<ShardHandle> {
-        self.routing().handle(shard).cloned()
+    fn handle(&self, shard: u32) -> Result<Shard> {
+        Ok(self.inner.cluster.shard(shard)?)
     }
 
     /// The pipeline this instance writes to.
@@ -641,18 +501,7 @@ impl Floe {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let retired =
-            std::mem::take(&mut *self.inner.retired.lock().unwrap_or_else(|p| p.into_inner()));
-        for shard in self.routing().shards.iter().chain(&retired) {
-            shard.stop().await;
-        }
-        let workers =
-            std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        for worker in workers {
-            if let Err(e) = worker.await {
-                tracing::error!(error = %e, "a shard worker panicked");
-            }
-        }
+        self.inner.cluster.close().await;
         // Every acknowledged write is in the pipeline now: land it all.
         if let Some(sink) = &self.inner.sink {
             sink.stop().await;
@@ -667,82 +516,16 @@ impl Floe {
     }
 
     fn router(&self) -> Arc<Router> {
-        self.routing().router.clone()
+        self.inner.cluster.router()
     }
 
-    /// The routing in force.
-    pub(crate) fn routing(&self) -> Arc<Routing> {
-        self.inner
-            .routing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The routing table in force.
+    pub(crate) fn routing(&self) -> Arc<RoutingTable> {
+        self.inner.cluster.routing()
     }
 
-    /// Replaces the routing with `change(current)` under a new epoch, and
-    /// publishes the epoch to the workers before any writer can see the new
-    /// routing (both under the write lock): a write routed under the old
-    /// routing is refused as stale and re-routed, and no write routed under
-    /// the new one is refused.
-    pub(crate) fn swap_routing(&self, change: impl FnOnce(&Routing) -> Routing) -> Arc<Routing> {
-        let mut guard = self
-            .inner
-            .routing
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut next = change(&guard);
-        next.epoch = guard.epoch + 1;
-        let next = Arc::new(next);
-        self.inner.epoch.store(next.epoch, Ordering::Release);
-        *guard = next.clone();
-        if self.inner.load.shard_count() < next.router.topology().shard_count {
-            self.inner.load.resize(next.router.topology().shard_count);
-        }
-        next
-    }
-
-    /// Starts an empty shard worker (a migration's new shard).
-    pub(crate) fn spawn_shard(&self, shard: u32) -> ShardHandle {
-        let (handle, worker) = ShardWorker {
-            shard,
-            state: ShardState::new(),
-            dedup: floe_engine::DedupWindow::new(self.inner.config.shards.dedup_window),
-            pipeline: self.inner.pipeline.clone(),
-            config: self.inner.config.shards,
-            topology_version: self.inner.epoch.clone(),
-            keys: self.inner.keys.clone(),
-            idempotency: self.inner.idempotency.clone(),
-        }
-        .spawn();
-        self.inner
-            .workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(worker);
-        handle
-    }
-
-    /// Keeps a shard that left the routing running until `close`.
-    pub(crate) fn retire(&self, handle: ShardHandle) {
-        self.inner
-            .retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
-    }
-
-    pub(crate) fn migrations_registry(&self) -> &crate::migrate::Registry {
+    pub(crate) fn migrator(&self) -> &floe_migration::Migrator {
         &self.inner.migrations
-    }
-
-    /// The lake, if enabled.
-    pub(crate) fn lake(&self) -> Option<&floe_emitter::sink::Lake> {
-        self.inner.lake.as_ref()
-    }
-
-    /// Shrinks the load tracker after shards left.
-    pub(crate) fn resize_load(&self, shard_count: u32) {
-        self.inner.load.resize(shard_count);
     }
 
     fn check_open(&self) -> Result<()> {
@@ -750,33 +533,6 @@ impl Floe {
             return Err(floe_engine::Error::Closed("floe has been closed".into()).into());
         }
         Ok(())
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.inner.started.elapsed().as_millis() as u64
-    }
-}
-
-/// What writes route by: a router, the shard handles (indexed by shard id,
-/// including shards a running migration added), the epoch, and the running
-/// migration if any.
-#[derive(Debug)]
-pub(crate) struct Routing {
-    pub(crate) router: Arc<Router>,
-    pub(crate) shards: Arc<Vec<ShardHandle>>,
-    pub(crate) epoch: u64,
-    pub(crate) migration: Option<Arc<crate::migrate::ActiveMigration>>,
-}
-
-impl Routing {
-    pub(crate) fn handle(&self, shard: u32) -> Result<&ShardHandle> {
-        Ok(self
-            .shards
-            .get(shard as usize)
-            .ok_or(floe_engine::Error::UnknownShard {
-                shard,
-                shard_count: self.shards.len() as u32,
-            })?)
     }
 }
 
@@ -819,12 +575,23 @@ async fn open_kafka(config: &Config) -> Result<Arc<dyn Pipeline>> {
     )))
 }
 
+/// A failed replay as this crate reports it: the pipeline's own errors as
+/// engine errors, deleted history without a lake as configuration, the rest
+/// (the lake, or retention past what it holds) as the lake's.
+fn replay_error(e: floe_emitter::Error) -> crate::Error {
+    match e {
+        floe_emitter::Error::Pipeline { cause } => crate::Error::Engine(cause),
+        e @ floe_emitter::Error::HistoryNeedsLake { .. } => crate::Error::Config(e.to_string()),
+        e => crate::Error::Lake(e),
+    }
+}
+
 /// Whether a write failed on floe's side (health counts these) rather
 /// than for the caller's input.
 fn is_server_side(e: &floe_engine::Error) -> bool {
     use floe_engine::Error as E;
     matches!(
         e,
-        E::Pipeline { .. } | E::Io { .. } | E::Closed(_) | E::Codec(_) | E::StaleTopology { .. }
+        E::Pipeline { .. } | E::Io { .. } | E::Closed(_) | E::Codec(_) | E::StaleRouting { .. }
     )
 }

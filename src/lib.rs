@@ -29,7 +29,6 @@ mod floe;
 mod health;
 mod lake;
 mod migrate;
-mod recovery;
 mod repair;
 #[cfg(feature = "server")]
 pub mod serve;
@@ -42,6 +41,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
+pub use floe_emitter::replay::RecoveryStats;
 pub use floe_emitter::sink::{LandStats, SinkLag};
 pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
 pub use floe_migration::{
@@ -54,11 +54,12 @@ pub use floe_query::{
 };
 pub use health::{HealthStatus, ShardHealth, SinkHealth, SystemHealth};
 pub use lake::{SinkMode, open_query, run_sink};
+#[cfg(feature = "failpoints")]
+pub use migrate::FailPoint;
 pub use migrate::{
-    FailPoint, JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport,
-    Migrations, PlanRequest, list_jobs, request_cancel,
+    JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport, Migrations,
+    PlanRequest, list_jobs, request_cancel,
 };
-pub use recovery::RecoveryStats;
 pub use repair::repair;
 pub use telemetry::{ProbeState, WriteWindow};
 

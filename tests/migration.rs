@@ -11,8 +11,10 @@ use std::time::Duration;
 mod support;
 use support::{Oracle, live, state_of};
 
+#[cfg(feature = "failpoints")]
+use floe::FailPoint;
 use floe::{
-    Config, EntityKey, FailPoint, Floe, FsyncMode, JobStatus, MigrationConfig, MigrationError,
+    Config, EntityKey, Floe, FsyncMode, JobStatus, MigrationConfig, MigrationError,
     MigrationOptions, PartitionKeySpec, PlanKind,
 };
 use serde_json::{Value, json};
@@ -328,6 +330,8 @@ async fn add_shard_moves_exactly_the_keys_whose_routing_changed() {
     floe.close().await.unwrap();
 }
 
+// Injects failures: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 async fn failing(fail: FailPoint) {
     let dir = tempfile::tempdir().unwrap();
     let floe = Floe::open(config(dir.path())).await.unwrap();
@@ -360,11 +364,15 @@ async fn failing(fail: FailPoint) {
     floe.close().await.unwrap();
 }
 
+// Injects failures: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failure_mid_copy_rolls_back() {
     failing(FailPoint::MidCopy).await;
 }
 
+// Injects failures: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failure_mid_cutover_rolls_back() {
     failing(FailPoint::MidCutover).await;
@@ -444,6 +452,8 @@ async fn timeout_rolls_back() {
     floe.close().await.unwrap();
 }
 
+// Injects failures: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 async fn crash(fail: FailPoint, expect_new: bool) {
     let dir = tempfile::tempdir().unwrap();
     let floe = Floe::open(config(dir.path())).await.unwrap();
@@ -482,11 +492,15 @@ async fn crash(fail: FailPoint, expect_new: bool) {
     floe.close().await.unwrap();
 }
 
+// Injects failures: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn restart_mid_copy_rolls_back() {
     crash(FailPoint::CrashMidCopy, false).await;
 }
 
+// Injects failures: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn restart_after_the_topology_is_persisted_completes() {
     crash(FailPoint::CrashMidCutover, true).await;

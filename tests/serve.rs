@@ -11,6 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use server::{ADMIN, FloeServer, OPERATOR, VIEWER, error_code};
 
+// Injects shard faults through the API: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_is_allowed_and_refused_where_it_should_be() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,6 +167,8 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
     assert_eq!(body["data"], json!({"n": 2}));
 }
 
+// Injects shard faults through the API: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_calls_are_audited_by_token_name_never_by_secret() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,8 @@ async fn wait_for_status(server: &FloeServer, shard: u32, want: &str) -> Value {
     }
 }
 
+// Injects shard faults through the API: needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_shard_turns_degraded_then_unhealthy_and_back_to_healthy() {
     let dir = tempfile::tempdir().unwrap();

@@ -279,6 +279,50 @@ pub enum Error {
     #[error("sink stopped by its hook at {0}")]
     Stopped(&'static str),
 
+    /// Replay: a lake snapshot holds an event at or beyond the offsets its
+    /// summary says it covers (the sink's exactly-once invariant is broken:
+    /// replaying it and the pipeline from those offsets would apply it twice).
+    #[error(
+        "lake snapshot {snapshot} holds offset {offset} of partition {partition}, beyond its committed offsets ({committed})"
+    )]
+    SnapshotBeyondCommitted {
+        /// The snapshot.
+        snapshot: i64,
+        /// The partition of the event.
+        partition: u32,
+        /// Its offset.
+        offset: u64,
+        /// What the snapshot says it covers (`none` for an unknown partition).
+        committed: String,
+    },
+
+    /// Replay: retention deleted pipeline events the lake does not hold
+    /// (the low watermark is above the lake's committed offset), so the
+    /// events in between are lost.
+    #[error(
+        "partition {partition} starts at offset {low_watermark} but the lake holds only offsets below {committed}: events in between are lost"
+    )]
+    RetentionAboveCommitted {
+        /// The partition.
+        partition: u32,
+        /// Its lowest readable offset.
+        low_watermark: u64,
+        /// The lake's committed offset for it.
+        committed: u64,
+    },
+
+    /// Replay: the pipeline's retention deleted events (the low watermark is
+    /// above 0) and no lake is configured to read them from.
+    #[error(
+        "partition {partition} starts at offset {low_watermark}: retention deleted the history before it, and reading it needs the lake (turn lake.enabled on)"
+    )]
+    HistoryNeedsLake {
+        /// The partition.
+        partition: u32,
+        /// Its lowest readable offset.
+        low_watermark: u64,
+    },
+
     /// A background task failed.
     #[error("{0}")]
     Task(String),

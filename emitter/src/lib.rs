@@ -5,9 +5,12 @@
 //! feature, [`conformance`] holds the test suite every pipeline backend must
 //! pass. With the `kafka` feature, [`KafkaPipeline`] keeps the events in a
 //! Kafka topic instead, and [`TansuBroker`] starts a local broker for tests
-//! and benchmarks.
+//! and benchmarks. With the `test-util` feature, [`MemPipeline`] is the
+//! contract in memory, for tests that need a pipeline in milliseconds.
 //! With the `sink` feature (on by default), [`sink`] lands a pipeline in the
-//! Iceberg table `floe.events` exactly once.
+//! Iceberg table `floe.events` exactly once, and [`replay`] reads history
+//! back (the lake snapshot, then the pipeline after it) for recovery,
+//! migrations and fresh-mode SQL.
 #![deny(missing_docs)]
 
 #[cfg(feature = "conformance")]
@@ -16,6 +19,10 @@ mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod log;
+#[cfg(feature = "test-util")]
+mod mem;
+#[cfg(feature = "sink")]
+pub mod replay;
 #[cfg(feature = "sink")]
 pub mod sink;
 
@@ -26,3 +33,5 @@ pub use log::{
     DamagedRegion, FileLog, FsyncPolicy, LogOptions, LogRepair, LostRange, PartitionScan,
     RepairPlan, RepairReport, SegmentCheck, SegmentVerdict, TornTail, check_segment,
 };
+#[cfg(feature = "test-util")]
+pub use mem::MemPipeline;

@@ -138,13 +138,17 @@ pub enum Error {
         entity: EntityKeyDisplay,
     },
 
-    /// A request routed with a topology version that is no longer current.
-    #[error("stale topology: request routed with version {routed}, current version is {current}")]
-    StaleTopology {
-        /// The version the request was routed with.
-        routed: u64,
-        /// The version in force.
-        current: u64,
+    /// A write routed under a routing epoch the shard no longer (or not
+    /// yet) has: the routing changed between routing and arrival. The
+    /// cluster re-routes it; callers see this only after many re-routes.
+    #[error(
+        "stale routing: request routed under routing epoch {routed_epoch}, the shard is at epoch {current_epoch}"
+    )]
+    StaleRouting {
+        /// The routing epoch the request was routed under.
+        routed_epoch: u64,
+        /// The shard's routing epoch.
+        current_epoch: u64,
     },
 
     /// A topology document that cannot be used.
@@ -191,7 +195,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Pipeline { retryable, .. } => *retryable,
-            Error::StaleTopology { .. } => true,
+            Error::StaleRouting { .. } => true,
             _ => false,
         }
     }

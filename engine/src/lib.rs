@@ -1,5 +1,6 @@
 //! floe's core: the entity and event model, partition keys, routing, topology,
-//! shard workers and the [`Pipeline`] trait that backends implement.
+//! the shard cluster (routing table, shard handles, workers) and the
+//! [`Pipeline`] trait that backends implement.
 //!
 //! The logic here is pure and synchronous where it can be (routing, key
 //! extraction, `apply`), so that the live path, recovery and migration replay
@@ -8,9 +9,11 @@
 #![deny(missing_docs)]
 
 mod assigner;
+mod cluster;
 mod codec;
 mod command;
 mod dedup;
+mod digest;
 mod entity;
 mod error;
 mod event;
@@ -23,15 +26,23 @@ mod routing;
 mod slots;
 mod state;
 mod topology;
+mod topology_store;
 mod worker;
 
 pub use assigner::{
-    AccessKind, HintKind, KeyExtractor, KeyField, KeyFn, LoadTracker, PartitionKeySpec, Priority,
-    RebalanceHint, ShardAccess, ShardLimits, ShardTotals, ShardUtilization,
+    AccessKind, HintKind, KeyExtractor, KeyField, KeyFn, PartitionKeySpec, Priority, RebalanceHint,
+    ShardAccess, ShardLimits, ShardTotals, ShardUtilization,
+};
+pub use cluster::{
+    Admission, AdmissionGuard, Admit, DEFAULT_SKEW_RATIO, KeyLoad, MAX_REROUTES, MovingDigests,
+    NextRouting, RecoveredShard, Routed, RoutingTable, Shard, ShardCluster,
 };
 pub use codec::{decode_event, encode_event, encoded_len, is_truncated_event};
 pub use command::{Command, Operation, WriteAck, merge_patch};
 pub use dedup::DedupWindow;
+pub use digest::{
+    DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
+};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
@@ -46,4 +57,5 @@ pub use routing::{
 };
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
 pub use topology::{MAX_SHARDS, Topology};
-pub use worker::{ShardConfig, ShardHandle, ShardStats, ShardWorker};
+pub use topology_store::TopologyStore;
+pub use worker::{ShardConfig, ShardStats};

@@ -103,7 +103,7 @@ pub struct ShardStats {
 enum Request {
     Write {
         command: Command,
-        routed_version: u64,
+        routed_epoch: u64,
         reply: oneshot::Sender<Result<WriteAck>>,
     },
     Get {
@@ -133,7 +133,7 @@ type StateTask = Box<dyn FnOnce(&mut ShardState, &mut DedupWindow) + Send>;
 
 /// The sending side of a shard's inbox. Cloning is cheap.
 #[derive(Debug, Clone)]
-pub struct ShardHandle {
+pub(crate) struct ShardHandle {
     shard: u32,
     inbox: mpsc::Sender<Request>,
     probe: Arc<WorkerProbe>,
@@ -149,6 +149,7 @@ struct WorkerProbe {
     /// Duration of the last completed pipeline append, in microseconds.
     last_append_us: AtomicU64,
     /// Fault injection: extra delay before every batch, in microseconds.
+    #[cfg(feature = "failpoints")]
     fault_delay_us: AtomicU64,
 }
 
@@ -167,7 +168,7 @@ impl std::fmt::Debug for Request {
 
 impl ShardHandle {
     /// The shard this handle reaches.
-    pub fn shard(&self) -> u32 {
+    pub(crate) fn shard(&self) -> u32 {
         self.shard
     }
 
@@ -185,12 +186,12 @@ impl ShardHandle {
     /// Sends a write and waits for its acknowledgement, which comes only after
     /// the event is durable in the pipeline and applied. A key that fails
     /// [`EntityKey::validate`] is refused here, before it reaches the shard.
-    pub async fn write(&self, command: Command, routed_version: u64) -> Result<WriteAck> {
+    pub(crate) async fn write(&self, command: Command, routed_epoch: u64) -> Result<WriteAck> {
         command.key.validate()?;
         let (reply, rx) = oneshot::channel();
         self.send(Request::Write {
             command,
-            routed_version,
+            routed_epoch,
             reply,
         })
         .await?;
@@ -198,14 +199,14 @@ impl ShardHandle {
     }
 
     /// Reads one live entity.
-    pub async fn get(&self, key: EntityKey) -> Result<Option<Entity>> {
+    pub(crate) async fn get(&self, key: EntityKey) -> Result<Option<Entity>> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Get { key, reply }).await?;
         rx.await.map_err(|_| self.stopped())
     }
 
     /// Lists live entities of a namespace and type in id order.
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         namespace: String,
         entity_type: String,
@@ -225,7 +226,7 @@ impl ShardHandle {
     }
 
     /// The shard's counters.
-    pub async fn stats(&self) -> Result<ShardStats> {
+    pub(crate) async fn stats(&self) -> Result<ShardStats> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Stats { reply }).await?;
         rx.await.map_err(|_| self.stopped())
@@ -238,7 +239,7 @@ impl ShardHandle {
     /// Used by migrations to copy events into a shard, evict moved entities
     /// and compute digests without a second owner of the state. `task` runs
     /// on the worker's task: keep it short or split it into chunks.
-    pub async fn with_state<R: Send + 'static>(
+    pub(crate) async fn with_state<R: Send + 'static>(
         &self,
         task: impl FnOnce(&mut ShardState, &mut DedupWindow) -> R + Send + 'static,
     ) -> Result<R> {
@@ -252,20 +253,20 @@ impl ShardHandle {
 
     /// Asks the worker to stop once the requests queued before this one are
     /// done; requests sent afterwards fail with [`Error::Closed`].
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         // Already stopped is fine: stopping is idempotent.
         let _ = self.inbox.send(Request::Stop).await;
     }
 
     /// Requests queued in the inbox right now.
-    pub fn inbox_depth(&self) -> usize {
+    pub(crate) fn inbox_depth(&self) -> usize {
         self.inbox.max_capacity() - self.inbox.capacity()
     }
 
     /// How long the group commit now in the pipeline has been waiting for
     /// durability (zero when none is): a stalled disk or broker shows here
     /// before any write completes.
-    pub fn pipeline_wait(&self) -> Duration {
+    pub(crate) fn pipeline_wait(&self) -> Duration {
         let started = self.probe.append_started_us.load(Ordering::Acquire);
         if started == 0 {
             return Duration::ZERO;
@@ -274,50 +275,54 @@ impl ShardHandle {
     }
 
     /// How long the last completed pipeline append took.
-    pub fn last_append(&self) -> Duration {
+    pub(crate) fn last_append(&self) -> Duration {
         Duration::from_micros(self.probe.last_append_us.load(Ordering::Acquire))
     }
 
     /// Fault injection for tests and drills: the worker sleeps this long
     /// before every batch it processes (reads, stats and writes alike), as a
     /// shard on a failing disk would. `Duration::ZERO` turns it off.
-    pub fn set_fault_delay(&self, delay: Duration) {
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn set_fault_delay(&self, delay: Duration) {
         let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.probe.fault_delay_us.store(micros, Ordering::Release);
     }
 
-    /// The injected delay in force.
-    pub fn fault_delay(&self) -> Duration {
-        Duration::from_micros(self.probe.fault_delay_us.load(Ordering::Acquire))
+    /// The injected delay in force (zero without the `failpoints` feature).
+    pub(crate) fn fault_delay(&self) -> Duration {
+        #[cfg(feature = "failpoints")]
+        return Duration::from_micros(self.probe.fault_delay_us.load(Ordering::Acquire));
+        #[cfg(not(feature = "failpoints"))]
+        Duration::ZERO
     }
 }
 
 /// Everything a shard worker starts from.
 #[derive(Debug)]
-pub struct ShardWorker {
+pub(crate) struct ShardWorker {
     /// The shard's id.
-    pub shard: u32,
+    pub(crate) shard: u32,
     /// Its recovered state.
-    pub state: ShardState,
+    pub(crate) state: ShardState,
     /// Its recovered idempotency window.
-    pub dedup: DedupWindow,
+    pub(crate) dedup: DedupWindow,
     /// Where its events go.
-    pub pipeline: Arc<dyn Pipeline>,
+    pub(crate) pipeline: Arc<dyn Pipeline>,
     /// Its settings.
-    pub config: ShardConfig,
-    /// The topology version in force; writes routed with another are refused
+    pub(crate) config: ShardConfig,
+    /// The routing epoch in force; writes routed under another are refused
     /// as stale so the caller re-routes them.
-    pub topology_version: Arc<AtomicU64>,
+    pub(crate) epoch: Arc<AtomicU64>,
     /// The deployment's entity -> partition key index, shared by every shard.
-    pub keys: Arc<PartitionKeyIndex>,
+    pub(crate) keys: Arc<PartitionKeyIndex>,
     /// The deployment's caller idempotency keys, shared by every shard.
-    pub idempotency: Arc<IdempotencyIndex>,
+    pub(crate) idempotency: Arc<IdempotencyIndex>,
 }
 
 impl ShardWorker {
     /// Starts the worker task. It runs until every handle is dropped, finishes
     /// the requests already queued, and returns its state.
-    pub fn spawn(self) -> (ShardHandle, JoinHandle<ShardState>) {
+    pub(crate) fn spawn(self) -> (ShardHandle, JoinHandle<ShardState>) {
         let (tx, rx) = mpsc::channel(self.config.inbox_capacity);
         let probe = Arc::new(WorkerProbe::default());
         let handle = ShardHandle {
@@ -348,9 +353,12 @@ impl ShardWorker {
                     requests.push(request);
                 }
             }
-            let delay = probe.fault_delay_us.load(Ordering::Acquire);
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_micros(delay)).await;
+            #[cfg(feature = "failpoints")]
+            {
+                let delay = probe.fault_delay_us.load(Ordering::Acquire);
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_micros(delay)).await;
+                }
             }
             // While stopping, the batch may exceed `max_batch` (by at most the
             // inbox capacity): one last group commit.
@@ -384,19 +392,19 @@ impl ShardWorker {
             max_json_depth: self.config.max_json_depth,
         };
         let now = now_us();
-        let current_version = self.topology_version.load(Ordering::Acquire);
+        let current_epoch = self.epoch.load(Ordering::Acquire);
         for request in requests.drain(..) {
             match request {
                 Request::Write {
                     command,
-                    routed_version,
+                    routed_epoch,
                     reply,
                 } => {
-                    if routed_version != current_version {
+                    if routed_epoch != current_epoch {
                         stats.write_errors += 1;
-                        let _ = reply.send(Err(Error::StaleTopology {
-                            routed: routed_version,
-                            current: current_version,
+                        let _ = reply.send(Err(Error::StaleRouting {
+                            routed_epoch,
+                            current_epoch,
                         }));
                         continue;
                     }
@@ -680,7 +688,7 @@ mod tests {
             dedup: DedupWindow::new(16),
             pipeline,
             config: ShardConfig::default(),
-            topology_version: Arc::new(AtomicU64::new(1)),
+            epoch: Arc::new(AtomicU64::new(1)),
             keys: Arc::new(PartitionKeyIndex::new()),
             idempotency: Arc::new(IdempotencyIndex::new(16)),
         }
@@ -742,6 +750,7 @@ mod tests {
         task.await.unwrap();
     }
 
+    #[cfg(feature = "failpoints")]
     #[tokio::test]
     async fn an_injected_delay_slows_every_batch_until_cleared() {
         let pipeline = Arc::new(GatedPipeline {

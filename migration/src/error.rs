@@ -68,6 +68,34 @@ pub enum Error {
     #[error("no migration {0}")]
     NotFound(String),
 
+    /// A `[migration]` setting that cannot be used.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A task of the migration (a lake or pipeline reader) panicked or was
+    /// cancelled.
+    #[error("the {task} task failed: {message}")]
+    TaskFailed {
+        /// Which task.
+        task: &'static str,
+        /// What the runtime said.
+        message: String,
+    },
+
+    /// A second waiter of a migration that failed: the first one got the
+    /// typed error, this one its message.
+    #[error("migration {id}: {message}")]
+    Failed {
+        /// The migration.
+        id: String,
+        /// The error the first waiter got.
+        message: String,
+    },
+
+    /// The migration's task ended without recording an outcome.
+    #[error("migration {0} stopped without an outcome")]
+    NoOutcome(String),
+
     /// The engine refused something (routing, a stopped shard, the pipeline).
     #[error(transparent)]
     Engine(#[from] floe_engine::Error),
@@ -75,15 +103,6 @@ pub enum Error {
     /// The lake could not be read.
     #[error("reading the lake: {0}")]
     Lake(floe_emitter::Error),
-
-    /// An Iceberg scan of the lake failed.
-    #[error("{context}: {cause}")]
-    Iceberg {
-        /// What the migration was doing.
-        context: &'static str,
-        /// The Iceberg error.
-        cause: Box<iceberg::Error>,
-    },
 
     /// A job file that cannot be read, written or parsed.
     #[error("migration job file {}: {message}", path.display())]
@@ -109,13 +128,6 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             Error::Timeout { .. } | Error::AlreadyMigrating { .. } => true,
             _ => false,
-        }
-    }
-
-    pub(crate) fn iceberg(context: &'static str) -> impl FnOnce(iceberg::Error) -> Self {
-        move |cause| Error::Iceberg {
-            context,
-            cause: Box::new(cause),
         }
     }
 

@@ -1,10 +1,13 @@
-//! Shard migrations: balance analysis, plans, replay of the moving keys'
-//! history from the Iceberg lake and the pipeline tail, the bounded write
-//! buffer, verification digests, and the persisted job record.
+//! Shard migrations: balance analysis, plans, the coordinator that runs a
+//! live migration against a [`Deployment`] (a shard cluster, its pipeline,
+//! the lake and a topology store), replay of the moving keys' history from
+//! the Iceberg lake and the pipeline tail, the bounded write buffer, and the
+//! persisted job record.
 //!
-//! The parts here are the pure ones and the readers; the `floe` crate wires
-//! them into a running deployment (routing switch, shard workers, the data
-//! directory). `docs/migration.md` describes the protocol.
+//! [`Migrator`] is the entry point: it plans, starts, follows and cancels
+//! migrations, one at a time. The `floe` crate only wires it to the data
+//! directory (the job store and the file topology store).
+//! `docs/migration.md` describes the protocol.
 //!
 //! ```
 //! use floe_engine::{HashFunction, Strategy, Topology};
@@ -28,7 +31,8 @@
 
 mod balance;
 mod buffer;
-mod digest;
+mod config;
+mod coordinator;
 mod error;
 mod job;
 mod plan;
@@ -36,14 +40,21 @@ mod replay;
 
 pub use balance::{BalanceAnalysis, ShardLoad, analyze_balance};
 pub use buffer::{BufferStats, WriteBuffer};
-pub use digest::{
-    DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
+#[cfg(feature = "failpoints")]
+pub use config::FailPoint;
+pub use config::{MigrationConfig, MigrationOptions, MigrationReport};
+pub use coordinator::{
+    Deployment, JOBS_DIR, MigrationHandle, Migrator, Settle, Stage, Unblock, inventory, list_jobs,
+    request_cancel,
 };
 pub use error::{Error, Result};
+pub use floe_emitter::replay::{LakeSize, MAX_PUSHED_KEYS, ScanStats as ReplayStats, lake_size};
+pub use floe_engine::{
+    DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
+};
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,
     plan_add_shard, plan_merge, plan_rebalance, plan_remove_shard, plan_split, shard_loads,
     validate,
 };
-pub use replay::{LakeReplay, LakeSize, MAX_PUSHED_KEYS, ReplayStats, lake_size, replay_tail};

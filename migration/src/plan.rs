@@ -16,23 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::balance::{ShardLoad, analyze_balance, measure};
 use crate::error::{Error, Result};
 
-/// What one partition key holds on its shard (from the shards' state).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyLoad {
-    /// The partition key.
-    pub partition_key: String,
-    /// Its routing hash.
-    pub key_hash: u64,
-    /// The shard that owns it now.
-    pub shard: u32,
-    /// Entities (live and tombstones) under the key.
-    pub entities: u64,
-    /// Events in their history (the sum of their versions: every change
-    /// adds one version).
-    pub events: u64,
-    /// Bytes of their current data.
-    pub bytes: u64,
-}
+pub use floe_engine::KeyLoad;
 
 /// The kind of topology change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

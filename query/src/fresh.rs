@@ -6,13 +6,13 @@
 //! that were acknowledged but not landed, each once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use datafusion::arrow::compute::cast;
+use floe_emitter::replay::{PipelineTail, check_retention, heads, low_watermarks};
 use floe_emitter::sink::{CommittedOffsets, arrow_schema, records_to_batch};
-use floe_engine::{Offset, Pipeline, Record};
+use floe_engine::{Pipeline, Record};
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
@@ -37,21 +37,16 @@ pub(crate) async fn read_tail(
 ) -> Result<Tail> {
     let partitions = pipeline.partitions();
     let landed = CommittedOffsets::of(table, partitions)?;
+    // Retention past these offsets means a newer commit exists: the caller
+    // re-pins to it (not an error here).
+    if check_retention(&low_watermarks(&**pipeline).await?, &landed.offsets).is_err() {
+        return Ok(Tail::Moved);
+    }
+    let ends = heads(&**pipeline).await?;
+    let mut tail = PipelineTail::new(pipeline.clone(), &landed.offsets, &ends, READ_CHUNK);
     let mut records: Vec<Record> = Vec::new();
-    for (partition, &start) in (0..partitions).zip(&landed.offsets) {
-        if pipeline.low_watermark(partition).await? > start {
-            return Ok(Tail::Moved);
-        }
-        let end: Offset = pipeline.high_watermark(partition).await?;
-        let mut offset = start;
-        while offset < end {
-            let chunk = pipeline
-                .read(partition, offset, READ_CHUNK, Duration::ZERO)
-                .await?;
-            let Some(last) = chunk.last() else { break };
-            offset = last.offset + 1;
-            records.extend(chunk.into_iter().filter(|r| r.offset < end));
-        }
+    while let Some(chunk) = tail.next().await? {
+        records.extend(chunk);
     }
     if records.is_empty() {
         return Ok(Tail::Read(Vec::new()));

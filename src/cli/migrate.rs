@@ -285,13 +285,7 @@ pub(crate) async fn execute_on(
         config.batch_size = batch;
     }
     let handle = migrations
-        .start(
-            plan,
-            MigrationOptions {
-                config: Some(config),
-                fail_at: None,
-            },
-        )
+        .start(plan, MigrationOptions::with_config(config))
         .await?;
     println!(
         "migration {} started (floe migrate status / cancel --id {} from another shell)",

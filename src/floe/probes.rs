@@ -54,7 +54,7 @@ impl Floe {
     /// The system's health: every shard's, and the sink's lag when the sink
     /// runs in this process.
     pub async fn system_health(&self) -> SystemHealth {
-        let shards = (0..self.routing().shards.len() as u32)
+        let shards = (0..self.routing().shards().len() as u32)
             .filter_map(|shard| self.shard_health(shard).ok())
             .collect();
         let sink = match &self.inner.sink {
@@ -72,7 +72,7 @@ impl Floe {
     /// Requests waiting in each shard's inbox, by shard.
     pub fn inbox_depths(&self) -> Vec<u64> {
         self.routing()
-            .shards
+            .shards()
             .iter()
             .map(|s| s.inbox_depth() as u64)
             .collect()
@@ -80,7 +80,9 @@ impl Floe {
 
     /// Fault injection for tests and drills: makes the shard's worker sleep
     /// `delay` before every batch it processes, as a shard on a failing
-    /// disk would; `Duration::ZERO` heals it. Never use it in production.
+    /// disk would; `Duration::ZERO` heals it. Only in builds with the
+    /// `failpoints` feature.
+    #[cfg(feature = "failpoints")]
     pub fn inject_shard_delay(&self, shard: u32, delay: Duration) -> Result<()> {
         self.handle(shard)?.set_fault_delay(delay);
         if !delay.is_zero() {

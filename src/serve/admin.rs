@@ -118,10 +118,23 @@ async fn set_fault(
             format!("expected {{\"delay_ms\": N}}: {e}"),
         )
     })?;
-    state
-        .floe()?
-        .inject_shard_delay(shard, Duration::from_millis(fault.delay_ms))?;
+    inject_delay(state.floe()?, shard, Duration::from_millis(fault.delay_ms))?;
     Ok(AxumJson(
         json!({ "shard": shard, "delay_ms": fault.delay_ms }),
+    ))
+}
+
+/// The shard's injected delay (a drill). Builds without the `failpoints`
+/// feature have no fault injection: the endpoint says so.
+#[cfg(feature = "failpoints")]
+fn inject_delay(floe: &crate::Floe, shard: u32, delay: Duration) -> Result<(), ApiError> {
+    floe.inject_shard_delay(shard, delay)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn inject_delay(_: &crate::Floe, _: u32, _: Duration) -> Result<(), ApiError> {
+    Err(ApiError::not_found(
+        "fault injection needs a floe built with the `failpoints` feature",
     ))
 }

@@ -84,7 +84,7 @@ impl From<Error> for ApiError {
             Error::Lake(e) if e.is_retryable() => {
                 (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable")
             }
-            Error::Lake(_) => (StatusCode::INTERNAL_SERVER_ERROR, "lake_error"),
+            Error::Lake(e) => lake_status(e),
             Error::Locked { .. } | Error::ConfigFile { .. } | Error::Config(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
             }
@@ -94,11 +94,7 @@ impl From<Error> for ApiError {
             Error::NoLake { .. } => (StatusCode::NOT_FOUND, "no_lake"),
             Error::SinkNotRunning => (StatusCode::CONFLICT, "sink_not_running"),
             Error::SinkNotStarted => (StatusCode::SERVICE_UNAVAILABLE, "sink_starting"),
-            // Acknowledged events that cannot be recovered: the one failure
-            // an operator must not mistake for a setting.
-            Error::EventsLost { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "data_loss"),
             Error::TaskFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            Error::MigrationFailed { .. } => (StatusCode::CONFLICT, "migration_failed"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             Error::CorruptLog(_) | Error::LogBehindLake { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log")
@@ -110,6 +106,20 @@ impl From<Error> for ApiError {
             tracing::warn!(code, error = %message, "request failed");
         }
         ApiError::new(status, code, message)
+    }
+}
+
+/// The lake's errors that are not plain I/O: the replay invariants.
+fn lake_status(e: &floe_emitter::Error) -> (StatusCode, &'static str) {
+    use floe_emitter::Error as L;
+    match e {
+        // Acknowledged events that cannot be recovered: the one failure an
+        // operator must not mistake for a setting.
+        L::RetentionAboveCommitted { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "data_loss"),
+        L::HistoryNeedsLake { .. } => (StatusCode::CONFLICT, "lake_disabled"),
+        L::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "lake_error"),
     }
 }
 
@@ -139,7 +149,10 @@ fn migration_status(e: &floe_migration::Error) -> (StatusCode, &'static str) {
         M::Cancelled { .. } => (StatusCode::CONFLICT, "migration_cancelled"),
         M::VerifyMismatch { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "verify_mismatch"),
         M::Engine(e) => engine_status(e),
-        M::Lake(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable"),
+        M::Failed { .. } => (StatusCode::CONFLICT, "migration_failed"),
+        M::TaskFailed { .. } | M::NoOutcome(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        M::InvalidConfig(_) => (StatusCode::INTERNAL_SERVER_ERROR, "configuration"),
+        M::Lake(e) => lake_status(e),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "migration_error"),
     }
 }
@@ -163,7 +176,7 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         E::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
         E::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
         E::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-        E::StaleTopology { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stale_topology"),
+        E::StaleRouting { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stale_routing"),
         E::Pipeline {
             retryable: true, ..
         } => (StatusCode::SERVICE_UNAVAILABLE, "pipeline_unavailable"),
@@ -265,11 +278,11 @@ mod tests {
     #[test]
     fn what_is_not_configuration_is_not_reported_as_configuration() {
         assert_eq!(
-            floe_status(Error::EventsLost {
+            floe_status(Error::Lake(floe_emitter::Error::RetentionAboveCommitted {
                 partition: 1,
                 low_watermark: 9,
-                landed: 4
-            }),
+                committed: 4
+            })),
             (500, "data_loss")
         );
         assert_eq!(
@@ -289,11 +302,10 @@ mod tests {
             (409, "sink_not_running")
         );
         assert_eq!(
-            floe_status(Error::MigrationFailed {
+            floe_status(Error::Migration(floe_migration::Error::Failed {
                 id: "m-1".into(),
                 message: "cancelled".into(),
-                retryable: false
-            }),
+            })),
             (409, "migration_failed")
         );
         assert_eq!(

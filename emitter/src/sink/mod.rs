@@ -24,4 +24,6 @@ pub use catalog::{CATALOG_NAME, CatalogUrl, Lake, LakeLocation, check_warehouse}
 pub use commit::CommittedOffsets;
 pub use lag::{LagHandle, SinkLag};
 pub use options::SinkOptions;
-pub use run::{LandStats, Sink, SinkHook, SinkPhase};
+pub use run::{LandStats, Sink};
+#[cfg(feature = "failpoints")]
+pub use run::{SinkHook, SinkPhase};

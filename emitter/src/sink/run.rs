@@ -16,7 +16,9 @@ use super::options::SinkOptions;
 use super::writer::DataWriter;
 use crate::error::{Error, Result};
 
-/// Points in a landing round where a test can stop the sink as a crash would.
+/// Points in a landing round where a test can stop the sink as a crash would
+/// (`failpoints` feature).
+#[cfg(feature = "failpoints")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkPhase {
     /// Data files are written to the warehouse; nothing is committed yet.
@@ -26,6 +28,7 @@ pub enum SinkPhase {
     Committed,
 }
 
+#[cfg(feature = "failpoints")]
 impl SinkPhase {
     /// The phase's name in messages.
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl SinkPhase {
 
 /// Called at every [`SinkPhase`]; an error stops the sink right there, as a
 /// crash would (nothing after that point runs).
+#[cfg(feature = "failpoints")]
 pub type SinkHook = Arc<dyn Fn(SinkPhase) -> Result<()> + Send + Sync>;
 
 /// Figures of what a sink landed.
@@ -79,6 +83,7 @@ pub struct Sink {
     /// A sealed batch whose files are being written, not yet committed.
     pending: Option<Pending>,
     lag: LagHandle,
+    #[cfg(feature = "failpoints")]
     hook: Option<SinkHook>,
 }
 
@@ -135,11 +140,13 @@ impl Sink {
             first_buffered: None,
             last_renewal: Instant::now(),
             pending: None,
+            #[cfg(feature = "failpoints")]
             hook: None,
         })
     }
 
     /// Installs a hook called at every [`SinkPhase`] (crash tests).
+    #[cfg(feature = "failpoints")]
     pub fn with_hook(mut self, hook: SinkHook) -> Self {
         self.hook = Some(hook);
         self
@@ -314,6 +321,7 @@ impl Sink {
         let files = (&mut pending.write)
             .await
             .map_err(|e| Error::Task(format!("the data file writer failed: {e}")))??;
+        #[cfg(feature = "failpoints")]
         self.hook(SinkPhase::FilesWritten)?;
         let stats = LandStats {
             events: pending.events,
@@ -325,6 +333,7 @@ impl Sink {
             .lease
             .commit(&self.lake, &self.committed, &pending.next, files)
             .await?;
+        #[cfg(feature = "failpoints")]
         self.hook(SinkPhase::Committed)?;
         self.committed = committed;
         self.last_renewal = Instant::now();
@@ -340,6 +349,7 @@ impl Sink {
         Ok(stats)
     }
 
+    #[cfg(feature = "failpoints")]
     fn hook(&self, phase: SinkPhase) -> Result<()> {
         match &self.hook {
             Some(hook) => hook(phase),

@@ -254,7 +254,7 @@ pub(crate) fn rebalance_hints(stats: &[ShardTotals], limits: &ShardLimits) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LoadTracker;
+    use crate::assigner::LoadTracker;
 
     fn stats(loads: &[(u64, u64)]) -> Vec<ShardTotals> {
         loads

@@ -81,7 +81,7 @@ pub struct ShardTotals {
 /// [`resize`](Self::resize) follows the topology; storage grows in
 /// power-of-two segments, so growing never moves a slot another thread is
 /// writing to.
-pub struct LoadTracker {
+pub(crate) struct LoadTracker {
     /// Each shard's load is allocated when the shard count first reaches it.
     slots: ShardSlots<Slot>,
     shard_count: AtomicU32,
@@ -164,14 +164,14 @@ fn sum(ring: &[AtomicU64], now: u32, window: u32) -> u64 {
 
 impl LoadTracker {
     /// Length of the access ring: the longest window, in seconds.
-    pub const MAX_WINDOW_SECS: u32 = 300;
+    pub(crate) const MAX_WINDOW_SECS: u32 = 300;
 
     /// Ratio to the mean above which [`skewed_shards`](Self::skewed_shards)
     /// reports a shard, from the seeds' runbooks.
-    pub const DEFAULT_SKEW_RATIO: f64 = 1.5;
+    pub(crate) const DEFAULT_SKEW_RATIO: f64 = 1.5;
 
     /// A tracker for shards `0..shard_count`, all empty.
-    pub fn new(shard_count: u32) -> Self {
+    pub(crate) fn new(shard_count: u32) -> Self {
         let tracker = LoadTracker {
             slots: ShardSlots::new(),
             shard_count: AtomicU32::new(0),
@@ -182,14 +182,14 @@ impl LoadTracker {
     }
 
     /// The number of shards tracked.
-    pub fn shard_count(&self) -> u32 {
+    pub(crate) fn shard_count(&self) -> u32 {
         self.shard_count.load(Relaxed)
     }
 
     /// Follows a topology change to `shard_count` shards. Shards that join
     /// start empty (also ids that were tracked before a shrink); shards that
     /// leave stop being reported and their records are ignored.
-    pub fn resize(&self, shard_count: u32) {
+    pub(crate) fn resize(&self, shard_count: u32) {
         let _guard = self.resize.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.shard_count.load(Relaxed);
         for shard in old..shard_count {
@@ -219,7 +219,7 @@ impl LoadTracker {
     }
 
     /// Publishes a shard's current totals: live entities and bytes of state.
-    pub fn set_entity_stats(&self, shard: u32, entities: u64, bytes: u64) {
+    pub(crate) fn set_entity_stats(&self, shard: u32, entities: u64, bytes: u64) {
         if let Some(load) = self.slot(shard) {
             load.entities.store(entities, Relaxed);
             load.bytes.store(bytes, Relaxed);
@@ -227,12 +227,12 @@ impl LoadTracker {
     }
 
     /// Records one access to `shard` at `now_ms`.
-    pub fn record_access(&self, shard: u32, kind: AccessKind, now_ms: u64) {
+    pub(crate) fn record_access(&self, shard: u32, kind: AccessKind, now_ms: u64) {
         self.record_accesses(shard, kind, 1, now_ms);
     }
 
     /// Records `count` accesses to `shard` at `now_ms` (a batch applied at once).
-    pub fn record_accesses(&self, shard: u32, kind: AccessKind, count: u32, now_ms: u64) {
+    pub(crate) fn record_accesses(&self, shard: u32, kind: AccessKind, count: u32, now_ms: u64) {
         let Some(load) = self.slot(shard) else { return };
         if count == 0 {
             return;
@@ -247,7 +247,7 @@ impl LoadTracker {
 
     /// Reads and writes per shard in the `window_ms` ending at `now_ms`
     /// (clamped to 1 s ..= [`MAX_WINDOW_SECS`](Self::MAX_WINDOW_SECS)), in shard order.
-    pub fn access_counts(&self, window_ms: u64, now_ms: u64) -> Vec<ShardAccess> {
+    pub(crate) fn access_counts(&self, window_ms: u64, now_ms: u64) -> Vec<ShardAccess> {
         let now = (now_ms / 1000) as u32;
         let window = window_ms
             .div_ceil(1000)
@@ -264,7 +264,7 @@ impl LoadTracker {
     /// Shards with at least `threshold` accesses (reads plus writes) in the
     /// window, hottest first (ties by shard id). Seed 004's example is 1000
     /// accesses in 60 000 ms.
-    pub fn hot_shards(&self, threshold: u64, window_ms: u64, now_ms: u64) -> Vec<u32> {
+    pub(crate) fn hot_shards(&self, threshold: u64, window_ms: u64, now_ms: u64) -> Vec<u32> {
         let mut hot: Vec<ShardAccess> = self
             .access_counts(window_ms, now_ms)
             .into_iter()
@@ -278,7 +278,7 @@ impl LoadTracker {
     /// window, hottest first: a relative test that needs no tuning to the
     /// traffic. The seeds flag a shard at 1.5 times its expected share
     /// ([`DEFAULT_SKEW_RATIO`](Self::DEFAULT_SKEW_RATIO)).
-    pub fn skewed_shards(&self, ratio: f64, window_ms: u64, now_ms: u64) -> Vec<u32> {
+    pub(crate) fn skewed_shards(&self, ratio: f64, window_ms: u64, now_ms: u64) -> Vec<u32> {
         let counts = self.access_counts(window_ms, now_ms);
         let total: u64 = counts.iter().map(ShardAccess::total).sum();
         if total == 0 {
@@ -294,7 +294,7 @@ impl LoadTracker {
     }
 
     /// Every shard's published totals, in shard order.
-    pub fn stats(&self) -> Vec<ShardTotals> {
+    pub(crate) fn stats(&self) -> Vec<ShardTotals> {
         self.slots()
             .map(|(shard, load)| ShardTotals {
                 shard,
@@ -305,12 +305,12 @@ impl LoadTracker {
     }
 
     /// Every shard's totals against `limits`, in shard order.
-    pub fn utilization(&self, limits: &ShardLimits) -> Vec<ShardUtilization> {
+    pub(crate) fn utilization(&self, limits: &ShardLimits) -> Vec<ShardUtilization> {
         hints::utilization(&self.stats(), limits)
     }
 
     /// Split and merge recommendations; see [`RebalanceHint`] for the rules.
-    pub fn rebalance_hints(&self, limits: &ShardLimits) -> Vec<RebalanceHint> {
+    pub(crate) fn rebalance_hints(&self, limits: &ShardLimits) -> Vec<RebalanceHint> {
         hints::rebalance_hints(&self.stats(), limits)
     }
 }
@@ -329,6 +329,15 @@ mod tests {
     use std::sync::Arc;
 
     use AccessKind::{Read, Write};
+
+    /// What the module's example showed before the tracker became
+    /// crate-private (it is read through `ShardCluster` now).
+    #[test]
+    fn one_write_makes_a_shard_hot() {
+        let load = LoadTracker::new(4);
+        load.record_access(2, AccessKind::Write, 1_000);
+        assert_eq!(load.hot_shards(1, 60_000, 1_500), vec![2]);
+    }
 
     #[test]
     fn access_counts_by_kind_within_the_window() {

@@ -1,13 +1,14 @@
 //! Shard assignment inputs, apart from routing itself: which partition key an
 //! entity has ([`KeyExtractor`]), and how loaded each shard is
-//! ([`LoadTracker`], with utilization and [`RebalanceHint`]s).
+//! (the crate's load tracker, read through [`crate::ShardCluster`], with
+//! utilization and [`RebalanceHint`]s).
 //!
 //! Both are pure and synchronous. Extraction is a function of the entity and
 //! the configuration; the tracker takes the time as an argument. Routing a
 //! key to a shard lives elsewhere; here a shard is its `u32` id.
 //!
 //! ```
-//! use floe_engine::{AccessKind, EntityKey, KeyExtractor, LoadTracker, PartitionKeySpec};
+//! use floe_engine::{EntityKey, KeyExtractor, PartitionKeySpec};
 //!
 //! // Orders live with their customer; everything else by id.
 //! let keys = KeyExtractor::new(PartitionKeySpec::id())
@@ -17,10 +18,6 @@
 //! assert_eq!(keys.extract(&order, Some(&data))?, "c-42");
 //! // A get carries no data: the caller must bring the partition key.
 //! assert!(keys.needs_data("Order"));
-//!
-//! let load = LoadTracker::new(4);
-//! load.record_access(2, AccessKind::Write, 1_000);
-//! assert_eq!(load.hot_shards(1, 60_000, 1_500), vec![2]);
 //! # Ok::<(), floe_engine::Error>(())
 //! ```
 
@@ -31,5 +28,6 @@ mod spec;
 
 pub use extract::{KeyExtractor, KeyFn};
 pub use hints::{HintKind, Priority, RebalanceHint, ShardLimits, ShardUtilization};
-pub use load::{AccessKind, LoadTracker, ShardAccess, ShardTotals};
+pub(crate) use load::LoadTracker;
+pub use load::{AccessKind, ShardAccess, ShardTotals};
 pub use spec::{KeyField, PartitionKeySpec};

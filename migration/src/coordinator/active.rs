@@ -2,12 +2,15 @@
 //! gate that lets writes to moving keys reach their old owner until the
 //! buffer phase, and the buffer that holds them after.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use floe_migration::{Movement, WriteBuffer};
-use tokio::sync::{RwLock, RwLockReadGuard};
+use crate::buffer::WriteBuffer;
+use crate::plan::Movement;
+use floe_engine::{Admission, AdmissionGuard, Admit};
+use tokio::sync::RwLock;
 
-/// Installed in the routing while a migration runs.
+/// Installed in the routing table while a migration runs.
 #[derive(Debug)]
 pub(crate) struct ActiveMigration {
     pub(crate) id: String,
@@ -16,17 +19,9 @@ pub(crate) struct ActiveMigration {
     /// owner; the buffer phase takes it exclusively once, so that every such
     /// write has finished (durable, in the pipeline) before the last
     /// catch-up reads the pipeline's head.
-    gate: RwLock<()>,
+    gate: Arc<RwLock<()>>,
     buffering: AtomicBool,
     pub(crate) buffer: WriteBuffer,
-}
-
-/// What a write to a moving key does.
-pub(crate) enum Admit<'a> {
-    /// Go to the old owner, holding the gate until the write returns.
-    Direct(#[allow(dead_code, reason = "held for its drop")] RwLockReadGuard<'a, ()>),
-    /// It waited in the buffer, which has been released: route it again.
-    Held,
 }
 
 impl ActiveMigration {
@@ -34,27 +29,10 @@ impl ActiveMigration {
         ActiveMigration {
             id,
             movement,
-            gate: RwLock::new(()),
+            gate: Arc::new(RwLock::new(())),
             buffering: AtomicBool::new(false),
             buffer: WriteBuffer::new(buffer_capacity),
         }
-    }
-
-    #[inline]
-    pub(crate) fn moves(&self, partition_key: &str, key_hash: u64) -> bool {
-        self.movement.moves(partition_key, key_hash)
-    }
-
-    pub(crate) async fn admit(&self) -> Admit<'_> {
-        if !self.buffering.load(Ordering::Acquire) {
-            let guard = self.gate.read().await;
-            // The buffer phase may have begun while this write waited.
-            if !self.buffering.load(Ordering::Acquire) {
-                return Admit::Direct(guard);
-            }
-        }
-        self.buffer.hold().await;
-        Admit::Held
     }
 
     /// Starts buffering: from now on writes to moving keys wait in the
@@ -63,5 +41,29 @@ impl ActiveMigration {
     pub(crate) async fn start_buffering(&self) {
         let _exclusive = self.gate.write().await;
         self.buffering.store(true, Ordering::Release);
+    }
+}
+
+#[async_trait::async_trait]
+impl Admission for ActiveMigration {
+    fn owner(&self) -> &str {
+        &self.id
+    }
+
+    #[inline]
+    fn holds(&self, partition_key: &str, key_hash: u64) -> bool {
+        self.movement.moves(partition_key, key_hash)
+    }
+
+    async fn admit(&self) -> Admit {
+        if !self.buffering.load(Ordering::Acquire) {
+            let guard = self.gate.clone().read_owned().await;
+            // The buffer phase may have begun while this write waited.
+            if !self.buffering.load(Ordering::Acquire) {
+                return Admit::Direct(AdmissionGuard::new(guard));
+            }
+        }
+        self.buffer.hold().await;
+        Admit::Held
     }
 }

@@ -1,7 +1,8 @@
 //! Verification: per-entity version and state digests of the moving keys on
 //! their source and on their target must agree before the cutover.
 
-use floe_engine::{EntityKey, EntityRecord, ShardState};
+use crate::entity::EntityKey;
+use crate::state::{EntityRecord, ShardState};
 use serde::{Deserialize, Serialize};
 
 /// One entity's version and a hash of its data (0 for a tombstone).
@@ -159,7 +160,7 @@ mod tests {
 
     #[test]
     fn summaries_ignore_order_and_catch_differences() {
-        use floe_engine::{Event, EventKind, Json};
+        use crate::{Event, EventKind, Json};
         let event = |id: &str, version: u64, data: &str| Event {
             event_id: uuid::Uuid::now_v7(),
             idempotency_key: format!("k-{id}-{version}"),

@@ -11,20 +11,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use floe_engine::{Event, Offset, Record, ShardHandle};
-use floe_migration::{
-    DigestSummary, Error as MigrationError, JobStatus, JobStore, LakeReplay, MigrationJob,
-    MigrationPlan, Movement, Phase, Progress, ReplayStats, compare_digests, now_ms, replay_tail,
+use floe_engine::{
+    Admission, DigestSummary, Event, NextRouting, Offset, Record, RoutingTable, Shard,
+    ShardCluster, compare_digests,
 };
 use tokio::sync::{mpsc, watch};
 
+use super::Deployment;
 use super::active::ActiveMigration;
-use super::{FailPoint, MigrationConfig, MigrationReport, shards};
-use crate::datadir;
+#[cfg(feature = "failpoints")]
+use super::stage::Unblock;
+use super::stage::{Settle, Stage};
+#[cfg(feature = "failpoints")]
+use crate::config::FailPoint;
+use crate::config::{MigrationConfig, MigrationReport};
 use crate::error::{Error, Result};
-use crate::floe::{Floe, Routing};
+use crate::job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
+use crate::plan::{MigrationPlan, Movement};
+use crate::replay::{copy_from_lake, tail_moving};
+use floe_emitter::replay::{LakeScan, LakeUse, MAX_PUSHED_KEYS, ReplaySource, ScanStats, heads};
 
-/// A cancel request from this process ([`super::Migrations::cancel`]).
+/// A cancel request from this process ([`super::Migrator::cancel`]).
 #[derive(Debug, Default)]
 pub(crate) struct Cancel(AtomicBool);
 
@@ -44,10 +51,11 @@ const SAVE_EVERY: Duration = Duration::from_millis(500);
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Coordinator {
-    floe: Floe,
+    deployment: Deployment,
     plan: MigrationPlan,
     movement: Movement,
     config: MigrationConfig,
+    #[cfg(feature = "failpoints")]
     fail_at: Option<FailPoint>,
     cancel: Arc<Cancel>,
     progress_tx: watch::Sender<Progress>,
@@ -57,12 +65,13 @@ pub(crate) struct Coordinator {
     started: Instant,
     deadline: Instant,
     last_save: Instant,
-    installed: bool,
-    topology_persisted: bool,
-    cut_over: bool,
+    /// What has been changed so far: what a failure undoes.
+    stage: Stage,
+    /// A simulated process death (`failpoints`): nothing is undone.
+    #[cfg(feature = "failpoints")]
     crashed: bool,
     seen_keys: HashSet<String>,
-    lake: ReplayStats,
+    lake: ScanStats,
     tail_read: u64,
     verified: u64,
     copy_us: u64,
@@ -76,12 +85,12 @@ impl Coordinator {
         reason = "one constructor called from one place"
     )]
     pub(crate) fn new(
-        floe: Floe,
+        deployment: Deployment,
         id: String,
         plan: MigrationPlan,
         movement: Movement,
         config: MigrationConfig,
-        fail_at: Option<FailPoint>,
+        #[cfg(feature = "failpoints")] fail_at: Option<FailPoint>,
         cancel: Arc<Cancel>,
         progress_tx: watch::Sender<Progress>,
         store: JobStore,
@@ -114,10 +123,11 @@ impl Coordinator {
                 config.buffer_capacity,
             )),
             deadline: started + Duration::from_millis(config.timeout_ms),
-            floe,
+            deployment,
             plan,
             movement,
             config,
+            #[cfg(feature = "failpoints")]
             fail_at,
             cancel,
             progress_tx,
@@ -125,12 +135,11 @@ impl Coordinator {
             job,
             started,
             last_save: started,
-            installed: false,
-            topology_persisted: false,
-            cut_over: false,
+            stage: Stage::Recorded,
+            #[cfg(feature = "failpoints")]
             crashed: false,
             seen_keys: HashSet::new(),
-            lake: ReplayStats::default(),
+            lake: ScanStats::default(),
             tail_read: 0,
             verified: 0,
             copy_us: 0,
@@ -142,99 +151,90 @@ impl Coordinator {
     pub(crate) async fn run(mut self) -> Result<MigrationReport> {
         let id = self.job.id.clone();
         tracing::info!(%id, kind = self.plan.kind.name(), keys = self.plan.moves.len(), "migration starts");
-        match self.forward().await {
+        let e = match self.forward().await {
             Ok(report) => {
                 tracing::info!(%id, ?report, "migration done");
-                Ok(report)
+                return Ok(report);
             }
-            Err(e) if self.crashed => {
-                // A simulated process death: leave the job and the topology
-                // file as they are; only unblock this process's writers.
-                self.uninstall();
-                Err(e)
-            }
-            Err(e) if self.cut_over => {
-                // After the cutover a migration finishes forward: the new
-                // topology is in force and persisted; only the clean-up of
-                // old owners failed (their copies are invisible to reads).
+            Err(e) => e,
+        };
+        #[cfg(feature = "failpoints")]
+        if self.crashed {
+            // A simulated process death: leave the job and the topology as
+            // they are for the restart; only unblock this process's writers.
+            self.unblock(self.stage.on_crash());
+            return Err(e);
+        }
+        match self.stage.on_failure() {
+            Settle::FinishForward => {
+                // The new topology is in force and persisted; only the
+                // clean-up of old owners failed (their copies are invisible
+                // to reads).
                 tracing::error!(%id, error = %e, "migration clean-up failed after the cutover");
                 self.job.status = JobStatus::Completed;
                 self.job.error = Some(format!("clean-up after the cutover failed: {e}"));
-                self.finish();
-                Err(e)
             }
-            Err(e) => {
+            settle => {
                 tracing::warn!(%id, error = %e, phase = %self.job.phase, "migration failed; rolling back");
-                if let Err(rollback) = self.rollback().await {
+                if let Err(rollback) = self.rollback(settle).await {
                     tracing::error!(%id, error = %rollback, "rollback failed");
                 }
                 self.job.status = JobStatus::RolledBack;
                 self.job.error = Some(e.to_string());
-                self.finish();
-                Err(e)
             }
         }
+        self.finish();
+        Err(e)
     }
 
     async fn forward(&mut self) -> Result<MigrationReport> {
-        let floe = self.floe.clone();
+        let deployment = self.deployment.clone();
         self.enter(Phase::Copy)?;
-        let added: Vec<ShardHandle> = self
+        let cluster = deployment.cluster.clone();
+        let added: Vec<Shard> = self
             .plan
             .added_shards()
-            .map(|s| floe.spawn_shard(s))
+            .map(|s| cluster.spawn_shard(s))
             .collect();
-        let current = floe.routing();
-        if let Some(other) = &current.migration {
-            return Err(MigrationError::AlreadyMigrating {
-                running: other.id.clone(),
+        let current = cluster.routing();
+        if let Some(other) = current.admission() {
+            return Err(Error::AlreadyMigrating {
+                running: other.owner().to_string(),
                 key: "*".into(),
-            }
-            .into());
+            });
         }
-        if current.router.topology() != &self.plan.from {
-            return Err(MigrationError::InvalidPlan(
+        if current.router().topology() != &self.plan.from {
+            return Err(Error::InvalidPlan(
                 "the topology changed since the plan was made".into(),
-            )
-            .into());
+            ));
         }
-        let active = self.active.clone();
-        let routing = floe.swap_routing(|r| Routing {
-            router: r.router.clone(),
-            shards: Arc::new(r.shards.iter().chain(&added).cloned().collect()),
-            epoch: 0,
-            migration: Some(active),
+        let active: Arc<dyn Admission> = self.active.clone();
+        let routing = cluster.swap_routing(|r| NextRouting {
+            router: r.router().clone(),
+            shards: Arc::new(r.shards().iter().chain(&added).cloned().collect()),
+            admission: Some(active),
         });
-        self.installed = true;
+        self.stage.advance(Stage::Installed);
         // Every write routed before the install is refused as stale from now
         // on; this barrier waits for those a worker accepted before it.
-        barrier(&routing).await?;
+        ShardCluster::barrier(&routing).await?;
 
         // Copy: the lake snapshot.
         let copy_started = Instant::now();
-        let pipeline = floe.pipeline();
-        let partitions = pipeline.partitions();
-        let mut lows = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            lows.push(pipeline.low_watermark(p).await?);
-        }
-        let mut from: Vec<Offset> = vec![0; partitions as usize];
-        if let Some(lake) = floe.lake().cloned() {
-            let committed = lake
-                .committed_offsets(partitions)
-                .await
-                .map_err(Error::Lake)?;
-            if committed.snapshot_id.is_some() {
-                from = committed.offsets.clone();
-            }
-            check_lows(&lows, &from)?;
+        let pipeline = cluster.pipeline().clone();
+        // Where history comes from: the lake's snapshot below its committed
+        // offsets, the pipeline after them (checked to fit together).
+        let source =
+            ReplaySource::resolve(&*pipeline, deployment.lake.as_ref(), LakeUse::Always).await?;
+        let mut from: Vec<Offset> = source.from.clone();
+        if let (Some(lake), Some(committed)) = (deployment.lake.clone(), source.snapshot) {
             // Every event below the committed offsets was appended before
             // they were read, so after this barrier it is applied to its
             // shard: the inventory then names every key with history in the
             // snapshot, and the scan can be limited to their hashes.
-            barrier(&routing).await?;
+            ShardCluster::barrier(&routing).await?;
             let movement = self.movement.clone();
-            let mut hashes: Vec<u64> = shards::inventory(&routing)
+            let mut hashes: Vec<u64> = super::inventory(&routing)
                 .await?
                 .iter()
                 .filter(|k| movement.moves(&k.partition_key, k.key_hash))
@@ -242,29 +242,26 @@ impl Coordinator {
                 .collect();
             hashes.sort_unstable();
             hashes.dedup();
-            let known = (hashes.len() <= floe_migration::MAX_PUSHED_KEYS).then_some(hashes);
+            let known = (hashes.len() <= MAX_PUSHED_KEYS).then_some(hashes);
             let (tx, rx) = mpsc::channel(4);
             let scan_started = Instant::now();
-            let replay = LakeReplay {
+            let scan = LakeScan {
                 batch_size: self.config.batch_size,
                 concurrency: self.config.lake_concurrency,
             };
             let reader = tokio::spawn(async move {
-                replay
-                    .run(&lake, &committed, &movement, known.as_deref(), &tx)
-                    .await
+                copy_from_lake(scan, &lake, &committed, &movement, known.as_deref(), &tx).await
             });
             let consumed = self.consume(rx, &routing, true).await;
             if consumed.is_err() {
                 reader.abort();
             }
             consumed?;
-            self.lake = reader
-                .await
-                .map_err(|e| Error::task("the lake replay task", e))??;
+            self.lake = reader.await.map_err(|e| Error::TaskFailed {
+                task: "lake replay",
+                message: e.to_string(),
+            })??;
             self.scan_us = scan_started.elapsed().as_micros() as u64;
-        } else {
-            check_lows(&lows, &from)?;
         }
         self.copy_us = copy_started.elapsed().as_micros() as u64;
 
@@ -296,26 +293,26 @@ impl Coordinator {
 
         // Cutover: persist, then switch.
         self.enter(Phase::Cutover)?;
-        datadir::store_topology(&floe.config().data_dir, &self.plan.to)?;
-        self.topology_persisted = true;
+        deployment.topology.store(&self.plan.to).await?;
+        self.stage.advance(Stage::Persisted);
+        #[cfg(feature = "failpoints")]
         match self.fail_at {
             Some(FailPoint::MidCutover) => {
-                return Err(MigrationError::Injected("cutover".into()).into());
+                return Err(Error::Injected("cutover".into()));
             }
             Some(FailPoint::CrashMidCutover) => {
                 self.crashed = true;
-                return Err(MigrationError::Injected("crash in cutover".into()).into());
+                return Err(Error::Injected("crash in cutover".into()));
             }
             _ => {}
         }
         let to = Arc::new(self.movement.to().clone());
-        floe.swap_routing(|r| Routing {
+        cluster.swap_routing(|r| NextRouting {
             router: to,
-            shards: r.shards.clone(),
-            epoch: 0,
-            migration: None,
+            shards: r.shards().clone(),
+            admission: None,
         });
-        self.cut_over = true;
+        self.stage.advance(Stage::CutOver);
         self.buffer_window_us = buffer_started.elapsed().as_micros() as u64;
 
         // Drain: held writes route again, now to their new owners (released
@@ -331,32 +328,31 @@ impl Coordinator {
         self.enter(Phase::Cleanup)?;
         let mut entities_moved = 0;
         for handle in routing
-            .shards
+            .shards()
             .iter()
             .take(self.plan.to.shard_count as usize)
         {
-            entities_moved += shards::keep_owned(handle, self.movement.to().clone()).await?;
+            entities_moved += handle.retain_owned(self.movement.to().clone()).await?;
         }
-        let removed: Vec<ShardHandle> = self
+        let removed: Vec<Shard> = self
             .plan
             .removed_shards()
-            .filter_map(|s| routing.shards.get(s as usize).cloned())
+            .filter_map(|s| routing.shards().get(s as usize).cloned())
             .collect();
         for handle in &removed {
-            entities_moved += shards::clear(handle).await?;
+            entities_moved += handle.clear().await?;
         }
         if !removed.is_empty() {
             let keep = self.plan.to.shard_count as usize;
-            floe.swap_routing(|r| Routing {
-                router: r.router.clone(),
-                shards: Arc::new(r.shards[..keep].to_vec()),
-                epoch: 0,
-                migration: None,
+            cluster.swap_routing(|r| NextRouting {
+                router: r.router().clone(),
+                shards: Arc::new(r.shards()[..keep].to_vec()),
+                admission: None,
             });
             for handle in removed {
-                floe.retire(handle);
+                cluster.retire(handle);
             }
-            floe.resize_load(self.plan.to.shard_count);
+            cluster.resize_load(self.plan.to.shard_count);
         }
         self.enter(Phase::Done)?;
         self.job.status = JobStatus::Completed;
@@ -389,54 +385,63 @@ impl Coordinator {
     async fn consume(
         &mut self,
         mut rx: mpsc::Receiver<Vec<Record>>,
-        routing: &Routing,
+        routing: &RoutingTable,
         copy: bool,
     ) -> Result<()> {
         let mut first = true;
         while let Some(records) = rx.recv().await {
             self.apply(routing, records).await?;
+            #[cfg(feature = "failpoints")]
             if copy && first {
                 first = false;
                 match self.fail_at {
                     Some(FailPoint::MidCopy) => {
-                        return Err(MigrationError::Injected("copy".into()).into());
+                        return Err(Error::Injected("copy".into()));
                     }
                     Some(FailPoint::CrashMidCopy) => {
                         self.crashed = true;
-                        return Err(MigrationError::Injected("crash in copy".into()).into());
+                        return Err(Error::Injected("crash in copy".into()));
                     }
                     _ => {}
                 }
             }
+            #[cfg(not(feature = "failpoints"))]
+            let _ = (copy, &mut first);
             self.check_stop()?;
         }
         Ok(())
     }
 
     /// Replays the pipeline between two offset vectors; returns events read.
-    async fn tail(&mut self, routing: &Routing, from: &[Offset], to: &[Offset]) -> Result<u64> {
+    async fn tail(
+        &mut self,
+        routing: &RoutingTable,
+        from: &[Offset],
+        to: &[Offset],
+    ) -> Result<u64> {
         let (tx, rx) = mpsc::channel(4);
-        let pipeline = self.floe.pipeline();
+        let pipeline = self.deployment.cluster.pipeline().clone();
         let (from, to, movement) = (from.to_vec(), to.to_vec(), self.movement.clone());
         let chunk = self.config.batch_size;
         let reader =
             tokio::spawn(
-                async move { replay_tail(&pipeline, &from, &to, &movement, chunk, &tx).await },
+                async move { tail_moving(pipeline, &from, &to, &movement, chunk, &tx).await },
             );
         let consumed = self.consume(rx, routing, false).await;
         if consumed.is_err() {
             reader.abort();
         }
         consumed?;
-        let (read, _) = reader
-            .await
-            .map_err(|e| Error::task("the pipeline replay task", e))??;
+        let (read, _) = reader.await.map_err(|e| Error::TaskFailed {
+            task: "pipeline replay",
+            message: e.to_string(),
+        })??;
         self.tail_read += read;
         self.job.progress.tail_events += read;
         Ok(read)
     }
 
-    async fn apply(&mut self, routing: &Routing, records: Vec<Record>) -> Result<()> {
+    async fn apply(&mut self, routing: &RoutingTable, records: Vec<Record>) -> Result<()> {
         let mut by_target: HashMap<u32, Vec<Event>> = HashMap::new();
         for record in records {
             let event = record.event;
@@ -452,7 +457,7 @@ impl Coordinator {
         let mut count = 0;
         for (target, events) in by_target {
             count += events.len() as u64;
-            shards::ingest(routing.handle(target)?, events).await?;
+            routing.shard(target)?.ingest(events).await?;
         }
         self.job.progress.events_processed += count;
         self.job.progress.events_total = self
@@ -472,94 +477,110 @@ impl Coordinator {
     /// Source and target must hold the same moved entities. Summaries are
     /// compared first (the buffer is closed meanwhile, so this is on the
     /// cutover's critical path); the full lists only explain a mismatch.
-    async fn verify(&mut self, routing: &Routing) -> Result<()> {
+    async fn verify(&mut self, routing: &RoutingTable) -> Result<()> {
+        let (from, to) = (self.movement.from(), self.movement.to());
         let tasks = routing
-            .shards
+            .shards()
             .iter()
-            .map(|h| shards::summaries(h, self.movement.clone()));
+            .map(|h| h.moving_summaries(from.clone(), to.clone()));
         let (mut source, mut target) = (DigestSummary::default(), DigestSummary::default());
         for summaries in futures::future::join_all(tasks).await {
-            let (s, t) = summaries?;
-            source.merge(s);
-            target.merge(t);
+            let summaries = summaries?;
+            source.merge(summaries.source);
+            target.merge(summaries.target);
         }
         self.verified = source.count.max(target.count);
         if source == target {
             return Ok(());
         }
         let tasks = routing
-            .shards
+            .shards()
             .iter()
-            .map(|h| shards::digests(h, self.movement.clone()));
+            .map(|h| h.moving_digests(from.clone(), to.clone()));
         let (mut source, mut target) = (Vec::new(), Vec::new());
         for digests in futures::future::join_all(tasks).await {
-            let (s, t) = digests?;
-            source.extend(s);
-            target.extend(t);
+            let digests = digests?;
+            source.extend(digests.source);
+            target.extend(digests.target);
         }
         let comparison = compare_digests(source, target);
-        Err(MigrationError::VerifyMismatch {
+        Err(Error::VerifyMismatch {
             checked: comparison.checked,
             mismatched: comparison.mismatched.max(1),
             first: comparison.first.unwrap_or_else(|| {
                 "the summaries differ but the lists agree (a hash collision)".into()
             }),
-        }
-        .into())
+        })
     }
 
-    async fn rollback(&mut self) -> Result<()> {
+    /// Undoes what the stage reached says was done (before the cutover).
+    async fn rollback(&mut self, settle: Settle) -> Result<()> {
         self.job.phase = Phase::RollingBack;
         self.job.progress.phase = Some(Phase::RollingBack);
         self.publish(true)?;
-        let floe = self.floe.clone();
-        if self.topology_persisted {
-            datadir::store_topology(&floe.config().data_dir, &self.plan.from)?;
-        }
-        if !self.installed {
-            return Ok(());
+        let cluster = self.deployment.cluster.clone();
+        match settle {
+            Settle::Nothing | Settle::FinishForward => return Ok(()),
+            Settle::RestoreAndUninstall => {
+                self.deployment.topology.store(&self.plan.from).await?;
+            }
+            Settle::Uninstall => {}
         }
         let old = self.plan.from.shard_count as usize;
-        let routing = floe.routing();
-        floe.swap_routing(|r| Routing {
+        let routing = cluster.routing();
+        cluster.swap_routing(|r| NextRouting {
             router: Arc::new(self.movement.from().clone()),
-            shards: Arc::new(r.shards[..old.min(r.shards.len())].to_vec()),
-            epoch: 0,
-            migration: None,
+            shards: Arc::new(r.shards()[..old.min(r.shards().len())].to_vec()),
+            admission: None,
         });
         // Held writes route again: to their old owners.
         self.active.buffer.release();
-        for handle in routing.shards.iter().take(old) {
-            shards::keep_owned(handle, self.movement.from().clone()).await?;
+        for handle in routing.shards().iter().take(old) {
+            handle.retain_owned(self.movement.from().clone()).await?;
         }
-        for handle in routing.shards.iter().skip(old) {
-            shards::clear(handle).await?;
-            floe.retire(handle.clone());
+        for handle in routing.shards().iter().skip(old) {
+            handle.clear().await?;
+            cluster.retire(handle.clone());
         }
         Ok(())
     }
 
-    fn uninstall(&mut self) {
-        if self.installed {
-            let old = self.plan.from.shard_count as usize;
-            let from = Arc::new(self.movement.from().clone());
-            self.floe.swap_routing(|r| Routing {
-                router: from,
-                shards: Arc::new(r.shards[..old.min(r.shards.len())].to_vec()),
-                epoch: 0,
-                migration: None,
-            });
-            self.active.buffer.release();
+    /// After a simulated crash: unblocks this process's writers only.
+    #[cfg(feature = "failpoints")]
+    fn unblock(&mut self, unblock: Unblock) {
+        match unblock {
+            Unblock::Nothing => {}
+            Unblock::RemoveHook => {
+                let old = self.plan.from.shard_count as usize;
+                let from = Arc::new(self.movement.from().clone());
+                self.deployment.cluster.swap_routing(|r| NextRouting {
+                    router: from,
+                    shards: Arc::new(r.shards()[..old.min(r.shards().len())].to_vec()),
+                    admission: None,
+                });
+                self.active.buffer.release();
+            }
+            Unblock::ReleaseBuffer => self.active.buffer.release(),
         }
     }
 
     fn enter(&mut self, phase: Phase) -> Result<()> {
         if !self.job.phase.can_go_to(phase) {
-            return Err(MigrationError::InvalidPlan(format!(
+            return Err(Error::InvalidPlan(format!(
                 "phase {} cannot follow {}",
                 phase, self.job.phase
-            ))
-            .into());
+            )));
+        }
+        #[cfg(feature = "failpoints")]
+        match self.fail_at {
+            Some(FailPoint::CrashBefore(at)) if at == phase => {
+                self.crashed = true;
+                return Err(Error::Injected(format!("crash before {phase}")));
+            }
+            Some(FailPoint::FailBefore(at)) if at == phase => {
+                return Err(Error::Injected(format!("failure before {phase}")));
+            }
+            _ => {}
         }
         if !phase.past_cutover() && phase != Phase::Done {
             self.check_stop()?;
@@ -601,55 +622,24 @@ impl Coordinator {
     }
 
     fn timeout(&self) -> Error {
-        MigrationError::Timeout {
+        Error::Timeout {
             id: self.job.id.clone(),
             phase: self.job.phase.to_string(),
             seconds: self.config.timeout_ms as f64 / 1000.0,
         }
-        .into()
     }
 
     /// Cancel and timeout are checked between batches and phases.
     fn check_stop(&self) -> Result<()> {
         if self.cancel.is_cancelled() || self.store.cancel_requested(&self.job.id) {
-            return Err(MigrationError::Cancelled {
+            return Err(Error::Cancelled {
                 id: self.job.id.clone(),
                 phase: self.job.phase.to_string(),
-            }
-            .into());
+            });
         }
         if Instant::now() >= self.deadline {
             return Err(self.timeout());
         }
         Ok(())
     }
-}
-
-fn check_lows(lows: &[Offset], from: &[Offset]) -> Result<()> {
-    for (p, (&low, &start)) in lows.iter().zip(from).enumerate() {
-        if low > start {
-            return Err(MigrationError::InvalidPlan(format!(
-                "partition {p} starts at offset {low}, after {start} where the replay must begin: the history between is only in a lake this floe does not read (lake.enabled)"
-            ))
-            .into());
-        }
-    }
-    Ok(())
-}
-
-async fn heads(pipeline: &dyn floe_engine::Pipeline) -> Result<Vec<Offset>> {
-    let mut heads = Vec::with_capacity(pipeline.partitions() as usize);
-    for p in 0..pipeline.partitions() {
-        heads.push(pipeline.high_watermark(p).await?);
-    }
-    Ok(heads)
-}
-
-async fn barrier(routing: &Routing) -> Result<()> {
-    for done in
-        futures::future::join_all(routing.shards.iter().map(|h| h.with_state(|_, _| ()))).await
-    {
-        done?;
-    }
-    Ok(())
 }
