@@ -246,7 +246,10 @@ mod tests {
     fn ids_are_checked() {
         for (node_id, reason) in [
             ("", "must not be empty"),
-            ("a/b", "may hold only ASCII letters, digits, '-', '_' and '.'"),
+            (
+                "a/b",
+                "may hold only ASCII letters, digits, '-', '_' and '.'",
+            ),
             (".hidden", "must not start with '.'"),
         ] {
             let c = ClusterConfig {
@@ -287,8 +290,11 @@ mod tests {
                 "{addr}"
             );
         }
-        for endpoints in [vec![], vec!["127.0.0.1:2379".to_string()], vec!["https://h:1".into()]]
-        {
+        for endpoints in [
+            vec![],
+            vec!["127.0.0.1:2379".to_string()],
+            vec!["https://h:1".into()],
+        ] {
             let c = ClusterConfig {
                 etcd_endpoints: endpoints.clone(),
                 ..valid()

@@ -117,7 +117,12 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> EtcdDocStore<T> {
 impl<T: Serialize + DeserializeOwned + Send + Sync> TopologyStore<T> for EtcdDocStore<T> {
     async fn load(&self) -> Result<Option<Versioned<T>>> {
         let mut client = self.client.clone();
-        let resp = timed("load document", self.timeout, client.get(self.key.as_str(), None)).await?;
+        let resp = timed(
+            "load document",
+            self.timeout,
+            client.get(self.key.as_str(), None),
+        )
+        .await?;
         resp.kvs()
             .first()
             .map(|kv| self.decode(&Entry::from(kv)))
@@ -183,7 +188,11 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> DocWatch<T> {
         let key = self.store.key.clone();
         let reached = tokio::time::timeout(
             timeout,
-            self.rx.wait_for(|s| s.entries.get(&key).is_some_and(|e| e.mod_revision >= revision)),
+            self.rx.wait_for(|s| {
+                s.entries
+                    .get(&key)
+                    .is_some_and(|e| e.mod_revision >= revision)
+            }),
         )
         .await
         .is_ok_and(|r| r.is_ok());

@@ -108,7 +108,11 @@ impl Election {
     pub async fn resign(&self, term: &LeaderTerm) -> Result<()> {
         let key = self.keys.leader();
         let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, term.term)])
+            .when([Compare::create_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                term.term,
+            )])
             .and_then([TxnOp::delete(key.as_str(), None)]);
         let mut client = self.client.clone();
         timed("resign", self.timeout, client.txn(txn)).await?;
@@ -143,9 +147,7 @@ impl Election {
             };
             return Ok((Some(term), revision));
         }
-        let current = first_kv(&resp)
-            .map(|(k, e)| decode(&k, &e))
-            .transpose()?;
+        let current = first_kv(&resp).map(|(k, e)| decode(&k, &e)).transpose()?;
         Ok(match current {
             Some(t) if t.node_id == self.node_id && t.lease_id == lease_id => (Some(t), revision),
             _ => (None, revision),
@@ -157,7 +159,12 @@ impl Election {
         let key = self.keys.leader();
         let mut client = self.client.clone();
         let options = WatchOptions::new().with_start_revision(revision + 1);
-        let mut stream = timed("watch leader", self.timeout, client.watch(key, Some(options))).await?;
+        let mut stream = timed(
+            "watch leader",
+            self.timeout,
+            client.watch(key, Some(options)),
+        )
+        .await?;
         loop {
             // While the leader lives this waits. A lost connection ends the stream with an
             // error; a hung one is bounded by `resync`, after which the caller tries again.
@@ -185,7 +192,12 @@ pub async fn current_leader(
 ) -> Result<Option<LeaderTerm>> {
     let key = config.keys().leader();
     let mut client = client.clone();
-    let resp = timed("get leader", config.etcd_timeout(), client.get(key.as_str(), None)).await?;
+    let resp = timed(
+        "get leader",
+        config.etcd_timeout(),
+        client.get(key.as_str(), None),
+    )
+    .await?;
     resp.kvs()
         .first()
         .map(|kv| decode(&key, &crate::watch::Entry::from(kv)))

@@ -107,7 +107,9 @@ pub enum Error {
         reason: String,
     },
     /// Another live node is registered with the same node id.
-    #[error("node id {node_id:?} is already registered in cluster {cluster_id:?} (by {holder_addr})")]
+    #[error(
+        "node id {node_id:?} is already registered in cluster {cluster_id:?} (by {holder_addr})"
+    )]
     DuplicateNode {
         /// The cluster.
         cluster_id: String,

@@ -94,7 +94,10 @@ mod tests {
         assert_eq!(f.check(2, OwnerEpoch(5)), FenceVerdict::Admit);
         // An older marker read later (a replayed one) never lowers the floor.
         f.observe_marker(1, OwnerEpoch(7));
-        assert!(matches!(f.check(1, OwnerEpoch(8)), FenceVerdict::Stale { .. }));
+        assert!(matches!(
+            f.check(1, OwnerEpoch(8)),
+            FenceVerdict::Stale { .. }
+        ));
     }
 
     #[test]

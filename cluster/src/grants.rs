@@ -117,9 +117,18 @@ pub(crate) fn grants_of(keys: &Keys, snapshot: &Snapshot) -> BTreeMap<ShardId, G
 }
 
 /// Every grant of the cluster, now.
-pub async fn read_grants(client: &Client, config: &ClusterConfig) -> Result<BTreeMap<ShardId, Grant>> {
+pub async fn read_grants(
+    client: &Client,
+    config: &ClusterConfig,
+) -> Result<BTreeMap<ShardId, Grant>> {
     let keys = config.keys();
-    let snapshot = list(&mut client.clone(), &keys.shards(), true, config.etcd_timeout()).await?;
+    let snapshot = list(
+        &mut client.clone(),
+        &keys.shards(),
+        true,
+        config.etcd_timeout(),
+    )
+    .await?;
     Ok(grants_of(&keys, &snapshot))
 }
 
@@ -258,23 +267,25 @@ impl Controller {
             [l, n, g] => (l.clone(), n.clone(), g.clone()),
             _ => (None, None, None),
         };
-        Err(if leader.map(|l| l.create_revision) != Some(self.term.term) {
-            Error::NotLeader {
-                node_id: self.term.node_id.clone(),
-                term: self.term.term,
-            }
-        } else if node.map(|n| n.lease) != Some(to.lease_id) {
-            Error::NodeNotLive {
-                node_id: to.node_id.clone(),
-                lease_id: to.lease_id,
-            }
-        } else {
-            Error::Conflict {
-                key,
-                expected: expected.map(|g| g.epoch.0 as i64),
-                found: grant.map(|g| g.mod_revision),
-            }
-        })
+        Err(
+            if leader.map(|l| l.create_revision) != Some(self.term.term) {
+                Error::NotLeader {
+                    node_id: self.term.node_id.clone(),
+                    term: self.term.term,
+                }
+            } else if node.map(|n| n.lease) != Some(to.lease_id) {
+                Error::NodeNotLive {
+                    node_id: to.node_id.clone(),
+                    lease_id: to.lease_id,
+                }
+            } else {
+                Error::Conflict {
+                    key,
+                    expected: expected.map(|g| g.epoch.0 as i64),
+                    found: grant.map(|g| g.mod_revision),
+                }
+            },
+        )
     }
 
     /// Computes the placement of shards `0..shard_count` over `nodes` from the current
@@ -305,12 +316,20 @@ impl Controller {
         }
         // Grants of shards beyond the shard count are removed (shards retired by a
         // migration, coordinated elsewhere).
-        let beyond: Vec<ShardId> = grants.keys().copied().filter(|s| *s >= shard_count).collect();
+        let beyond: Vec<ShardId> = grants
+            .keys()
+            .copied()
+            .filter(|s| *s >= shard_count)
+            .collect();
         if !beyond.is_empty() {
             let mut client = self.client.clone();
             let leader_key = self.keys.leader();
             let txn = Txn::new()
-                .when([Compare::create_revision(leader_key.as_str(), CompareOp::Equal, self.term.term)])
+                .when([Compare::create_revision(
+                    leader_key.as_str(),
+                    CompareOp::Equal,
+                    self.term.term,
+                )])
                 .and_then(
                     beyond
                         .iter()

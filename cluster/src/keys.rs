@@ -74,7 +74,8 @@ impl Keys {
 
     /// The last segment of `key` under `prefix`, if `key` is under it.
     pub(crate) fn tail<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
-        key.strip_prefix(prefix).filter(|t| !t.is_empty() && !t.contains('/'))
+        key.strip_prefix(prefix)
+            .filter(|t| !t.is_empty() && !t.contains('/'))
     }
 
     /// The shard of a `shards/` key.
@@ -93,7 +94,10 @@ mod tests {
         assert_eq!(k.meta(), "/floe/prod/meta");
         assert_eq!(k.node("n1"), "/floe/prod/nodes/n1");
         assert_eq!(k.shard(7), "/floe/prod/shards/00007");
-        assert_eq!(k.released(7, OwnerEpoch(42)), "/floe/prod/released/00007/42");
+        assert_eq!(
+            k.released(7, OwnerEpoch(42)),
+            "/floe/prod/released/00007/42"
+        );
         assert_eq!(k.doc("topology"), "/floe/prod/docs/topology");
         assert_eq!(Keys::shard_of(&k.shards(), &k.shard(65535)), Some(65535));
         assert_eq!(Keys::tail(&k.nodes(), "/floe/prod/nodes/a/b"), None);

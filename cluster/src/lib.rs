@@ -45,7 +45,9 @@ pub use fence::{EpochFence, EventStamp, FenceVerdict};
 pub use grants::{Controller, Grant, OwnerEpoch, PreviousOwner, read_grants};
 pub use keys::Keys;
 pub use lease::{LeaseClock, LeaseState};
-pub use membership::{ClusterMeta, LeaseHandle, Member, NodeRecord, NodeWatch, connect, live_nodes};
+pub use membership::{
+    ClusterMeta, LeaseHandle, Member, NodeRecord, NodeWatch, connect, live_nodes,
+};
 pub use ownership::{Held, OwnershipLease, Refusal};
 pub use placement::{Assignment, moves, place};
 pub use watch::{Entry, Snapshot};

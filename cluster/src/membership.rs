@@ -62,10 +62,11 @@ pub struct NodeRecord {
 
 impl NodeRecord {
     fn decode(key: &str, entry: &mirror::Entry) -> Result<NodeRecord> {
-        let value: NodeValue = serde_json::from_slice(&entry.value).map_err(|e| Error::Corrupt {
-            key: key.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let value: NodeValue =
+            serde_json::from_slice(&entry.value).map_err(|e| Error::Corrupt {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })?;
         Ok(NodeRecord {
             node_id: value.node_id,
             advertised_addr: value.advertised_addr,
@@ -98,7 +99,13 @@ pub async fn live_nodes(
     config: &ClusterConfig,
 ) -> Result<BTreeMap<String, NodeRecord>> {
     let keys = config.keys();
-    let snapshot = mirror::list(&mut client.clone(), &keys.nodes(), true, config.etcd_timeout()).await?;
+    let snapshot = mirror::list(
+        &mut client.clone(),
+        &keys.nodes(),
+        true,
+        config.etcd_timeout(),
+    )
+    .await?;
     Ok(nodes_of(&keys, &snapshot))
 }
 
@@ -141,12 +148,11 @@ impl NodeWatch {
         pred: impl Fn(&BTreeMap<String, NodeRecord>) -> bool,
     ) -> Option<BTreeMap<String, NodeRecord>> {
         let keys = self.keys.clone();
-        let found = tokio::time::timeout(timeout, self.rx.wait_for(|s| pred(&nodes_of(&keys, s))))
+        tokio::time::timeout(timeout, self.rx.wait_for(|s| pred(&nodes_of(&keys, s))))
             .await
             .ok()?
             .ok()
-            .map(|s| nodes_of(&keys, &s));
-        found
+            .map(|s| nodes_of(&keys, &s))
     }
 }
 
@@ -350,7 +356,12 @@ async fn ensure_meta(client: &mut Client, config: &ClusterConfig, keys: &Keys) -
             None,
         )])
         .or_else([TxnOp::get(keys.meta(), None)]);
-    let resp = timed("create cluster record", config.etcd_timeout(), client.txn(txn)).await?;
+    let resp = timed(
+        "create cluster record",
+        config.etcd_timeout(),
+        client.txn(txn),
+    )
+    .await?;
     if resp.succeeded() {
         return Ok(resp.header().map_or(0, |h| h.revision()));
     }
@@ -358,10 +369,11 @@ async fn ensure_meta(client: &mut Client, config: &ClusterConfig, keys: &Keys) -
         key: keys.meta(),
         reason: "the cluster record vanished while being read".into(),
     })?;
-    let recorded: ClusterMeta = serde_json::from_slice(&entry.value).map_err(|e| Error::Corrupt {
-        key: key.clone(),
-        reason: e.to_string(),
-    })?;
+    let recorded: ClusterMeta =
+        serde_json::from_slice(&entry.value).map_err(|e| Error::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
     if recorded.cluster_id != config.cluster_id {
         return Err(Error::ClusterIdMismatch {
             key,
@@ -411,12 +423,17 @@ async fn keep_alive(mut client: Client, lease: LeaseHandle, interval: Duration, 
             }
             match tokio::time::timeout(timeout, stream.message()).await {
                 Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
-                    lease.lock().renewed(sent, Duration::from_secs(resp.ttl() as u64));
+                    lease
+                        .lock()
+                        .renewed(sent, Duration::from_secs(resp.ttl() as u64));
                 }
                 Ok(Ok(Some(_))) => {
                     // TTL 0: etcd no longer knows the lease (expired or revoked).
                     lease.lock().lost();
-                    tracing::warn!(lease = format!("{id:x}"), "the node's lease is gone from etcd");
+                    tracing::warn!(
+                        lease = format!("{id:x}"),
+                        "the node's lease is gone from etcd"
+                    );
                     return;
                 }
                 _ => break,

@@ -134,12 +134,11 @@ impl OwnershipLease {
         pred: impl Fn(&BTreeMap<ShardId, Held>) -> bool,
     ) -> Option<BTreeMap<ShardId, Held>> {
         let mut rx = self.state.subscribe();
-        let found = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s)))
+        tokio::time::timeout(timeout, rx.wait_for(|s| pred(s)))
             .await
             .ok()?
             .ok()
-            .map(|s| s.clone());
-        found
+            .map(|s| s.clone())
     }
 }
 
@@ -188,7 +187,13 @@ impl Follower {
             held.retain(|shard, h| all.get(shard).is_some_and(|g| g.epoch == h.grant.epoch));
             for (shard, g) in all {
                 if self.is_me(&g.node_id, g.lease_id) && !held.contains_key(shard) {
-                    held.insert(*shard, Held { grant: g.clone(), active: false });
+                    held.insert(
+                        *shard,
+                        Held {
+                            grant: g.clone(),
+                            active: false,
+                        },
+                    );
                 }
             }
             *held != before
@@ -197,7 +202,8 @@ impl Follower {
         // 2. Release every epoch of ours that a later grant lists as a previous owner.
         for (shard, g) in all {
             for p in &g.previous {
-                if self.is_me(&p.node_id, p.lease_id) && !self.released.contains(&(*shard, p.epoch)) {
+                if self.is_me(&p.node_id, p.lease_id) && !self.released.contains(&(*shard, p.epoch))
+                {
                     match self.release(*shard, p).await {
                         Ok(()) => {
                             self.released.insert((*shard, p.epoch));
@@ -219,14 +225,15 @@ impl Follower {
         for g in waiting {
             match self.previous_let_go(&g).await {
                 Ok(true) => {
-                    self.state.send_if_modified(|held| match held.get_mut(&g.shard) {
-                        Some(h) if h.grant.epoch == g.epoch => {
-                            h.active = true;
-                            tracing::info!(shard = g.shard, epoch = %g.epoch, "serving shard");
-                            true
-                        }
-                        _ => false,
-                    });
+                    self.state
+                        .send_if_modified(|held| match held.get_mut(&g.shard) {
+                            Some(h) if h.grant.epoch == g.epoch => {
+                                h.active = true;
+                                tracing::info!(shard = g.shard, epoch = %g.epoch, "serving shard");
+                                true
+                            }
+                            _ => false,
+                        });
                 }
                 Ok(false) => {}
                 Err(e) => tracing::debug!(shard = g.shard, error = %e, "handover check failed"),
@@ -254,7 +261,12 @@ impl Follower {
         })
         .expect("a release serializes");
         let key = self.keys.released(shard, epoch_of.epoch);
-        timed("write release", self.timeout, self.client.put(key, value, None)).await?;
+        timed(
+            "write release",
+            self.timeout,
+            self.client.put(key, value, None),
+        )
+        .await?;
         tracing::info!(shard, epoch = %epoch_of.epoch, "released shard");
         Ok(())
     }

@@ -23,7 +23,11 @@ async fn join(etcd: &EtcdServer, node: &str, port: u16) -> Result<Member> {
 }
 
 /// Polls `cond` every 20 ms until it holds or `within` passes; returns the time it took.
-async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<Duration> {
+async fn eventually(
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Result<Duration> {
     let start = Instant::now();
     while !cond() {
         if start.elapsed() > within {
@@ -32,6 +36,59 @@ async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(start.elapsed())
+}
+
+/// A TCP forwarder between one node and etcd that the test can cut: a network
+/// partition of that node alone (keepalives, watches and writes all stop).
+struct Partitionable {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Partitionable {
+    async fn to(etcd: &EtcdServer) -> Result<Partitionable> {
+        use std::sync::atomic::Ordering;
+        let upstream = etcd.endpoint().trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut2, conns2) = (cut.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                conns2.lock().unwrap().push(conn);
+            }
+        });
+        Ok(Partitionable {
+            addr,
+            cut,
+            conns,
+            _accept: accept,
+        })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
 }
 
 fn refusal(r: floe_cluster::Result<floe_cluster::OwnerEpoch>) -> Option<Refusal> {
@@ -69,7 +126,10 @@ async fn a_node_registers_and_disappears_a_ttl_after_its_keepalives_stop() -> Re
         .await
         .context("n1 expires")?;
     let gone_after = stopped.elapsed();
-    assert!(gone_after >= TTL - Duration::from_millis(400), "{gone_after:?}");
+    assert!(
+        gone_after >= TTL - Duration::from_millis(400),
+        "{gone_after:?}"
+    );
     assert_eq!(live_nodes(n2.client(), n2.config()).await?.len(), 1);
     eprintln!("n1 disappeared {gone_after:?} after its keepalives stopped");
     Ok(())
@@ -79,7 +139,10 @@ async fn a_node_registers_and_disappears_a_ttl_after_its_keepalives_stop() -> Re
 async fn a_second_node_with_the_same_id_is_refused_and_leaves_nothing() -> Result<()> {
     let etcd = EtcdServer::start().await?;
     let first = join(&etcd, "n1", 7001).await?;
-    match join(&etcd, "n1", 7009).await.map_err(|e| e.downcast::<Error>()) {
+    match join(&etcd, "n1", 7009)
+        .await
+        .map_err(|e| e.downcast::<Error>())
+    {
         Err(Ok(Error::DuplicateNode {
             node_id,
             holder_addr,
@@ -157,21 +220,28 @@ async fn leadership_fails_over_when_the_leader_lease_expires_and_on_resign() -> 
     let c2 = tokio::spawn(async move { e2.campaign().await });
     let c3 = tokio::spawn(async move { e3.campaign().await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!c2.is_finished() && !c3.is_finished(), "nobody replaces a live leader");
+    assert!(
+        !c2.is_finished() && !c3.is_finished(),
+        "nobody replaces a live leader"
+    );
 
     // The leader crashes: its lease expires and one candidate takes over.
     let crashed = Instant::now();
     let n1_client = n1.client().clone();
     let n1_config = n1.config().clone();
     drop(n1);
+    let (mut c2, mut c3) = (c2, c3);
     let (winner, loser) = tokio::select! {
-        r = c2 => (r??, c3),
-        r = c3 => (r??, c2),
+        r = &mut c2 => (r??, c3),
+        r = &mut c3 => (r??, c2),
     };
     let failover = crashed.elapsed();
     assert!(winner.term > t1.term);
     assert!(failover < TTL * 2, "{failover:?}");
-    assert_eq!(current_leader(&n1_client, &n1_config).await?, Some(winner.clone()));
+    assert_eq!(
+        current_leader(&n1_client, &n1_config).await?,
+        Some(winner.clone())
+    );
     eprintln!("leader failover took {failover:?}");
 
     // The deposed leader can no longer write a grant.
@@ -226,14 +296,23 @@ async fn grants_follow_placement_with_increasing_epochs_and_compare_and_swap() -
     }
     let after = read_grants(n1.client(), n1.config()).await?;
     assert_eq!(
-        (per_node(&after, "n1"), per_node(&after, "n2"), per_node(&after, "n3")),
+        (
+            per_node(&after, "n1"),
+            per_node(&after, "n2"),
+            per_node(&after, "n3")
+        ),
         (2, 2, 2)
     );
 
     // Compare-and-swap: a grant written against a stale epoch conflicts.
     let stale = &grants[&moved[0].shard];
-    match controller.grant(stale.shard, &nodes["n1"], Some(stale)).await {
-        Err(Error::Conflict { expected, found, .. }) => {
+    match controller
+        .grant(stale.shard, &nodes["n1"], Some(stale))
+        .await
+    {
+        Err(Error::Conflict {
+            expected, found, ..
+        }) => {
             assert_eq!(expected, Some(stale.epoch.0 as i64));
             assert_eq!(found, Some(moved[0].epoch.0 as i64));
         }
@@ -258,7 +337,11 @@ async fn a_planned_move_never_has_two_owners_acknowledging() -> Result<()> {
     let n1 = join(&etcd, "n1", 7001).await?;
     let n2 = join(&etcd, "n2", 7002).await?;
     let (o1, o2) = (OwnershipLease::start(&n1), OwnershipLease::start(&n2));
-    let controller = Controller::new(n1.client(), n1.config(), Election::new(&n1).campaign().await?);
+    let controller = Controller::new(
+        n1.client(),
+        n1.config(),
+        Election::new(&n1).campaign().await?,
+    );
     let nodes = live_nodes(n1.client(), n1.config()).await?;
     assert_eq!(refusal(o1.may_acknowledge(0)), Some(Refusal::NotGranted));
 
@@ -297,20 +380,30 @@ async fn a_planned_move_never_has_two_owners_acknowledging() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_owner_stops_before_the_new_owner_starts_after_its_lease_expired() -> Result<()> {
+async fn a_partitioned_owner_stops_before_the_new_owner_starts_after_its_lease_expired()
+-> Result<()> {
     let etcd = EtcdServer::start().await?;
-    let n1 = join(&etcd, "n1", 7001).await?;
+    // n1 reaches etcd only through a link the test can cut.
+    let link = Partitionable::to(&etcd).await?;
+    let mut n1_config = etcd.node_config("test", "n1", 7001);
+    n1_config.etcd_endpoints = vec![link.endpoint()];
+    let n1 = Member::join(&floe_cluster::connect(&n1_config).await?, &n1_config).await?;
     let n2 = join(&etcd, "n2", 7002).await?;
     let (o1, o2) = (OwnershipLease::start(&n1), OwnershipLease::start(&n2));
-    let controller = Controller::new(n2.client(), n2.config(), Election::new(&n2).campaign().await?);
+    let controller = Controller::new(
+        n2.client(),
+        n2.config(),
+        Election::new(&n2).campaign().await?,
+    );
     let nodes = live_nodes(n2.client(), n2.config()).await?;
     let g1 = controller.grant(0, &nodes["n1"], None).await?;
     eventually(TTL, "n1 serves shard 0", || o1.may_acknowledge(0).is_ok()).await?;
 
-    // n1 goes silent: its keepalives stop (as if paused) but its view keeps answering.
+    // n1 is cut off from etcd: no keepalive, no watch, no release gets through, but its
+    // view keeps answering, as a partitioned (or paused, then resumed) node would.
     let n1_lease = n1.lease().lease_id();
+    link.cut();
     let silent = Instant::now();
-    drop(n1);
     // The controller moves the shard at once, before etcd expired n1's lease.
     let g2 = controller.grant(0, &nodes["n2"], Some(&g1)).await?;
     assert_eq!(g2.previous[0].node_id, "n1");
@@ -352,11 +445,16 @@ async fn a_silent_owner_stops_before_the_new_owner_starts_after_its_lease_expire
     // n1 stopped a margin before its lease could expire; n2 started only once etcd had
     // expired it (at least a TTL after the last keepalive).
     assert!(n1_stopped < TTL, "{n1_stopped:?}");
-    assert!(n2_started >= TTL - Duration::from_millis(250), "{n2_started:?}");
+    assert!(
+        n2_started >= TTL - Duration::from_millis(250),
+        "{n2_started:?}"
+    );
     let mut client = etcd.client().await?;
     assert_eq!(client.lease_time_to_live(n1_lease, None).await?.ttl(), -1);
     assert_eq!(o2.may_acknowledge(0)?, g2.epoch);
-    eprintln!("silent owner: n1 stopped after {n1_stopped:?}, n2 started after {n2_started:?}");
+    eprintln!(
+        "partitioned owner: n1 stopped after {n1_stopped:?}, n2 started after {n2_started:?}"
+    );
     Ok(())
 }
 
@@ -365,31 +463,48 @@ async fn etcd_restarted_mid_run_stops_acknowledgements_then_they_resume() -> Res
     let mut etcd = EtcdServer::start().await?;
     let n1 = join(&etcd, "n1", 7001).await?;
     let o1 = OwnershipLease::start(&n1);
-    let controller = Controller::new(n1.client(), n1.config(), Election::new(&n1).campaign().await?);
+    let controller = Controller::new(
+        n1.client(),
+        n1.config(),
+        Election::new(&n1).campaign().await?,
+    );
     let nodes = live_nodes(n1.client(), n1.config()).await?;
     let g = controller.grant(0, &nodes["n1"], None).await?;
     eventually(TTL, "n1 serves shard 0", || o1.may_acknowledge(0).is_ok()).await?;
     let mut watch = NodeWatch::start(n1.client(), n1.config());
-    watch.wait_for(TTL, |n| n.len() == 1).await.context("watch sees n1")?;
+    watch
+        .wait_for(TTL, |n| n.len() == 1)
+        .await
+        .context("watch sees n1")?;
 
     let down = Instant::now();
     etcd.stop();
     assert!(o1.may_acknowledge(0).is_ok(), "still inside the lease");
-    let stopped = eventually(TTL, "n1 stops acknowledging", || o1.may_acknowledge(0).is_err()).await?;
+    let stopped = eventually(TTL, "n1 stops acknowledging", || {
+        o1.may_acknowledge(0).is_err()
+    })
+    .await?;
     assert_eq!(refusal(o1.may_acknowledge(0)), Some(Refusal::LeaseExpiring));
     // The deadline is TTL - margin after the last keepalive sent before the stop.
-    assert!(stopped <= TTL - Duration::from_millis(800) + Duration::from_millis(300), "{stopped:?}");
+    assert!(
+        stopped <= TTL - Duration::from_millis(800) + Duration::from_millis(300),
+        "{stopped:?}"
+    );
     // etcd calls fail (retryably) while it is down.
     let err = live_nodes(n1.client(), n1.config()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     tokio::time::sleep(TTL).await;
 
     etcd.restart().await?;
+    let restarted = Instant::now();
     // etcd keeps leases across a restart (and refreshes their TTL): the client
     // reconnects by itself, keepalives succeed and the node acknowledges again.
-    let resumed = eventually(TTL * 3, "n1 acknowledges again", || o1.may_acknowledge(0).is_ok()).await?;
+    let resumed = eventually(TTL * 3, "n1 acknowledges again", || {
+        o1.may_acknowledge(0).is_ok()
+    })
+    .await?;
     assert_eq!(o1.may_acknowledge(0)?, g.epoch);
-    assert_eq!(n1.lease().state().is_valid(), true);
+    assert!(n1.lease().state().is_valid());
     // The node watch resumed too: a node joining after the restart shows up.
     let _n2 = join(&etcd, "n2", 7002).await?;
     watch
@@ -397,8 +512,8 @@ async fn etcd_restarted_mid_run_stops_acknowledgements_then_they_resume() -> Res
         .await
         .context("watch resumes after the restart")?;
     eprintln!(
-        "etcd down {:?}: acks stopped after {stopped:?}, resumed {resumed:?} after the restart",
-        down.elapsed() - resumed
+        "etcd down {:?}: acks stopped {stopped:?} after the stop, resumed {resumed:?} after the restart",
+        restarted - down
     );
     Ok(())
 }
@@ -408,7 +523,11 @@ async fn a_lost_lease_is_noticed_and_nothing_is_acknowledged_after() -> Result<(
     let etcd = EtcdServer::start().await?;
     let n1 = join(&etcd, "n1", 7001).await?;
     let o1 = OwnershipLease::start(&n1);
-    let controller = Controller::new(n1.client(), n1.config(), Election::new(&n1).campaign().await?);
+    let controller = Controller::new(
+        n1.client(),
+        n1.config(),
+        Election::new(&n1).campaign().await?,
+    );
     let nodes = live_nodes(n1.client(), n1.config()).await?;
     controller.grant(0, &nodes["n1"], None).await?;
     eventually(TTL, "n1 serves shard 0", || o1.may_acknowledge(0).is_ok()).await?;
@@ -444,24 +563,54 @@ async fn the_topology_document_is_compare_and_swapped_and_watched() -> Result<()
     let mut watch = other.watch();
     assert_eq!(store.load().await?, None);
 
-    let v1 = Doc { version: 1, shards: 4 };
+    let v1 = Doc {
+        version: 1,
+        shards: 4,
+    };
     let r1 = store.compare_and_swap(None, &v1).await?;
     // A second creator loses.
-    match other.compare_and_swap(None, &Doc { version: 1, shards: 8 }).await {
-        Err(Error::Conflict { expected: None, found, .. }) => assert_eq!(found, Some(r1)),
+    match other
+        .compare_and_swap(
+            None,
+            &Doc {
+                version: 1,
+                shards: 8,
+            },
+        )
+        .await
+    {
+        Err(Error::Conflict {
+            expected: None,
+            found,
+            ..
+        }) => assert_eq!(found, Some(r1)),
         other => bail!("expected Conflict, got {other:?}"),
     }
-    let v2 = Doc { version: 2, shards: 6 };
+    let v2 = Doc {
+        version: 2,
+        shards: 6,
+    };
     let r2 = store.compare_and_swap(Some(r1), &v2).await?;
     assert!(r2 > r1);
     // A writer that read v1 loses against v2.
     assert!(matches!(
-        other.compare_and_swap(Some(r1), &Doc { version: 2, shards: 5 }).await,
+        other
+            .compare_and_swap(
+                Some(r1),
+                &Doc {
+                    version: 2,
+                    shards: 5
+                }
+            )
+            .await,
         Err(Error::Conflict { .. })
     ));
     let loaded = other.load().await?.context("stored")?;
     assert_eq!((loaded.revision, &loaded.value), (r2, &v2));
-    let seen = watch.wait_for_revision(r2, TTL).await?.context("the watch sees v2")?;
+    let seen = watch
+        .wait_for_revision(r2, TTL)
+        .await?
+        .context("the watch sees v2")?;
     assert_eq!(seen.value, v2);
 
     // A value floe cannot read is a typed error, not a panic.
