@@ -1,13 +1,19 @@
 //! A versioned document in etcd (the topology): JSON under `docs/<name>`, replaced only
 //! by a compare-and-swap on the revision it was read at, watched by every node.
 //!
-//! [`TopologyStore`] is this crate's minimal shape of the store the migration
-//! coordinator drives (the architecture issue defines the engine-side trait; the branch
-//! had not landed it when this was written, so the lead unifies the two at merge). It is
-//! generic over the document so the crate needs no dependency on the engine: the cluster
-//! stores `floe_engine::Topology`, which is `Serialize + Deserialize`.
+//! [`TopologyStore`] has the shape of the engine's `floe_engine::TopologyStore` (branch
+//! `h4-arch-core`, `engine/src/topology_store.rs`: `load` and `store` of a `Topology`),
+//! made generic over the document so this crate needs no dependency on the engine; the
+//! lead unifies the two at merge (an `impl floe_engine::TopologyStore for
+//! EtcdDocStore<Topology>` is a few lines once both are on main). On etcd, `store` is a
+//! compare-and-swap against the revision this store last read or wrote: a node whose view
+//! of the topology is stale gets [`Error::Conflict`] and must load again, it never
+//! overwrites another node's change. The revision-level API ([`EtcdDocStore::load_versioned`],
+//! [`EtcdDocStore::compare_and_swap`], [`EtcdDocStore::watch`]) is there for callers that
+//! carry revisions themselves.
 
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,15 +35,15 @@ pub struct Versioned<T> {
     pub value: T,
 }
 
-/// A store holding one versioned document.
+/// Where a deployment keeps the one document in force (the engine's shape, generic).
 #[async_trait]
-pub trait TopologyStore<T>: Send + Sync {
-    /// The document, if one was ever stored.
-    async fn load(&self) -> Result<Option<Versioned<T>>>;
+pub trait TopologyStore<T>: Send + Sync + std::fmt::Debug {
+    /// The stored document, `None` before the first `store`.
+    async fn load(&self) -> Result<Option<T>>;
 
-    /// Stores `value` if the document is still at `expected` (`None`: never stored).
-    /// Returns the new revision, or [`Error::Conflict`] with the revision found.
-    async fn compare_and_swap(&self, expected: Option<i64>, value: &T) -> Result<i64>;
+    /// Replaces the stored document durably (on etcd: only if it is still the version
+    /// this store last saw, else [`Error::Conflict`]).
+    async fn store(&self, value: &T) -> Result<()>;
 }
 
 /// [`TopologyStore`] on etcd.
@@ -46,6 +52,9 @@ pub struct EtcdDocStore<T> {
     key: String,
     timeout: Duration,
     config: ClusterConfig,
+    /// Revision of the document as this store last read or wrote it (`None`: absent or
+    /// never read): what `store` compares against.
+    seen: Arc<Mutex<Option<i64>>>,
     _doc: PhantomData<fn() -> T>,
 }
 
@@ -56,6 +65,7 @@ impl<T> Clone for EtcdDocStore<T> {
             key: self.key.clone(),
             timeout: self.timeout,
             config: self.config.clone(),
+            seen: Arc::new(Mutex::new(*lock(&self.seen))),
             _doc: PhantomData,
         }
     }
@@ -77,6 +87,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> EtcdDocStore<T> {
             key: config.keys().doc(name),
             timeout: config.etcd_timeout(),
             config: config.clone(),
+            seen: Arc::new(Mutex::new(None)),
             _doc: PhantomData,
         }
     }
@@ -113,9 +124,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> EtcdDocStore<T> {
     }
 }
 
-#[async_trait]
-impl<T: Serialize + DeserializeOwned + Send + Sync> TopologyStore<T> for EtcdDocStore<T> {
-    async fn load(&self) -> Result<Option<Versioned<T>>> {
+impl<T: Serialize + DeserializeOwned + Send + Sync> EtcdDocStore<T> {
+    /// The document with its revision, if one was ever stored.
+    pub async fn load_versioned(&self) -> Result<Option<Versioned<T>>> {
         let mut client = self.client.clone();
         let resp = timed(
             "load document",
@@ -123,13 +134,18 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> TopologyStore<T> for EtcdDoc
             client.get(self.key.as_str(), None),
         )
         .await?;
-        resp.kvs()
+        let doc = resp
+            .kvs()
             .first()
             .map(|kv| self.decode(&Entry::from(kv)))
-            .transpose()
+            .transpose()?;
+        *lock(&self.seen) = doc.as_ref().map(|d| d.revision);
+        Ok(doc)
     }
 
-    async fn compare_and_swap(&self, expected: Option<i64>, value: &T) -> Result<i64> {
+    /// Stores `value` if the document is still at `expected` (`None`: never stored).
+    /// Returns the new revision, or [`Error::Conflict`] with the revision found.
+    pub async fn compare_and_swap(&self, expected: Option<i64>, value: &T) -> Result<i64> {
         let bytes = serde_json::to_vec(value).map_err(|e| Error::Corrupt {
             key: self.key.clone(),
             reason: format!("the document does not serialize: {e}"),
@@ -146,7 +162,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> TopologyStore<T> for EtcdDoc
         let mut client = self.client.clone();
         let resp = timed("store document", self.timeout, client.txn(txn)).await?;
         if resp.succeeded() {
-            return Ok(resp.header().map_or(0, |h| h.revision()));
+            let revision = resp.header().map_or(0, |h| h.revision());
+            *lock(&self.seen) = Some(revision);
+            return Ok(revision);
         }
         let found = resp.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.mod_revision()),
@@ -158,6 +176,23 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> TopologyStore<T> for EtcdDoc
             found,
         })
     }
+}
+
+#[async_trait]
+impl<T: Serialize + DeserializeOwned + Send + Sync> TopologyStore<T> for EtcdDocStore<T> {
+    async fn load(&self) -> Result<Option<T>> {
+        Ok(self.load_versioned().await?.map(|d| d.value))
+    }
+
+    async fn store(&self, value: &T) -> Result<()> {
+        let expected = *lock(&self.seen);
+        self.compare_and_swap(expected, value).await.map(|_| ())
+    }
+}
+
+fn lock(seen: &Mutex<Option<i64>>) -> std::sync::MutexGuard<'_, Option<i64>> {
+    // A plain value: a panicking holder cannot leave it half-written.
+    seen.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The latest version of a document, kept current from an etcd watch.

@@ -561,7 +561,7 @@ async fn the_topology_document_is_compare_and_swapped_and_watched() -> Result<()
     let store: EtcdDocStore<Doc> = EtcdDocStore::new(&client, &config, "topology");
     let other: EtcdDocStore<Doc> = EtcdDocStore::new(&client, &config, "topology");
     let mut watch = other.watch();
-    assert_eq!(store.load().await?, None);
+    assert_eq!(store.load_versioned().await?, None);
 
     let v1 = Doc {
         version: 1,
@@ -605,7 +605,7 @@ async fn the_topology_document_is_compare_and_swapped_and_watched() -> Result<()
             .await,
         Err(Error::Conflict { .. })
     ));
-    let loaded = other.load().await?.context("stored")?;
+    let loaded = other.load_versioned().await?.context("stored")?;
     assert_eq!((loaded.revision, &loaded.value), (r2, &v2));
     let seen = watch
         .wait_for_revision(r2, TTL)
@@ -613,9 +613,50 @@ async fn the_topology_document_is_compare_and_swapped_and_watched() -> Result<()
         .context("the watch sees v2")?;
     assert_eq!(seen.value, v2);
 
+    // Through the engine-shaped trait: `store` swaps against the version this store last
+    // saw, so a node with a stale view gets a conflict instead of overwriting.
+    let (a, b): (EtcdDocStore<Doc>, EtcdDocStore<Doc>) = (
+        EtcdDocStore::new(&client, &config, "topology"),
+        EtcdDocStore::new(&client, &config, "topology"),
+    );
+    assert_eq!(TopologyStore::load(&a).await?, Some(v2.clone()));
+    assert_eq!(TopologyStore::load(&b).await?, Some(v2.clone()));
+    let v3 = Doc {
+        version: 3,
+        shards: 7,
+    };
+    a.store(&v3).await?;
+    match b
+        .store(&Doc {
+            version: 3,
+            shards: 9,
+        })
+        .await
+    {
+        Err(Error::Conflict { expected, .. }) => assert_eq!(expected, Some(r2)),
+        other => bail!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(TopologyStore::load(&b).await?, Some(v3.clone()));
+    let v4 = Doc {
+        version: 4,
+        shards: 8,
+    };
+    b.store(&v4).await?;
+    a.store(&v4).await.unwrap_err();
+    // A store that never read the document may only create it.
+    let fresh: EtcdDocStore<Doc> = EtcdDocStore::new(&client, &config, "topology");
+    assert!(matches!(
+        fresh.store(&v4).await,
+        Err(Error::Conflict { expected: None, .. })
+    ));
+    assert_eq!(TopologyStore::load(&fresh).await?, Some(v4));
+
     // A value floe cannot read is a typed error, not a panic.
     let mut raw = client.clone();
     raw.put(store.key(), "not json", None).await?;
-    assert!(matches!(store.load().await, Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        store.load_versioned().await,
+        Err(Error::Corrupt { .. })
+    ));
     Ok(())
 }
