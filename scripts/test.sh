@@ -20,6 +20,26 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# The cluster tests start their own etcd (Debian's etcd-server, 3.4); building
+# the etcd client runs protoc (protobuf-compiler). Both install in seconds.
+apt_install() {
+    if [[ -z "${FLOE_APT_UPDATED:-}" ]]; then
+        apt-get update -qq
+        FLOE_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if ! command -v etcd >/dev/null 2>&1 && [[ -z "${FLOE_ETCD_BIN:-}" ]]; then
+    log "installing etcd"
+    apt_install etcd-server
+fi
+if ! command -v protoc >/dev/null 2>&1 && [[ -z "${PROTOC:-}" ]]; then
+    log "installing protoc"
+    apt_install protobuf-compiler
+fi
+FLOE_ETCD_BIN="${FLOE_ETCD_BIN:-$(command -v etcd)}"
+export FLOE_ETCD_BIN
+
 # The Kafka tests start their own broker from this binary; the reader tests
 # run Python clients from this interpreter. Both are cached across runs.
 FLOE_TANSU_BIN="${FLOE_TANSU_BIN:-$(scripts/install-tansu.sh)}"

@@ -1,0 +1,53 @@
+//! floe's cluster coordination on etcd.
+//!
+//! A floe cluster is N `floe` nodes sharing one pipeline and one lake; etcd holds who
+//! is a member, who owns which shard, and the topology. This crate is that layer alone,
+//! with no knowledge of the engine, so it builds and tests in seconds against a real
+//! etcd:
+//!
+//! - [`ClusterConfig`]: the `[cluster]` configuration, validated before anything runs;
+//! - [`Member`]: registration under a lease, kept alive; duplicate node ids and foreign
+//!   cluster ids refused; [`NodeWatch`] follows the live nodes;
+//! - [`Election`]: the placement controller's election; [`LeaderTerm`] fences its writes;
+//! - [`place`]: the pure placement function (balanced, sticky, deterministic);
+//! - [`Controller`]: writes ownership [`Grant`]s (compare-and-swap, fenced by the term);
+//! - [`OwnershipLease`]: the node-side answer to "may I acknowledge a write on shard S
+//!   now?", with the [`OwnerEpoch`] to stamp on the event;
+//! - [`EtcdDocStore`]: the versioned topology document ([`TopologyStore`]);
+//! - [`EpochFence`]: the replay rule that makes a stale owner's late events lose.
+//!
+//! `docs/cluster.md` in the repository has the design and the fencing argument.
+#![deny(missing_docs)]
+
+mod config;
+mod docs;
+mod election;
+mod error;
+mod fence;
+mod grants;
+mod keys;
+mod lease;
+mod membership;
+mod ownership;
+mod placement;
+#[cfg(feature = "test-util")]
+pub mod testing;
+mod watch;
+
+/// A shard number, as in the engine's topology (`0..shard_count`).
+pub type ShardId = u32;
+
+pub use config::{ClusterConfig, MAX_ID_LEN};
+pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
+pub use election::{Election, LeaderTerm, current_leader};
+pub use error::{Error, Result};
+pub use fence::{EpochFence, EventStamp, FenceVerdict};
+pub use grants::{Controller, Grant, OwnerEpoch, PreviousOwner, read_grants};
+pub use keys::Keys;
+pub use lease::{LeaseClock, LeaseState};
+pub use membership::{
+    ClusterMeta, LeaseHandle, Member, NodeRecord, NodeWatch, connect, live_nodes,
+};
+pub use ownership::{Held, OwnershipLease, Refusal};
+pub use placement::{Assignment, moves, place};
+pub use watch::{Entry, Snapshot};

@@ -1,0 +1,273 @@
+//! The node side of ownership: which shards this node may acknowledge writes on, now.
+//!
+//! A shard is acknowledged on only while all of these hold:
+//! 1. the node's lease is valid on its own clock (last keepalive sent + TTL - margin);
+//! 2. the latest grant this node has seen for the shard names it with that lease;
+//! 3. that grant is *active*: every previous owner it lists has released the shard or
+//!    lost its lease in etcd (a fact read from etcd, not a guess from clocks).
+//!
+//! The order of steps makes two owners of one shard impossible: a previous owner first
+//! stops serving (locally, under the view's lock), then writes its release; the new owner
+//! activates only after reading that release, or after etcd expired the previous lease,
+//! which happens no earlier than `TTL` after the previous owner's last keepalive *send*,
+//! while the previous owner stopped at `TTL - margin` after it.
+//!
+//! The view's copy of the grants may lag etcd (a slow watch, etcd down): that can delay
+//! a handover, never overlap two owners, because activation needs a release or an
+//! expired lease.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::Client;
+use tokio::sync::watch;
+
+use crate::ShardId;
+use crate::error::{Error, Result};
+use crate::grants::{Grant, OwnerEpoch, PreviousOwner, ReleaseValue, grants_of, has_let_go};
+use crate::keys::Keys;
+use crate::lease::LeaseState;
+use crate::membership::{LeaseHandle, Member, timing};
+use crate::watch::{self as mirror, Snapshot, TaskGuard, timed};
+
+/// Why this node may not acknowledge a write on a shard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No grant of the shard names this node (with its current lease).
+    #[error("the shard is not granted to this node")]
+    NotGranted,
+    /// Granted, but a previous owner has neither released it nor lost its lease yet.
+    #[error("waiting for the previous owner {node_id:?} to let go")]
+    AwaitingHandover {
+        /// The previous owner waited for.
+        node_id: String,
+    },
+    /// The node's lease has not been renewed in time: it may be about to expire in etcd.
+    #[error("the node's lease is past its safe deadline")]
+    LeaseExpiring,
+    /// The node's lease is gone from etcd.
+    #[error("the node's lease is gone")]
+    LeaseLost,
+}
+
+/// One shard this node holds a grant for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The grant.
+    pub grant: Grant,
+    /// Whether every previous owner has let go.
+    pub active: bool,
+}
+
+/// The node's view of its shard ownership, kept current by a background task.
+#[derive(Debug, Clone)]
+pub struct OwnershipLease {
+    lease: LeaseHandle,
+    state: Arc<watch::Sender<BTreeMap<ShardId, Held>>>,
+    _task: Arc<TaskGuard>,
+}
+
+impl OwnershipLease {
+    /// Starts following the grants of `member`.
+    pub fn start(member: &Member) -> OwnershipLease {
+        let config = member.config();
+        let keys = config.keys();
+        let (grants, grants_task) =
+            mirror::spawn(member.client().clone(), keys.shards(), true, timing(config));
+        let state = Arc::new(watch::channel(BTreeMap::new()).0);
+        let follower = Follower {
+            client: member.client().clone(),
+            keys,
+            node_id: member.record().node_id.clone(),
+            lease: member.lease().clone(),
+            timeout: config.etcd_timeout(),
+            poll: config.handover_poll(),
+            state: state.clone(),
+            released: BTreeSet::new(),
+        };
+        let task = tokio::spawn(async move {
+            // The grant mirror lives exactly as long as the follower.
+            let _grants_task = grants_task;
+            follower.run(grants).await;
+        });
+        OwnershipLease {
+            lease: member.lease().clone(),
+            state,
+            _task: Arc::new(TaskGuard(task)),
+        }
+    }
+
+    /// May this node acknowledge a write on `shard` now? `Ok` carries the owner epoch to
+    /// stamp on the event. Ask after the write is durable and right before acknowledging.
+    pub fn may_acknowledge(&self, shard: ShardId) -> Result<OwnerEpoch> {
+        let refuse = |reason| Err(Error::NotOwner { shard, reason });
+        match self.lease.state() {
+            LeaseState::Valid { .. } => {}
+            LeaseState::Expiring => return refuse(Refusal::LeaseExpiring),
+            LeaseState::Lost => return refuse(Refusal::LeaseLost),
+        }
+        let state = self.state.borrow();
+        match state.get(&shard) {
+            Some(held) if held.active => Ok(held.grant.epoch),
+            Some(held) => refuse(Refusal::AwaitingHandover {
+                node_id: held
+                    .grant
+                    .previous
+                    .first()
+                    .map_or_else(String::new, |p| p.node_id.clone()),
+            }),
+            None => refuse(Refusal::NotGranted),
+        }
+    }
+
+    /// The shards this node holds grants for (active or waiting for a handover).
+    pub fn held(&self) -> BTreeMap<ShardId, Held> {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until `pred` holds for the held shards, or `timeout` passes.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&BTreeMap<ShardId, Held>) -> bool,
+    ) -> Option<BTreeMap<ShardId, Held>> {
+        let mut rx = self.state.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| pred(s)))
+            .await
+            .ok()?
+            .ok()
+            .map(|s| s.clone())
+    }
+}
+
+struct Follower {
+    client: Client,
+    keys: Keys,
+    node_id: String,
+    lease: LeaseHandle,
+    timeout: Duration,
+    poll: Duration,
+    state: Arc<watch::Sender<BTreeMap<ShardId, Held>>>,
+    /// (shard, epoch) this node has written a release for.
+    released: BTreeSet<(ShardId, OwnerEpoch)>,
+}
+
+impl Follower {
+    async fn run(mut self, mut grants: watch::Receiver<Snapshot>) {
+        loop {
+            if self.lease.state() == LeaseState::Lost {
+                // Nothing bound to a lost lease is ours any more.
+                self.state.send_replace(BTreeMap::new());
+                return;
+            }
+            let snapshot = grants.borrow_and_update().clone();
+            if snapshot.revision > 0 {
+                let all = grants_of(&self.keys, &snapshot);
+                self.follow(&all).await;
+            }
+            tokio::select! {
+                changed = grants.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+
+    fn is_me(&self, node_id: &str, lease_id: i64) -> bool {
+        node_id == self.node_id && lease_id == self.lease.lease_id()
+    }
+
+    async fn follow(&mut self, all: &BTreeMap<ShardId, Grant>) {
+        // 1. Stop serving every shard whose latest grant is no longer ours at the epoch
+        //    held, and take new grants as waiting. This happens before any release below
+        //    is written.
+        self.state.send_if_modified(|held| {
+            let before = held.clone();
+            held.retain(|shard, h| all.get(shard).is_some_and(|g| g.epoch == h.grant.epoch));
+            for (shard, g) in all {
+                if self.is_me(&g.node_id, g.lease_id) && !held.contains_key(shard) {
+                    held.insert(
+                        *shard,
+                        Held {
+                            grant: g.clone(),
+                            active: false,
+                        },
+                    );
+                }
+            }
+            *held != before
+        });
+
+        // 2. Release every epoch of ours that a later grant lists as a previous owner.
+        for (shard, g) in all {
+            for p in &g.previous {
+                if self.is_me(&p.node_id, p.lease_id) && !self.released.contains(&(*shard, p.epoch))
+                {
+                    match self.release(*shard, p).await {
+                        Ok(()) => {
+                            self.released.insert((*shard, p.epoch));
+                        }
+                        Err(e) => tracing::debug!(shard, error = %e, "writing a release failed"),
+                    }
+                }
+            }
+        }
+
+        // 3. Activate waiting grants whose previous owners have all let go.
+        let waiting: Vec<Grant> = self
+            .state
+            .borrow()
+            .values()
+            .filter(|h| !h.active)
+            .map(|h| h.grant.clone())
+            .collect();
+        for g in waiting {
+            match self.previous_let_go(&g).await {
+                Ok(true) => {
+                    self.state
+                        .send_if_modified(|held| match held.get_mut(&g.shard) {
+                            Some(h) if h.grant.epoch == g.epoch => {
+                                h.active = true;
+                                tracing::info!(shard = g.shard, epoch = %g.epoch, "serving shard");
+                                true
+                            }
+                            _ => false,
+                        });
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(shard = g.shard, error = %e, "handover check failed"),
+            }
+        }
+    }
+
+    async fn previous_let_go(&mut self, g: &Grant) -> Result<bool> {
+        for p in &g.previous {
+            // An earlier epoch of our own: step 1 already replaced it in the view.
+            if self.is_me(&p.node_id, p.lease_id) {
+                continue;
+            }
+            if !has_let_go(&mut self.client, &self.keys, g.shard, p, self.timeout).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn release(&mut self, shard: ShardId, epoch_of: &PreviousOwner) -> Result<()> {
+        let value = serde_json::to_vec(&ReleaseValue {
+            node_id: self.node_id.clone(),
+            lease_id: self.lease.lease_id(),
+        })
+        .expect("a release serializes");
+        let key = self.keys.released(shard, epoch_of.epoch);
+        timed(
+            "write release",
+            self.timeout,
+            self.client.put(key, value, None),
+        )
+        .await?;
+        tracing::info!(shard, epoch = %epoch_of.epoch, "released shard");
+        Ok(())
+    }
+}
