@@ -23,6 +23,10 @@ pub enum Error {
         after: Duration,
     },
 
+    /// The query's execution ended abnormally (an operator panicked).
+    #[error("query execution failed: {0}")]
+    Execution(String),
+
     /// SQL that cannot be parsed, planned or executed.
     #[error("{0}")]
     Sql(#[source] Box<datafusion::error::DataFusionError>),

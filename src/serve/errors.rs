@@ -85,9 +85,10 @@ impl From<Error> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable")
             }
             Error::Lake(_) => (StatusCode::INTERNAL_SERVER_ERROR, "lake_error"),
-            Error::Locked { .. } | Error::ConfigFile { .. } | Error::Config(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
-            }
+            Error::Locked { .. }
+            | Error::ConfigFile { .. }
+            | Error::Config(_)
+            | Error::TopologyMissing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "configuration"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             Error::Migration(e) => migration_status(e),
             Error::Query(e) => query_status(e),
