@@ -2,8 +2,9 @@
 # Runs every floe test. Works on a fresh machine: it installs what the tests
 # need (cargo-nextest if missing) and reuses what an earlier run installed.
 #
-#   scripts/test.sh            lint + all tests
+#   scripts/test.sh            lint + all tests + a bounded fuzz run
 #   FLOE_SKIP_LINT=1 scripts/test.sh   tests only
+#   FLOE_FUZZ_SECONDS=N        seconds per fuzz target (default 30; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,13 @@ if [[ -z "${FLOE_SKIP_LINT:-}" ]]; then
     cargo fmt --all -- --check
     log "cargo clippy"
     cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+fi
+
+# The decoders of what floe reads from disk, fuzzed for a bounded time
+# (scripts/fuzz.sh; its own small build: the embedded log without the sink).
+if [[ "${FLOE_FUZZ_SECONDS:-30}" != 0 ]]; then
+    log "fuzz (${FLOE_FUZZ_SECONDS:-30}s per target)"
+    scripts/fuzz.sh "${FLOE_FUZZ_SECONDS:-30}"
 fi
 
 log "doc tests"

@@ -52,6 +52,28 @@ pub enum Error {
     #[error("lake: {0}")]
     Lake(#[source] floe_emitter::Error),
 
+    /// The embedded log holds damaged records (a complete frame that fails
+    /// its checksum, or damage that cannot be a torn write): floe refuses to
+    /// open rather than serve a smaller state. `floe repair` rebuilds the
+    /// partition. The inner error is `floe_emitter::Error::CorruptRecord`.
+    #[error(transparent)]
+    CorruptLog(floe_emitter::Error),
+
+    /// A pipeline partition ends below the offset the lake has committed for
+    /// it: the log would hand out offsets the lake already holds (and the
+    /// sink would skip those writes). floe refuses to open.
+    #[error(
+        "pipeline partition {partition} ends at offset {log_high} but the lake has committed offsets up to {lake_committed}: the log lost records the lake holds (a truncated or replaced log), and new writes would reuse offsets the lake already has; run `floe repair --partition {partition}` to rebuild the partition from the lake"
+    )]
+    LogBehindLake {
+        /// The pipeline partition.
+        partition: u32,
+        /// The partition's high watermark (next offset it would hand out).
+        log_high: u64,
+        /// The lake's committed next offset for the partition.
+        lake_committed: u64,
+    },
+
     /// A migration could not be planned or ran into a problem (and rolled
     /// back): already migrating, invalid plan, timeout, cancelled, verify
     /// mismatch.

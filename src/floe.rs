@@ -187,6 +187,9 @@ impl Floe {
         let persisted = datadir::load_topology(&config.data_dir)?;
         let pipeline = open_pipeline(&config).await?;
         let lake = lake::open(&config).await?;
+        if let Some(lake) = &lake {
+            lake::check_pipeline_covers_lake(&*pipeline, lake).await?;
+        }
         let topology = match persisted {
             Some(topology) => {
                 if topology.shard_count != config.topology.shards {
@@ -763,11 +766,16 @@ pub(crate) async fn open_pipeline(config: &Config) -> Result<Arc<dyn Pipeline>> 
     Ok(match config.pipeline_url()? {
         PipelineUrl::File(dir) => {
             let options = config.log.options();
-            Arc::new(
-                tokio::task::spawn_blocking(move || FileLog::open(&dir, options))
-                    .await
-                    .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))??,
-            )
+            let log = tokio::task::spawn_blocking(move || FileLog::open(&dir, options))
+                .await
+                .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))?;
+            match log {
+                Ok(log) => Arc::new(log),
+                Err(e @ floe_emitter::Error::CorruptRecord { .. }) => {
+                    return Err(crate::Error::CorruptLog(e));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         PipelineUrl::Kafka { .. } => open_kafka(config).await?,
     })

@@ -29,6 +29,27 @@ pub(crate) async fn open(config: &Config) -> Result<Option<Lake>> {
     Ok(Some(Lake::open(location).await.map_err(Error::Lake)?))
 }
 
+/// Refuses a pipeline that ends below the lake's committed offsets: its next
+/// offsets would be ones the lake already holds, so the sink would skip the
+/// writes that get them (an acknowledged write never landing).
+pub(crate) async fn check_pipeline_covers_lake(pipeline: &dyn Pipeline, lake: &Lake) -> Result<()> {
+    let committed = lake
+        .committed_offsets(pipeline.partitions())
+        .await
+        .map_err(Error::Lake)?;
+    for (partition, &lake_committed) in (0u32..).zip(&committed.offsets) {
+        let log_high = pipeline.high_watermark(partition).await?;
+        if log_high < lake_committed {
+            return Err(Error::LogBehindLake {
+                partition,
+                log_high,
+                lake_committed,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A read-only query session over the configured lake, without taking the
 /// data directory's lock: it reads committed snapshots only, so it runs
 /// beside a live `Floe` or `floe sink` (no fresh mode: the pipeline belongs
@@ -193,6 +214,7 @@ pub async fn run_sink(
         .await?
         .ok_or_else(|| Error::Config("lake.enabled is off: there is no lake to land in".into()))?;
     let pipeline = crate::floe::open_pipeline(config).await?;
+    check_pipeline_covers_lake(&*pipeline, &lake).await?;
     let mut sink = Sink::start(lake, pipeline.clone(), sink_options(config)?)
         .await
         .map_err(Error::Lake)?;

@@ -30,6 +30,7 @@ mod health;
 mod lake;
 mod migrate;
 mod recovery;
+mod repair;
 pub mod serve;
 mod telemetry;
 
@@ -41,6 +42,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::sink::{LandStats, SinkLag};
+pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
 pub use floe_migration::{
     BalanceAnalysis, Error as MigrationError, JobStatus, KeyLoad, KeyMove, MigrationJob,
     MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
@@ -56,6 +58,7 @@ pub use migrate::{
     Migrations, PlanRequest, list_jobs, request_cancel,
 };
 pub use recovery::RecoveryStats;
+pub use repair::repair;
 pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{

@@ -33,6 +33,27 @@ pub enum Error {
         reason: String,
     },
 
+    /// A segment holds damaged records: a complete frame whose checksum
+    /// fails, or damage that cannot be a torn write (see
+    /// `docs/embedded-log.md`). The log refuses to open rather than serve a
+    /// smaller state.
+    #[error(
+        "partition {partition} of the log is corrupt: {} at byte {byte} (record offset {record}): {reason}; the log refuses to open so that no acknowledged record is silently dropped: `floe repair --partition {partition}` rebuilds the partition from the lake and reports what is unrecoverable",
+        path.display()
+    )]
+    CorruptRecord {
+        /// The pipeline partition.
+        partition: u32,
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the damage in the file.
+        byte: u64,
+        /// Offset the first damaged record would have.
+        record: Offset,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The log was created with another partition count, which is fixed at creation.
     #[error(
         "log {} was created with {existing} partitions but opened with {requested}: the partition count is fixed when a log is created",
@@ -179,6 +200,7 @@ pub enum Error {
     LakeConfig(String),
 
     /// The Iceberg catalog could not be opened or reached.
+    #[cfg(feature = "sink")]
     #[error("cannot open the Iceberg catalog {catalog}: {source}")]
     CatalogUnavailable {
         /// The catalog as configured.
@@ -189,6 +211,7 @@ pub enum Error {
     },
 
     /// The warehouse refused a test write at start.
+    #[cfg(feature = "sink")]
     #[error("the warehouse {warehouse} is not writable: {source}")]
     WarehouseNotWritable {
         /// The warehouse URL.
@@ -199,6 +222,7 @@ pub enum Error {
     },
 
     /// An Iceberg operation failed.
+    #[cfg(feature = "sink")]
     #[error("{context}: {source}")]
     Iceberg {
         /// What the sink was doing.
@@ -209,6 +233,7 @@ pub enum Error {
     },
 
     /// Building or reading Arrow data failed.
+    #[cfg(feature = "sink")]
     #[error("{context}: {source}")]
     Arrow {
         /// What the sink was doing.
@@ -278,6 +303,7 @@ impl Error {
             Error::Locked { .. } => true,
             #[cfg(feature = "kafka")]
             Error::Kafka { retryable, .. } => *retryable,
+            #[cfg(feature = "sink")]
             Error::CatalogUnavailable { source, .. } | Error::Iceberg { source, .. } => {
                 source.retryable()
             }
@@ -289,20 +315,22 @@ impl Error {
     /// Whether this error comes from the Iceberg side (catalog, warehouse,
     /// sink) rather than the embedded log.
     pub fn is_lake(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            #[cfg(feature = "sink")]
+            Error::CatalogUnavailable { .. }
+            | Error::WarehouseNotWritable { .. }
+            | Error::Iceberg { .. }
+            | Error::Arrow { .. } => true,
             Error::LakeConfig(_)
-                | Error::CatalogUnavailable { .. }
-                | Error::WarehouseNotWritable { .. }
-                | Error::Iceberg { .. }
-                | Error::Arrow { .. }
-                | Error::Layout(_)
-                | Error::Fenced { .. }
-                | Error::ConcurrentCommit { .. }
-                | Error::Stopped(_)
-        )
+            | Error::Layout(_)
+            | Error::Fenced { .. }
+            | Error::ConcurrentCommit { .. }
+            | Error::Stopped(_) => true,
+            _ => false,
+        }
     }
 
+    #[cfg(feature = "sink")]
     pub(crate) fn iceberg(context: &'static str, source: iceberg::Error) -> Self {
         Error::Iceberg {
             context,

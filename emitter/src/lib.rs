@@ -6,8 +6,8 @@
 //! pass. With the `kafka` feature, [`KafkaPipeline`] keeps the events in a
 //! Kafka topic instead, and [`TansuBroker`] starts a local broker for tests
 //! and benchmarks.
-//! [`sink`] lands a pipeline in the Iceberg table `floe.events`
-//! exactly once.
+//! With the `sink` feature (on by default), [`sink`] lands a pipeline in the
+//! Iceberg table `floe.events` exactly once.
 #![deny(missing_docs)]
 
 #[cfg(feature = "conformance")]
@@ -16,9 +16,13 @@ mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod log;
+#[cfg(feature = "sink")]
 pub mod sink;
 
 pub use error::{Error, Result};
 #[cfg(feature = "kafka")]
 pub use kafka::{BrokerError, KafkaOptions, KafkaPipeline, TansuBroker};
-pub use log::{FileLog, FsyncPolicy, LogOptions};
+pub use log::{
+    DamagedRegion, FileLog, FsyncPolicy, LogOptions, LogRepair, LostRange, PartitionScan,
+    RepairPlan, RepairReport, SegmentCheck, SegmentVerdict, TornTail, check_segment,
+};

@@ -74,23 +74,13 @@ fn first_frame(path: &Path) -> Vec<u8> {
 
 #[tokio::test]
 async fn torn_tails_are_truncated_and_never_replayed() {
-    let frame_with_bad_crc = |path: &Path| {
-        let mut frame = first_frame(path);
-        let last = frame.len() - 1;
-        frame[last] ^= 0x40;
-        frame
-    };
     let truncated_frame = |path: &Path| {
         let frame = first_frame(path);
         frame[..frame.len() / 2].to_vec()
     };
     type Tail<'a> = &'a dyn Fn(&Path) -> Vec<u8>;
-    let tails: [(&str, Tail<'_>); 5] = [
-        ("garbage", &|_| {
-            b"\x13\x37 not a frame at all, just garbage".to_vec()
-        }),
+    let tails: [(&str, Tail<'_>); 3] = [
         ("a truncated frame", &truncated_frame),
-        ("a frame with a bad checksum", &frame_with_bad_crc),
         ("a torn header", &|_| vec![0x20, 0x01, 0x00]),
         ("zeros", &|_| vec![0; 4096]),
     ];
@@ -118,6 +108,55 @@ async fn torn_tails_are_truncated_and_never_replayed() {
         assert_eq!(all[10], next[0], "{what}: the torn record is not replayed");
         log.close().await.unwrap();
     }
+}
+
+/// A complete last frame whose checksum fails is not a torn write (a torn
+/// write is a prefix of a frame): the log refuses to open, naming the file,
+/// the byte and the partition, and leaves the file as it was.
+#[tokio::test]
+async fn a_complete_last_frame_with_a_bad_checksum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, size) = write_and_close(dir.path(), 10).await;
+    let path = segments(dir.path(), 0).pop().unwrap();
+    let mut frame = first_frame(&path);
+    let last = frame.len() - 1;
+    frame[last] ^= 0x40;
+    append_raw(&path, &frame);
+    let err = FileLog::open(dir.path(), options(1, 1 << 20)).unwrap_err();
+    match &err {
+        Error::CorruptRecord {
+            partition,
+            path: bad,
+            byte,
+            record,
+            reason,
+        } => {
+            assert_eq!((*partition, bad, *byte, *record), (0, &path, size, 10));
+            assert!(reason.contains("checksum mismatch"), "{reason}");
+        }
+        other => panic!("expected CorruptRecord, got {other:?}"),
+    }
+    assert!(err.to_string().contains("floe repair"), "{err}");
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        size + frame.len() as u64,
+        "nothing is truncated"
+    );
+}
+
+/// Bytes floe cannot have written (neither a prefix of a frame nor zeros)
+/// are not a torn write either.
+#[tokio::test]
+async fn a_garbage_tail_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, size) = write_and_close(dir.path(), 10).await;
+    let path = segments(dir.path(), 0).pop().unwrap();
+    append_raw(&path, b"\x13\x37 not a frame at all, just garbage");
+    let err = FileLog::open(dir.path(), options(1, 1 << 20)).unwrap_err();
+    assert!(
+        matches!(&err, Error::CorruptRecord { byte, record: 10, .. } if *byte == size),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -210,11 +249,16 @@ async fn corruption_in_a_sealed_segment_is_an_error() {
 
     let err = FileLog::open(dir.path(), options(1, 4096)).unwrap_err();
     match &err {
-        Error::Corrupt { path, reason, .. } => {
+        Error::CorruptRecord {
+            path,
+            reason,
+            partition: 0,
+            ..
+        } => {
             assert_eq!(path, &files[1]);
             assert!(reason.contains("sealed segment"), "{reason}");
         }
-        other => panic!("expected Corrupt, got {other:?}"),
+        other => panic!("expected CorruptRecord, got {other:?}"),
     }
     assert!(!err.is_retryable());
 }

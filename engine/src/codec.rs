@@ -82,7 +82,30 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
 ///
 /// Returns [`Error::Codec`] for anything malformed (never panics).
 pub fn decode_event(bytes: &[u8]) -> Result<Event> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        truncated: false,
+    };
+    decode_from(&mut r)
+}
+
+/// Whether `bytes` are the start of an event's encoding cut short: every
+/// byte present is consistent with some event, and decoding fails only
+/// because bytes are missing. A whole event, or one with trailing bytes, is
+/// not. The embedded log uses this to tell an interrupted write (a prefix of
+/// what it wrote) from damage.
+pub fn is_truncated_event(bytes: &[u8]) -> bool {
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        truncated: false,
+    };
+    decode_from(&mut r).is_err() && r.truncated
+}
+
+fn decode_from(r: &mut Reader<'_>) -> Result<Event> {
+    let bytes = r.bytes;
     let format = r.u8("format")?;
     if format != FORMAT_V1 {
         return Err(Error::Codec(format!(
@@ -154,12 +177,15 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Set when a read ran out of bytes (rather than finding a bad value).
+    truncated: bool,
 }
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
         let rest = &self.bytes[self.pos..];
         if rest.len() < n {
+            self.truncated = true;
             return Err(Error::Codec(format!(
                 "truncated event: {field} needs {n} bytes at byte {}, {} left",
                 self.pos,
@@ -263,9 +289,26 @@ mod tests {
             let mut flipped = buf.clone();
             flipped[flip.index(buf.len())] ^= 1 << bit;
             let _ = decode_event(&flipped);
-            let mut longer = buf;
+            let mut longer = buf.clone();
             longer.push(0);
             prop_assert!(decode_event(&longer).is_err(), "trailing bytes must not decode");
+            // Every strict prefix is a truncated event; the whole one and one
+            // with trailing bytes are not.
+            prop_assert!(is_truncated_event(&buf[..cut]));
+            prop_assert!(!is_truncated_event(&buf));
+            prop_assert!(!is_truncated_event(&longer));
+        }
+
+        #[test]
+        fn a_prefix_with_a_bad_byte_is_not_a_truncated_event(
+            event in arb_event(),
+            cut in 2usize..17,
+        ) {
+            // A wrong format byte before the cut: damage, not a torn write.
+            let mut buf = Vec::new();
+            encode_event(&event, &mut buf);
+            buf[0] = 7;
+            prop_assert!(!is_truncated_event(&buf[..cut]));
         }
     }
 

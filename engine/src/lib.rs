@@ -25,7 +25,7 @@ pub use assigner::{
     AccessKind, HintKind, KeyExtractor, KeyField, KeyFn, LoadTracker, PartitionKeySpec, Priority,
     RebalanceHint, ShardAccess, ShardLimits, ShardTotals, ShardUtilization,
 };
-pub use codec::{decode_event, encode_event, encoded_len};
+pub use codec::{decode_event, encode_event, encoded_len, is_truncated_event};
 pub use command::{Command, Operation, WriteAck, merge_patch};
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};

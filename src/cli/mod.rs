@@ -7,6 +7,7 @@ mod bench_query;
 mod demo;
 mod entity;
 mod migrate;
+mod repair;
 mod report;
 mod serve;
 mod sink;
@@ -65,6 +66,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run one read-only SQL statement across every shard (over the lake).
     Sql(sql::SqlArgs),
+    /// Rebuild damaged partitions of the embedded log from the lake.
+    Repair(repair::RepairArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
+        Command::Repair(args) => repair::run(config, args).await,
     }
 }
 

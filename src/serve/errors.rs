@@ -90,6 +90,9 @@ impl From<Error> for ApiError {
             | Error::Config(_)
             | Error::TopologyMissing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "configuration"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            Error::CorruptLog(_) | Error::LogBehindLake { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log")
+            }
             Error::Migration(e) => migration_status(e),
             Error::Query(e) => query_status(e),
         };

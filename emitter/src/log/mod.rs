@@ -10,11 +10,16 @@
 //! `append` (see `writer.rs`); readers use positioned reads on shared file
 //! handles, seek with a sparse in-memory index and see only committed records.
 //! Opening scans every segment (checksums, index, counts), truncates a torn
-//! tail in the last segment of each partition and refuses any other damage.
+//! tail in the last segment of each partition and refuses any other damage
+//! with [`Error::CorruptRecord`]; [`LogRepair`] rebuilds a damaged partition
+//! from the lake and the valid frames (`docs/embedded-log.md`, "What floe
+//! refuses, repairs and truncates").
 
 mod batch;
 mod frame;
+mod gaps;
 mod options;
+mod repair;
 mod segment;
 mod store;
 mod writer;
@@ -34,6 +39,9 @@ use tokio::sync::{oneshot, watch};
 
 use self::batch::Batch;
 pub use self::options::{FsyncPolicy, LogOptions};
+pub use self::repair::{
+    DamagedRegion, LogRepair, LostRange, PartitionScan, RepairPlan, RepairReport, TornTail,
+};
 use self::segment::{ReadSlice, Segment};
 use self::writer::{AppendRequest, Command, Writer};
 use crate::error::{Error, Result};
@@ -375,6 +383,62 @@ impl FileLog {
         }
         Ok(Some(slices))
     }
+}
+
+/// What opening the log decides about one segment's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentVerdict {
+    /// Every byte belongs to a valid frame.
+    Clean,
+    /// A torn tail from byte `at` on, which opening truncates.
+    TornTail {
+        /// Where the torn bytes start.
+        at: u64,
+        /// What they look like.
+        reason: String,
+    },
+    /// Corruption at byte `at`: opening refuses.
+    Corrupt {
+        /// Where the damage starts.
+        at: u64,
+        /// Why it is not a torn tail.
+        reason: String,
+    },
+}
+
+/// [`check_segment`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCheck {
+    /// Byte ranges of the payloads of the valid frames before the verdict's
+    /// position, in order.
+    pub payloads: Vec<std::ops::Range<usize>>,
+    /// How the frames end.
+    pub verdict: SegmentVerdict,
+}
+
+/// Checks the bytes of a segment file exactly as opening the log does, with
+/// `last` telling whether it is the last (active) segment of its partition.
+/// Pure and in memory: for tests and the fuzz targets in `fuzz/`.
+pub fn check_segment(bytes: &[u8], last: bool) -> SegmentCheck {
+    let mut payloads = Vec::new();
+    let checked = segment::check(
+        bytes,
+        Path::new("<memory>"),
+        bytes.len() as u64,
+        0,
+        last,
+        |pos, payload| {
+            let start = pos as usize + frame::HEADER_LEN;
+            payloads.push(start..start + payload.len());
+        },
+    )
+    .expect("reads from memory within its length cannot fail");
+    let verdict = match checked.outcome {
+        segment::Outcome::Clean => SegmentVerdict::Clean,
+        segment::Outcome::Torn { pos, reason } => SegmentVerdict::TornTail { at: pos, reason },
+        segment::Outcome::Corrupt { pos, reason } => SegmentVerdict::Corrupt { at: pos, reason },
+    };
+    SegmentCheck { payloads, verdict }
 }
 
 /// A blocking task that did not finish: re-raise its panic; otherwise the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use floe_engine::{Offset, Record, decode_event};
 
-use super::frame::{Scanned, Scanner};
+use super::frame::{self, Scanned, Scanner, Source, Verdict};
 use crate::error::{Error, Result};
 
 /// Bytes between two entries of the sparse index: a read scans at most about
@@ -72,13 +72,14 @@ impl Segment {
         }
     }
 
-    /// Opens and checks a segment file, rebuilding its index.
+    /// Opens and checks a segment file of `partition`, rebuilding its index.
     ///
-    /// Every frame's checksum is verified. In the last segment of a partition
-    /// the first bad frame marks a torn tail, which is truncated away (a crash
-    /// during a write; nothing after it was acknowledged under
-    /// `FsyncPolicy::Always`). In any other segment a bad frame is corruption.
-    pub(super) fn load(path: PathBuf, base: Offset, last: bool) -> Result<Segment> {
+    /// Every frame's checksum is verified. A torn tail (see
+    /// [`frame::classify`]) in the last segment of a partition is truncated
+    /// away and logged: a crash during a write, nothing after it was
+    /// acknowledged under `FsyncPolicy::Always`. Anything else is corruption
+    /// and fails with [`Error::CorruptRecord`].
+    pub(super) fn load(partition: u32, path: PathBuf, base: Offset, last: bool) -> Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .append(last)
@@ -88,41 +89,28 @@ impl Segment {
             .metadata()
             .map_err(|e| Error::io("reading metadata of segment", &path, e))?
             .len();
-        let mut records = 0;
-        let mut index = Vec::new();
-        let mut last_indexed = 0;
-        let mut scanner = Scanner::new(&file, &path, 0, size, RECOVERY_CHUNK);
-        let valid_len = loop {
-            match scanner.next()? {
-                Scanned::Frame { pos, .. } => {
-                    if pos - last_indexed >= INDEX_INTERVAL {
-                        index.push(IndexEntry {
-                            offset: base + records,
-                            pos,
-                        });
-                        last_indexed = pos;
-                    }
-                    records += 1;
-                }
-                Scanned::End => break size,
-                Scanned::Bad { pos, reason } if last => {
-                    tracing::warn!(
-                        path = %path.display(),
-                        at = pos,
-                        dropped_bytes = size - pos,
-                        records,
-                        %reason,
-                        "truncating the torn tail of a segment"
-                    );
-                    break pos;
-                }
-                Scanned::Bad { pos, reason } => {
-                    return Err(Error::Corrupt {
-                        path,
-                        offset: pos,
-                        reason: format!("{reason} (in a sealed segment, after {records} records)"),
-                    });
-                }
+        let checked = check(&file, &path, size, base, last, |_, _| {})?;
+        let valid_len = match checked.outcome {
+            Outcome::Clean => size,
+            Outcome::Torn { pos, reason } => {
+                tracing::warn!(
+                    path = %path.display(),
+                    at = pos,
+                    dropped_bytes = size - pos,
+                    records = checked.records,
+                    %reason,
+                    "truncating the torn tail of a segment"
+                );
+                pos
+            }
+            Outcome::Corrupt { pos, reason } => {
+                return Err(Error::CorruptRecord {
+                    partition,
+                    path,
+                    byte: pos,
+                    record: base + checked.records,
+                    reason,
+                });
             }
         };
         if valid_len < size {
@@ -135,10 +123,90 @@ impl Segment {
             path,
             file: Arc::new(file),
             len: valid_len,
-            records,
-            index,
+            records: checked.records,
+            index: checked.index,
         })
     }
+}
+
+/// How the frames of a segment end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Exactly after a valid frame (or the file is empty).
+    Clean,
+    /// In a torn tail starting at byte `pos`, which opening truncates.
+    Torn {
+        /// Where the torn bytes start.
+        pos: u64,
+        /// What they look like.
+        reason: String,
+    },
+    /// At damage starting at byte `pos`.
+    Corrupt {
+        /// Where the damage starts.
+        pos: u64,
+        /// Why it is corruption and not a torn tail.
+        reason: String,
+    },
+}
+
+/// What [`check`] found: the valid frames before the first bad byte.
+#[derive(Debug)]
+pub(super) struct Checked {
+    /// Valid frames before the outcome's position.
+    pub(super) records: u64,
+    /// The sparse index of those frames.
+    pub(super) index: Vec<IndexEntry>,
+    /// How the frames end.
+    pub(super) outcome: Outcome,
+}
+
+/// Scans a segment's `size` bytes from the start, calling `on_frame` with
+/// every valid frame's position and payload, up to the first bad byte, which
+/// [`frame::classify`] judges.
+pub(super) fn check<S: Source + ?Sized>(
+    source: &S,
+    path: &Path,
+    size: u64,
+    base: Offset,
+    last: bool,
+    mut on_frame: impl FnMut(u64, &[u8]),
+) -> Result<Checked> {
+    let mut records = 0;
+    let mut index = Vec::new();
+    let mut last_indexed = 0;
+    let mut scanner = Scanner::new(source, path, 0, size, RECOVERY_CHUNK);
+    let outcome = loop {
+        match scanner.next()? {
+            Scanned::Frame { pos, payload } => {
+                if pos - last_indexed >= INDEX_INTERVAL {
+                    index.push(IndexEntry {
+                        offset: base + records,
+                        pos,
+                    });
+                    last_indexed = pos;
+                }
+                on_frame(pos, payload);
+                records += 1;
+            }
+            Scanned::End => break Outcome::Clean,
+            Scanned::Bad { pos, damage } => {
+                let mut rest = vec![0; (size - pos) as usize];
+                source
+                    .read_exact_at(&mut rest, pos)
+                    .map_err(|e| Error::io("reading segment", path, e))?;
+                break match frame::classify(&rest, &damage, last) {
+                    Verdict::Torn(reason) => Outcome::Torn { pos, reason },
+                    Verdict::Corrupt(reason) => Outcome::Corrupt { pos, reason },
+                };
+            }
+        }
+    };
+    Ok(Checked {
+        records,
+        index,
+        outcome,
+    })
 }
 
 /// The committed part of one segment that a read covers, captured under the
@@ -172,7 +240,8 @@ impl ReadSlice {
         out: &mut Vec<Record>,
     ) -> Result<()> {
         let chunk = (max.saturating_mul(1024)).clamp(64 << 10, 1 << 20);
-        let mut scanner = Scanner::new(&self.file, &self.path, self.start.pos, self.end_pos, chunk);
+        let mut scanner =
+            Scanner::new(&*self.file, &self.path, self.start.pos, self.end_pos, chunk);
         let mut offset = self.start.offset;
         while out.len() < max {
             match scanner.next()? {
@@ -192,11 +261,11 @@ impl ReadSlice {
                     offset += 1;
                 }
                 Scanned::End => break,
-                Scanned::Bad { pos, reason } => {
+                Scanned::Bad { pos, damage } => {
                     return Err(Error::Corrupt {
                         path: self.path.clone(),
                         offset: pos,
-                        reason: format!("{reason} (in committed data)"),
+                        reason: format!("{damage} (in committed data)"),
                     });
                 }
             }

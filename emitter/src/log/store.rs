@@ -12,10 +12,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::thread;
 
+use super::gaps;
 use super::segment::{self, Segment};
 use crate::error::{Error, Result};
 
-const META_FILE: &str = "floe-log.meta";
+pub(super) const META_FILE: &str = "floe-log.meta";
 const LOCK_FILE: &str = "floe-log.lock";
 const META_FORMAT: u32 = 1;
 
@@ -36,23 +37,7 @@ pub(super) fn partition_dir(dir: &Path, partition: u32) -> PathBuf {
 /// Locks `dir` (creating it), checks or writes its meta file and recovers
 /// every partition, several partitions at a time.
 pub(super) fn open(dir: &Path, partitions: u32) -> Result<Store> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("creating log directory", dir, e))?;
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io("opening lock file", &lock_path, e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            return Err(Error::Locked {
-                dir: dir.to_path_buf(),
-            });
-        }
-        Err(TryLockError::Error(e)) => return Err(Error::io("locking", &lock_path, e)),
-    }
+    let lock = lock(dir)?;
     check_meta(dir, partitions)?;
 
     let threads = thread::available_parallelism()
@@ -65,7 +50,7 @@ pub(super) fn open(dir: &Path, partitions: u32) -> Result<Store> {
                 scope.spawn(move || {
                     (t..partitions as usize)
                         .step_by(threads)
-                        .map(|p| (p, open_partition(&partition_dir(dir, p as u32))))
+                        .map(|p| (p, open_partition(dir, p as u32)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -85,7 +70,27 @@ pub(super) fn open(dir: &Path, partitions: u32) -> Result<Store> {
     Ok(Store { lock, partitions })
 }
 
-fn check_meta(dir: &Path, partitions: u32) -> Result<()> {
+/// Creates and locks the log directory; the lock is held while the returned
+/// file lives (an open log, or a repair).
+pub(super) fn lock(dir: &Path) -> Result<File> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating log directory", dir, e))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("opening lock file", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", &lock_path, e)),
+    }
+}
+
+pub(super) fn check_meta(dir: &Path, partitions: u32) -> Result<()> {
     let path = dir.join(META_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -150,10 +155,16 @@ fn write_meta(dir: &Path, path: &Path, partitions: u32) -> Result<()> {
     segment::sync_dir(dir)
 }
 
-/// Lists, checks and recovers one partition's segments; creates the first
-/// segment of a new partition.
-fn open_partition(dir: &Path) -> Result<Vec<Segment>> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("creating partition directory", dir, e))?;
+/// Where a repair builds a partition's new directory before swapping it in.
+pub(super) fn repair_dir(dir: &Path, partition: u32) -> PathBuf {
+    dir.join(format!("p-{partition:04}.repair"))
+}
+
+/// Written last into a complete [`repair_dir`].
+pub(super) const REPAIRED_MARKER: &str = "REPAIRED";
+
+/// The segment base offsets in a partition directory, ascending.
+pub(super) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| Error::io("listing partition", dir, e))?;
     for entry in entries {
@@ -173,26 +184,59 @@ fn open_partition(dir: &Path) -> Result<Vec<Segment>> {
         }
     }
     bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Finishes a repair that stopped between moving the damaged directory
+/// away and moving the repaired one in (the repaired one was complete and
+/// synced before the first move).
+pub(super) fn finish_interrupted_repair(log_dir: &Path, partition: u32, dir: &Path) -> Result<()> {
+    let repaired = repair_dir(log_dir, partition);
+    if !dir.exists() && repaired.join(REPAIRED_MARKER).exists() {
+        tracing::warn!(partition, dir = %dir.display(), "finishing an interrupted repair");
+        fs::rename(&repaired, dir)
+            .map_err(|e| Error::io("moving the repaired partition into", dir, e))?;
+        segment::sync_dir(log_dir)?;
+    }
+    Ok(())
+}
+
+/// Lists, checks and recovers one partition's segments; creates the first
+/// segment of a new partition.
+fn open_partition(log_dir: &Path, partition: u32) -> Result<Vec<Segment>> {
+    let dir = &partition_dir(log_dir, partition);
+    finish_interrupted_repair(log_dir, partition, dir)?;
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating partition directory", dir, e))?;
+    let mut bases = list_segments(dir)?;
     if bases.is_empty() {
         segment::create(dir, 0)?;
         segment::sync_dir(dir)?;
         bases.push(0);
     }
+    let gaps = gaps::read(dir)?;
     let last = bases.len() - 1;
     let segments = bases
         .iter()
         .enumerate()
-        .map(|(i, &base)| Segment::load(dir.join(segment::file_name(base)), base, i == last))
+        .map(|(i, &base)| {
+            Segment::load(
+                partition,
+                dir.join(segment::file_name(base)),
+                base,
+                i == last,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     for pair in segments.windows(2) {
-        if pair[0].end_offset() != pair[1].base {
+        let (end, next) = (pair[0].end_offset(), pair[1].base);
+        // Only a gap a repair declared may separate two segments: anything
+        // else is a missing (or extra) segment file.
+        if end != next && !gaps.contains(&(end..next)) {
             return Err(Error::Corrupt {
                 path: pair[1].path.clone(),
                 offset: 0,
                 reason: format!(
-                    "the segment starts at offset {} but the one before it ends at offset {}",
-                    pair[1].base,
-                    pair[0].end_offset()
+                    "the segment starts at offset {next} but the one before it ends at offset {end} (partition {partition})"
                 ),
             });
         }
