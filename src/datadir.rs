@@ -100,11 +100,24 @@ pub(crate) fn store_topology(dir: &Path, topology: &Topology) -> Result<()> {
 /// What shows that `dir` has history although its topology document is
 /// missing: each item names one witness (migration records, pipeline events,
 /// landed events). Empty: the directory is new.
+///
+/// Only what belongs to this directory counts: the embedded log (a Kafka
+/// topic is shared, and a new directory on an existing topic is how a node
+/// rebuilds its state from it) and a SQLite catalog inside the directory (a
+/// shared catalog holds other directories' events).
 pub(crate) async fn history_without_topology(
-    dir: &Path,
+    config: &crate::config::Config,
     pipeline: &dyn Pipeline,
     lake: Option<&Lake>,
 ) -> Result<Vec<String>> {
+    let dir = config.data_dir.as_path();
+    let local_pipeline = matches!(config.pipeline_url()?, crate::config::PipelineUrl::File(_));
+    let data_dir = std::path::absolute(dir)
+        .map_err(|e| Error::io(format!("resolving {}", dir.display()), e))?;
+    let lake = lake.filter(|lake| {
+        matches!(&lake.location().catalog,
+            floe_emitter::sink::CatalogUrl::Sqlite(path) if path.starts_with(&data_dir))
+    });
     let mut evidence = Vec::new();
     let jobs_dir = dir.join(crate::migrate::JOBS_DIR);
     let jobs = floe_migration::JobStore::new(&jobs_dir)
@@ -129,6 +142,9 @@ pub(crate) async fn history_without_topology(
     }
     let mut events = 0u64;
     for partition in 0..pipeline.partitions() {
+        if !local_pipeline {
+            break;
+        }
         events += pipeline.high_watermark(partition).await?;
     }
     if events > 0 {

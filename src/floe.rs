@@ -203,12 +203,9 @@ impl Floe {
             }
             None => {
                 // Only a directory without history starts from the config.
-                let evidence = datadir::history_without_topology(
-                    &config.data_dir,
-                    pipeline.as_ref(),
-                    lake.as_ref(),
-                )
-                .await?;
+                let evidence =
+                    datadir::history_without_topology(&config, pipeline.as_ref(), lake.as_ref())
+                        .await?;
                 if !evidence.is_empty() {
                     return Err(datadir::topology_missing(&config.data_dir, evidence));
                 }
