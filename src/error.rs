@@ -5,6 +5,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors of the assembled system. Everything the engine reports (bad input,
 /// version conflicts, pipeline failures) arrives as [`Error::Engine`].
+///
+/// As in every floe crate, a message includes the text of its cause and
+/// `source()` is `None` (see `floe_engine::Error`), so each cause is printed
+/// once however the error is reported.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -48,9 +52,72 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// Something that needs the Iceberg lake was asked of a floe whose
+    /// configuration turns the lake off.
+    #[error("{needs} needs the Iceberg lake, and lake.enabled is off")]
+    LakeDisabled {
+        /// What needs it, e.g. `SQL`.
+        needs: &'static str,
+    },
+
+    /// The embedded catalog is absent: nothing has been landed in this data
+    /// directory yet.
+    #[error("no lake at {}: nothing has been landed in this data directory", path.display())]
+    NoLake {
+        /// Where the catalog would be.
+        path: PathBuf,
+    },
+
+    /// The sink does not run inside this floe (the lake or `lake.sink` is
+    /// off, or the sink runs as `floe sink` elsewhere).
+    #[error("the sink does not run inside this floe (lake.enabled or lake.sink is off)")]
+    SinkNotRunning,
+
+    /// The sink runs inside this floe but has not started yet.
+    #[error("the sink has not started yet")]
+    SinkNotStarted,
+
+    /// Acknowledged events are gone: the pipeline's retention deleted
+    /// offsets that the lake does not hold. floe refuses to open rather
+    /// than serve a silently smaller state.
+    #[error(
+        "partition {partition} starts at offset {low_watermark} but the lake holds only offsets below {landed}: events in between are lost"
+    )]
+    EventsLost {
+        /// The pipeline partition.
+        partition: u32,
+        /// The partition's lowest stored offset.
+        low_watermark: u64,
+        /// The lake holds every offset below this one.
+        landed: u64,
+    },
+
+    /// A background task (recovery, a replay, opening the log) panicked or
+    /// was cancelled before it returned.
+    #[error("{task} failed: {message}")]
+    TaskFailed {
+        /// Which task, e.g. `the lake replay task`.
+        task: &'static str,
+        /// What the runtime reported.
+        message: String,
+    },
+
+    /// A migration failed and rolled back; its typed error went to the
+    /// first waiter (see `MigrationHandle::wait`), and this is what a later
+    /// waiter gets.
+    #[error("migration {id} failed: {message}")]
+    MigrationFailed {
+        /// The migration.
+        id: String,
+        /// The error the first waiter got.
+        message: String,
+        /// Whether that error was retryable.
+        retryable: bool,
+    },
+
     /// The Iceberg lake or its sink failed: catalog, warehouse, commit, fencing.
     #[error("lake: {0}")]
-    Lake(#[source] floe_emitter::Error),
+    Lake(floe_emitter::Error),
 
     /// The embedded log holds damaged records (a complete frame that fails
     /// its checksum, or damage that cannot be a torn write): floe refuses to
@@ -78,19 +145,18 @@ pub enum Error {
     /// back): already migrating, invalid plan, timeout, cancelled, verify
     /// mismatch.
     #[error("migration: {0}")]
-    Migration(#[source] floe_migration::Error),
+    Migration(floe_migration::Error),
     /// A cross-shard SQL query failed: bad SQL, a write refused, a timeout.
     #[error("query: {0}")]
-    Query(#[from] floe_query::Error),
+    Query(floe_query::Error),
 
     /// An I/O failure with what floe was doing.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What floe was doing.
         context: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -102,6 +168,8 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             Error::Migration(e) => e.is_retryable(),
             Error::Query(e) => e.is_retryable(),
+            Error::MigrationFailed { retryable, .. } => *retryable,
+            Error::SinkNotStarted => true,
             _ => false,
         }
     }
@@ -122,11 +190,25 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause,
         }
+    }
+
+    /// A task that ended without returning, from its join error.
+    pub(crate) fn task(task: &'static str, e: tokio::task::JoinError) -> Self {
+        Error::TaskFailed {
+            task,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<floe_query::Error> for Error {
+    fn from(e: floe_query::Error) -> Self {
+        Error::Query(e)
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::Instant;
 use floe_emitter::FileLog;
 use floe_emitter::sink::SinkLag;
 use floe_engine::{
-    AccessKind, Command, Entity, EntityKey, Json, KeyExtractor, LoadTracker, Operation, Pipeline,
-    RebalanceHint, Router, RoutingMetrics, RoutingMetricsSnapshot, ShardConfig, ShardHandle,
-    ShardInfo, ShardState, ShardStats, ShardUtilization, ShardWorker, Topology, WriteAck,
+    AccessKind, Command, Entity, EntityKey, IdempotencyIndex, Json, JsonLimits, JsonRole,
+    KeyExtractor, LoadTracker, Operation, PartitionKeyIndex, Pipeline, RebalanceHint, Router,
+    RoutingMetrics, RoutingMetricsSnapshot, ShardConfig, ShardHandle, ShardInfo, ShardState,
+    ShardStats, ShardUtilization, ShardWorker, Topology, WriteAck,
 };
 use floe_query::CrossShardQuery;
 use serde_json::Value;
@@ -26,7 +27,7 @@ mod checks;
 mod probes;
 mod sql;
 
-use checks::{check_key, check_size, display, to_json};
+use checks::display;
 
 /// How often a write is re-routed after its shard reports a routing change.
 /// A migration changes routing at most twice (install, cutover or rollback),
@@ -143,6 +144,10 @@ struct Inner {
     /// routed under an older [`Routing`] is refused as stale and re-routed.
     /// Stored only while `routing`'s write lock is held, together with it.
     epoch: Arc<AtomicU64>,
+    /// Entity -> partition key, shared by every shard worker.
+    keys: Arc<PartitionKeyIndex>,
+    /// Caller idempotency keys of every shard, with request fingerprints.
+    idempotency: Arc<IdempotencyIndex>,
     extractor: KeyExtractor,
     workers: Mutex<Vec<JoinHandle<ShardState>>>,
     /// Shards that left the routing (removed, or added by a migration that
@@ -229,6 +234,15 @@ impl Floe {
             lake.as_ref(),
         )
         .await?;
+        // Which partition key every entity has, so no write can give an
+        // existing entity a second copy on another shard.
+        let keys = Arc::new(PartitionKeyIndex::rebuild(
+            recovered.iter().map(|r| &r.state),
+        ));
+        let idempotency = Arc::new(IdempotencyIndex::rebuild(
+            config.shards.dedup_window * recovered.len(),
+            (0u32..).zip(recovered.iter().map(|r| &r.dedup)),
+        ));
         tracing::info!(
             events = recovery.events,
             applied = recovery.applied,
@@ -262,6 +276,8 @@ impl Floe {
                 pipeline: pipeline.clone(),
                 config: config.shards,
                 topology_version: epoch.clone(),
+                keys: keys.clone(),
+                idempotency: idempotency.clone(),
             }
             .spawn();
             shards.push(handle);
@@ -279,6 +295,8 @@ impl Floe {
                     migration: None,
                 })),
                 epoch,
+                keys,
+                idempotency,
                 workers: Mutex::new(workers),
                 retired: Mutex::new(Vec::new()),
                 pipeline,
@@ -325,15 +343,18 @@ impl Floe {
     /// Performs a write; returns once its event is durable and applied.
     pub async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
         self.check_open()?;
-        check_key(&request.key)?;
-        let limit = self.inner.config.shards.max_payload_bytes;
+        // The shard handle checks the key too; checking first reports a bad
+        // key before a missing partition key or a bad body.
+        request.key.validate()?;
+        // The same JSON limits on every path (docs/configuration.md, [shards]).
+        let limits = self.inner.config.shards.json_limits();
         let (op, data) = match request.op {
             WriteOp::Create(data) => {
-                let (json, value) = self.prepare_data(&request.key, data, limit)?;
+                let (json, value) = self.prepare_data(&request.key, data, limits)?;
                 (Operation::Create(json), value)
             }
             WriteOp::Upsert(data) => {
-                let (json, value) = self.prepare_data(&request.key, data, limit)?;
+                let (json, value) = self.prepare_data(&request.key, data, limits)?;
                 (Operation::Upsert(json), value)
             }
             WriteOp::Update(patch) => {
@@ -344,12 +365,21 @@ impl Floe {
                     }
                     .into());
                 }
+                limits.check_depth(&request.key, JsonRole::Patch, &patch)?;
                 (Operation::Update(patch.clone()), Some(patch))
             }
             WriteOp::Delete => (Operation::Delete, None),
         };
         let partition_key = match request.partition_key {
-            Some(key) => key,
+            Some(key) => {
+                // A patch may not rewrite the fields its key is read from.
+                if let Operation::Update(patch) = &op {
+                    self.inner
+                        .extractor
+                        .check_patch(&request.key, patch, &key)?;
+                }
+                key
+            }
             None => self.inner.extractor.extract(&request.key, data.as_ref())?,
         };
         let mut command = Command {
@@ -419,12 +449,12 @@ impl Floe {
         &self,
         key: &EntityKey,
         data: Data,
-        limit: usize,
+        limits: JsonLimits,
     ) -> Result<(Json, Option<Value>)> {
         match data {
-            Data::Value(value) => Ok((to_json(key, &value, limit)?, Some(value))),
+            Data::Value(value) => Ok((limits.to_json(key, &value)?, Some(value))),
             Data::Json(json) => {
-                check_size(key, &json, limit)?;
+                limits.check_json(key, &json)?;
                 let value = if self.inner.extractor.needs_data(&key.entity_type) {
                     Some(json.to_value()?)
                 } else {
@@ -598,9 +628,7 @@ impl Floe {
     pub async fn sink_lag(&self) -> Result<SinkLag> {
         match &self.inner.sink {
             Some(sink) => sink.lag(&*self.inner.pipeline).await,
-            None => Err(crate::Error::Config(
-                "the sink does not run inside this floe (lake.enabled or lake.sink is off)".into(),
-            )),
+            None => Err(crate::Error::SinkNotRunning),
         }
     }
 
@@ -690,6 +718,8 @@ impl Floe {
             pipeline: self.inner.pipeline.clone(),
             config: self.inner.config.shards,
             topology_version: self.inner.epoch.clone(),
+            keys: self.inner.keys.clone(),
+            idempotency: self.inner.idempotency.clone(),
         }
         .spawn();
         self.inner
@@ -765,7 +795,7 @@ pub(crate) async fn open_pipeline(config: &Config) -> Result<Arc<dyn Pipeline>> 
             let options = config.log.options();
             let log = tokio::task::spawn_blocking(move || FileLog::open(&dir, options))
                 .await
-                .map_err(|e| floe_engine::Error::Closed(format!("opening log: {e}")))?;
+                .map_err(|e| crate::Error::task("opening the log", e))?;
             match log {
                 Ok(log) => Arc::new(log),
                 Err(e @ floe_emitter::Error::CorruptRecord { .. }) => {

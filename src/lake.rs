@@ -57,18 +57,13 @@ pub(crate) async fn check_pipeline_covers_lake(pipeline: &dyn Pipeline, lake: &L
 pub async fn open_query(config: &Config) -> Result<floe_query::CrossShardQuery> {
     config.validate()?;
     if !config.lake.enabled {
-        return Err(Error::Config(
-            "SQL reads the Iceberg lake, and lake.enabled is off".into(),
-        ));
+        return Err(Error::LakeDisabled { needs: "SQL" });
     }
     let location = config.lake.location(&config.data_dir)?;
     if let floe_emitter::sink::CatalogUrl::Sqlite(path) = &location.catalog
         && !path.exists()
     {
-        return Err(Error::Config(format!(
-            "no lake at {}: nothing has been landed in this data directory",
-            path.display()
-        )));
+        return Err(Error::NoLake { path: path.clone() });
     }
     let lake = Lake::open(location).await.map_err(Error::Lake)?;
     Ok(floe_query::CrossShardQuery::new(
@@ -175,7 +170,7 @@ impl SinkTask {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| Error::Config("the sink has not started".into()))?;
+            .ok_or(Error::SinkNotStarted)?;
         handle.lag(pipeline).await.map_err(Error::Lake)
     }
 
@@ -210,9 +205,9 @@ pub async fn run_sink(
 ) -> Result<LandStats> {
     config.validate()?;
     let _lock = DirLock::acquire(&config.data_dir)?;
-    let lake = open(config)
-        .await?
-        .ok_or_else(|| Error::Config("lake.enabled is off: there is no lake to land in".into()))?;
+    let lake = open(config).await?.ok_or(Error::LakeDisabled {
+        needs: "landing (`floe sink`)",
+    })?;
     let pipeline = crate::floe::open_pipeline(config).await?;
     check_pipeline_covers_lake(&*pipeline, &lake).await?;
     let mut sink = Sink::start(lake, pipeline.clone(), sink_options(config)?)

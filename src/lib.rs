@@ -31,6 +31,7 @@ mod lake;
 mod migrate;
 mod recovery;
 mod repair;
+#[cfg(feature = "server")]
 pub mod serve;
 mod telemetry;
 

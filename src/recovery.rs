@@ -71,8 +71,8 @@ pub(crate) async fn recover(
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let partition_stats = joined
-            .map_err(|e| floe_engine::Error::Closed(format!("recovery task failed: {e}")))??;
+        let partition_stats =
+            joined.map_err(|e| Error::task("a partition's recovery task", e))??;
         stats.events += partition_stats.events;
         stats.applied += partition_stats.applied;
     }
@@ -103,9 +103,9 @@ async fn replay_lake(
         return Ok(None);
     }
     let Some(lake) = lake else {
-        return Err(Error::Config(
-            "the pipeline's retention deleted landed events, and recovering them needs the lake: turn lake.enabled on".into(),
-        ));
+        return Err(Error::LakeDisabled {
+            needs: "recovering the landed events that the pipeline's retention deleted",
+        });
     };
     let committed = lake
         .committed_offsets(partitions)
@@ -113,9 +113,11 @@ async fn replay_lake(
         .map_err(Error::Lake)?;
     for (p, (&low, &landed)) in lows.iter().zip(&committed.offsets).enumerate() {
         if low > landed {
-            return Err(Error::Config(format!(
-                "partition {p} starts at offset {low} but the lake holds only offsets below {landed}: events in between are lost"
-            )));
+            return Err(Error::EventsLost {
+                partition: p as u32,
+                low_watermark: low,
+                landed,
+            });
         }
     }
     let mut by_shard: Vec<Vec<Event>> = vec![Vec::new(); shards.len()];

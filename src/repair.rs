@@ -50,7 +50,7 @@ pub async fn repair(
         Ok::<_, floe_emitter::Error>((log, scans))
     })
     .await
-    .map_err(|e| Error::Config(format!("the repair scan failed: {e}")))??;
+    .map_err(|e| Error::task("the repair scan", e))??;
 
     let lake = lake::open(config).await?;
     let committed = match &lake {
@@ -110,7 +110,7 @@ pub async fn repair(
     if !dry_run {
         tokio::task::spawn_blocking(move || plans.iter().try_for_each(|plan| log.apply(plan)))
             .await
-            .map_err(|e| Error::Config(format!("the repair failed: {e}")))??;
+            .map_err(|e| Error::task("the repair", e))??;
     }
     Ok(reports)
 }

@@ -1,30 +1,30 @@
 //! What `Floe` records about every write and every health probe: a sliding
-//! window per shard (for health) and Prometheus counters and histograms (for
-//! `/metrics`). Recording is a short mutex section per write; reading never
-//! blocks a shard worker.
+//! window per shard (for health) and, with the `server` feature, Prometheus
+//! counters and histograms (for `/metrics`). Recording is a short mutex
+//! section per write; reading never blocks a shard worker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::config::HealthConfig;
 
+#[cfg(not(feature = "server"))]
+#[path = "telemetry/metrics_off.rs"]
+mod metrics;
+#[cfg(feature = "server")]
+#[path = "telemetry/prometheus.rs"]
+mod metrics;
+
+#[cfg(feature = "server")]
+pub(crate) use metrics::ShardLabel;
+use metrics::{ShardMetrics, WriteMetrics};
+
 /// The window is this many slots; the oldest slot is dropped as time moves,
 /// so the window covers between `SLOTS - 1` and `SLOTS` slot lengths.
 const SLOTS: usize = 10;
-
-/// Ack latency buckets, in seconds: fine below 10 ms where a healthy group
-/// commit lands, and around seed 000's 500 ms / 2 s thresholds.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
-];
 
 /// How a write ended, as health and metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +39,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    #[cfg_attr(not(feature = "server"), allow(dead_code, reason = "labels metrics"))]
     fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -46,18 +47,6 @@ impl Outcome {
             Outcome::Failed => "failed",
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct WriteLabels {
-    pub(crate) shard: u32,
-    /// `ok`, `rejected` or `failed`.
-    pub(crate) outcome: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct ShardLabel {
-    pub(crate) shard: u32,
 }
 
 /// Writes of one shard over the recent window.
@@ -113,10 +102,7 @@ struct ShardTelemetry {
     probe_ended: AtomicU64,
     probe_us: AtomicU64,
     probe_ok: AtomicU64,
-    ok: Counter,
-    rejected: Counter,
-    failed: Counter,
-    latency: Histogram,
+    metrics: ShardMetrics,
 }
 
 /// Per-shard telemetry of one `Floe`.
@@ -129,8 +115,7 @@ pub(crate) struct Telemetry {
     started: Instant,
     /// Indexed by shard id; grows when a migration adds shards.
     shards: RwLock<Vec<Arc<ShardTelemetry>>>,
-    writes: Family<WriteLabels, Counter>,
-    ack_latency: Family<ShardLabel, Histogram>,
+    metrics: WriteMetrics,
 }
 
 impl Telemetry {
@@ -143,10 +128,7 @@ impl Telemetry {
             unhealthy_us: health.unhealthy_latency_ms.saturating_mul(1000),
             started: Instant::now(),
             shards: RwLock::new(Vec::new()),
-            writes: Family::<WriteLabels, Counter>::default(),
-            ack_latency: Family::<ShardLabel, Histogram>::new_with_constructor(
-                (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
-            ),
+            metrics: WriteMetrics::new(),
         };
         if let Some(last) = shard_count.checked_sub(1) {
             telemetry.shard_or_grow(last);
@@ -169,24 +151,13 @@ impl Telemetry {
         let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
         while shards.len() <= shard as usize {
             let id = shards.len() as u32;
-            let counter = |outcome: Outcome| {
-                self.writes.get_or_create_owned(&WriteLabels {
-                    shard: id,
-                    outcome: outcome.label(),
-                })
-            };
             shards.push(Arc::new(ShardTelemetry {
                 window: Mutex::new([Slot::default(); SLOTS]),
                 probe_started: AtomicU64::new(0),
                 probe_ended: AtomicU64::new(0),
                 probe_us: AtomicU64::new(0),
                 probe_ok: AtomicU64::new(0),
-                ok: counter(Outcome::Ok),
-                rejected: counter(Outcome::Rejected),
-                failed: counter(Outcome::Failed),
-                latency: self
-                    .ack_latency
-                    .get_or_create_owned(&ShardLabel { shard: id }),
+                metrics: self.metrics.shard(id),
             }));
         }
         shards[shard as usize].clone()
@@ -200,14 +171,7 @@ impl Telemetry {
     pub(crate) fn record_write(&self, shard: u32, latency: Duration, outcome: Outcome) {
         let t = self.shard_or_grow(shard);
         let us = latency.as_micros() as u64;
-        match outcome {
-            Outcome::Ok => t.ok.inc(),
-            Outcome::Rejected => t.rejected.inc(),
-            Outcome::Failed => t.failed.inc(),
-        };
-        if outcome == Outcome::Ok {
-            t.latency.observe(latency.as_secs_f64());
-        }
+        t.metrics.record(outcome, latency);
         let period = self.now_us() / self.slot_us;
         let mut window = t.window.lock().unwrap_or_else(|p| p.into_inner());
         let slot = &mut window[(period % SLOTS as u64) as usize];
@@ -288,17 +252,9 @@ impl Telemetry {
     }
 
     /// Adds the write counters and ack latency histograms to `registry`.
-    pub(crate) fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "floe_shard_writes",
-            "Writes that ended per shard: ok (acknowledged), rejected (bad input, conflict) or failed (floe's side)",
-            self.writes.clone(),
-        );
-        registry.register(
-            "floe_shard_ack_latency_seconds",
-            "Time from routing a write to its acknowledgement (durable and applied), per shard",
-            self.ack_latency.clone(),
-        );
+    #[cfg(feature = "server")]
+    pub(crate) fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 }
 

@@ -292,6 +292,65 @@ async fn control_plane_calls_are_audited_by_token_name_never_by_secret() {
     }
 }
 
+/// The engine validates keys (`EntityKey::validate`), so the HTTP API and
+/// the library refuse the same keys with the same message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_and_the_library_refuse_the_same_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloeServer::start(dir.path(), "", "", "");
+    let library_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::with_data_dir(library_dir.path());
+    config.lake.enabled = false;
+    let library = floe::Floe::open(config).await.unwrap();
+    let long = "x".repeat(floe::EntityKey::MAX_PART_BYTES + 1);
+    // (the id as the URL path carries it, the id)
+    let cases = [
+        ("o%01x", "o\u{1}x"),
+        ("o%7F", "o\u{7f}"),
+        ("a%0Ab", "a\nb"),
+        (long.as_str(), long.as_str()),
+    ];
+    for (in_path, id) in cases {
+        let path = format!("/api/v1/entities/t/Thing/{in_path}");
+        let (status, reply) = server
+            .call(Method::PUT, &path, Some(OPERATOR), Some(r#"{"v":1}"#))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {reply}");
+        assert_eq!(error_code(&reply), "invalid_entity", "{path}");
+        let refused = library
+            .put(floe::EntityKey::new("t", "Thing", id), json!({"v": 1}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused.as_engine(),
+                Some(floe_engine::Error::InvalidEntity { .. })
+            ),
+            "{refused}"
+        );
+        assert_eq!(reply["error"]["message"], refused.to_string(), "{path}");
+    }
+    // Nothing was written by either.
+    let (status, _) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/t/Thing/o%01x",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let stored: u64 = library
+        .shard_stats()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.entities)
+        .sum();
+    assert_eq!(stored, 0);
+    library.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_bodies_get_4xx_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -535,8 +594,13 @@ async fn write_options_pagination_and_routing_answers() {
             .send()
     };
     let first: serde_json::Value = put(r#"{"n":1}"#).await.unwrap().json().await.unwrap();
-    let retry: serde_json::Value = put(r#"{"n":2}"#).await.unwrap().json().await.unwrap();
+    let retry: serde_json::Value = put(r#"{"n":1}"#).await.unwrap().json().await.unwrap();
     assert_eq!(first, retry);
+    // The key on another body is refused: 422, as Stripe answers it.
+    let reused = put(r#"{"n":2}"#).await.unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let reused: serde_json::Value = reused.json().await.unwrap();
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
     assert_eq!(first["version"], 1);
     let (status, created) = server
         .call(

@@ -207,3 +207,31 @@ fn floe_sql_reads_what_the_cli_wrote_in_every_format() {
         json!([{"n": 5}])
     );
 }
+
+/// Each layer (DataFusion, floe-query, floe, the CLI) names the parser error
+/// at most once: the message says it once, and nothing repeats it as a
+/// `source()` or as `Debug` (`ParserError("...")`).
+#[test]
+fn a_bad_statement_prints_the_parser_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(
+        data,
+        &["put", "acme", "Order", "o-1", r#"{"status":"placed"}"#],
+    );
+    for args in [&["sql", "SELEC 1"][..], &["sql", "--fresh", "SELEC 1"]] {
+        let out = floe(data, args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.matches("sql parser error").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.matches("SELEC").count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("ParserError("), "{args:?}: {stderr}");
+        // One line: `error: [query: ]sql parser error: Expected: ...`.
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}

@@ -101,10 +101,13 @@ async fn idempotent_retry_returns_the_first_ack_and_emits_nothing() {
         high_watermarks(&floe).await,
         "a retry appended an event"
     );
-    // The same key on a different change is still the first outcome: keys are
-    // the caller's promise that the change is the same.
+    // The same key on a different change is refused (issue 11): the first
+    // outcome stands and nothing else is written.
     let other = WriteRequest::update(key.clone(), json!({"amount": 6})).idempotency_key("pay-1");
-    assert_eq!(floe.write(other).await.unwrap(), first);
+    assert!(matches!(
+        engine_error(floe.write(other).await.unwrap_err()),
+        floe_engine::Error::IdempotencyKeyReused { .. }
+    ));
     assert_eq!(
         floe.get(&key)
             .await

@@ -122,6 +122,7 @@ fn event(seq: u64) -> Event {
         shard: 3,
         version: 1,
         timestamp_us: 1_700_000_000_000_000,
+        request_fingerprint: None,
         state: Some(Json::from_trusted(format!(
             r#"{{"id":"order-{seq}","status":"paid","customer":"customer-{}","lines":[{{"sku":"A-1","qty":2,"price":"19.90"}},{{"sku":"B-7","qty":1,"price":"5.00"}}],"address":{{"street":"{}","city":"Lisbon"}}}}"#,
             seq % 1000,

@@ -11,15 +11,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O call failed.
-    #[error("{context} {}: {source}", path.display())]
+    #[error("{context} {}: {cause}", path.display())]
     Io {
         /// What the log was doing, e.g. `writing segment`.
         context: &'static str,
         /// The file or directory involved.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
 
     /// Stored bytes that cannot be what the log wrote.
@@ -131,15 +130,14 @@ pub enum Error {
     /// succeed later (the broker unreachable, a timeout, a full local queue)
     /// or never will (authorization, configuration, a record too large).
     #[cfg(feature = "kafka")]
-    #[error("{operation}: {source}{}", if *retryable { " (retryable)" } else { "" })]
+    #[error("{operation}: {cause}{}", if *retryable { " (retryable)" } else { "" })]
     Kafka {
         /// What the backend was doing, e.g. `producing to floe-events`.
         operation: String,
         /// Whether the same call may succeed if tried again.
         retryable: bool,
         /// The client's error.
-        #[source]
-        source: rdkafka::error::KafkaError,
+        cause: rdkafka::error::KafkaError,
     },
 
     /// The topic exists with another partition count than the deployment's.
@@ -201,46 +199,42 @@ pub enum Error {
 
     /// The Iceberg catalog could not be opened or reached.
     #[cfg(feature = "sink")]
-    #[error("cannot open the Iceberg catalog {catalog}: {source}")]
+    #[error("cannot open the Iceberg catalog {catalog}: {cause}")]
     CatalogUnavailable {
         /// The catalog as configured.
         catalog: String,
         /// What the catalog client reported.
-        #[source]
-        source: Box<iceberg::Error>,
+        cause: Box<iceberg::Error>,
     },
 
     /// The warehouse refused a test write at start.
     #[cfg(feature = "sink")]
-    #[error("the warehouse {warehouse} is not writable: {source}")]
+    #[error("the warehouse {warehouse} is not writable: {cause}")]
     WarehouseNotWritable {
         /// The warehouse URL.
         warehouse: String,
         /// What the storage reported.
-        #[source]
-        source: Box<iceberg::Error>,
+        cause: Box<iceberg::Error>,
     },
 
     /// An Iceberg operation failed.
     #[cfg(feature = "sink")]
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Iceberg {
         /// What the sink was doing.
         context: &'static str,
         /// The Iceberg error.
-        #[source]
-        source: Box<iceberg::Error>,
+        cause: Box<iceberg::Error>,
     },
 
     /// Building or reading Arrow data failed.
     #[cfg(feature = "sink")]
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Arrow {
         /// What the sink was doing.
         context: &'static str,
         /// The Arrow error.
-        #[source]
-        source: arrow_schema::ArrowError,
+        cause: arrow_schema::ArrowError,
     },
 
     /// Data in `floe.events` that does not fit floe's table layout.
@@ -263,7 +257,9 @@ pub enum Error {
     /// Someone else committed to `floe.events` between this sink's check and
     /// its commit.
     #[error(
-        "concurrent commit to floe.events: expected snapshot {expected:?}, found {found:?}; this sink stops and a restart resumes from the lake's offsets"
+        "concurrent commit to floe.events: expected snapshot {}, found {}; this sink stops and a restart resumes from the lake's offsets",
+        snapshot(*expected),
+        snapshot(*found)
     )]
     ConcurrentCommit {
         /// The snapshot this sink checked.
@@ -273,11 +269,10 @@ pub enum Error {
     },
 
     /// The pipeline the sink reads failed.
-    #[error("reading the pipeline: {source}")]
+    #[error("reading the pipeline: {cause}")]
     Pipeline {
         /// The pipeline's error.
-        #[source]
-        source: floe_engine::Error,
+        cause: floe_engine::Error,
     },
 
     /// A sink hook stopped the sink at a phase (crash tests).
@@ -296,18 +291,18 @@ impl Error {
     /// conditions are retryable.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Io { source, .. } => matches!(
-                source.kind(),
+            Error::Io { cause, .. } => matches!(
+                cause.kind(),
                 io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ),
             Error::Locked { .. } => true,
             #[cfg(feature = "kafka")]
             Error::Kafka { retryable, .. } => *retryable,
             #[cfg(feature = "sink")]
-            Error::CatalogUnavailable { source, .. } | Error::Iceberg { source, .. } => {
-                source.retryable()
+            Error::CatalogUnavailable { cause, .. } | Error::Iceberg { cause, .. } => {
+                cause.retryable()
             }
-            Error::Pipeline { source } => source.is_retryable(),
+            Error::Pipeline { cause } => cause.is_retryable(),
             _ => false,
         }
     }
@@ -331,18 +326,18 @@ impl Error {
     }
 
     #[cfg(feature = "sink")]
-    pub(crate) fn iceberg(context: &'static str, source: iceberg::Error) -> Self {
+    pub(crate) fn iceberg(context: &'static str, cause: iceberg::Error) -> Self {
         Error::Iceberg {
             context,
-            source: Box::new(source),
+            cause: Box::new(cause),
         }
     }
 
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, cause: io::Error) -> Self {
         Error::Io {
             context,
             path: path.into(),
-            source,
+            cause,
         }
     }
 }
@@ -375,9 +370,14 @@ impl Error {
             backend,
             message: self.to_string(),
             retryable: self.is_retryable(),
-            source: Some(Box::new(self)),
+            cause: Some(Box::new(self)),
         }
     }
+}
+
+/// A snapshot id as the messages print it.
+fn snapshot(id: Option<i64>) -> String {
+    id.map_or_else(|| "none".into(), |id| id.to_string())
 }
 
 /// Errors of the embedded log; the Kafka backend converts its own with

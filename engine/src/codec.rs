@@ -15,6 +15,10 @@
 //! u8   state present (0 or 1), then, when 1: str state (JSON text)
 //! ```
 //!
+//! Format 2 is format 1 followed by `u64 request_fingerprint`; it is written
+//! for events that carry a request fingerprint (caller idempotency keys), and
+//! format 1, byte for byte as before, for the others. Both are read.
+//!
 //! The decoder checks every bound, the UTF-8 of every string, the format, kind
 //! and presence bytes, and that nothing trails the event; it never panics. It
 //! does not parse the state: the bytes come from a checksummed record that floe
@@ -30,6 +34,8 @@ use crate::json::Json;
 /// The format byte written first; bump it when the layout changes and keep
 /// decoding the old ones.
 const FORMAT_V1: u8 = 1;
+/// Format 1 plus the request fingerprint.
+const FORMAT_V2: u8 = 2;
 
 /// The exact number of bytes [`encode_event`] appends for `event`.
 pub fn encoded_len(event: &Event) -> usize {
@@ -47,6 +53,7 @@ pub fn encoded_len(event: &Event) -> usize {
         + 8
         + 1
         + event.state.as_ref().map_or(0, |s| 4 + s.len())
+        + event.request_fingerprint.map_or(0, |_| 8)
 }
 
 /// Appends the binary encoding of `event` to `out`.
@@ -57,7 +64,11 @@ pub fn encoded_len(event: &Event) -> usize {
 /// `u32` prefix); callers bound payloads far below that.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     out.reserve(encoded_len(event));
-    out.push(FORMAT_V1);
+    out.push(if event.request_fingerprint.is_some() {
+        FORMAT_V2
+    } else {
+        FORMAT_V1
+    });
     out.extend_from_slice(event.event_id.as_bytes());
     out.push(kind_byte(event.kind));
     put_str(out, &event.idempotency_key);
@@ -75,6 +86,9 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
             out.push(1);
             put_str(out, state.as_str());
         }
+    }
+    if let Some(fingerprint) = event.request_fingerprint {
+        out.extend_from_slice(&fingerprint.to_le_bytes());
     }
 }
 
@@ -107,9 +121,9 @@ pub fn is_truncated_event(bytes: &[u8]) -> bool {
 fn decode_from(r: &mut Reader<'_>) -> Result<Event> {
     let bytes = r.bytes;
     let format = r.u8("format")?;
-    if format != FORMAT_V1 {
+    if format != FORMAT_V1 && format != FORMAT_V2 {
         return Err(Error::Codec(format!(
-            "unknown event format {format} (this build reads format {FORMAT_V1})"
+            "unknown event format {format} (this build reads formats {FORMAT_V1} and {FORMAT_V2})"
         )));
     }
     let event_id = Uuid::from_bytes(r.array::<16>("event_id")?);
@@ -137,6 +151,11 @@ fn decode_from(r: &mut Reader<'_>) -> Result<Event> {
             )));
         }
     };
+    let request_fingerprint = if format == FORMAT_V2 {
+        Some(u64::from_le_bytes(r.array("request_fingerprint")?))
+    } else {
+        None
+    };
     if r.pos != bytes.len() {
         return Err(Error::Codec(format!(
             "{} trailing bytes after the event",
@@ -156,6 +175,7 @@ fn decode_from(r: &mut Reader<'_>) -> Result<Event> {
         version,
         timestamp_us,
         state,
+        request_fingerprint,
     })
 }
 
@@ -241,8 +261,9 @@ mod tests {
             any::<u128>(),
         );
         let state = proptest::option::of("\\{(\"[a-z]{1,6}\":\\PC{0,20},?){0,4}\\}");
-        (kind, strings, numbers, state).prop_map(
-            |(kind, (idem, ns, ty, id, pk), (hash, shard, version, ts, uuid), state)| Event {
+        let fingerprint = proptest::option::of(any::<u64>());
+        (kind, strings, numbers, state, fingerprint).prop_map(
+            |(kind, (idem, ns, ty, id, pk), (hash, shard, version, ts, uuid), state, fp)| Event {
                 event_id: Uuid::from_u128(uuid),
                 idempotency_key: idem,
                 kind,
@@ -255,6 +276,7 @@ mod tests {
                 version,
                 timestamp_us: ts,
                 state: state.map(Json::from_trusted),
+                request_fingerprint: fp,
             },
         )
     }
@@ -327,6 +349,7 @@ mod tests {
             version: 3,
             timestamp_us: -4,
             state: None,
+            request_fingerprint: None,
         };
         let mut buf = Vec::new();
         encode_event(&event, &mut buf);
@@ -351,5 +374,51 @@ mod tests {
         assert!(msg(&bad).contains("idempotency_key at byte 22 is not UTF-8"));
         assert!(msg(&buf[..5]).contains("truncated event: event_id"));
         assert!(decode_event(&[]).is_err());
+    }
+
+    /// The bytes of format 1 are what older builds wrote: an event without a
+    /// fingerprint still encodes to exactly them, and they still decode.
+    #[test]
+    fn format_1_is_unchanged_and_format_2_adds_the_fingerprint() {
+        let mut event = Event {
+            event_id: Uuid::from_u128(1),
+            idempotency_key: "k".into(),
+            kind: EventKind::Created,
+            namespace: "n".into(),
+            entity_type: "T".into(),
+            entity_id: "i".into(),
+            partition_key: "p".into(),
+            key_hash: 2,
+            shard: 3,
+            version: 4,
+            timestamp_us: 5,
+            state: Some(Json::from_trusted("{}")),
+            request_fingerprint: None,
+        };
+        let mut v1 = Vec::new();
+        encode_event(&event, &mut v1);
+        let mut expected = vec![1u8];
+        expected.extend_from_slice(&1u128.to_be_bytes());
+        expected.push(0);
+        for s in ["k", "n", "T", "i", "p"] {
+            expected.extend_from_slice(&1u32.to_le_bytes());
+            expected.extend_from_slice(s.as_bytes());
+        }
+        expected.extend_from_slice(&2u64.to_le_bytes());
+        expected.extend_from_slice(&3u32.to_le_bytes());
+        expected.extend_from_slice(&4u64.to_le_bytes());
+        expected.extend_from_slice(&5i64.to_le_bytes());
+        expected.push(1);
+        expected.extend_from_slice(&2u32.to_le_bytes());
+        expected.extend_from_slice(b"{}");
+        assert_eq!(v1, expected);
+        assert_eq!(decode_event(&v1).unwrap(), event);
+        event.request_fingerprint = Some(0xfeed);
+        let mut v2 = Vec::new();
+        encode_event(&event, &mut v2);
+        assert_eq!(v2[0], 2);
+        assert_eq!(&v2[1..v2.len() - 8], &v1[1..]);
+        assert_eq!(decode_event(&v2).unwrap(), event);
+        assert!(decode_event(&v2[..v2.len() - 1]).is_err());
     }
 }

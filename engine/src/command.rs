@@ -47,6 +47,130 @@ pub struct Command {
     pub key_hash: u64,
 }
 
+impl Command {
+    /// A fingerprint of the request, stored with its idempotency key: a
+    /// second request with the key is a retry only if its fingerprint is the
+    /// same. It covers the operation, the entity, the data or patch, the
+    /// expected version and the partition key.
+    ///
+    /// Data and patches count by content, not spelling: they are hashed in a
+    /// canonical form (keys sorted, whitespace gone), so a retry that
+    /// re-serializes the same object is still a retry. The hash
+    /// (XXH3-64 over length-prefixed fields) is stable across builds and
+    /// processes, since fingerprints are persisted in events.
+    pub fn fingerprint(&self) -> u64 {
+        let mut buf = Vec::with_capacity(128);
+        let (tag, body) = match &self.op {
+            Operation::Create(data) => (0u8, Some(canonical(data.as_str()))),
+            Operation::Update(patch) => (1, Some(canonical_value(patch))),
+            Operation::Upsert(data) => (2, Some(canonical(data.as_str()))),
+            Operation::Delete => (3, None),
+        };
+        buf.push(tag);
+        for part in [
+            &self.key.namespace,
+            &self.key.entity_type,
+            &self.key.id,
+            &self.partition_key,
+        ] {
+            put(&mut buf, part.as_bytes());
+        }
+        match self.expected_version {
+            Some(v) => {
+                buf.push(1);
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            None => buf.push(0),
+        }
+        if let Some(body) = body {
+            put(&mut buf, &body);
+        }
+        xxhash_rust::xxh3::xxh3_64(&buf)
+    }
+
+    /// Whether an event could have been written by this command, judged from
+    /// what every event stores (entity, partition key and kind): the check
+    /// left for events without a fingerprint (written by older builds, or read
+    /// back from the lake, which does not store fingerprints).
+    pub fn could_have_written(
+        &self,
+        event_key: &EntityKey,
+        key_hash: u64,
+        kind: EventKind,
+    ) -> bool {
+        let kind_fits = match self.op {
+            Operation::Create(_) => kind == EventKind::Created,
+            Operation::Update(_) => kind == EventKind::Updated,
+            Operation::Upsert(_) => kind != EventKind::Deleted,
+            Operation::Delete => kind == EventKind::Deleted,
+        };
+        kind_fits && *event_key == self.key && key_hash == self.key_hash
+    }
+}
+
+fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+/// The canonical bytes of a JSON text: the parsed value with object keys in
+/// sorted order (see [`canonical_value`]); the text itself when it does not
+/// parse (floe checked it before, so that does not happen on the write path).
+fn canonical(text: &str) -> Vec<u8> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => canonical_value(&value),
+        Err(_) => text.as_bytes().to_vec(),
+    }
+}
+
+/// A tagged, length-prefixed encoding of a JSON value with object keys
+/// sorted, independent of how serde_json orders maps (its `preserve_order`
+/// feature may be on in some builds). Iterative: any depth is safe.
+fn canonical_value(value: &Value) -> Vec<u8> {
+    enum Item<'a> {
+        Value(&'a Value),
+        Key(&'a str),
+        End,
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![Item::Value(value)];
+    while let Some(item) = stack.pop() {
+        match item {
+            Item::End => out.push(b')'),
+            Item::Key(k) => {
+                out.push(b'k');
+                put(&mut out, k.as_bytes());
+            }
+            Item::Value(Value::Null) => out.push(b'n'),
+            Item::Value(Value::Bool(b)) => out.push(if *b { b't' } else { b'f' }),
+            Item::Value(Value::Number(n)) => {
+                out.push(b'#');
+                put(&mut out, n.to_string().as_bytes());
+            }
+            Item::Value(Value::String(s)) => {
+                out.push(b's');
+                put(&mut out, s.as_bytes());
+            }
+            Item::Value(Value::Array(items)) => {
+                out.push(b'[');
+                stack.push(Item::End);
+                stack.extend(items.iter().rev().map(Item::Value));
+            }
+            Item::Value(Value::Object(map)) => {
+                out.push(b'{');
+                stack.push(Item::End);
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| b.0.cmp(a.0));
+                for (k, v) in entries {
+                    stack.push(Item::Value(v));
+                    stack.push(Item::Key(k));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The outcome of an acknowledged write. A retry with the same idempotency key
 /// gets this same value back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -91,6 +215,58 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The fingerprint of `upsert(r#"{"a":1,"b":[1,2]}"#)`, as events store it.
+    const GOLDEN: u64 = 0xe072_e4d7_485e_b165;
+
+    fn upsert(text: &str) -> Command {
+        Command {
+            key: EntityKey::new("t", "T", "1"),
+            op: Operation::Upsert(Json::parse(text).unwrap()),
+            expected_version: None,
+            idempotency_key: Some("k".into()),
+            partition_key: "t".into(),
+            key_hash: 9,
+        }
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart_and_retries_not() {
+        let base = upsert(r#"{"a":1,"b":[1,2]}"#);
+        assert_eq!(
+            base.fingerprint(),
+            upsert(r#"{ "b": [1, 2], "a": 1 }"#).fingerprint(),
+            "same content, other spelling: a retry"
+        );
+        let mut variants = vec![upsert(r#"{"a":2,"b":[1,2]}"#)];
+        let mut other = base.clone();
+        other.key.id = "2".into();
+        variants.push(other);
+        let mut other = base.clone();
+        other.partition_key = "u".into();
+        variants.push(other);
+        let mut other = base.clone();
+        other.expected_version = Some(0);
+        variants.push(other);
+        let mut other = base.clone();
+        other.op = Operation::Create(Json::parse(r#"{"a":1,"b":[1,2]}"#).unwrap());
+        variants.push(other);
+        let mut other = base.clone();
+        other.op = Operation::Update(json!({"a":1,"b":[1,2]}));
+        variants.push(other);
+        let mut other = base.clone();
+        other.op = Operation::Delete;
+        variants.push(other);
+        // Length prefixes: moving a byte between parts changes the fingerprint.
+        let mut other = base.clone();
+        other.key = EntityKey::new("tT", "", "1");
+        variants.push(other);
+        for v in &variants {
+            assert_ne!(base.fingerprint(), v.fingerprint(), "{v:?}");
+        }
+        // Persisted in events: it must never change between builds.
+        assert_eq!(base.fingerprint(), GOLDEN, "{:#x}", base.fingerprint());
+    }
 
     /// The examples of RFC 7386, appendix A.
     #[test]

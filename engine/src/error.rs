@@ -6,6 +6,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in floe's core. Every bad input has its own
 /// variant so that callers can match on it; nothing is half-applied when one
 /// of these is returned from a write.
+///
+/// Every floe error (this crate's and the others') follows one convention: a
+/// variant's message is the whole story, including the text of what caused
+/// it, and `source()` is `None` (the cause is kept in a `cause` field for
+/// matching, never exposed as `source`). A reporter that prints the chain, as
+/// the `floe` binary does, prints each cause once; `Display` never prints
+/// `Debug`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -31,7 +38,7 @@ pub enum Error {
 
     /// Bytes that should have been JSON were not.
     #[error("malformed JSON: {0}")]
-    MalformedJson(#[from] serde_json::Error),
+    MalformedJson(serde_json::Error),
 
     /// The serialized entity is larger than the configured limit.
     #[error("payload of {size} bytes for {entity} exceeds the limit of {limit} bytes")]
@@ -42,6 +49,57 @@ pub enum Error {
         size: usize,
         /// Configured maximum.
         limit: usize,
+    },
+
+    /// Entity data (or a merge patch, or the result of one) nests objects and
+    /// arrays deeper than the configured limit.
+    #[error(
+        "{what} of {entity} nests deeper than the limit of {limit} levels (shards.max_json_depth)"
+    )]
+    JsonTooDeep {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// What was too deep: `entity data`, `merge patch`, `patched entity`, `stored entity`.
+        what: &'static str,
+        /// Configured maximum nesting.
+        limit: usize,
+    },
+
+    /// A JSON object names the same key twice: floe refuses it rather than
+    /// keep one of the two values silently (parsers disagree on which).
+    #[error("{what} of {entity} has the key {key:?} twice in one object; send each key once")]
+    DuplicateJsonKey {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// `entity data` or `merge patch`.
+        what: &'static str,
+        /// The repeated key.
+        key: String,
+    },
+
+    /// A write would route an existing entity by another partition key (a
+    /// second copy on another shard): the partition key of an entity is
+    /// immutable while the entity is live.
+    #[error("partition key of {entity} is immutable: {reason}")]
+    PartitionKeyImmutable {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// The partition key this write carries.
+        attempted: String,
+        /// What the stored entity has, and how to proceed.
+        reason: String,
+    },
+
+    /// An idempotency key that was already used for a different request: the
+    /// first request's outcome stands, this one is not executed.
+    #[error(
+        "idempotency key {key:?} was already used for a different request ({original}); a retry must repeat the original request exactly, a new request needs a new key"
+    )]
+    IdempotencyKeyReused {
+        /// The reused key.
+        key: String,
+        /// What the key was first used for, e.g. `upsert of acme/Order/1`.
+        original: String,
     },
 
     /// A shard id outside the topology.
@@ -110,19 +168,17 @@ pub enum Error {
         message: String,
         /// Whether the same call may succeed if tried again.
         retryable: bool,
-        /// The underlying error, when there is one.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        /// The backend's error, when there is one (its text is `message`).
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// An I/O error with what floe was doing at the time.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What floe was doing.
         context: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The engine is shutting down or a shard worker has stopped.
@@ -141,11 +197,17 @@ impl Error {
     }
 
     /// An I/O error with context.
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause,
         }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::MalformedJson(e)
     }
 }
 

@@ -10,10 +10,14 @@
 mod assigner;
 mod codec;
 mod command;
+mod dedup;
 mod entity;
 mod error;
 mod event;
+mod idempotency;
 mod json;
+mod keyindex;
+mod limits;
 mod pipeline;
 mod routing;
 mod slots;
@@ -27,10 +31,14 @@ pub use assigner::{
 };
 pub use codec::{decode_event, encode_event, encoded_len, is_truncated_event};
 pub use command::{Command, Operation, WriteAck, merge_patch};
+pub use dedup::DedupWindow;
 pub use entity::{Entity, EntityKey};
 pub use error::{EntityKeyDisplay, Error, Result};
 pub use event::{Event, EventKind, now_us};
+pub use idempotency::IdempotencyIndex;
 pub use json::Json;
+pub use keyindex::{ClaimRefused, PartitionKeyIndex};
+pub use limits::{JsonLimits, JsonRole, MAX_JSON_DEPTH_CEILING, depth_exceeds};
 pub use pipeline::{Offset, Pipeline, Record, partition_for};
 pub use routing::{
     HashFunction, KeyTransform, RangeBound, RangeKey, RangeRule, RoutedBy, Router, RoutingMetrics,
@@ -38,4 +46,4 @@ pub use routing::{
 };
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
 pub use topology::{MAX_SHARDS, Topology};
-pub use worker::{DedupWindow, ShardConfig, ShardHandle, ShardStats, ShardWorker};
+pub use worker::{ShardConfig, ShardHandle, ShardStats, ShardWorker};

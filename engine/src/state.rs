@@ -10,6 +10,7 @@ use crate::entity::{Entity, EntityKey};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::json::Json;
+use crate::limits::{JsonLimits, JsonRole, depth_exceeds};
 
 /// What a shard remembers about one entity, live or deleted.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,17 @@ pub type PendingChanges = HashMap<EntityKey, (u64, Option<Json>)>;
 pub struct PrepareLimits {
     /// Largest serialized entity accepted, in bytes.
     pub max_payload_bytes: usize,
+    /// Deepest nesting of the entity a merge patch produces.
+    pub max_json_depth: usize,
+}
+
+impl PrepareLimits {
+    fn json(&self) -> JsonLimits {
+        JsonLimits {
+            max_bytes: self.max_payload_bytes,
+            max_depth: self.max_json_depth,
+        }
+    }
 }
 
 impl ShardState {
@@ -93,6 +105,13 @@ impl ShardState {
                 record.version = event.version;
                 record.data = data;
                 record.updated_at_us = event.timestamp_us;
+                // Equal while the entity is live (prepare refuses a change);
+                // a re-creation after a delete may carry another key, and
+                // the newest version's key is the entity's.
+                if record.partition_key != event.partition_key {
+                    record.partition_key = event.partition_key;
+                    record.key_hash = event.key_hash;
+                }
             }
             Entry::Vacant(entry) => {
                 entry.insert(EntityRecord {
@@ -114,6 +133,10 @@ impl ShardState {
     /// Validates `command` against the state plus `pending` and builds the event
     /// it would emit. Changes nothing: the caller appends the event durably,
     /// then applies it.
+    ///
+    /// `version_floor` is the entity's latest version on any shard (from the
+    /// [`crate::PartitionKeyIndex`]): the new event's version exceeds it, so
+    /// that an entity re-created on another shard outranks its tombstone.
     pub fn prepare(
         &self,
         pending: &PendingChanges,
@@ -121,6 +144,7 @@ impl ShardState {
         shard: u32,
         now_us: i64,
         limits: PrepareLimits,
+        version_floor: u64,
     ) -> Result<Event> {
         let key = &command.key;
         let record = self.entities.get(key);
@@ -136,11 +160,13 @@ impl ShardState {
             && record.is_live()
             && record.partition_key != command.partition_key
         {
-            return Err(Error::InvalidEntity {
+            return Err(Error::PartitionKeyImmutable {
                 entity: key.display(),
+                attempted: command.partition_key.clone(),
                 reason: format!(
-                    "partition key is immutable: stored {:?}, this {} carries {:?} (delete and re-create to move it)",
+                    "it is stored under {:?} at version {}, this {} carries {:?} (delete it first to re-create it under another key)",
                     record.partition_key,
+                    record.version,
                     command.op.name(),
                     command.partition_key
                 ),
@@ -179,8 +205,20 @@ impl ShardState {
                         entity: key.display(),
                     });
                 };
-                let mut value = current.to_value()?;
+                let json = limits.json();
+                let Ok(mut value) = current.to_value() else {
+                    // Written before the depth limit (or deeper than any
+                    // parser allows): a put replaces it without parsing it.
+                    json.check_text(key, JsonRole::Stored, current.as_str())?;
+                    return Err(json.too_deep(key, JsonRole::Stored));
+                };
+                if depth_exceeds(patch, limits.max_json_depth) {
+                    return Err(json.too_deep(key, JsonRole::Patch));
+                }
                 merge_patch(&mut value, patch);
+                if depth_exceeds(&value, limits.max_json_depth) {
+                    return Err(json.too_deep(key, JsonRole::Patched));
+                }
                 let merged = Json::from_value(&value).map_err(|_| Error::InvalidEntity {
                     entity: key.display(),
                     reason:
@@ -208,8 +246,8 @@ impl ShardState {
             });
         }
         // Versions continue past a tombstone so that a re-created entity
-        // outranks its own deletion on replay.
-        let version = stored_version + 1;
+        // outranks its own deletion on replay, on this shard or another.
+        let version = stored_version.max(version_floor) + 1;
         Ok(Event {
             event_id: Uuid::now_v7(),
             idempotency_key: command
@@ -226,6 +264,7 @@ impl ShardState {
             version,
             timestamp_us: now_us,
             state,
+            request_fingerprint: None,
         })
     }
 
@@ -348,6 +387,7 @@ mod tests {
 
     const LIMITS: PrepareLimits = PrepareLimits {
         max_payload_bytes: 1024,
+        max_json_depth: 8,
     };
 
     fn command(id: &str, op: Operation) -> Command {
@@ -367,7 +407,7 @@ mod tests {
 
     /// Prepares and applies, as a shard worker does after the append.
     fn run(state: &mut ShardState, cmd: &Command) -> Result<Event> {
-        let event = state.prepare(&PendingChanges::new(), cmd, 0, 1, LIMITS)?;
+        let event = state.prepare(&PendingChanges::new(), cmd, 0, 1, LIMITS, 0)?;
         assert!(state.apply(&event));
         Ok(event)
     }
@@ -420,7 +460,7 @@ mod tests {
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect::<Vec<_>>();
         let pending = PendingChanges::new();
-        let err = |cmd: Command| state.prepare(&pending, &cmd, 0, 1, LIMITS).unwrap_err();
+        let err = |cmd: Command| state.prepare(&pending, &cmd, 0, 1, LIMITS, 0).unwrap_err();
         assert!(matches!(
             err(command("o1", Operation::Create(data(json!({}))))),
             Error::AlreadyExists { version: 1, .. }
@@ -451,16 +491,79 @@ mod tests {
         ));
         let mut moved = command("o1", Operation::Upsert(data(json!({}))));
         moved.partition_key = "globex".into();
-        assert!(
-            err(moved)
-                .to_string()
-                .contains("partition key is immutable")
-        );
+        assert!(matches!(
+            err(moved),
+            Error::PartitionKeyImmutable { attempted, .. } if attempted == "globex"
+        ));
+        let deep = json!({"a":{"b":{"c":{"d":{"e":{"f":{"g":{}}}}}}}});
+        assert!(matches!(
+            err(command("o1", Operation::Update(json!({"x": deep})))),
+            Error::JsonTooDeep {
+                what: "merge patch",
+                ..
+            }
+        ));
         let after = state
             .iter()
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect::<Vec<_>>();
         assert_eq!(before, after);
+    }
+
+    /// An entity an older build stored deeper than any parser allows: a
+    /// patch is a typed error, a put replaces it.
+    #[test]
+    fn a_stored_entity_too_deep_to_parse_can_be_replaced_not_patched() {
+        let mut state = ShardState::new();
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(500), "]".repeat(500));
+        let mut event = run(
+            &mut state,
+            &command("o1", Operation::Create(data(json!({})))),
+        )
+        .unwrap();
+        event.version = 2;
+        event.state = Some(Json::from_trusted(deep));
+        assert!(state.apply(&event));
+        let pending = PendingChanges::new();
+        let patch = command("o1", Operation::Update(json!({"a": 1})));
+        assert!(matches!(
+            state.prepare(&pending, &patch, 0, 1, LIMITS, 0),
+            Err(Error::JsonTooDeep {
+                what: "stored entity",
+                ..
+            })
+        ));
+        let put = command("o1", Operation::Upsert(data(json!({"a": 1}))));
+        assert_eq!(
+            state
+                .prepare(&pending, &put, 0, 1, LIMITS, 0)
+                .unwrap()
+                .version,
+            3
+        );
+    }
+
+    /// A re-creation under another key (after a delete) continues past the
+    /// floor it is given, and the newest version's key becomes the record's.
+    #[test]
+    fn versions_continue_past_the_floor_and_the_newest_key_wins() {
+        let state = ShardState::new();
+        let mut cmd = command("o1", Operation::Create(data(json!({}))));
+        cmd.partition_key = "b".into();
+        let event = state
+            .prepare(&PendingChanges::new(), &cmd, 0, 1, LIMITS, 7)
+            .unwrap();
+        assert_eq!(event.version, 8);
+        // Replayed next to the tombstone under the old key: the newer wins.
+        let mut tombstone = event.clone();
+        (tombstone.version, tombstone.state, tombstone.partition_key) = (7, None, "a".into());
+        tombstone.kind = EventKind::Deleted;
+        let mut replayed = ShardState::new();
+        replayed.apply(&tombstone);
+        replayed.apply(&event);
+        let record = replayed.record(&cmd.key).unwrap();
+        assert_eq!((record.version, record.partition_key.as_str()), (8, "b"));
+        assert!(record.data.is_some());
     }
 
     #[test]
@@ -470,7 +573,7 @@ mod tests {
         cmd.expected_version = Some(0);
         run(&mut state, &cmd).unwrap();
         assert!(matches!(
-            state.prepare(&PendingChanges::new(), &cmd, 0, 1, LIMITS),
+            state.prepare(&PendingChanges::new(), &cmd, 0, 1, LIMITS, 0),
             Err(Error::VersionConflict {
                 expected: 0,
                 actual: 1,
@@ -484,10 +587,10 @@ mod tests {
         let state = ShardState::new();
         let mut pending = PendingChanges::new();
         let create = command("o1", Operation::Create(data(json!({"n":1}))));
-        let e1 = state.prepare(&pending, &create, 0, 1, LIMITS).unwrap();
+        let e1 = state.prepare(&pending, &create, 0, 1, LIMITS, 0).unwrap();
         pending.insert(create.key.clone(), (e1.version, e1.state.clone()));
         let update = command("o1", Operation::Update(json!({"n":2})));
-        let e2 = state.prepare(&pending, &update, 0, 1, LIMITS).unwrap();
+        let e2 = state.prepare(&pending, &update, 0, 1, LIMITS, 0).unwrap();
         assert_eq!(e2.version, 2);
         assert!(
             state.get(&create.key).is_none(),
@@ -537,7 +640,7 @@ mod tests {
             let mut c = command(id, Operation::Upsert(data(json!({"id": id}))));
             c.partition_key = pk.into();
             let e = state
-                .prepare(&PendingChanges::new(), &c, 0, 1, LIMITS)
+                .prepare(&PendingChanges::new(), &c, 0, 1, LIMITS, 0)
                 .unwrap();
             state.apply(&e);
         }
@@ -577,6 +680,7 @@ mod tests {
                         shard: 0,
                         version,
                         timestamp_us: version as i64,
+                        request_fingerprint: None,
                         state: (!deleted)
                             .then(|| Json::from_value(&json!({ "v": version })).unwrap()),
                     });

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -7,9 +7,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::command::{Command, WriteAck};
+use crate::dedup::{DedupWindow, ack_for, reused};
 use crate::entity::{Entity, EntityKey};
 use crate::error::{Error, Result};
 use crate::event::{Event, now_us};
+use crate::idempotency::IdempotencyIndex;
+use crate::keyindex::{ClaimRefused, PartitionKeyIndex};
+use crate::limits::{JsonLimits, MAX_JSON_DEPTH_CEILING};
 use crate::pipeline::Pipeline;
 use crate::state::{PendingChanges, PrepareLimits, ShardState};
 
@@ -26,6 +30,9 @@ pub struct ShardConfig {
     pub dedup_window: usize,
     /// Largest entity accepted, in bytes of JSON.
     pub max_payload_bytes: usize,
+    /// Deepest nesting of objects and arrays accepted in entity data, merge
+    /// patches and patched entities (`{}` is depth 1); at most 100.
+    pub max_json_depth: usize,
 }
 
 impl Default for ShardConfig {
@@ -35,6 +42,7 @@ impl Default for ShardConfig {
             max_batch: 1024,
             dedup_window: 16_384,
             max_payload_bytes: 1 << 20,
+            max_json_depth: 64,
         }
     }
 }
@@ -46,81 +54,28 @@ impl ShardConfig {
             ("shards.inbox_capacity", self.inbox_capacity),
             ("shards.max_batch", self.max_batch),
             ("shards.max_payload_bytes", self.max_payload_bytes),
+            ("shards.max_json_depth", self.max_json_depth),
         ];
         for (name, value) in positive {
             if value == 0 {
                 return Err(Error::InvalidConfig(format!("{name} must be at least 1")));
             }
         }
+        if self.max_json_depth > MAX_JSON_DEPTH_CEILING {
+            return Err(Error::InvalidConfig(format!(
+                "shards.max_json_depth is {}, at most {MAX_JSON_DEPTH_CEILING} (what stored entities must stay parseable within)",
+                self.max_json_depth
+            )));
+        }
         Ok(())
     }
-}
 
-/// Caller idempotency keys a shard has acknowledged recently, with their
-/// outcomes. Bounded: the oldest key leaves when a new one arrives at capacity.
-#[derive(Debug, Default)]
-pub struct DedupWindow {
-    capacity: usize,
-    outcomes: HashMap<String, WriteAck>,
-    order: VecDeque<String>,
-}
-
-impl DedupWindow {
-    /// An empty window of `capacity` keys.
-    pub fn new(capacity: usize) -> Self {
-        DedupWindow {
-            capacity,
-            outcomes: HashMap::new(),
-            order: VecDeque::new(),
+    /// The JSON limits every write path applies.
+    pub fn json_limits(&self) -> JsonLimits {
+        JsonLimits {
+            max_bytes: self.max_payload_bytes,
+            max_depth: self.max_json_depth,
         }
-    }
-
-    /// The outcome recorded for `key`.
-    pub fn get(&self, key: &str) -> Option<&WriteAck> {
-        self.outcomes.get(key)
-    }
-
-    /// Remembers an outcome, evicting the oldest key at capacity.
-    pub fn insert(&mut self, ack: WriteAck) {
-        if self.capacity == 0 || self.outcomes.contains_key(&ack.idempotency_key) {
-            return;
-        }
-        if self.order.len() == self.capacity
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.outcomes.remove(&oldest);
-        }
-        self.order.push_back(ack.idempotency_key.clone());
-        self.outcomes.insert(ack.idempotency_key.clone(), ack);
-    }
-
-    /// Remembers the outcome of a replayed event when its key came from a
-    /// caller (floe's derived keys need no window: they are unique per version).
-    pub fn observe(&mut self, event: &Event) {
-        if !event.has_derived_key() {
-            self.insert(ack_for(event, event.entity_key()));
-        }
-    }
-
-    /// Keys remembered.
-    pub fn len(&self) -> usize {
-        self.outcomes.len()
-    }
-
-    /// Whether no key is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.outcomes.is_empty()
-    }
-}
-
-fn ack_for(event: &Event, key: EntityKey) -> WriteAck {
-    WriteAck {
-        key,
-        version: event.version,
-        kind: event.kind,
-        event_id: event.event_id,
-        idempotency_key: event.idempotency_key.clone(),
-        shard: event.shard,
     }
 }
 
@@ -228,8 +183,10 @@ impl ShardHandle {
     }
 
     /// Sends a write and waits for its acknowledgement, which comes only after
-    /// the event is durable in the pipeline and applied.
+    /// the event is durable in the pipeline and applied. A key that fails
+    /// [`EntityKey::validate`] is refused here, before it reaches the shard.
     pub async fn write(&self, command: Command, routed_version: u64) -> Result<WriteAck> {
+        command.key.validate()?;
         let (reply, rx) = oneshot::channel();
         self.send(Request::Write {
             command,
@@ -351,6 +308,10 @@ pub struct ShardWorker {
     /// The topology version in force; writes routed with another are refused
     /// as stale so the caller re-routes them.
     pub topology_version: Arc<AtomicU64>,
+    /// The deployment's entity -> partition key index, shared by every shard.
+    pub keys: Arc<PartitionKeyIndex>,
+    /// The deployment's caller idempotency keys, shared by every shard.
+    pub idempotency: Arc<IdempotencyIndex>,
 }
 
 impl ShardWorker {
@@ -413,12 +374,14 @@ impl ShardWorker {
         let mut pending = PendingChanges::new();
         let mut events = Vec::new();
         let mut waiting: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
-        // A retry may arrive in the same batch as its original.
-        let mut batch_keys: HashMap<String, usize> = HashMap::new();
+        // A retry may arrive in the same batch as its original: key ->
+        // (index of its event, fingerprint of its request).
+        let mut batch_keys: HashMap<String, (usize, u64)> = HashMap::new();
         let mut duplicates: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
         let mut tasks: Vec<StateTask> = Vec::new();
         let limits = PrepareLimits {
             max_payload_bytes: self.config.max_payload_bytes,
+            max_json_depth: self.config.max_json_depth,
         };
         let now = now_us();
         let current_version = self.topology_version.load(Ordering::Acquire);
@@ -437,28 +400,21 @@ impl ShardWorker {
                         }));
                         continue;
                     }
-                    if let Some(key) = &command.idempotency_key {
-                        if let Some(ack) = self.dedup.get(key) {
-                            let _ = reply.send(Ok(ack.clone()));
-                            continue;
-                        }
-                        if let Some(&index) = batch_keys.get(key) {
-                            duplicates.push((reply, index));
-                            continue;
-                        }
-                    }
-                    match self
-                        .state
-                        .prepare(&pending, &command, self.shard, now, limits)
-                    {
-                        Ok(event) => {
+                    match self.admit(&command, &pending, &events, &batch_keys, now, limits) {
+                        Ok(Admission::Event(event)) => {
                             pending.insert(command.key, (event.version, event.state.clone()));
-                            if let Some(key) = command.idempotency_key {
-                                batch_keys.insert(key, events.len());
+                            if let (Some(key), Some(fingerprint)) =
+                                (command.idempotency_key, event.request_fingerprint)
+                            {
+                                batch_keys.insert(key, (events.len(), fingerprint));
                             }
                             waiting.push((reply, events.len()));
                             events.push(event);
                         }
+                        Ok(Admission::Retry(ack)) => {
+                            let _ = reply.send(Ok(ack));
+                        }
+                        Ok(Admission::InBatch(index)) => duplicates.push((reply, index)),
                         Err(error) => {
                             stats.write_errors += 1;
                             let _ = reply.send(Err(error));
@@ -500,6 +456,72 @@ impl ShardWorker {
         }
     }
 
+    /// Decides what a write (routed under the current topology) becomes: a
+    /// retry of an acknowledged request, a retry of one earlier in this
+    /// batch, or a new event. A new event holds a claim on the entity in the
+    /// partition-key index until [`ShardWorker::commit`] settles it.
+    fn admit(
+        &self,
+        command: &Command,
+        pending: &PendingChanges,
+        events: &[Event],
+        batch_keys: &HashMap<String, (usize, u64)>,
+        now: i64,
+        limits: PrepareLimits,
+    ) -> Result<Admission> {
+        let fingerprint = command
+            .idempotency_key
+            .as_ref()
+            .map(|_| command.fingerprint());
+        if let (Some(key), Some(fingerprint)) = (&command.idempotency_key, fingerprint) {
+            if let Some(ack) = self.dedup.check(key, command, fingerprint)? {
+                return Ok(Admission::Retry(ack));
+            }
+            if let Some(&(index, first)) = batch_keys.get(key) {
+                if first != fingerprint {
+                    return Err(reused(key, &ack_for(&events[index])));
+                }
+                return Ok(Admission::InBatch(index));
+            }
+        }
+        // A key another shard holds for another request (the windows are
+        // per shard; this index spans them).
+        if let (Some(key), Some(fingerprint)) = (&command.idempotency_key, fingerprint) {
+            self.idempotency
+                .claim(key, fingerprint, self.shard)
+                .map_err(|shard| Error::IdempotencyKeyReused {
+                    key: key.clone(),
+                    original: format!("a request acknowledged by shard {shard}"),
+                })?;
+        }
+        let release_key = || {
+            if let Some(key) = &command.idempotency_key {
+                self.idempotency.release(key);
+            }
+        };
+        let floor = match self.keys.claim(&command.key, command.key_hash) {
+            Ok(floor) => floor,
+            Err(refused) => {
+                release_key();
+                return Err(moved(command, refused));
+            }
+        };
+        match self
+            .state
+            .prepare(pending, command, self.shard, now, limits, floor)
+        {
+            Ok(mut event) => {
+                event.request_fingerprint = fingerprint;
+                Ok(Admission::Event(event))
+            }
+            Err(error) => {
+                self.keys.release(&command.key);
+                release_key();
+                Err(error)
+            }
+        }
+    }
+
     /// Appends a batch's events, applies them and replies to their callers.
     async fn commit(
         &mut self,
@@ -523,8 +545,12 @@ impl ShardWorker {
                 let count = events.len() as u64;
                 let mut acks = Vec::with_capacity(events.len());
                 for event in events {
+                    self.keys.settle_event(&event, true);
+                    if event.request_fingerprint.is_some() {
+                        self.idempotency.settle(&event.idempotency_key);
+                    }
                     self.dedup.observe(&event);
-                    acks.push(ack_for(&event, event.entity_key()));
+                    acks.push(ack_for(&event));
                     self.state.apply_owned(event);
                 }
                 stats.writes += count;
@@ -536,12 +562,49 @@ impl ShardWorker {
                 // The outcome is unknown (some events may be durable); nothing
                 // is applied here, and a restart replays whatever was durable.
                 stats.write_errors += (waiting.len() + duplicates.len()) as u64;
+                for event in &events {
+                    self.keys.settle_event(event, false);
+                    if event.request_fingerprint.is_some() {
+                        self.idempotency.settle(&event.idempotency_key);
+                    }
+                }
                 tracing::warn!(shard = self.shard, %error, events = events.len(), "append failed");
                 for (reply, _) in waiting.into_iter().chain(duplicates) {
                     let _ = reply.send(Err(copy_pipeline_error(&error)));
                 }
             }
         }
+    }
+}
+
+/// What [`ShardWorker::admit`] makes of a write.
+enum Admission {
+    /// A new change: its event, to append.
+    Event(Event),
+    /// A retry of an acknowledged request: its ack.
+    Retry(WriteAck),
+    /// A retry of the write whose event is at this index of the batch.
+    InBatch(usize),
+}
+
+/// The refusal of a write that would give an entity another partition key.
+fn moved(command: &Command, refused: ClaimRefused) -> Error {
+    let reason = match refused {
+        ClaimRefused::Live { version } => format!(
+            "it exists at version {version} under another partition key, this {} carries {:?} (delete it first to re-create it under another key)",
+            command.op.name(),
+            command.partition_key
+        ),
+        ClaimRefused::InFlight => format!(
+            "a write under another partition key is in flight for it, this {} carries {:?}",
+            command.op.name(),
+            command.partition_key
+        ),
+    };
+    Error::PartitionKeyImmutable {
+        entity: command.key.display(),
+        attempted: command.partition_key.clone(),
+        reason,
     }
 }
 
@@ -558,13 +621,13 @@ fn copy_pipeline_error(error: &Error) -> Error {
             backend,
             message: message.clone(),
             retryable: *retryable,
-            source: None,
+            cause: None,
         },
         other => Error::Pipeline {
             backend: "unknown",
             message: other.to_string(),
             retryable: other.is_retryable(),
-            source: None,
+            cause: None,
         },
     }
 }
@@ -618,6 +681,8 @@ mod tests {
             pipeline,
             config: ShardConfig::default(),
             topology_version: Arc::new(AtomicU64::new(1)),
+            keys: Arc::new(PartitionKeyIndex::new()),
+            idempotency: Arc::new(IdempotencyIndex::new(16)),
         }
         .spawn()
     }
@@ -651,6 +716,28 @@ mod tests {
         write.await.unwrap().unwrap();
         assert_eq!(handle.pipeline_wait(), Duration::ZERO);
         assert!(handle.last_append() >= Duration::from_millis(40));
+        handle.stop().await;
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_of_an_invalid_key_is_refused_before_the_pipeline() {
+        // No permits: a write that reached the pipeline would hang.
+        let pipeline = Arc::new(GatedPipeline {
+            gate: Semaphore::new(0),
+        });
+        let (handle, task) = worker(pipeline);
+        for id in ["", "o\u{0}1"] {
+            let err = handle.write(put(id), 1).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidEntity { .. }), "{err}");
+        }
+        assert!(
+            handle
+                .get(EntityKey::new("t", "T", ""))
+                .await
+                .unwrap()
+                .is_none()
+        );
         handle.stop().await;
         task.await.unwrap();
     }

@@ -172,6 +172,7 @@ mod tests {
             shard: 0,
             version,
             timestamp_us: 0,
+            request_fingerprint: None,
             state: Some(Json::from_trusted(data)),
         };
         let (mut a, mut b, mut c) = (ShardState::new(), ShardState::new(), ShardState::new());

@@ -74,16 +74,15 @@ pub enum Error {
 
     /// The lake could not be read.
     #[error("reading the lake: {0}")]
-    Lake(#[from] floe_emitter::Error),
+    Lake(floe_emitter::Error),
 
     /// An Iceberg scan of the lake failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Iceberg {
         /// What the migration was doing.
         context: &'static str,
         /// The Iceberg error.
-        #[source]
-        source: Box<iceberg::Error>,
+        cause: Box<iceberg::Error>,
     },
 
     /// A job file that cannot be read, written or parsed.
@@ -94,6 +93,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<floe_emitter::Error> for Error {
+    fn from(e: floe_emitter::Error) -> Self {
+        Error::Lake(e)
+    }
 }
 
 impl Error {
@@ -108,9 +113,9 @@ impl Error {
     }
 
     pub(crate) fn iceberg(context: &'static str) -> impl FnOnce(iceberg::Error) -> Self {
-        move |source| Error::Iceberg {
+        move |cause| Error::Iceberg {
             context,
-            source: Box::new(source),
+            cause: Box::new(cause),
         }
     }
 

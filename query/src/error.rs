@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use datafusion::error::DataFusionError;
+
 /// Result type of floe-query.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -28,17 +30,16 @@ pub enum Error {
     Execution(String),
 
     /// SQL that cannot be parsed, planned or executed.
-    #[error("{0}")]
-    Sql(#[source] Box<datafusion::error::DataFusionError>),
+    #[error("{}", datafusion_message(.0))]
+    Sql(Box<DataFusionError>),
 
     /// Reading Iceberg metadata failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Iceberg {
         /// What the query was doing.
         context: &'static str,
         /// The Iceberg error.
-        #[source]
-        source: Box<iceberg::Error>,
+        cause: Box<iceberg::Error>,
     },
 
     /// The lake could not be opened or read.
@@ -47,7 +48,7 @@ pub enum Error {
 
     /// Reading acknowledged events from the pipeline (fresh mode) failed.
     #[error("reading acknowledged events from the pipeline: {0}")]
-    Pipeline(#[from] floe_engine::Error),
+    Pipeline(floe_engine::Error),
 
     /// A time-travel target that the table's history does not have.
     #[error("no snapshot {0}")]
@@ -63,10 +64,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn iceberg(context: &'static str, source: iceberg::Error) -> Error {
+    pub(crate) fn iceberg(context: &'static str, cause: iceberg::Error) -> Error {
         Error::Iceberg {
             context,
-            source: Box::new(source),
+            cause: Box::new(cause),
         }
     }
 
@@ -75,15 +76,66 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Timeout { .. } => true,
-            Error::Iceberg { source, .. } => source.retryable(),
+            Error::Iceberg { cause, .. } => cause.retryable(),
             Error::Lake(e) => e.is_retryable(),
             _ => false,
         }
     }
 }
 
-impl From<datafusion::error::DataFusionError> for Error {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
         Error::Sql(Box::new(e))
+    }
+}
+
+impl From<floe_engine::Error> for Error {
+    fn from(e: floe_engine::Error) -> Self {
+        Error::Pipeline(e)
+    }
+}
+
+/// DataFusion's message, each part once and none as `Debug`. Its own
+/// `Display` prints a parser error with `{:?}` (`SQL error:
+/// ParserError("...")`) and its `source()` then repeats it, so the parser
+/// error is rendered by its `Display`, and wrappers (context, diagnostics,
+/// shared errors) by what they wrap.
+fn datafusion_message(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::SQL(parser, _) => parser.to_string(),
+        DataFusionError::Context(context, inner) => {
+            format!("{context}: {}", datafusion_message(inner))
+        }
+        DataFusionError::Diagnostic(_, inner) => datafusion_message(inner),
+        DataFusionError::Shared(inner) => datafusion_message(inner),
+        DataFusionError::Collection(errors) => match errors.first() {
+            Some(first) => datafusion_message(first),
+            None => e.strip_backtrace(),
+        },
+        other => other.strip_backtrace(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::parser::ParserError;
+
+    #[test]
+    fn a_parser_error_is_printed_once_and_not_as_debug() {
+        let parser = || ParserError::ParserError("Expected: an SQL statement, found: SELEC".into());
+        let expected = "sql parser error: Expected: an SQL statement, found: SELEC";
+        let plain = Error::from(DataFusionError::SQL(Box::new(parser()), None));
+        assert_eq!(plain.to_string(), expected);
+        assert!(std::error::Error::source(&plain).is_none());
+        let wrapped = Error::from(DataFusionError::Shared(std::sync::Arc::new(
+            DataFusionError::SQL(Box::new(parser()), None).context("planning"),
+        )));
+        assert_eq!(wrapped.to_string(), format!("planning: {expected}"));
+        let plan = Error::from(DataFusionError::Plan("table 'x' not found".into()));
+        assert_eq!(
+            plan.to_string(),
+            "Error during planning: table 'x' not found"
+        );
     }
 }

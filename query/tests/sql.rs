@@ -65,6 +65,7 @@ fn event(tenant: u32, ty: &str, id: &str, version: u64, state: Option<Value>) ->
         version,
         // Two days, so partitions are day x bucket.
         timestamp_us: 1_763_683_200_000_000 + i64::from(tenant % 2) * DAY_US + version as i64,
+        request_fingerprint: None,
         state: state.map(|s| Json::from_trusted(s.to_string())),
     }
 }

@@ -146,6 +146,7 @@ fn record_size(payload_bytes: usize) -> anyhow::Result<usize> {
         shard: 7,
         version: 1,
         timestamp_us: floe_engine::now_us(),
+        request_fingerprint: None,
         state: Some(Json::from_value(&payload(123_456, payload_bytes))?),
     };
     Ok(serde_json::to_vec(&event)?.len())

@@ -75,6 +75,7 @@ pub(super) fn order_event(
         shard,
         version,
         timestamp_us,
+        request_fingerprint: None,
         state: Some(Json::from_trusted(format!(
             r#"{{"seq":{seq},"status":"paid","total_cents":{},"note":"{payload}"}}"#,
             seq % 10_000

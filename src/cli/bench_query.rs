@@ -86,6 +86,7 @@ fn event(seq: u64, entities: u64, versions: u64) -> Event {
         shard: (entity % 16) as u32,
         version,
         timestamp_us: 1_763_683_200_000_000 + (seq % 3) as i64 * DAY_US + (seq / 3) as i64,
+        request_fingerprint: None,
         state,
     }
 }

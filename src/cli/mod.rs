@@ -1,14 +1,21 @@
 //! Subcommands of the `floe` binary.
 
+// The benchmark commands (`bench` feature) and the server (`server`) build
+// only when asked for; the rest is the everyday command line.
+#[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "bench")]
 mod bench_land;
+#[cfg(feature = "bench")]
 mod bench_migrate;
+#[cfg(feature = "bench")]
 mod bench_query;
 mod demo;
 mod entity;
 mod migrate;
 mod repair;
 mod report;
+#[cfg(feature = "server")]
 mod serve;
 mod sink;
 mod sql;
@@ -57,10 +64,12 @@ enum Command {
     /// Run a multi-tenant restaurant workload on an embedded deployment.
     Demo(demo::DemoArgs),
     /// Measure routing, ingest and reopen speed.
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
     /// Land the pipeline in the Iceberg lake (standalone sink).
     Sink(sink::SinkArgs),
     /// Serve the HTTP API: entities, routing, stats, health, metrics.
+    #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
     /// Plan, run, follow and cancel live shard migrations.
     Migrate(migrate::MigrateArgs),
@@ -74,6 +83,7 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server logs its lifecycle; one-shot commands only what goes wrong.
     let default_filter = match cli.command {
+        #[cfg(feature = "server")]
         Command::Serve(_) => "info",
         _ => "warn",
     };
@@ -116,8 +126,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topology => entity::topology(config).await,
         Command::Stats => entity::stats(config).await,
         Command::Demo(args) => demo::run(config, cli.data.is_some(), args).await,
+        #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(config, args).await,
         Command::Sink(args) => sink::run(config, args).await,
+        #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,

@@ -1,61 +1,7 @@
 //! Checks of what callers hand to a write, before anything is routed.
 
-use floe_engine::{EntityKey, Json};
-use serde_json::Value;
-
-use crate::error::Result;
-
-/// Longest namespace, type or id accepted, in bytes.
-const MAX_NAME_BYTES: usize = 512;
+use floe_engine::EntityKey;
 
 pub(super) fn display(key: &EntityKey) -> floe_engine::EntityKeyDisplay {
     floe_engine::EntityKeyDisplay(key.to_string())
-}
-
-pub(super) fn check_key(key: &EntityKey) -> Result<()> {
-    for (what, value) in [
-        ("namespace", &key.namespace),
-        ("type", &key.entity_type),
-        ("id", &key.id),
-    ] {
-        let reason = if value.is_empty() {
-            format!("{what} must not be empty")
-        } else if value.len() > MAX_NAME_BYTES {
-            format!(
-                "{what} is {} bytes, more than {MAX_NAME_BYTES}",
-                value.len()
-            )
-        } else if value.chars().any(char::is_control) {
-            format!("{what} contains a control character")
-        } else {
-            continue;
-        };
-        return Err(floe_engine::Error::InvalidEntity {
-            entity: display(key),
-            reason,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-pub(super) fn to_json(key: &EntityKey, value: &Value, limit: usize) -> Result<Json> {
-    let json = Json::from_value(value).map_err(|e| floe_engine::Error::InvalidEntity {
-        entity: display(key),
-        reason: e.to_string(),
-    })?;
-    check_size(key, &json, limit)?;
-    Ok(json)
-}
-
-pub(super) fn check_size(key: &EntityKey, json: &Json, limit: usize) -> Result<()> {
-    if json.len() > limit {
-        return Err(floe_engine::Error::PayloadTooLarge {
-            entity: display(key),
-            size: json.len(),
-            limit,
-        }
-        .into());
-    }
-    Ok(())
 }

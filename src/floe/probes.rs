@@ -94,6 +94,7 @@ impl Floe {
     }
 
     /// Adds floe's write counters and latency histograms to a Prometheus registry.
+    #[cfg(feature = "server")]
     pub(crate) fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.telemetry.register(registry);
     }

@@ -13,9 +13,10 @@ impl Floe {
     /// off. Its fresh mode ([`QueryRequest::fresh`]) reads this instance's
     /// pipeline too, so it sees every acknowledged write.
     pub fn query(&self) -> Result<Arc<CrossShardQuery>> {
-        self.inner.query.clone().ok_or_else(|| {
-            crate::Error::Config("SQL reads the Iceberg lake, and lake.enabled is off".into())
-        })
+        self.inner
+            .query
+            .clone()
+            .ok_or(crate::Error::LakeDisabled { needs: "SQL" })
     }
 
     /// Runs one read-only SQL statement across every shard, on the lake's

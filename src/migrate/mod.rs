@@ -177,13 +177,17 @@ impl MigrationHandle {
                 Ok(report)
             }
             Some(Err(e)) => {
-                *slot = Some(Err(Error::Config(format!("migration {}: {e}", self.id))));
+                *slot = Some(Err(Error::MigrationFailed {
+                    id: self.id.clone(),
+                    message: e.to_string(),
+                    retryable: e.is_retryable(),
+                }));
                 Err(e)
             }
-            None => Err(Error::Config(format!(
-                "migration {} stopped without an outcome",
-                self.id
-            ))),
+            None => Err(Error::TaskFailed {
+                task: "the migration task",
+                message: format!("migration {} stopped without an outcome", self.id),
+            }),
         }
     }
 }

@@ -261,7 +261,7 @@ impl Coordinator {
             consumed?;
             self.lake = reader
                 .await
-                .map_err(|e| Error::Config(format!("the lake replay task failed: {e}")))??;
+                .map_err(|e| Error::task("the lake replay task", e))??;
             self.scan_us = scan_started.elapsed().as_micros() as u64;
         } else {
             check_lows(&lows, &from)?;
@@ -430,7 +430,7 @@ impl Coordinator {
         consumed?;
         let (read, _) = reader
             .await
-            .map_err(|e| Error::Config(format!("the pipeline replay task failed: {e}")))??;
+            .map_err(|e| Error::task("the pipeline replay task", e))??;
         self.tail_read += read;
         self.job.progress.tail_events += read;
         Ok(read)

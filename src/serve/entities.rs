@@ -183,8 +183,13 @@ async fn update_entity(
     let params = query(params)?;
     state.floe()?;
     let text = read_body(&headers, body, state.config.serve.max_body_bytes).await?;
-    let patch: Value = serde_json::from_str(&text)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
+    // The checks of entity data (size, depth, duplicate keys), then the tree.
+    let patch: Value = state
+        .config
+        .shards
+        .json_limits()
+        .parse_patch(&key, &text)
+        .map_err(crate::Error::from)?;
     let request = params.apply(&headers, WriteRequest::update(key, patch));
     Ok(AxumJson(write(&state, request).await?))
 }

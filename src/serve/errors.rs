@@ -89,6 +89,17 @@ impl From<Error> for ApiError {
             | Error::ConfigFile { .. }
             | Error::Config(_)
             | Error::TopologyMissing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "configuration"),
+            // What this deployment does not do: not the caller's fault, not
+            // a failure either, and retrying will not help.
+            Error::LakeDisabled { .. } => (StatusCode::CONFLICT, "lake_disabled"),
+            Error::NoLake { .. } => (StatusCode::NOT_FOUND, "no_lake"),
+            Error::SinkNotRunning => (StatusCode::CONFLICT, "sink_not_running"),
+            Error::SinkNotStarted => (StatusCode::SERVICE_UNAVAILABLE, "sink_starting"),
+            // Acknowledged events that cannot be recovered: the one failure
+            // an operator must not mistake for a setting.
+            Error::EventsLost { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "data_loss"),
+            Error::TaskFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::MigrationFailed { .. } => (StatusCode::CONFLICT, "migration_failed"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             Error::CorruptLog(_) | Error::LogBehindLake { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log")
@@ -141,6 +152,14 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         E::InvalidEntity { .. } => (StatusCode::BAD_REQUEST, "invalid_entity"),
         E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
         E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        E::JsonTooDeep { .. } => (StatusCode::BAD_REQUEST, "json_too_deep"),
+        E::DuplicateJsonKey { .. } => (StatusCode::BAD_REQUEST, "duplicate_json_key"),
+        E::PartitionKeyImmutable { .. } => (StatusCode::CONFLICT, "partition_key_immutable"),
+        // As Stripe answers it: the request is well-formed, but the key
+        // belongs to another request.
+        E::IdempotencyKeyReused { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+        }
         E::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
         E::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
         E::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
@@ -198,13 +217,89 @@ mod tests {
             (404, "unknown_shard")
         );
         assert_eq!(status(E::Closed("x".into())), (503, "shutting_down"));
+        assert_eq!(
+            status(E::JsonTooDeep {
+                entity: entity(),
+                what: "entity data",
+                limit: 64
+            }),
+            (400, "json_too_deep")
+        );
+        assert_eq!(
+            status(E::DuplicateJsonKey {
+                entity: entity(),
+                what: "entity data",
+                key: "a".into()
+            }),
+            (400, "duplicate_json_key")
+        );
+        assert_eq!(
+            status(E::PartitionKeyImmutable {
+                entity: entity(),
+                attempted: "b".into(),
+                reason: "r".into()
+            }),
+            (409, "partition_key_immutable")
+        );
+        assert_eq!(
+            status(E::IdempotencyKeyReused {
+                key: "k".into(),
+                original: "t/T/1 created at version 1".into()
+            }),
+            (422, "idempotency_key_reused")
+        );
         let pipeline = |retryable| E::Pipeline {
             backend: "file",
             message: "disk".into(),
             retryable,
-            source: None,
+            cause: None,
         };
         assert_eq!(status(pipeline(true)), (503, "pipeline_unavailable"));
         assert_eq!(status(pipeline(false)), (500, "pipeline_error"));
+    }
+
+    fn floe_status(e: Error) -> (u16, &'static str) {
+        let api = ApiError::from(e);
+        (api.status.as_u16(), api.code)
+    }
+
+    #[test]
+    fn what_is_not_configuration_is_not_reported_as_configuration() {
+        assert_eq!(
+            floe_status(Error::EventsLost {
+                partition: 1,
+                low_watermark: 9,
+                landed: 4
+            }),
+            (500, "data_loss")
+        );
+        assert_eq!(
+            floe_status(Error::TaskFailed {
+                task: "the lake replay task",
+                message: "panicked".into()
+            }),
+            (500, "internal")
+        );
+        assert_eq!(
+            floe_status(Error::LakeDisabled { needs: "SQL" }),
+            (409, "lake_disabled")
+        );
+        assert_eq!(floe_status(Error::SinkNotStarted), (503, "sink_starting"));
+        assert_eq!(
+            floe_status(Error::SinkNotRunning),
+            (409, "sink_not_running")
+        );
+        assert_eq!(
+            floe_status(Error::MigrationFailed {
+                id: "m-1".into(),
+                message: "cancelled".into(),
+                retryable: false
+            }),
+            (409, "migration_failed")
+        );
+        assert_eq!(
+            floe_status(Error::Config("log.partitions must be at least 1".into())),
+            (500, "configuration")
+        );
     }
 }

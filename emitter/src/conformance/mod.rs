@@ -255,6 +255,7 @@ pub fn sample_event(seq: u64, key_hash: u64) -> Event {
         shard: (seq % 8) as u32,
         version: seq + 1,
         timestamp_us: 1_700_000_000_000_000 + seq as i64,
+        request_fingerprint: None,
         state: Some(Json::from_trusted(format!(
             r#"{{"seq":{seq},"status":"paid","lines":[{{"sku":"A-{seq}","qty":2,"price":"19.90"}}],"note":"{}"}}"#,
             "x".repeat(120)

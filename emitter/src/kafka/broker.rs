@@ -30,13 +30,12 @@ pub enum BrokerError {
         fallback: PathBuf,
     },
     /// Starting, stopping or waiting for the process failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The broker did not become ready.
     #[error("the tansu broker did not become ready on {addr}: {reason}; its output: {log}")]
@@ -54,7 +53,7 @@ type Result<T> = std::result::Result<T, BrokerError>;
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
     let context = context.into();
-    move |source| BrokerError::Io { context, source }
+    move |cause| BrokerError::Io { context, cause }
 }
 
 /// A running (or stopped) tansu broker that this process started.

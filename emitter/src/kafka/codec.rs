@@ -94,6 +94,7 @@ mod tests {
             shard: 3,
             version: 2,
             timestamp_us: 1_700_000_000_000_000,
+            request_fingerprint: None,
             state: Some(Json::from_trusted(r#"{"total":1.5e300,"s":"Zoë"}"#)),
         }
     }

@@ -6,11 +6,11 @@ use crate::error::Error;
 
 /// Wraps a client error with what the backend was doing and whether the same
 /// call may succeed later.
-pub(crate) fn kafka_error(operation: impl Into<String>, source: KafkaError) -> Error {
+pub(crate) fn kafka_error(operation: impl Into<String>, cause: KafkaError) -> Error {
     Error::Kafka {
         operation: operation.into(),
-        retryable: is_retryable(&source),
-        source,
+        retryable: is_retryable(&cause),
+        cause,
     }
 }
 

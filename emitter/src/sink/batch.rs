@@ -92,7 +92,7 @@ pub fn records_to_batch(
     ];
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Arrow {
         context: "building a record batch of events",
-        source: e,
+        cause: e,
     })
 }
 
@@ -166,6 +166,7 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
             shard: shard.value(row) as u32,
             version: version.value(row) as u64,
             timestamp_us: event_time.value(row),
+            request_fingerprint: None,
             state: state
                 .is_valid(row)
                 .then(|| Json::from_trusted(state.value(row))),
@@ -203,6 +204,7 @@ mod tests {
                 shard: 3,
                 version: offset + 1,
                 timestamp_us: 1_700_000_000_000_000 + offset as i64,
+                request_fingerprint: None,
                 state: state.map(Json::from_trusted),
             },
         }

@@ -149,7 +149,7 @@ impl Lake {
                     .await
                     .map_err(|e| Error::CatalogUnavailable {
                         catalog: location.catalog.to_string(),
-                        source: Box::new(e),
+                        cause: Box::new(e),
                     })?;
                 Arc::new(catalog)
             }
@@ -162,7 +162,7 @@ impl Lake {
                     .await
                     .map_err(|e| Error::CatalogUnavailable {
                         catalog: uri.clone(),
-                        source: Box::new(e),
+                        cause: Box::new(e),
                     })?;
                 Arc::new(catalog)
             }
@@ -194,7 +194,7 @@ impl Lake {
     async fn ensure_table(&self) -> Result<Table> {
         let unavailable = |e| Error::CatalogUnavailable {
             catalog: self.location.catalog.to_string(),
-            source: Box::new(e),
+            cause: Box::new(e),
         };
         let namespace = layout::namespace_ident();
         if !self
@@ -261,7 +261,7 @@ impl Lake {
         .await;
         written.map_err(|e| Error::WarehouseNotWritable {
             warehouse: self.location.warehouse.clone(),
-            source: Box::new(e),
+            cause: Box::new(e),
         })
     }
 }

@@ -71,7 +71,7 @@ impl LagHandle {
             let head = pipeline
                 .high_watermark(p)
                 .await
-                .map_err(|source| Error::Pipeline { source })?;
+                .map_err(|source| Error::Pipeline { cause: source })?;
             if head <= committed {
                 continue;
             }
@@ -79,7 +79,7 @@ impl LagHandle {
             let first = pipeline
                 .read(p, committed, 1, Duration::ZERO)
                 .await
-                .map_err(|source| Error::Pipeline { source })?;
+                .map_err(|source| Error::Pipeline { cause: source })?;
             if let Some(record) = first.first() {
                 oldest_us = oldest_us.min(record.event.timestamp_us);
             }

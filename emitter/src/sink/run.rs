@@ -366,7 +366,7 @@ async fn pipeline_read(
 }
 
 fn pipeline_error(source: floe_engine::Error) -> Error {
-    Error::Pipeline { source }
+    Error::Pipeline { cause: source }
 }
 
 /// Bytes an event takes in Arrow, roughly: its strings plus fixed columns.

@@ -173,6 +173,33 @@ impl KeyExtractor {
         Ok(key.id.clone())
     }
 
+    /// Refuses a merge patch sent with an explicit `partition_key` when the
+    /// patch sets the data fields the key is read from to another key: the
+    /// stored entity would then say one key and be routed by another.
+    /// A patch that leaves those fields alone (or sets them to the same key,
+    /// or sets only some fields of a composite key) passes; custom key
+    /// functions are not second-guessed.
+    pub fn check_patch(&self, key: &EntityKey, patch: &Value, partition_key: &str) -> Result<()> {
+        let spec = self.spec(&key.entity_type);
+        if self.custom_for(&key.entity_type).is_some() || !spec.reads_data() {
+            return Ok(());
+        }
+        let Value::Object(object) = patch else {
+            return Ok(());
+        };
+        match compose(&spec.fields, key, Some(object)) {
+            Some(implied) if implied != partition_key => Err(Error::PartitionKeyImmutable {
+                entity: key.display(),
+                reason: format!(
+                    "the patch sets its key field(s) [{}] to {implied:?}, but it is routed by {partition_key:?} (delete it first to re-create it under another key)",
+                    spec.field_names().join(", "),
+                ),
+                attempted: implied,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn custom_for(&self, entity_type: &str) -> Option<&KeyFn> {
         self.custom_by_type
             .get(entity_type)
