@@ -1,10 +1,18 @@
 //! The data directory: an exclusive lock and the persisted topology document.
+//!
+//! `topology.json` is the only record of which shard owns which key. A
+//! directory without it is new only if nothing else holds history: if the
+//! pipeline has events, the lake has landed some, or migrations were run,
+//! the file was lost, and starting from the configured topology would
+//! silently re-route every entity (and undo the migrations). Such a
+//! directory is refused ([`Error::TopologyMissing`]) rather than guessed at.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use floe_engine::Topology;
+use floe_emitter::sink::Lake;
+use floe_engine::{Pipeline, Topology};
 
 use crate::error::{Error, Result};
 
@@ -121,6 +129,80 @@ impl floe_engine::TopologyStore for FileTopologyStore {
 
     async fn store(&self, topology: &Topology) -> floe_engine::Result<()> {
         store_topology(&self.dir, topology).map_err(engine_error)
+    }
+}
+
+/// What shows that `dir` has history although its topology document is
+/// missing: each item names one witness (migration records, pipeline events,
+/// landed events). Empty: the directory is new.
+///
+/// Only what belongs to this directory counts: the embedded log (a Kafka
+/// topic is shared, and a new directory on an existing topic is how a node
+/// rebuilds its state from it) and a SQLite catalog inside the directory (a
+/// shared catalog holds other directories' events).
+pub(crate) async fn history_without_topology(
+    config: &crate::config::Config,
+    pipeline: &dyn Pipeline,
+    lake: Option<&Lake>,
+) -> Result<Vec<String>> {
+    let dir = config.data_dir.as_path();
+    let local_pipeline = matches!(config.pipeline_url()?, crate::config::PipelineUrl::File(_));
+    let data_dir = std::path::absolute(dir)
+        .map_err(|e| Error::io(format!("resolving {}", dir.display()), e))?;
+    let lake = lake.filter(|lake| {
+        matches!(&lake.location().catalog,
+            floe_emitter::sink::CatalogUrl::Sqlite(path) if path.starts_with(&data_dir))
+    });
+    let mut evidence = Vec::new();
+    let jobs_dir = dir.join(crate::migrate::JOBS_DIR);
+    let jobs = floe_migration::JobStore::new(&jobs_dir)
+        .list()
+        .map_err(Error::Migration)?;
+    if let Some(last) = jobs.iter().max_by_key(|job| job.started_at_ms) {
+        evidence.push(format!(
+            "{} migration record(s) in {}, the last ({}) {} topology version {} -> {} ({} -> {} shards)",
+            jobs.len(),
+            jobs_dir.display(),
+            last.id,
+            match last.status {
+                floe_migration::JobStatus::Completed => "completed",
+                floe_migration::JobStatus::RolledBack => "rolled back",
+                floe_migration::JobStatus::Running => "was running",
+            },
+            last.from.version,
+            last.to.version,
+            last.from.shard_count,
+            last.to.shard_count,
+        ));
+    }
+    let mut events = 0u64;
+    for partition in 0..pipeline.partitions() {
+        if !local_pipeline {
+            break;
+        }
+        events += pipeline.high_watermark(partition).await?;
+    }
+    if events > 0 {
+        evidence.push(format!(
+            "the pipeline holds {events} events (the sum of its partitions' high watermarks)"
+        ));
+    }
+    if let Some(lake) = lake {
+        let table = lake.load_table().await.map_err(Error::Lake)?;
+        if let Some(snapshot) = table.metadata().current_snapshot_id() {
+            evidence.push(format!(
+                "the lake's floe.events has landed events (snapshot {snapshot})"
+            ));
+        }
+    }
+    Ok(evidence)
+}
+
+/// The error for a directory whose topology document is gone.
+pub(crate) fn topology_missing(dir: &Path, evidence: Vec<String>) -> Error {
+    Error::TopologyMissing {
+        path: topology_path(dir),
+        evidence: evidence.join("; "),
     }
 }
 

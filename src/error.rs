@@ -25,6 +25,20 @@ pub enum Error {
         holder: String,
     },
 
+    /// The data directory has history (pipeline events, landed events,
+    /// migration records) but its topology document is gone: starting from
+    /// the configured topology would silently re-route entities.
+    #[error(
+        "{} is missing, but this data directory is not new: {evidence}. Starting from the configured [topology] would silently re-route every entity and undo any migration; restore the file (from a backup, or the `to` topology of the last completed record in the migrations directory) or use a new data directory",
+        path.display()
+    )]
+    TopologyMissing {
+        /// The missing file.
+        path: PathBuf,
+        /// What shows the directory's history.
+        evidence: String,
+    },
+
     /// A configuration file that cannot be read or parsed.
     #[error("configuration file {}: {message}", path.display())]
     ConfigFile {

@@ -164,7 +164,13 @@ impl Floe {
     async fn open_with(config: Config, extractor: Option<KeyExtractor>) -> Result<Floe> {
         config.validate()?;
         let lock = DirLock::acquire(&config.data_dir)?;
-        let topology = match datadir::load_topology(&config.data_dir)? {
+        let persisted = datadir::load_topology(&config.data_dir)?;
+        let pipeline = open_pipeline(&config).await?;
+        let lake = lake::open(&config).await?;
+        if let Some(lake) = &lake {
+            lake::check_pipeline_covers_lake(&*pipeline, lake).await?;
+        }
+        let topology = match persisted {
             Some(topology) => {
                 if topology.shard_count != config.topology.shards {
                     tracing::info!(
@@ -176,16 +182,18 @@ impl Floe {
                 topology
             }
             None => {
+                // Only a directory without history starts from the config.
+                let evidence =
+                    datadir::history_without_topology(&config, pipeline.as_ref(), lake.as_ref())
+                        .await?;
+                if !evidence.is_empty() {
+                    return Err(datadir::topology_missing(&config.data_dir, evidence));
+                }
                 let topology = config.topology.initial()?;
                 datadir::store_topology(&config.data_dir, &topology)?;
                 topology
             }
         };
-        let pipeline = open_pipeline(&config).await?;
-        let lake = lake::open(&config).await?;
-        if let Some(lake) = &lake {
-            lake::check_pipeline_covers_lake(&*pipeline, lake).await?;
-        }
         let router = Arc::new(Router::new(topology)?);
         let query = lake.as_ref().map(|lake| {
             let mut options = config.query_options();

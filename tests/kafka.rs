@@ -312,3 +312,91 @@ async fn python_consumer_sees_exactly_what_floe_acknowledged() {
     assert_eq!(report["crc32"], u64::from(crc), "{report}");
     assert_eq!(report["version_sum"], version_sum, "{report}");
 }
+
+/// Writes through the Kafka pipeline with the sink running (the lake on, as
+/// by default) all land in the lake, exactly once, within a bound: the
+/// count of events and of distinct idempotency keys in `floe.events` is
+/// exactly the number of acknowledged writes.
+///
+/// Ignored until issue #11 item 8 is fixed: against tansu 0.6 it fails today
+/// (the sink's reads of a partition that is being written get nothing for
+/// 30 s and the writes crawl; see docs/kafka.md, "Reading while writing on
+/// tansu"). Run it with `--run-ignored only`.
+#[ignore = "fails on tansu 0.6: issue #11 item 8 (docs/kafka.md)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_thousand_writes_land_through_kafka_with_the_sink_on() {
+    const WRITES: u64 = 100_000;
+    const CALLERS: u64 = 128;
+    /// Landing may trail the last acknowledgement by this much.
+    const LAND_BOUND: Duration = Duration::from_secs(60);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let broker = broker().await;
+    let topic = topic("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let floe = Floe::open(config(dir.path(), &broker, &topic))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..CALLERS {
+        let (floe, next) = (floe.clone(), next.clone());
+        callers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= WRITES {
+                    return;
+                }
+                let key = EntityKey::new(format!("t-{}", i % 97), "Order", format!("o-{i}"));
+                floe.put(key, json!({ "i": i, "status": "placed" }))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(joined) = callers.join_next().await {
+        joined.expect("caller");
+    }
+    let written = started.elapsed();
+    loop {
+        let lag = floe.sink_lag().await.unwrap();
+        if lag.events == 0 {
+            break;
+        }
+        let trailing = started.elapsed() - written;
+        assert!(
+            trailing < LAND_BOUND,
+            "{} events not landed {trailing:?} after the last acknowledgement ({lag:?})",
+            lag.events
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let landed = started.elapsed();
+    let result = floe
+        .sql_with(
+            "SELECT count(*), count(DISTINCT idempotency_key), count(DISTINCT entity_id) FROM events",
+            &floe::QueryRequest::new().no_cache(),
+        )
+        .await
+        .unwrap();
+    let column = |i: usize| {
+        result.batches[0]
+            .column(i)
+            .as_any()
+            .downcast_ref::<floe_query::arrow::array::Int64Array>()
+            .unwrap()
+            .value(0) as u64
+    };
+    assert_eq!(column(0), WRITES, "events in the lake");
+    assert_eq!(column(1), WRITES, "distinct idempotency keys in the lake");
+    assert_eq!(column(2), WRITES, "distinct entities in the lake");
+    eprintln!(
+        "kafka + lake: {WRITES} writes acknowledged in {:.1} s, all landed after {:.1} s",
+        written.as_secs_f64(),
+        landed.as_secs_f64()
+    );
+    floe.close().await.unwrap();
+}

@@ -25,6 +25,10 @@ pub enum Error {
         after: Duration,
     },
 
+    /// The query's execution ended abnormally (an operator panicked).
+    #[error("query execution failed: {0}")]
+    Execution(String),
+
     /// SQL that cannot be parsed, planned or executed.
     #[error("{}", datafusion_message(.0))]
     Sql(Box<DataFusionError>),

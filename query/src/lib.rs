@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod cancel;
 mod error;
 mod fresh;
 mod options;

@@ -9,7 +9,6 @@ use arrow_schema::SchemaRef;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::collect;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -18,6 +17,7 @@ use floe_engine::Pipeline;
 use iceberg::table::Table;
 
 use crate::cache::{CacheKey, ResultCache};
+use crate::cancel::{self, Cancel, QueryRuntime};
 use crate::error::{Error, Result};
 use crate::fresh::{self, Tail};
 use crate::options::{AsOf, QueryOptions, QueryRequest};
@@ -74,6 +74,8 @@ pub struct CrossShardQuery {
     table: Mutex<Option<Table>>,
     totals: Mutex<HashMap<i64, SnapshotTotals>>,
     pipeline: Option<Arc<dyn Pipeline>>,
+    /// Where plans execute, apart from the caller's runtime.
+    executor: QueryRuntime,
 }
 
 impl std::fmt::Debug for CrossShardQuery {
@@ -87,8 +89,14 @@ impl std::fmt::Debug for CrossShardQuery {
 }
 
 impl CrossShardQuery {
-    /// A query session over an open lake.
+    /// A query session over an open lake. Its queries execute on a
+    /// runtime of their own (one worker per scan partition).
+    ///
+    /// # Panics
+    /// If the operating system refuses to start the runtime's threads.
     pub fn new(lake: Lake, options: QueryOptions) -> Self {
+        let executor = QueryRuntime::new(options.target_partitions)
+            .unwrap_or_else(|e| panic!("floe-query: {e}"));
         let cache = ResultCache::new(
             options.cache_ttl,
             options.cache_max_entries,
@@ -102,6 +110,7 @@ impl CrossShardQuery {
             table: Mutex::new(None),
             totals: Mutex::new(HashMap::new()),
             pipeline: None,
+            executor,
         }
     }
 
@@ -126,26 +135,29 @@ impl CrossShardQuery {
     pub async fn sql_with(&self, sql: &str, request: &QueryRequest) -> Result<QueryResult> {
         let started = Instant::now();
         let timeout = request.timeout.unwrap_or(self.options.timeout);
-        // The deadline is kept by a plain thread, not tokio's timer: a query's
-        // CPU-bound operators can keep every runtime worker busy, and the
-        // timer only fires when a worker gets to it. The thread's wake-up
-        // reaches this future through its waker whatever the workers do.
+        let cancel = Cancel::new(timeout);
+        // The deadline is kept by a plain thread, not tokio's timer: it sets
+        // the plan's cancellation flag (checked at every batch of every
+        // operator, see `cancel`) and wakes this future whatever the
+        // runtimes' workers are doing.
         let (done, finished) = std::sync::mpsc::channel::<()>();
         let (fire, deadline) = tokio::sync::oneshot::channel::<()>();
+        let flag = cancel.clone();
         std::thread::Builder::new()
             .name("floe-query-deadline".into())
             .spawn(move || {
                 if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     finished.recv_timeout(timeout)
                 {
+                    flag.cancel();
                     let _ = fire.send(());
                 }
             })
             .map_err(|e| Error::Unsupported(format!("cannot start the query deadline: {e}")))?;
         let outcome = tokio::select! {
             biased;
-            result = self.run(sql, request) => result,
-            _ = deadline => Err(Error::Timeout { after: timeout }),
+            Ok(()) = deadline => Err(cancel.error()),
+            result = self.run(sql, request, &cancel) => result,
         };
         drop(done);
         let mut result = outcome?;
@@ -178,7 +190,7 @@ impl CrossShardQuery {
         Ok(self.load_table().await?.metadata().current_snapshot_id())
     }
 
-    async fn run(&self, sql: &str, request: &QueryRequest) -> Result<QueryResult> {
+    async fn run(&self, sql: &str, request: &QueryRequest, cancel: &Cancel) -> Result<QueryResult> {
         if request.fresh && request.as_of.is_some() {
             return Err(Error::InvalidQuery(
                 "fresh mode reads the newest events; it cannot be combined with time travel".into(),
@@ -239,8 +251,11 @@ impl CrossShardQuery {
         check_plan(&plan)?;
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let physical = df.create_physical_plan().await?;
-        let batches = collect(physical.clone(), ctx.task_ctx()).await?;
+        let physical = cancel::guard(df.create_physical_plan().await?, cancel)?;
+        let batches = self
+            .executor
+            .collect(physical.clone(), ctx.task_ctx(), cancel)
+            .await?;
         let mut stats = QueryStats::from_plan(events.planned(), &physical);
         stats.snapshot_id = snapshot;
         stats.rows = batches.iter().map(|b| b.num_rows() as u64).sum();

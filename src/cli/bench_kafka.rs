@@ -17,6 +17,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{IngestArgs, ingest_once, payload};
+
+/// Longest a floe run may take before it is reported unfinished.
+const LAKE_BOUND: Duration = Duration::from_secs(600);
 use crate::cli::report;
 
 pub(super) async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
@@ -84,26 +87,47 @@ pub(super) async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<(
         raw.as_secs_f64()
     );
 
-    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    config.data_dir = dir.path().to_path_buf();
-    config.topology.shards = args.shards;
-    config.pipeline = format!(
-        "kafka://{}/{floe_topic}?partitions={}",
-        base.brokers, base.partitions
-    );
-    config.kafka.properties = base.properties.clone();
-    let floe = ingest_once(config, &args).await?;
-    println!(
-        "  floe on Kafka         {:>10.0} acked writes/s   {}  ({:.0} writes per append)",
-        floe.writes_per_s,
-        report::latency_summary(&floe.histogram),
-        floe.writes_per_batch
-    );
-    println!(
-        "ingest kafka: floe {:.0} writes/s, raw producer {raw_rate:.0} records/s, ratio {:.2}x",
-        floe.writes_per_s,
-        floe.writes_per_s / raw_rate
-    );
+    // Lake off: the write path alone. Lake on (the default): the in-process
+    // sink tails the topic while the writes run; the run ends when `close`
+    // has landed everything, or is reported unfinished after LAKE_BOUND.
+    for lake in [false, true] {
+        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+        let mut config = config.clone();
+        config.data_dir = dir.path().to_path_buf();
+        config.topology.shards = args.shards;
+        config.pipeline = format!(
+            "kafka://{}/{floe_topic}-{}?partitions={}",
+            base.brokers,
+            if lake { "lake" } else { "nolake" },
+            base.partitions
+        );
+        config.kafka.properties = base.properties.clone();
+        config.lake.enabled = lake;
+        let label = if lake { "lake on " } else { "lake off" };
+        let started = Instant::now();
+        match tokio::time::timeout(LAKE_BOUND, ingest_once(config, &args)).await {
+            Ok(figures) => {
+                let floe = figures?;
+                println!(
+                    "  floe on Kafka, {label} {:>10.0} acked writes/s   {}  ({:.0} writes per append; {:.1} s until closed{})",
+                    floe.writes_per_s,
+                    report::latency_summary(&floe.histogram),
+                    floe.writes_per_batch,
+                    started.elapsed().as_secs_f64(),
+                    if lake { ", everything landed" } else { "" }
+                );
+                println!(
+                    "ingest kafka {label}: floe {:.0} writes/s, raw producer {raw_rate:.0} records/s, ratio {:.2}x",
+                    floe.writes_per_s,
+                    floe.writes_per_s / raw_rate
+                );
+            }
+            Err(_) => println!(
+                "ingest kafka {label}: not finished (acknowledged and landed) after {} s: no figure",
+                LAKE_BOUND.as_secs()
+            ),
+        }
+    }
     drop(broker);
     Ok(())
 }

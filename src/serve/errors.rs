@@ -88,6 +88,11 @@ impl From<Error> for ApiError {
             Error::Locked { .. } | Error::ConfigFile { .. } | Error::Config(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
             }
+            // The data directory lost its topology: an operator's problem to
+            // resolve (docs/operations.md), never a silent default.
+            Error::TopologyMissing { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "topology_missing")
+            }
             // What this deployment does not do: not the caller's fault, not
             // a failure either, and retrying will not help.
             Error::LakeDisabled { .. } => (StatusCode::CONFLICT, "lake_disabled"),
