@@ -42,9 +42,31 @@ export FLOE_ETCD_BIN
 
 # The Kafka tests start their own broker from this binary; the reader tests
 # run Python clients from this interpreter. Both are cached across runs.
-FLOE_TANSU_BIN="${FLOE_TANSU_BIN:-$(scripts/install-tansu.sh)}"
+# On a fresh machine the broker's build (~25 minutes) runs in the background
+# while floe builds: the two builds' serial stretches (a single crate
+# compiling, linking) leave a core idle that the other one fills. The tests
+# wait for it below.
+tansu_pid=""
+if [[ -z "${FLOE_TANSU_BIN:-}" ]]; then
+    tansu_out="$(mktemp)"
+    tansu_log="$(mktemp)"
+    scripts/install-tansu.sh >"$tansu_out" 2>"$tansu_log" &
+    tansu_pid=$!
+fi
+wait_for_tansu() {
+    [[ -n "$tansu_pid" ]] || return 0
+    if ! wait "$tansu_pid"; then
+        cat "$tansu_log" >&2
+        echo "error: installing the test broker (tansu) failed" >&2
+        exit 1
+    fi
+    tansu_pid=""
+    FLOE_TANSU_BIN="$(cat "$tansu_out")"
+    rm -f "$tansu_out" "$tansu_log"
+    export FLOE_TANSU_BIN
+}
 FLOE_PYTHON="${FLOE_PYTHON:-$(scripts/python-env.sh)}"
-export FLOE_TANSU_BIN FLOE_PYTHON
+export FLOE_PYTHON
 # Tests that need the broker or the readers fail (never skip) when these are
 # missing and FLOE_REQUIRE_SERVICES is set, as it is here.
 export FLOE_REQUIRE_SERVICES=1
@@ -86,6 +108,10 @@ if [[ "${FLOE_FUZZ_SECONDS:-30}" != 0 ]]; then
     # Its own workspace and flags: built by plain rustc, not the lint wrapper.
     env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS scripts/fuzz.sh "${FLOE_FUZZ_SECONDS:-30}"
 fi
+
+log "waiting for the test broker"
+wait_for_tansu
+echo "tansu: $FLOE_TANSU_BIN"
 
 log "doc tests"
 cargo test --workspace --all-features --locked --doc
