@@ -12,6 +12,11 @@ use floe_engine::{Event, EventKind, KeyField};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+#[path = "support/writes.rs"]
+mod writes_support;
+
+use writes_support::{engine_error, high_watermarks};
+
 fn config(dir: &Path) -> Config {
     let mut config = Config::with_data_dir(dir);
     config.log.fsync = FsyncMode::Never;
@@ -27,22 +32,6 @@ fn tenant_config(dir: &Path) -> Config {
     config.partition_key.default =
         PartitionKeySpec::field(KeyField::Field("tenant_id".into())).with_strict(true);
     config
-}
-
-fn engine_error(e: Error) -> floe_engine::Error {
-    match e {
-        Error::Engine(e) => e,
-        other => panic!("expected an engine error, got {other}"),
-    }
-}
-
-async fn high_watermarks(floe: &Floe) -> Vec<u64> {
-    let pipeline = floe.pipeline();
-    let mut out = Vec::new();
-    for p in 0..pipeline.partitions() {
-        out.push(pipeline.high_watermark(p).await.unwrap());
-    }
-    out
 }
 
 /// An event as a build before this one wrote it: no fingerprint, the given

@@ -4,28 +4,17 @@
 use floe::{Config, EntityKey, Error, Floe, FsyncMode, PartitionKeySpec, WriteRequest};
 use serde_json::json;
 
+#[path = "support/writes.rs"]
+mod writes_support;
+
+use writes_support::{engine_error, high_watermarks};
+
 fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::with_data_dir(dir);
     config.log.fsync = FsyncMode::Never;
     config.topology.shards = 4;
     config.log.partitions = 4;
     config
-}
-
-fn engine_error(e: Error) -> floe_engine::Error {
-    match e {
-        Error::Engine(e) => e,
-        other => panic!("expected an engine error, got {other}"),
-    }
-}
-
-async fn high_watermarks(floe: &Floe) -> Vec<u64> {
-    let pipeline = floe.pipeline();
-    let mut out = Vec::new();
-    for p in 0..pipeline.partitions() {
-        out.push(pipeline.high_watermark(p).await.unwrap());
-    }
-    out
 }
 
 #[tokio::test]
