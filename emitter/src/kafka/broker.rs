@@ -37,6 +37,15 @@ pub enum BrokerError {
         /// The OS error.
         cause: std::io::Error,
     },
+    /// The index the harness adds to the broker's storage could not be
+    /// created.
+    #[error("adding the header index to the broker's storage {path}: {cause}")]
+    Index {
+        /// The broker's SQLite database.
+        path: PathBuf,
+        /// What SQLite said.
+        cause: String,
+    },
     /// The broker did not become ready.
     #[error("the tansu broker did not become ready on {addr}: {reason}; its output: {log}")]
     NotReady {
@@ -184,7 +193,55 @@ impl TansuBroker {
             .spawn()
             .map_err(io(format!("starting {}", self.binary.display())))?;
         self.child = Some(child);
-        self.wait_ready(start)
+        self.wait_ready(start)?;
+        self.index_headers()
+    }
+
+    /// Adds the index tansu 0.6's SQLite schema lacks: it looks up the
+    /// headers of every record it returns by `(topition, offset_id)`, and
+    /// without an index each lookup scans every header of every topic, so a
+    /// fetch of a few thousand records carrying headers (floe's do) takes
+    /// seconds and holds the broker's single storage task meanwhile: the
+    /// producers stall behind it. The broker created its tables before it
+    /// said it was ready; the index persists in its database.
+    fn index_headers(&self) -> Result<()> {
+        let path = self.dir.path().join("tansu.db");
+        let url = format!("sqlite://{}", path.display());
+        let failed = |cause: String| BrokerError::Index {
+            path: path.clone(),
+            cause,
+        };
+        // The harness is called from sync and async code alike: the one
+        // statement runs on a thread of its own with its own runtime.
+        let created = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    runtime.block_on(async {
+                        use sqlx::ConnectOptions;
+                        let options: sqlx::sqlite::SqliteConnectOptions =
+                            url.parse().map_err(|e: sqlx::Error| e.to_string())?;
+                        let mut connection = options
+                            .busy_timeout(Duration::from_secs(30))
+                            .connect()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        sqlx::query(
+                            "create index if not exists floe_header_record on header (topition, offset_id)",
+                        )
+                        .execute(&mut connection)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        Ok::<(), String>(())
+                    })
+                })
+                .join()
+                .map_err(|_| "the indexing thread panicked".to_string())?
+        });
+        created.map_err(failed)
     }
 
     /// Ready when the log (from byte `start`) says `ready in` and the port
