@@ -360,9 +360,26 @@ impl Client {
         self.fetch::<Value>(&call).await.map(|_| ())
     }
 
-    /// The shard map, fetched now (and cached for the calls that follow).
+    /// The shard map, fetched now (and cached for the calls that follow);
+    /// retried like any read, e.g. while the node is still recovering.
     pub async fn cluster_map(&self) -> Result<ClusterMap> {
-        Ok(self.refresh(None).await?.map().clone())
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let error = match self.refresh(None).await {
+                Ok(routes) => return Ok(routes.map().clone()),
+                Err(e) => e,
+            };
+            match self
+                .inner
+                .retry
+                .decide(&error, true, attempt, started.elapsed(), jitter())
+            {
+                Retry::No => return Err(error),
+                Retry::After { delay, .. } => tokio::time::sleep(delay).await,
+            }
+            attempt += 1;
+        }
     }
 
     /// The cached shard map, without a call; `None` before the first call.

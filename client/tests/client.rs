@@ -336,13 +336,20 @@ async fn a_write_retried_across_a_kill_and_restart_is_applied_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!in_flight.is_finished());
     server.kill();
+    // The map too is read again once the node answers.
+    let map = {
+        let floe = floe.clone();
+        tokio::spawn(async move { floe.cluster_map().await })
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!map.is_finished());
     let server = FloeServer::start_at(dir.path(), &listen, "", "fault_injection = true", "");
     let ack = in_flight
         .await
         .unwrap()
         .expect("the write succeeds once the server is back");
     assert_eq!(ack.version, 2);
+    assert_eq!(map.await.unwrap().unwrap().topology.shard_count, 4);
 
     // The same keys again: the original outcomes, nothing applied twice,
     // also for the write acknowledged before the restart.
