@@ -395,7 +395,7 @@ async fn the_map_follows_a_shard_count_migration_under_writes() {
             let mut n = 0u64;
             // Until told to stop, and at least one round over every tenant
             // after the migration ended.
-            while !stop.load(std::sync::atomic::Ordering::Acquire) || n % 20 != 0 {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) || !n.is_multiple_of(20) {
                 let k = key(&tenants[(n % 20) as usize], &format!("o{}", n % 100));
                 let ack = floe
                     .put(k.clone(), json!({"n": n}))
