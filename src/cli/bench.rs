@@ -23,6 +23,9 @@ mod kafka;
 #[path = "bench_http.rs"]
 mod http;
 
+#[path = "bench_client.rs"]
+mod client;
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     #[command(subcommand)]
@@ -41,6 +44,8 @@ enum Which {
     Land(super::bench_land::LandArgs),
     /// Acknowledged writes/s through `floe serve` over HTTP vs the library.
     Http(http::HttpArgs),
+    /// Acknowledged writes/s through floe-client against one node.
+    Client(client::ClientArgs),
     /// Add a 17th shard to 16 holding 10M events while writers run.
     Migrate(super::bench_migrate::MigrateArgs),
     /// Cross-shard SQL over 10M landed events, vs DuckDB on the same files.
@@ -105,6 +110,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Reopen(args) => reopen(config, args).await,
         Which::Land(args) => super::bench_land::land(config, args).await,
         Which::Http(args) => http::run(config, args).await,
+        Which::Client(args) => client::run(config, args).await,
         Which::Migrate(args) => super::bench_migrate::migrate(config, args).await,
         Which::Query(args) => super::bench_query::run(config, args).await,
     }

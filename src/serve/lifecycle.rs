@@ -64,6 +64,7 @@ impl Server {
         let state = Arc::new(AppState {
             auth: Authenticator::new(serve.auth, tokens),
             config,
+            listen: addr,
             floe: OnceLock::new(),
             phase: AtomicU8::new(Phase::Recovering as u8),
             audit,

@@ -10,6 +10,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod cluster;
 mod entities;
 mod errors;
 mod health;
@@ -19,6 +20,7 @@ mod migrations;
 mod routes;
 mod sql;
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -57,6 +59,9 @@ impl Phase {
 #[derive(Debug)]
 struct AppState {
     config: Config,
+    /// The bound listen address (port 0 resolved): what the cluster map
+    /// advertises in single-node mode.
+    listen: SocketAddr,
     floe: OnceLock<Floe>,
     phase: AtomicU8,
     auth: Authenticator,

@@ -1,7 +1,8 @@
 //! A real `floe serve` process on 127.0.0.1 with an ephemeral port, for the
 //! HTTP tests: it writes a config into a temporary directory, starts the
 //! binary, reads the bound address from its first stdout line, waits for
-//! readiness, and is killed when dropped unless it was stopped.
+//! readiness, and is killed when dropped unless it was stopped. The root
+//! package's tests and `client/tests` (which includes this file) share it.
 // Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 
@@ -48,14 +49,32 @@ impl FloeServer {
 
     /// Starts a server without waiting for readiness.
     pub(crate) fn spawn(dir: &Path, top: &str, serve: &str, rest: &str) -> FloeServer {
+        Self::spawn_at(dir, "127.0.0.1:0", top, serve, rest)
+    }
+
+    /// Starts a server listening on `listen` (to restart one where its
+    /// clients know it) and waits until it is ready.
+    pub(crate) fn start_at(
+        dir: &Path,
+        listen: &str,
+        top: &str,
+        serve: &str,
+        rest: &str,
+    ) -> FloeServer {
+        let server = Self::spawn_at(dir, listen, top, serve, rest);
+        server.wait_ready(Duration::from_secs(60));
+        server
+    }
+
+    fn spawn_at(dir: &Path, listen: &str, top: &str, serve: &str, rest: &str) -> FloeServer {
         let config = dir.join("floe.toml");
         std::fs::write(&config, Self::config_text(dir, top, serve, rest)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        let mut child = Command::new(floe_bin())
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .env("TEST_ADMIN_SECRET", ADMIN)
             .env_remove("FLOE_TOKENS")
             .env_remove("FLOE_DATA")
@@ -173,6 +192,13 @@ impl FloeServer {
         self.child.as_ref().unwrap().id()
     }
 
+    /// SIGKILL: the process dies without answering what is in flight.
+    pub(crate) fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub(crate) fn sigterm(&mut self, timeout: Duration) -> ExitStatus {
         let status = Command::new("kill")
@@ -210,6 +236,32 @@ impl Drop for FloeServer {
             let _ = child.wait();
         }
     }
+}
+
+/// The `floe` binary: Cargo's for the root package's tests. Other packages'
+/// tests (`client/tests`) find it next to their own binary's directory,
+/// `target/<profile>/floe`, which a workspace build (`cargo nextest run
+/// --workspace --all-features`) has just built; `FLOE_BIN` overrides it.
+fn floe_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FLOE_BIN") {
+        return PathBuf::from(bin);
+    }
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_floe") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash>
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("floe"))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "no floe binary at {}: build the workspace first (cargo build --workspace --all-features) or set FLOE_BIN",
+        bin.display()
+    );
+    bin
 }
 
 /// A GET without a client library: the status code only.
