@@ -8,8 +8,8 @@ use floe_emitter::FileLog;
 use floe_emitter::sink::SinkLag;
 use floe_engine::{
     Command, Entity, EntityKey, Json, JsonLimits, JsonRole, KeyExtractor, Operation, Pipeline,
-    RebalanceHint, Router, RoutingMetricsSnapshot, RoutingTable, Shard, ShardCluster, ShardConfig,
-    ShardInfo, ShardStats, ShardUtilization, Topology, WriteAck,
+    RebalanceHint, Routed, Router, RoutingMetricsSnapshot, RoutingTable, Shard, ShardCluster,
+    ShardConfig, ShardInfo, ShardStats, ShardUtilization, Topology, WriteAck,
 };
 use floe_query::CrossShardQuery;
 use serde_json::Value;
@@ -21,7 +21,9 @@ use crate::lake::{self, SinkTask};
 use crate::telemetry::{Outcome, Telemetry};
 use floe_emitter::replay::RecoveryStats;
 
+mod batch;
 mod checks;
+mod item;
 mod probes;
 mod sql;
 
@@ -288,6 +290,15 @@ impl Floe {
     /// Performs a write; returns once its event is durable and applied.
     pub async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
         self.check_open()?;
+        let command = self.command(request)?;
+        let routed = self.inner.cluster.write(command).await;
+        self.record_write(&routed);
+        Ok(routed.result?)
+    }
+
+    /// Checks a write request and turns it into the command a shard takes:
+    /// the key, the JSON limits, the partition key.
+    fn command(&self, request: WriteRequest) -> Result<Command> {
         // The shard handle checks the key too; checking first reports a bad
         // key before a missing partition key or a bad body.
         request.key.validate()?;
@@ -327,15 +338,18 @@ impl Floe {
             }
             None => self.inner.extractor.extract(&request.key, data.as_ref())?,
         };
-        let command = Command {
+        Ok(Command {
             key: request.key,
             op,
             expected_version: request.expected_version,
             idempotency_key: request.idempotency_key,
             partition_key,
             key_hash: 0,
-        };
-        let routed = self.inner.cluster.write(command).await;
+        })
+    }
+
+    /// Counts a routed write's outcome for health and metrics.
+    fn record_write(&self, routed: &Routed<WriteAck>) {
         let outcome = match &routed.result {
             Ok(_) => Outcome::Ok,
             Err(e) if is_server_side(e) => Outcome::Failed,
@@ -344,7 +358,6 @@ impl Floe {
         self.inner
             .telemetry
             .record_write(routed.shard, routed.elapsed, outcome);
-        Ok(routed.result?)
     }
 
     /// Creates or replaces an entity from JSON text (see [`WriteRequest::upsert_json`]).

@@ -17,7 +17,7 @@ use crate::entity::{Entity, EntityKey};
 use crate::error::Result;
 use crate::event::Event;
 use crate::routing::Router;
-use crate::worker::{ShardHandle, ShardStats};
+use crate::worker::{Outcome, ShardHandle, ShardStats};
 
 /// What one partition key holds on its shard (from the shard's state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,20 @@ impl Shard {
     pub(crate) async fn write(&self, command: Command, epoch: u64) -> Result<WriteAck> {
         match &self.link {
             Link::Local(h) => h.write(command, epoch).await,
+        }
+    }
+
+    /// Sends writes routed under routing epoch `epoch`, up to `max_batch` per
+    /// group commit; one outcome per command, in order (see
+    /// [`ShardHandle::write_many`]).
+    pub(crate) async fn write_many(
+        &self,
+        commands: Vec<Command>,
+        epoch: u64,
+        max_batch: usize,
+    ) -> Vec<Outcome> {
+        match &self.link {
+            Link::Local(h) => h.write_many(commands, epoch, max_batch).await,
         }
     }
 
