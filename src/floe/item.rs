@@ -95,6 +95,11 @@ impl WriteRequest {
         Ok(request)
     }
 
+    /// Whether this request creates (and only creates) its entity.
+    pub fn is_create(&self) -> bool {
+        matches!(self.op, super::WriteOp::Create(_))
+    }
+
     /// The caller's idempotency key, if any.
     pub fn idempotency_key_ref(&self) -> Option<&str> {
         self.idempotency_key.as_deref()
