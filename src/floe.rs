@@ -48,11 +48,13 @@ enum WriteOp {
     Delete,
 }
 
-/// Entity data as the caller has it: a tree, or JSON text already checked.
+/// Entity data as the caller has it: a tree, JSON text already checked to
+/// be an object, or text not checked yet.
 #[derive(Debug, Clone, PartialEq)]
 enum Data {
     Value(Value),
     Json(Json),
+    Text(Arc<str>),
 }
 
 impl WriteRequest {
@@ -86,6 +88,21 @@ impl WriteRequest {
     /// [`WriteRequest::upsert`] for data that is already JSON text.
     pub fn upsert_json(key: EntityKey, data: Json) -> Self {
         Self::new(key, WriteOp::Upsert(Data::Json(data)))
+    }
+
+    /// [`WriteRequest::upsert`] for JSON text nobody has checked yet (an
+    /// HTTP body, a line of a file): floe checks it once, in the same pass
+    /// as its limits (size, depth, duplicate keys, one object), instead of
+    /// [`Json::parse`] and then the limits. Malformed text fails the write
+    /// with `MalformedJson`.
+    pub fn upsert_text(key: EntityKey, text: impl Into<Arc<str>>) -> Self {
+        Self::new(key, WriteOp::Upsert(Data::Text(text.into())))
+    }
+
+    /// [`WriteRequest::create`] for JSON text not checked yet (see
+    /// [`WriteRequest::upsert_text`]).
+    pub fn create_text(key: EntityKey, text: impl Into<Arc<str>>) -> Self {
+        Self::new(key, WriteOp::Create(Data::Text(text.into())))
     }
 
     /// Applies a JSON merge patch (RFC 7386) to an existing entity.
@@ -376,14 +393,30 @@ impl Floe {
             Data::Value(value) => Ok((limits.to_json(key, &value)?, Some(value))),
             Data::Json(json) => {
                 limits.check_json(key, &json)?;
-                let value = if self.inner.extractor.needs_data(&key.entity_type) {
-                    Some(json.to_value()?)
+                self.with_value(key, json)
+            }
+            Data::Text(text) => {
+                let trimmed = text.trim();
+                // One pass: syntax, one object, and the limits.
+                limits.check_text(key, JsonRole::Data, trimmed)?;
+                let json = if trimmed.len() == text.len() {
+                    Json::from_trusted(text)
                 } else {
-                    None
+                    Json::from_trusted(trimmed)
                 };
-                Ok((json, value))
+                self.with_value(key, json)
             }
         }
+    }
+
+    /// `json` with its parsed tree when key extraction needs it.
+    fn with_value(&self, key: &EntityKey, json: Json) -> Result<(Json, Option<Value>)> {
+        let value = if self.inner.extractor.needs_data(&key.entity_type) {
+            Some(json.to_value()?)
+        } else {
+            None
+        };
+        Ok((json, value))
     }
 
     /// Reads a live entity from the shard that owns it (so a caller always

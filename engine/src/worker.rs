@@ -108,7 +108,7 @@ enum Request {
     Write {
         command: Command,
         routed_epoch: u64,
-        reply: oneshot::Sender<Result<WriteAck>>,
+        reply: oneshot::Sender<Outcome>,
     },
     Get {
         key: EntityKey,
@@ -197,16 +197,38 @@ impl ShardHandle {
     /// Sends a write and waits for its acknowledgement, which comes only after
     /// the event is durable in the pipeline and applied. A key that fails
     /// [`EntityKey::validate`] is refused here, before it reaches the shard.
+    #[cfg(test)]
     pub(crate) async fn write(&self, command: Command, routed_epoch: u64) -> Result<WriteAck> {
-        command.key.validate()?;
+        match self.write_routed(command, routed_epoch).await {
+            Outcome::Done(result) => result,
+            Outcome::Stale(_) => Err(Error::StaleRouting {
+                routed_epoch,
+                current_epoch: 0,
+            }),
+        }
+    }
+
+    /// [`ShardHandle::write`] for the cluster's re-route loop: a write
+    /// routed under a stale epoch comes back as [`Outcome::Stale`] with its
+    /// command, so the caller routes it again without having kept a copy.
+    pub(crate) async fn write_routed(&self, command: Command, routed_epoch: u64) -> Outcome {
+        if let Err(e) = command.key.validate() {
+            return Outcome::Done(Err(e));
+        }
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Write {
-            command,
-            routed_epoch,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| self.stopped())?
+        let sent = self
+            .send(Request::Write {
+                command,
+                routed_epoch,
+                reply,
+            })
+            .await;
+        match sent {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Outcome::Done(Err(self.stopped()))),
+            Err(e) => Outcome::Done(Err(e)),
+        }
     }
 
     /// Sends writes routed under `routed_epoch` and waits for their outcomes,
@@ -461,10 +483,7 @@ impl ShardWorker {
                 } => {
                     if routed_epoch != current_epoch {
                         stats.write_errors += 1;
-                        let _ = reply.send(Err(Error::StaleRouting {
-                            routed_epoch,
-                            current_epoch,
-                        }));
+                        let _ = reply.send(Outcome::Stale(command));
                         continue;
                     }
                     let reply = Reply::One(reply);
@@ -670,13 +689,28 @@ impl ShardWorker {
                     if event.request_fingerprint.is_some() {
                         self.idempotency.settle(&event.idempotency_key);
                     }
-                    self.dedup.observe(&event);
+                    self.dedup.observe_written(&event);
                     acks.push(ack_for(&event));
                     self.state.apply_owned(event);
                 }
                 stats.writes += count;
+                // Most acks have one waiter: move them; clone only for the
+                // retries of a write inside the same batch.
+                let mut waiters = vec![0u32; acks.len()];
+                for (_, index) in &waiting {
+                    waiters[*index] += 1;
+                }
+                let mut acks: Vec<Option<WriteAck>> = acks.into_iter().map(Some).collect();
                 for (reply, index) in waiting {
-                    outbox.send(reply, Ok(acks[index].clone()));
+                    waiters[index] -= 1;
+                    let ack = if waiters[index] == 0 {
+                        acks[index].take()
+                    } else {
+                        acks[index].clone()
+                    };
+                    if let Some(ack) = ack {
+                        outbox.send(reply, Ok(ack));
+                    }
                 }
             }
             Err(error) => {

@@ -10,9 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use floe::{
-    Config, EntityKey, Floe, FsyncMode, HashFunction, Json, Strategy, Topology, WriteRequest,
-};
+use floe::{Config, EntityKey, Floe, FsyncMode, HashFunction, Strategy, Topology, WriteRequest};
 use floe_engine::Router;
 use serde_json::{Value, json};
 
@@ -238,19 +236,19 @@ async fn ingest_once(
                     break;
                 }
                 let t = Instant::now();
+                // The body as text, as a server receives it: floe checks
+                // it once, with its limits.
                 let request = |i: u64| {
                     let key =
                         EntityKey::new(format!("tenant-{}", i % 10_000), "Order", format!("o-{i}"));
-                    Json::parse(&pool[(i % 1024) as usize]).map(|data| (key, data))
+                    WriteRequest::upsert_text(key, pool[(i % 1024) as usize].as_str())
                 };
                 if batch == 1 {
-                    let (key, data) = request(first)?;
-                    floe.put_json(key, data).await?;
+                    floe.write(request(first)).await?;
                 } else {
                     let mut requests = Vec::with_capacity(batch as usize);
                     for i in first..(first + batch).min(total) {
-                        let (key, data) = request(i)?;
-                        requests.push(WriteRequest::upsert_json(key, data));
+                        requests.push(request(i));
                     }
                     for outcome in floe.write_many(requests).await {
                         outcome?;

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::WriteRequest;
 use crate::error::{Error, Result};
-use floe_engine::{EntityKey, Json};
+use floe_engine::EntityKey;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,8 +40,8 @@ impl WriteRequest {
     /// Malformed JSON is [`floe_engine::Error::MalformedJson`]; a well-formed
     /// item of the wrong shape is [`Error::InvalidWriteItem`]. Entity data
     /// stays text: its limits are checked when it is written.
-    pub fn from_item(text: &str) -> Result<WriteRequest> {
-        let item: Item<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
+    pub fn from_item<'a>(text: &'a str) -> Result<WriteRequest> {
+        let item: Item<'a> = serde_json::from_str(text).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => Error::InvalidWriteItem(e.to_string()),
             _ => floe_engine::Error::MalformedJson(e).into(),
         })?;
@@ -53,18 +53,17 @@ impl WriteRequest {
                 "`version` and `updated_at_us` belong to entity lines, not to a {op:?} command (use `expected_version`)"
             )));
         }
-        let data = |raw: Option<&RawValue>| match raw {
-            // serde checked the syntax; the limits (size, depth, duplicate
-            // keys) are checked by the write.
-            Some(raw) if raw.get().starts_with('{') => Ok(Json::from_trusted(raw.get())),
+        // The text is checked once, with the limits, when it is written.
+        let data = |raw: Option<&'a RawValue>| match raw {
+            Some(raw) if raw.get().starts_with('{') => Ok(raw.get()),
             Some(_) => Err(invalid("`data` must be a JSON object".into())),
             None => Err(invalid(format!("a {op} needs `data`"))),
         };
         let mut request = match (op, item.patch) {
             ("entity" | "put" | "upsert", None) => {
-                WriteRequest::upsert_json(key.clone(), data(item.data)?)
+                WriteRequest::upsert_text(key.clone(), data(item.data)?)
             }
-            ("create", None) => WriteRequest::create_json(key.clone(), data(item.data)?),
+            ("create", None) => WriteRequest::create_text(key.clone(), data(item.data)?),
             ("update", Some(patch)) if item.data.is_none() => {
                 let patch = serde_json::from_str(patch.get()).map_err(floe_engine::Error::from)?;
                 WriteRequest::update(key.clone(), patch)
@@ -125,19 +124,13 @@ mod tests {
         let request = WriteRequest::from_item(entity).unwrap();
         assert_eq!(
             request,
-            WriteRequest::upsert_json(
-                EntityKey::new("n", "T", "1"),
-                Json::parse(r#"{"a":1}"#).unwrap()
-            )
+            WriteRequest::upsert_text(EntityKey::new("n", "T", "1"), r#"{"a":1}"#)
         );
         let create = r#"{"op":"create","namespace":"n","entity_type":"T","id":"1","data":{"a":1},"idempotency_key":"k","expected_version":0,"partition_key":"p"}"#;
-        let expected = WriteRequest::create_json(
-            EntityKey::new("n", "T", "1"),
-            Json::parse(r#"{"a":1}"#).unwrap(),
-        )
-        .expected_version(0)
-        .idempotency_key("k")
-        .partition_key("p");
+        let expected = WriteRequest::create_text(EntityKey::new("n", "T", "1"), r#"{"a":1}"#)
+            .expected_version(0)
+            .idempotency_key("k")
+            .partition_key("p");
         assert_eq!(WriteRequest::from_item(create).unwrap(), expected);
         let update =
             r#"{"op":"update","namespace":"n","entity_type":"T","id":"1","patch":{"a":null}}"#;

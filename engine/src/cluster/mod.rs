@@ -302,22 +302,29 @@ impl ShardCluster {
             self.load
                 .record_access(shard, AccessKind::Write, self.now_ms());
             let started = Instant::now();
-            let result = routing.shards[shard as usize]
-                .write(command.clone(), routing.epoch)
+            let outcome = routing.shards[shard as usize]
+                .write(command, routing.epoch)
                 .await;
-            match result {
-                Err(Error::StaleRouting { .. }) if attempts < MAX_REROUTES => attempts += 1,
-                result => {
-                    if result.is_err() {
-                        self.metrics.record_error();
-                    }
-                    return Routed {
-                        shard,
-                        elapsed: started.elapsed(),
-                        result,
-                    };
+            let result = match outcome {
+                Outcome::Stale(back) if attempts < MAX_REROUTES => {
+                    attempts += 1;
+                    command = back;
+                    continue;
                 }
+                Outcome::Stale(_) => Err(Error::StaleRouting {
+                    routed_epoch: routing.epoch,
+                    current_epoch: self.epoch.load(Ordering::Acquire),
+                }),
+                Outcome::Done(result) => result,
+            };
+            if result.is_err() {
+                self.metrics.record_error();
             }
+            return Routed {
+                shard,
+                elapsed: started.elapsed(),
+                result,
+            };
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, WriteAck};
+use crate::command::Command;
 use crate::digest::{DigestSummary, EntityDigest, digest_state, summarize_state};
 use crate::entity::{Entity, EntityKey};
 use crate::error::Result;
@@ -82,10 +82,10 @@ impl Shard {
 
     /// Sends a write routed under routing epoch `epoch`; the ack comes only
     /// once its event is durable and applied. A shard whose epoch is another
-    /// refuses it with [`crate::Error::StaleRouting`].
-    pub(crate) async fn write(&self, command: Command, epoch: u64) -> Result<WriteAck> {
+    /// hands it back as [`Outcome::Stale`].
+    pub(crate) async fn write(&self, command: Command, epoch: u64) -> Outcome {
         match &self.link {
-            Link::Local(h) => h.write(command, epoch).await,
+            Link::Local(h) => h.write_routed(command, epoch).await,
         }
     }
 

@@ -25,7 +25,7 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(super) enum Reply {
     /// A single write's caller.
-    One(oneshot::Sender<Result<WriteAck>>),
+    One(oneshot::Sender<Outcome>),
     /// Item `item` of the outbox's batch `batch`.
     Item { batch: usize, item: usize },
 }
@@ -66,7 +66,7 @@ impl Outbox {
     pub(super) fn send(&mut self, reply: Reply, result: Result<WriteAck>) {
         match reply {
             Reply::One(tx) => {
-                let _ = tx.send(result);
+                let _ = tx.send(Outcome::Done(result));
             }
             Reply::Item { batch, item } => self.batches[batch].1[item] = Outcome::Done(result),
         }
