@@ -122,6 +122,12 @@ pub enum Error {
     #[error("query: {0}")]
     Query(floe_query::Error),
 
+    /// An item of a batch write or a line of an import that is well-formed
+    /// JSON but not a write (a missing field, an unknown op, data that is
+    /// not an object).
+    #[error("invalid write item: {0}")]
+    InvalidWriteItem(String),
+
     /// An I/O failure with what floe was doing.
     #[error("{context}: {cause}")]
     Io {

@@ -8,8 +8,8 @@ use floe_emitter::FileLog;
 use floe_emitter::sink::SinkLag;
 use floe_engine::{
     Command, Entity, EntityKey, Json, JsonLimits, JsonRole, KeyExtractor, Operation, Pipeline,
-    RebalanceHint, Router, RoutingMetricsSnapshot, RoutingTable, Shard, ShardCluster, ShardConfig,
-    ShardInfo, ShardStats, ShardUtilization, Topology, WriteAck,
+    RebalanceHint, Routed, Router, RoutingMetricsSnapshot, RoutingTable, Shard, ShardCluster,
+    ShardConfig, ShardInfo, ShardStats, ShardUtilization, Topology, WriteAck,
 };
 use floe_query::CrossShardQuery;
 use serde_json::Value;
@@ -21,7 +21,9 @@ use crate::lake::{self, SinkTask};
 use crate::telemetry::{Outcome, Telemetry};
 use floe_emitter::replay::RecoveryStats;
 
+mod batch;
 mod checks;
+mod item;
 mod probes;
 mod sql;
 
@@ -46,11 +48,13 @@ enum WriteOp {
     Delete,
 }
 
-/// Entity data as the caller has it: a tree, or JSON text already checked.
+/// Entity data as the caller has it: a tree, JSON text already checked to
+/// be an object, or text not checked yet.
 #[derive(Debug, Clone, PartialEq)]
 enum Data {
     Value(Value),
     Json(Json),
+    Text(Arc<str>),
 }
 
 impl WriteRequest {
@@ -84,6 +88,21 @@ impl WriteRequest {
     /// [`WriteRequest::upsert`] for data that is already JSON text.
     pub fn upsert_json(key: EntityKey, data: Json) -> Self {
         Self::new(key, WriteOp::Upsert(Data::Json(data)))
+    }
+
+    /// [`WriteRequest::upsert`] for JSON text nobody has checked yet (an
+    /// HTTP body, a line of a file): floe checks it once, in the same pass
+    /// as its limits (size, depth, duplicate keys, one object), instead of
+    /// [`Json::parse`] and then the limits. Malformed text fails the write
+    /// with `MalformedJson`.
+    pub fn upsert_text(key: EntityKey, text: impl Into<Arc<str>>) -> Self {
+        Self::new(key, WriteOp::Upsert(Data::Text(text.into())))
+    }
+
+    /// [`WriteRequest::create`] for JSON text not checked yet (see
+    /// [`WriteRequest::upsert_text`]).
+    pub fn create_text(key: EntityKey, text: impl Into<Arc<str>>) -> Self {
+        Self::new(key, WriteOp::Create(Data::Text(text.into())))
     }
 
     /// Applies a JSON merge patch (RFC 7386) to an existing entity.
@@ -288,6 +307,15 @@ impl Floe {
     /// Performs a write; returns once its event is durable and applied.
     pub async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
         self.check_open()?;
+        let command = self.command(request)?;
+        let routed = self.inner.cluster.write(command).await;
+        self.record_write(&routed);
+        Ok(routed.result?)
+    }
+
+    /// Checks a write request and turns it into the command a shard takes:
+    /// the key, the JSON limits, the partition key.
+    fn command(&self, request: WriteRequest) -> Result<Command> {
         // The shard handle checks the key too; checking first reports a bad
         // key before a missing partition key or a bad body.
         request.key.validate()?;
@@ -327,15 +355,18 @@ impl Floe {
             }
             None => self.inner.extractor.extract(&request.key, data.as_ref())?,
         };
-        let command = Command {
+        Ok(Command {
             key: request.key,
             op,
             expected_version: request.expected_version,
             idempotency_key: request.idempotency_key,
             partition_key,
             key_hash: 0,
-        };
-        let routed = self.inner.cluster.write(command).await;
+        })
+    }
+
+    /// Counts a routed write's outcome for health and metrics.
+    fn record_write(&self, routed: &Routed<WriteAck>) {
         let outcome = match &routed.result {
             Ok(_) => Outcome::Ok,
             Err(e) if is_server_side(e) => Outcome::Failed,
@@ -344,7 +375,6 @@ impl Floe {
         self.inner
             .telemetry
             .record_write(routed.shard, routed.elapsed, outcome);
-        Ok(routed.result?)
     }
 
     /// Creates or replaces an entity from JSON text (see [`WriteRequest::upsert_json`]).
@@ -363,14 +393,30 @@ impl Floe {
             Data::Value(value) => Ok((limits.to_json(key, &value)?, Some(value))),
             Data::Json(json) => {
                 limits.check_json(key, &json)?;
-                let value = if self.inner.extractor.needs_data(&key.entity_type) {
-                    Some(json.to_value()?)
+                self.with_value(key, json)
+            }
+            Data::Text(text) => {
+                let trimmed = text.trim();
+                // One pass: syntax, one object, and the limits.
+                limits.check_text(key, JsonRole::Data, trimmed)?;
+                let json = if trimmed.len() == text.len() {
+                    Json::from_trusted(text)
                 } else {
-                    None
+                    Json::from_trusted(trimmed)
                 };
-                Ok((json, value))
+                self.with_value(key, json)
             }
         }
+    }
+
+    /// `json` with its parsed tree when key extraction needs it.
+    fn with_value(&self, key: &EntityKey, json: Json) -> Result<(Json, Option<Value>)> {
+        let value = if self.inner.extractor.needs_data(&key.entity_type) {
+            Some(json.to_value()?)
+        } else {
+            None
+        };
+        Ok((json, value))
     }
 
     /// Reads a live entity from the shard that owns it (so a caller always

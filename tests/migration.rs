@@ -15,7 +15,7 @@ use support::{Oracle, live, state_of};
 use floe::FailPoint;
 use floe::{
     Config, EntityKey, Floe, FsyncMode, JobStatus, MigrationConfig, MigrationError,
-    MigrationOptions, PartitionKeySpec, PlanKind,
+    MigrationOptions, PartitionKeySpec, PlanKind, WriteRequest,
 };
 use serde_json::{Value, json};
 
@@ -222,6 +222,55 @@ async fn under_load(kind: PlanKind, shards: u32) -> floe::MigrationReport {
 async fn add_shard_under_load() {
     let report = under_load(PlanKind::AddShard, 4).await;
     assert_eq!(report.to_version, 2);
+}
+
+/// Writers sending `Floe::write_many` batches of 20 upserts while a shard
+/// is added: batches whose keys the migration holds go through its
+/// admission one by one, stale ones are re-routed, and every item is
+/// acknowledged exactly once on the right shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_shard_under_batched_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let floe = Floe::open(config).await.unwrap();
+    let mut oracle = seed(&floe, 0..1500).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (floe, stop) = (floe.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut oracle = Oracle::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let ids: Vec<u64> = (0..20).map(|j| ((n * 20 + j) * 4 + w) % 1600).collect();
+                    n += 1;
+                    let requests = ids
+                        .iter()
+                        .map(|&i| WriteRequest::upsert(key(i), json!({ "w": w, "n": n })))
+                        .collect();
+                    let outcomes = floe.write_many(requests).await;
+                    for (&i, outcome) in ids.iter().zip(outcomes) {
+                        let ack = outcome.unwrap_or_else(|e| panic!("batch {n} of {w}: {e}"));
+                        oracle.insert(key(i), (ack.version, json!({ "w": w, "n": n })));
+                    }
+                }
+                (oracle, n)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let migrations = floe.migrations();
+    let plan = migrations.plan(PlanKind::AddShard).await.unwrap();
+    migrations
+        .run(plan.clone(), MigrationOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let batches = stop_writers(&stop, writers, &mut oracle).await;
+    assert!(batches > 10, "the writers kept writing ({batches} batches)");
+    assert_eq!(floe.topology(), plan.to);
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

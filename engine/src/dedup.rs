@@ -107,6 +107,15 @@ impl DedupWindow {
         }
     }
 
+    /// [`DedupWindow::observe`] for an event the write path of this build
+    /// just made: it carries a request fingerprint exactly when its key came
+    /// from a caller, so the key needs no parsing.
+    pub(crate) fn observe_written(&mut self, event: &Event) {
+        if event.request_fingerprint.is_some() {
+            self.insert(event);
+        }
+    }
+
     /// Every remembered key whose request fingerprint is known.
     pub fn fingerprints(&self) -> impl Iterator<Item = (&str, u64)> {
         self.order.iter().filter_map(|key| {

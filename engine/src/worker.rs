@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +14,12 @@ use crate::idempotency::IdempotencyIndex;
 use crate::keyindex::{ClaimRefused, PartitionKeyIndex};
 use crate::limits::{JsonLimits, MAX_JSON_DEPTH_CEILING};
 use crate::pipeline::Pipeline;
-use crate::state::{PendingChanges, PrepareLimits, ShardState};
+use crate::state::{PrepareLimits, ShardState};
+
+mod batch;
+
+pub(crate) use batch::Outcome;
+use batch::{GroupCommit, Outbox, Reply};
 
 /// How a shard worker behaves; the same for every shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -104,7 +108,7 @@ enum Request {
     Write {
         command: Command,
         routed_epoch: u64,
-        reply: oneshot::Sender<Result<WriteAck>>,
+        reply: oneshot::Sender<Outcome>,
     },
     Get {
         key: EntityKey,
@@ -119,6 +123,12 @@ enum Request {
     },
     Stats {
         reply: oneshot::Sender<ShardStats>,
+    },
+    /// Writes of one caller, answered together (one outcome each, in order).
+    WriteMany {
+        commands: Vec<Command>,
+        routed_epoch: u64,
+        reply: oneshot::Sender<Vec<Outcome>>,
     },
     /// Runs on the worker with its state, after the batch it arrives in has
     /// been appended and applied (so it doubles as a barrier: every write
@@ -157,6 +167,7 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Request::Write { command, .. } => write!(f, "Write({})", command.key),
+            Request::WriteMany { commands, .. } => write!(f, "WriteMany({})", commands.len()),
             Request::Get { key, .. } => write!(f, "Get({key})"),
             Request::List { .. } => f.write_str("List"),
             Request::Stats { .. } => f.write_str("Stats"),
@@ -186,16 +197,86 @@ impl ShardHandle {
     /// Sends a write and waits for its acknowledgement, which comes only after
     /// the event is durable in the pipeline and applied. A key that fails
     /// [`EntityKey::validate`] is refused here, before it reaches the shard.
+    #[cfg(test)]
     pub(crate) async fn write(&self, command: Command, routed_epoch: u64) -> Result<WriteAck> {
-        command.key.validate()?;
+        match self.write_routed(command, routed_epoch).await {
+            Outcome::Done(result) => result,
+            Outcome::Stale(_) => Err(Error::StaleRouting {
+                routed_epoch,
+                current_epoch: 0,
+            }),
+        }
+    }
+
+    /// [`ShardHandle::write`] for the cluster's re-route loop: a write
+    /// routed under a stale epoch comes back as [`Outcome::Stale`] with its
+    /// command, so the caller routes it again without having kept a copy.
+    pub(crate) async fn write_routed(&self, command: Command, routed_epoch: u64) -> Outcome {
+        if let Err(e) = command.key.validate() {
+            return Outcome::Done(Err(e));
+        }
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Write {
-            command,
-            routed_epoch,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| self.stopped())?
+        let sent = self
+            .send(Request::Write {
+                command,
+                routed_epoch,
+                reply,
+            })
+            .await;
+        match sent {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Outcome::Done(Err(self.stopped()))),
+            Err(e) => Outcome::Done(Err(e)),
+        }
+    }
+
+    /// Sends writes routed under `routed_epoch` and waits for their outcomes,
+    /// one per command in order. Up to `max_batch` go in one request, so
+    /// they share one group commit; a longer batch goes in several requests,
+    /// queued in order. A write routed under a stale epoch comes back as
+    /// [`Outcome::Stale`]; a shard that stopped answers every write of its
+    /// requests with [`Error::Closed`].
+    pub(crate) async fn write_many(
+        &self,
+        mut commands: Vec<Command>,
+        routed_epoch: u64,
+        max_batch: usize,
+    ) -> Vec<Outcome> {
+        let mut chunks = Vec::with_capacity(commands.len().div_ceil(max_batch.max(1)));
+        while !commands.is_empty() {
+            let rest = commands.split_off(commands.len().min(max_batch.max(1)));
+            chunks.push(std::mem::replace(&mut commands, rest));
+        }
+        // Every chunk is queued before any reply is awaited: the chunks run
+        // in order, and they can share group commits.
+        let mut replies = Vec::with_capacity(chunks.len());
+        for commands in chunks {
+            let len = commands.len();
+            let (reply, rx) = oneshot::channel();
+            let sent = self
+                .send(Request::WriteMany {
+                    commands,
+                    routed_epoch,
+                    reply,
+                })
+                .await;
+            replies.push((len, sent.map(|()| rx)));
+        }
+        let mut outcomes = Vec::new();
+        for (len, rx) in replies {
+            let answer = match rx {
+                Ok(rx) => rx.await.map_err(|_| self.stopped()),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(answer) => outcomes.extend(answer),
+                Err(e) => outcomes.extend(
+                    (0..len).map(|_| Outcome::Done(Err(Error::Closed(closed_message(&e))))),
+                ),
+            }
+        }
+        outcomes
     }
 
     /// Reads one live entity.
@@ -373,19 +454,19 @@ impl ShardWorker {
     /// One group commit: answer reads, validate writes against the state plus
     /// the batch's earlier writes, append all events in one call, wait until
     /// durable, apply, reply.
+    ///
+    /// The writes of a [`Request::WriteMany`] are admitted one by one in
+    /// their order, exactly as single writes arriving in that order would
+    /// be, and all go into this one group commit; their outcomes are sent
+    /// back together once it is settled.
     async fn process(
         &mut self,
         requests: &mut Vec<Request>,
         stats: &mut ShardStats,
         probe: &WorkerProbe,
     ) {
-        let mut pending = PendingChanges::new();
-        let mut events = Vec::new();
-        let mut waiting: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
-        // A retry may arrive in the same batch as its original: key ->
-        // (index of its event, fingerprint of its request).
-        let mut batch_keys: HashMap<String, (usize, u64)> = HashMap::new();
-        let mut duplicates: Vec<(oneshot::Sender<Result<WriteAck>>, usize)> = Vec::new();
+        let mut group = GroupCommit::default();
+        let mut outbox = Outbox::default();
         let mut tasks: Vec<StateTask> = Vec::new();
         let limits = PrepareLimits {
             max_payload_bytes: self.config.max_payload_bytes,
@@ -402,31 +483,41 @@ impl ShardWorker {
                 } => {
                     if routed_epoch != current_epoch {
                         stats.write_errors += 1;
-                        let _ = reply.send(Err(Error::StaleRouting {
-                            routed_epoch,
-                            current_epoch,
-                        }));
+                        let _ = reply.send(Outcome::Stale(command));
                         continue;
                     }
-                    match self.admit(&command, &pending, &events, &batch_keys, now, limits) {
-                        Ok(Admission::Event(event)) => {
-                            pending.insert(command.key, (event.version, event.state.clone()));
-                            if let (Some(key), Some(fingerprint)) =
-                                (command.idempotency_key, event.request_fingerprint)
-                            {
-                                batch_keys.insert(key, (events.len(), fingerprint));
-                            }
-                            waiting.push((reply, events.len()));
-                            events.push(event);
-                        }
-                        Ok(Admission::Retry(ack)) => {
-                            let _ = reply.send(Ok(ack));
-                        }
-                        Ok(Admission::InBatch(index)) => duplicates.push((reply, index)),
-                        Err(error) => {
+                    let reply = Reply::One(reply);
+                    self.admit_into(&mut group, &mut outbox, command, reply, now, limits, stats);
+                }
+                Request::WriteMany {
+                    commands,
+                    routed_epoch,
+                    reply,
+                } => {
+                    if routed_epoch != current_epoch {
+                        // Nothing admitted: every write goes back to be routed again.
+                        stats.write_errors += commands.len() as u64;
+                        let _ = reply.send(commands.into_iter().map(Outcome::Stale).collect());
+                        continue;
+                    }
+                    let batch = outbox.open(reply, commands.len());
+                    for (item, command) in commands.into_iter().enumerate() {
+                        let reply = Reply::Item { batch, item };
+                        // The single path checks keys in the handle.
+                        if let Err(error) = command.key.validate() {
                             stats.write_errors += 1;
-                            let _ = reply.send(Err(error));
+                            outbox.send(reply, Err(error));
+                            continue;
                         }
+                        self.admit_into(
+                            &mut group,
+                            &mut outbox,
+                            command,
+                            reply,
+                            now,
+                            limits,
+                            stats,
+                        );
                     }
                 }
                 Request::Get { key, reply } => {
@@ -456,11 +547,52 @@ impl ShardWorker {
                 Request::Stop => {}
             }
         }
-        if !events.is_empty() {
-            self.commit(events, waiting, duplicates, stats, probe).await;
+        if !group.events.is_empty() {
+            self.commit(group, &mut outbox, stats, probe).await;
         }
+        outbox.flush();
         for task in tasks {
             task(&mut self.state, &mut self.dedup);
+        }
+    }
+
+    /// Admits one write (routed under the current epoch) into the group
+    /// commit, or answers it right away (a retry, a refusal).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the worker's loop state, passed apart"
+    )]
+    fn admit_into(
+        &self,
+        group: &mut GroupCommit,
+        outbox: &mut Outbox,
+        command: Command,
+        reply: Reply,
+        now: i64,
+        limits: PrepareLimits,
+        stats: &mut ShardStats,
+    ) {
+        match self.admit(&command, group, now, limits) {
+            Ok(Admission::Event(event)) => {
+                group
+                    .pending
+                    .insert(command.key, (event.version, event.state.clone()));
+                if let (Some(key), Some(fingerprint)) =
+                    (command.idempotency_key, event.request_fingerprint)
+                {
+                    group
+                        .batch_keys
+                        .insert(key, (group.events.len(), fingerprint));
+                }
+                group.waiting.push((reply, group.events.len()));
+                group.events.push(event);
+            }
+            Ok(Admission::Retry(ack)) => outbox.send(reply, Ok(ack)),
+            Ok(Admission::InBatch(index)) => group.waiting.push((reply, index)),
+            Err(error) => {
+                stats.write_errors += 1;
+                outbox.send(reply, Err(error));
+            }
         }
     }
 
@@ -471,9 +603,7 @@ impl ShardWorker {
     fn admit(
         &self,
         command: &Command,
-        pending: &PendingChanges,
-        events: &[Event],
-        batch_keys: &HashMap<String, (usize, u64)>,
+        group: &GroupCommit,
         now: i64,
         limits: PrepareLimits,
     ) -> Result<Admission> {
@@ -485,9 +615,9 @@ impl ShardWorker {
             if let Some(ack) = self.dedup.check(key, command, fingerprint)? {
                 return Ok(Admission::Retry(ack));
             }
-            if let Some(&(index, first)) = batch_keys.get(key) {
+            if let Some(&(index, first)) = group.batch_keys.get(key) {
                 if first != fingerprint {
-                    return Err(reused(key, &ack_for(&events[index])));
+                    return Err(reused(key, &ack_for(&group.events[index])));
                 }
                 return Ok(Admission::InBatch(index));
             }
@@ -516,7 +646,7 @@ impl ShardWorker {
         };
         match self
             .state
-            .prepare(pending, command, self.shard, now, limits, floor)
+            .prepare(&group.pending, command, self.shard, now, limits, floor)
         {
             Ok(mut event) => {
                 event.request_fingerprint = fingerprint;
@@ -530,15 +660,17 @@ impl ShardWorker {
         }
     }
 
-    /// Appends a batch's events, applies them and replies to their callers.
+    /// Appends a batch's events, applies them and answers their callers.
     async fn commit(
         &mut self,
-        events: Vec<Event>,
-        waiting: Vec<(oneshot::Sender<Result<WriteAck>>, usize)>,
-        duplicates: Vec<(oneshot::Sender<Result<WriteAck>>, usize)>,
+        group: GroupCommit,
+        outbox: &mut Outbox,
         stats: &mut ShardStats,
         probe: &WorkerProbe,
     ) {
+        let GroupCommit {
+            events, waiting, ..
+        } = group;
         stats.batches += 1;
         let started = now_us().max(1) as u64;
         probe.append_started_us.store(started, Ordering::Release);
@@ -557,19 +689,34 @@ impl ShardWorker {
                     if event.request_fingerprint.is_some() {
                         self.idempotency.settle(&event.idempotency_key);
                     }
-                    self.dedup.observe(&event);
+                    self.dedup.observe_written(&event);
                     acks.push(ack_for(&event));
                     self.state.apply_owned(event);
                 }
                 stats.writes += count;
-                for (reply, index) in waiting.into_iter().chain(duplicates) {
-                    let _ = reply.send(Ok(acks[index].clone()));
+                // Most acks have one waiter: move them; clone only for the
+                // retries of a write inside the same batch.
+                let mut waiters = vec![0u32; acks.len()];
+                for (_, index) in &waiting {
+                    waiters[*index] += 1;
+                }
+                let mut acks: Vec<Option<WriteAck>> = acks.into_iter().map(Some).collect();
+                for (reply, index) in waiting {
+                    waiters[index] -= 1;
+                    let ack = if waiters[index] == 0 {
+                        acks[index].take()
+                    } else {
+                        acks[index].clone()
+                    };
+                    if let Some(ack) = ack {
+                        outbox.send(reply, Ok(ack));
+                    }
                 }
             }
             Err(error) => {
                 // The outcome is unknown (some events may be durable); nothing
                 // is applied here, and a restart replays whatever was durable.
-                stats.write_errors += (waiting.len() + duplicates.len()) as u64;
+                stats.write_errors += waiting.len() as u64;
                 for event in &events {
                     self.keys.settle_event(event, false);
                     if event.request_fingerprint.is_some() {
@@ -577,8 +724,8 @@ impl ShardWorker {
                     }
                 }
                 tracing::warn!(shard = self.shard, %error, events = events.len(), "append failed");
-                for (reply, _) in waiting.into_iter().chain(duplicates) {
-                    let _ = reply.send(Err(copy_pipeline_error(&error)));
+                for (reply, _) in waiting {
+                    outbox.send(reply, Err(copy_pipeline_error(&error)));
                 }
             }
         }
@@ -616,6 +763,14 @@ fn moved(command: &Command, refused: ClaimRefused) -> Error {
     }
 }
 
+/// The message of a [`Error::Closed`], to copy to every write it fails.
+fn closed_message(error: &Error) -> String {
+    match error {
+        Error::Closed(message) => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// `Error` is not `Clone` (it may hold an `io::Error`); every caller of a
 /// failed batch gets the same message and retryability.
 fn copy_pipeline_error(error: &Error) -> Error {
@@ -641,132 +796,4 @@ fn copy_pipeline_error(error: &Error) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::Operation;
-    use crate::json::Json;
-    use crate::pipeline::{Offset, Record};
-    use tokio::sync::Semaphore;
-
-    /// A pipeline whose appends wait for a permit: the test decides when a
-    /// group commit becomes durable.
-    #[derive(Debug)]
-    struct GatedPipeline {
-        gate: Semaphore,
-    }
-
-    #[async_trait::async_trait]
-    impl Pipeline for GatedPipeline {
-        fn partitions(&self) -> u32 {
-            1
-        }
-        async fn append(&self, events: &[Event]) -> Result<Vec<Offset>> {
-            self.gate.acquire().await.expect("open").forget();
-            Ok((0..events.len() as u64).collect())
-        }
-        async fn read(&self, _: u32, _: Offset, _: usize, _: Duration) -> Result<Vec<Record>> {
-            Ok(Vec::new())
-        }
-        async fn high_watermark(&self, _: u32) -> Result<Offset> {
-            Ok(0)
-        }
-        async fn low_watermark(&self, _: u32) -> Result<Offset> {
-            Ok(0)
-        }
-        async fn delete_before(&self, _: u32, _: Offset) -> Result<Offset> {
-            Ok(0)
-        }
-        async fn close(&self) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    fn worker(pipeline: Arc<GatedPipeline>) -> (ShardHandle, JoinHandle<crate::ShardState>) {
-        ShardWorker {
-            shard: 0,
-            state: crate::ShardState::new(),
-            dedup: DedupWindow::new(16),
-            pipeline,
-            config: ShardConfig::default(),
-            epoch: Arc::new(AtomicU64::new(1)),
-            keys: Arc::new(PartitionKeyIndex::new()),
-            idempotency: Arc::new(IdempotencyIndex::new(16)),
-        }
-        .spawn()
-    }
-
-    fn put(id: &str) -> Command {
-        Command {
-            key: EntityKey::new("t", "T", id),
-            op: Operation::Upsert(Json::parse("{}").unwrap()),
-            expected_version: None,
-            idempotency_key: None,
-            partition_key: "t".into(),
-            key_hash: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_group_commit_waiting_on_the_pipeline_shows_as_pipeline_wait() {
-        let pipeline = Arc::new(GatedPipeline {
-            gate: Semaphore::new(0),
-        });
-        let (handle, task) = worker(pipeline.clone());
-        assert_eq!(handle.pipeline_wait(), Duration::ZERO);
-        let write = tokio::spawn({
-            let handle = handle.clone();
-            async move { handle.write(put("a"), 1).await }
-        });
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let waited = handle.pipeline_wait();
-        assert!(waited >= Duration::from_millis(40), "{waited:?}");
-        pipeline.gate.add_permits(1);
-        write.await.unwrap().unwrap();
-        assert_eq!(handle.pipeline_wait(), Duration::ZERO);
-        assert!(handle.last_append() >= Duration::from_millis(40));
-        handle.stop().await;
-        task.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_write_of_an_invalid_key_is_refused_before_the_pipeline() {
-        // No permits: a write that reached the pipeline would hang.
-        let pipeline = Arc::new(GatedPipeline {
-            gate: Semaphore::new(0),
-        });
-        let (handle, task) = worker(pipeline);
-        for id in ["", "o\u{0}1"] {
-            let err = handle.write(put(id), 1).await.unwrap_err();
-            assert!(matches!(err, Error::InvalidEntity { .. }), "{err}");
-        }
-        assert!(
-            handle
-                .get(EntityKey::new("t", "T", ""))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        handle.stop().await;
-        task.await.unwrap();
-    }
-
-    #[cfg(feature = "failpoints")]
-    #[tokio::test]
-    async fn an_injected_delay_slows_every_batch_until_cleared() {
-        let pipeline = Arc::new(GatedPipeline {
-            gate: Semaphore::new(100),
-        });
-        let (handle, task) = worker(pipeline);
-        handle.set_fault_delay(Duration::from_millis(80));
-        assert_eq!(handle.fault_delay(), Duration::from_millis(80));
-        let started = std::time::Instant::now();
-        handle.stats().await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(80));
-        handle.set_fault_delay(Duration::ZERO);
-        let started = std::time::Instant::now();
-        handle.write(put("b"), 1).await.unwrap();
-        assert!(started.elapsed() < Duration::from_millis(80));
-        handle.stop().await;
-        task.await.unwrap();
-    }
-}
+mod tests;

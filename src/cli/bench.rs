@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use floe::{Config, EntityKey, Floe, FsyncMode, HashFunction, Json, Strategy, Topology};
+use floe::{Config, EntityKey, Floe, FsyncMode, HashFunction, Strategy, Topology, WriteRequest};
 use floe_engine::Router;
 use serde_json::{Value, json};
 
@@ -73,6 +73,12 @@ struct IngestArgs {
     /// Concurrent callers, each writing one entity at a time.
     #[arg(long, default_value_t = 512)]
     callers: u64,
+    /// Writes per `Floe::write_many` call in the batched run; 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    batch: u64,
+    /// Concurrent callers of the batched run, each with one batch in flight.
+    #[arg(long, default_value_t = 64)]
+    batch_callers: u64,
     /// Shards.
     #[arg(long, default_value_t = 16)]
     shards: u32,
@@ -203,7 +209,16 @@ struct IngestFigures {
     writes_per_batch: f64,
 }
 
-async fn ingest_once(config: Config, args: &IngestArgs) -> anyhow::Result<IngestFigures> {
+/// One run: `callers` callers, each with one call of `batch` writes in
+/// flight (`batch` 1: `Floe::put_json`, else `Floe::write_many`). The
+/// latency recorded is each call's, from sending to the ack of its last
+/// write.
+async fn ingest_once(
+    config: Config,
+    args: &IngestArgs,
+    callers: u64,
+    batch: u64,
+) -> anyhow::Result<IngestFigures> {
     let floe = Floe::open(config).await?;
     // A pool of JSON bodies: each write copies one and floe checks it, as a
     // server receiving JSON requests would.
@@ -214,29 +229,44 @@ async fn ingest_once(config: Config, args: &IngestArgs) -> anyhow::Result<Ingest
     );
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut callers = tokio::task::JoinSet::new();
-    for _ in 0..args.callers {
+    let mut tasks = tokio::task::JoinSet::new();
+    let batch = batch.max(1);
+    for _ in 0..callers {
         let (floe, pool, next) = (floe.clone(), pool.clone(), next.clone());
         let total = args.writes;
-        callers.spawn(async move {
+        tasks.spawn(async move {
             let mut histogram = report::latency_histogram();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= total {
                     break;
                 }
-                let key =
-                    EntityKey::new(format!("tenant-{}", i % 10_000), "Order", format!("o-{i}"));
                 let t = Instant::now();
-                let data = Json::parse(&pool[(i % 1024) as usize])?;
-                floe.put_json(key, data).await?;
+                // The body as text, as a server receives it: floe checks
+                // it once, with its limits.
+                let request = |i: u64| {
+                    let key =
+                        EntityKey::new(format!("tenant-{}", i % 10_000), "Order", format!("o-{i}"));
+                    WriteRequest::upsert_text(key, pool[(i % 1024) as usize].as_str())
+                };
+                if batch == 1 {
+                    floe.write(request(first)).await?;
+                } else {
+                    let mut requests = Vec::with_capacity(batch as usize);
+                    for i in first..(first + batch).min(total) {
+                        requests.push(request(i));
+                    }
+                    for outcome in floe.write_many(requests).await {
+                        outcome?;
+                    }
+                }
                 report::record(&mut histogram, t.elapsed());
             }
             anyhow::Ok(histogram)
         });
     }
     let mut histogram = report::latency_histogram();
-    while let Some(joined) = callers.join_next().await {
+    while let Some(joined) = tasks.join_next().await {
         histogram.add(joined??)?;
     }
     let elapsed = started.elapsed();
@@ -274,49 +304,72 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("--fsync must be always, never or both, not {other:?}"),
     };
     println!(
-        "ingest: {} puts of ~{} B JSON, {} callers, {} shards, embedded log",
-        args.writes, args.payload_bytes, args.callers, args.shards
+        "ingest: {} puts of ~{} B JSON, {} shards, embedded log; batches of {} from {} callers (write_many), single writes from {} callers",
+        args.writes, args.payload_bytes, args.shards, args.batch, args.batch_callers, args.callers
     );
-    let mut results = Vec::new();
+    let mut runs = Vec::new();
     for mode in modes {
-        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
         let mut config = config.clone();
-        config.data_dir = dir.path().to_path_buf();
         config.pipeline = "file://".into();
         config.topology.shards = args.shards;
         config.log.fsync = mode;
         // The write path alone: landing in Iceberg is `floe bench land`.
         config.lake.enabled = false;
-        let figures = ingest_once(config, &args).await?;
-        println!(
-            "  fsync {:<6} {:>10.0} acked writes/s  {}  ({:.0} writes per group commit)",
-            format!("{mode:?}").to_lowercase(),
-            figures.writes_per_s,
-            report::latency_summary(&figures.histogram),
-            figures.writes_per_batch
-        );
-        results.push((mode, figures));
+        let kinds: &[(&str, u64, u64)] = if args.batch > 0 {
+            &[
+                ("batches", args.batch_callers, args.batch),
+                ("single", args.callers, 1),
+            ]
+        } else {
+            &[("single", args.callers, 1)]
+        };
+        for &(kind, callers, batch) in kinds {
+            let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+            config.data_dir = dir.path().to_path_buf();
+            let figures = ingest_once(config.clone(), &args, callers, batch).await?;
+            let mode = format!("{mode:?}").to_lowercase();
+            println!(
+                "  fsync {mode:<6} {kind:<7} {:>10.0} acked writes/s  {} per call  ({:.0} writes per group commit)",
+                figures.writes_per_s,
+                report::latency_summary(&figures.histogram),
+                figures.writes_per_batch
+            );
+            runs.push((mode, kind, figures));
+        }
     }
-    let headline: Vec<String> = results
-        .iter()
-        .map(|(mode, f)| {
-            format!(
-                "fsync {} {:.0} writes/s p99 {:.2} ms",
-                format!("{mode:?}").to_lowercase(),
-                f.writes_per_s,
-                f.histogram.value_at_quantile(0.99) as f64 / 1000.0
-            )
-        })
+    // The last line: per fsync mode, the batched figure first.
+    let mut parts: Vec<String> = Vec::new();
+    for (mode, kind, f) in &runs {
+        let label = if *kind == "single" && args.batch > 0 {
+            String::new()
+        } else {
+            format!("fsync {mode} ")
+        };
+        parts.push(format!(
+            "{label}{kind} {} writes/s p99 {:.1} ms",
+            group_thousands(f.writes_per_s),
+            f.histogram.value_at_quantile(0.99) as f64 / 1000.0
+        ));
+    }
+    let per_mode: Vec<String> = parts
+        .chunks(if args.batch > 0 { 2 } else { 1 })
+        .map(|c| c.join(", "))
         .collect();
-    let ratio = match (results.first(), results.get(1)) {
-        (Some((_, always)), Some((_, never))) => format!(
-            "; durability costs {:.2}x",
-            never.writes_per_s / always.writes_per_s
-        ),
-        _ => String::new(),
-    };
-    println!("ingest: {}{ratio}", headline.join(", "));
+    println!("ingest: {}", per_mode.join("; "));
     Ok(())
+}
+
+/// 1234567.8 -> "1,234,568".
+fn group_thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
@@ -330,6 +383,8 @@ async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
     let fill = IngestArgs {
         writes: args.entities,
         callers: 256,
+        batch: 0,
+        batch_callers: 0,
         shards: config.topology.shards,
         payload_bytes: args.payload_bytes,
         fsync: "never".into(),
@@ -340,7 +395,7 @@ async fn reopen(config: Config, args: ReopenArgs) -> anyhow::Result<()> {
         "reopen: filling {} entities of ~{} B",
         args.entities, args.payload_bytes
     );
-    ingest_once(config.clone(), &fill).await?;
+    ingest_once(config.clone(), &fill, 256, 1).await?;
     let log_bytes = dir_size(&dir.path().join("log"));
     let started = Instant::now();
     let floe = Floe::open(config).await?;

@@ -61,12 +61,16 @@ pub(super) async fn run(config: Config, args: HttpArgs) -> anyhow::Result<()> {
         &IngestArgs {
             writes: args.writes,
             callers: args.callers,
+            batch: 0,
+            batch_callers: 0,
             shards: args.shards,
             payload_bytes: args.payload_bytes,
             fsync: args.fsync.clone(),
             pipeline: None,
             start_broker: false,
         },
+        args.callers,
+        1,
     )
     .await?;
     println!(

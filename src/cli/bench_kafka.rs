@@ -105,7 +105,7 @@ pub(super) async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<(
         config.lake.enabled = lake;
         let label = if lake { "lake on " } else { "lake off" };
         let started = Instant::now();
-        match tokio::time::timeout(LAKE_BOUND, ingest_once(config, &args)).await {
+        match tokio::time::timeout(LAKE_BOUND, ingest_once(config, &args, args.callers, 1)).await {
             Ok(figures) => {
                 let floe = figures?;
                 println!(

@@ -12,6 +12,7 @@ mod bench_migrate;
 mod bench_query;
 mod demo;
 mod entity;
+mod import;
 mod migrate;
 mod repair;
 mod report;
@@ -55,6 +56,9 @@ enum Command {
     Delete(entity::DeleteArgs),
     /// List the entities of a namespace and type.
     List(entity::ListArgs),
+    /// Import NDJSON entities or write commands from a file or stdin
+    /// (resumable: a re-run applies nothing twice).
+    Import(import::ImportArgs),
     /// Show which shard a partition key routes to.
     ShardForKey(entity::ShardForKeyArgs),
     /// Print the topology document.
@@ -122,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => entity::get(config, args).await,
         Command::Delete(args) => entity::delete(config, args).await,
         Command::List(args) => entity::list(config, args).await,
+        Command::Import(args) => import::run(config, args).await,
         Command::ShardForKey(args) => entity::shard_for_key(config, args).await,
         Command::Topology => entity::topology(config).await,
         Command::Stats => entity::stats(config).await,

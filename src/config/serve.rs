@@ -34,6 +34,10 @@ pub struct ServeConfig {
     pub public_metrics: bool,
     /// Longest `GET` list page.
     pub max_list_limit: usize,
+    /// Most writes one `POST /api/v1/entities:batch` takes; more get 413.
+    pub max_batch_items: usize,
+    /// Largest `POST /api/v1/entities:batch` body, in bytes; larger get 413.
+    pub max_batch_bytes: usize,
     /// How long SIGTERM waits for in-flight requests before closing floe.
     pub shutdown_timeout_ms: u64,
     /// Enables `PUT /api/v1/admin/faults/shards/{id}` (admin only), which
@@ -51,6 +55,8 @@ impl Default for ServeConfig {
             audit_log: String::new(),
             public_metrics: false,
             max_list_limit: 1000,
+            max_batch_items: 1000,
+            max_batch_bytes: 16 << 20,
             shutdown_timeout_ms: 30_000,
             fault_injection: false,
         }
@@ -178,6 +184,11 @@ impl ServeConfig {
         if self.max_body_bytes == 0 {
             return Err(Error::Config(
                 "serve.max_body_bytes must be at least 1".into(),
+            ));
+        }
+        if self.max_batch_items == 0 || self.max_batch_bytes == 0 {
+            return Err(Error::Config(
+                "serve.max_batch_items and serve.max_batch_bytes must be at least 1".into(),
             ));
         }
         if self.max_list_limit == 0 {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::errors::ApiError;
 use super::routes::{guarded, policy};
-use crate::{EntityKey, Json, WriteAck, WriteRequest};
+use crate::{EntityKey, WriteAck, WriteRequest};
 
 pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     let one = guarded(state, policy::data_read("entity.get"), get(get_entity))
@@ -128,16 +128,6 @@ pub(super) async fn read_body(
         .map_err(|_| ApiError::bad_request("malformed_json", "the body is not UTF-8"))
 }
 
-/// A body that must be one JSON object: `malformed_json` or `invalid_entity` (400).
-fn entity_json(text: &str) -> Result<Json, ApiError> {
-    Json::parse(text).map_err(|e| match e {
-        floe_engine::Error::MalformedJson(e) => {
-            ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
-        }
-        other => ApiError::bad_request("invalid_entity", other.to_string()),
-    })
-}
-
 async fn write(state: &AppState, request: WriteRequest) -> Result<WriteAck, ApiError> {
     Ok(state.floe()?.write(request).await?)
 }
@@ -152,8 +142,9 @@ async fn put_entity(
     let key = key(path)?;
     let params = query(params)?;
     state.floe()?;
-    let data = entity_json(&read_body(&headers, body, state.config.serve.max_body_bytes).await?)?;
-    let request = params.apply(&headers, WriteRequest::upsert_json(key, data));
+    // Checked once, with the JSON limits, on the write path.
+    let data = read_body(&headers, body, state.config.serve.max_body_bytes).await?;
+    let request = params.apply(&headers, WriteRequest::upsert_text(key, data));
     Ok(AxumJson(write(&state, request).await?))
 }
 
@@ -167,8 +158,8 @@ async fn create_entity(
     let key = key(path)?;
     let params = query(params)?;
     state.floe()?;
-    let data = entity_json(&read_body(&headers, body, state.config.serve.max_body_bytes).await?)?;
-    let request = params.apply(&headers, WriteRequest::create_json(key, data));
+    let data = read_body(&headers, body, state.config.serve.max_body_bytes).await?;
+    let request = params.apply(&headers, WriteRequest::create_text(key, data));
     Ok((StatusCode::CREATED, AxumJson(write(&state, request).await?)))
 }
 

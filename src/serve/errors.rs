@@ -104,6 +104,7 @@ impl From<Error> for ApiError {
             Error::CorruptLog(_) | Error::LogBehindLake { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log")
             }
+            Error::InvalidWriteItem(_) => (StatusCode::BAD_REQUEST, "invalid_item"),
             Error::Migration(e) => migration_status(e),
             Error::Query(e) => query_status(e),
         };

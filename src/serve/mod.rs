@@ -10,6 +10,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod batch;
 mod cluster;
 mod entities;
 mod errors;

@@ -14,7 +14,7 @@ use axum::routing::MethodRouter;
 use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
-use super::{AppState, admin, cluster, entities, health, metrics, migrations, sql};
+use super::{AppState, admin, batch, cluster, entities, health, metrics, migrations, sql};
 use crate::config::Role;
 
 /// What a route needs and whether its calls go to the audit log.
@@ -102,6 +102,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .merge(health::routes(&state))
         .merge(metrics::routes(&state))
         .merge(entities::routes(&state))
+        .merge(batch::routes(&state))
         .merge(admin::routes(&state))
         .merge(cluster::routes(&state))
         .merge(migrations::routes(&state))

@@ -20,6 +20,7 @@
 mod admission;
 mod shard;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ use crate::pipeline::Pipeline;
 use crate::routing::{Router, RoutingMetrics, RoutingMetricsSnapshot};
 use crate::state::ShardState;
 use crate::topology::Topology;
-use crate::worker::{ShardConfig, ShardStats, ShardWorker};
+use crate::worker::{Outcome, ShardConfig, ShardStats, ShardWorker};
 
 /// How often a write is re-routed after its shard reports a routing change.
 /// A migration changes routing at most twice (install, cutover or rollback),
@@ -301,23 +302,120 @@ impl ShardCluster {
             self.load
                 .record_access(shard, AccessKind::Write, self.now_ms());
             let started = Instant::now();
-            let result = routing.shards[shard as usize]
-                .write(command.clone(), routing.epoch)
+            let outcome = routing.shards[shard as usize]
+                .write(command, routing.epoch)
                 .await;
-            match result {
-                Err(Error::StaleRouting { .. }) if attempts < MAX_REROUTES => attempts += 1,
-                result => {
+            let result = match outcome {
+                Outcome::Stale(back) if attempts < MAX_REROUTES => {
+                    attempts += 1;
+                    command = back;
+                    continue;
+                }
+                Outcome::Stale(_) => Err(Error::StaleRouting {
+                    routed_epoch: routing.epoch,
+                    current_epoch: self.epoch.load(Ordering::Acquire),
+                }),
+                Outcome::Done(result) => result,
+            };
+            if result.is_err() {
+                self.metrics.record_error();
+            }
+            return Routed {
+                shard,
+                elapsed: started.elapsed(),
+                result,
+            };
+        }
+    }
+
+    /// Routes and sends many writes at once; one outcome per command, in
+    /// order. Each shard gets its writes as one request (up to
+    /// `shards.max_batch` per group commit), where they are admitted one by
+    /// one in their order: each write stays atomic and idempotent on its own,
+    /// exactly as if sent alone in that order. Writes refused as stale are
+    /// routed again (at most [`MAX_REROUTES`] times); writes to keys a
+    /// running migration holds go through [`ShardCluster::write`] one by one.
+    pub async fn write_many(&self, commands: Vec<Command>) -> Vec<Routed<WriteAck>> {
+        let mut out: Vec<Routed<WriteAck>> = std::iter::repeat_with(|| Routed {
+            shard: 0,
+            elapsed: Duration::ZERO,
+            result: Err(Error::Closed("the write was not answered".into())),
+        })
+        .take(commands.len())
+        .collect();
+        let mut todo: Vec<(usize, Command)> = commands.into_iter().enumerate().collect();
+        let mut attempts = 0;
+        while !todo.is_empty() {
+            let routing = self.routing();
+            let router = &routing.router;
+            let now = self.now_ms();
+            let mut by_shard: BTreeMap<u32, (Vec<usize>, Vec<Command>)> = BTreeMap::new();
+            let mut held = Vec::new();
+            for (index, mut command) in todo.drain(..) {
+                command.key_hash = router.key_hash(&command.partition_key);
+                if let Some(admission) = &routing.admission
+                    && admission.holds(&command.partition_key, command.key_hash)
+                {
+                    held.push((index, command));
+                    continue;
+                }
+                let shard = router.route(&command.partition_key, command.key_hash);
+                self.metrics.record(shard);
+                self.load.record_access(shard, AccessKind::Write, now);
+                let (indices, commands) = by_shard.entry(shard).or_default();
+                indices.push(index);
+                commands.push(command);
+            }
+            let max_batch = self.config.max_batch;
+            let batches = by_shard.into_iter().map(|(shard, (indices, commands))| {
+                let routing = &routing;
+                async move {
+                    let started = Instant::now();
+                    let outcomes = routing.shards[shard as usize]
+                        .write_many(commands, routing.epoch, max_batch)
+                        .await;
+                    (shard, started.elapsed(), indices, outcomes)
+                }
+            });
+            let singles = held
+                .into_iter()
+                .map(|(index, command)| async move { (index, self.write(command).await) });
+            let (batches, singles) = futures::future::join(
+                futures::future::join_all(batches),
+                futures::future::join_all(singles),
+            )
+            .await;
+            for (index, routed) in singles {
+                out[index] = routed;
+            }
+            for (shard, elapsed, indices, outcomes) in batches {
+                for (index, outcome) in indices.into_iter().zip(outcomes) {
+                    let result = match outcome {
+                        Outcome::Done(result) => result,
+                        Outcome::Stale(command) if attempts < MAX_REROUTES => {
+                            todo.push((index, command));
+                            continue;
+                        }
+                        Outcome::Stale(_) => Err(Error::StaleRouting {
+                            routed_epoch: routing.epoch,
+                            current_epoch: self.epoch.load(Ordering::Acquire),
+                        }),
+                    };
                     if result.is_err() {
                         self.metrics.record_error();
                     }
-                    return Routed {
+                    out[index] = Routed {
                         shard,
-                        elapsed: started.elapsed(),
+                        elapsed,
                         result,
                     };
                 }
             }
+            // Stale writes go back in input order, as they were sent.
+            todo.sort_unstable_by_key(|(index, _)| *index);
+            attempts += 1;
         }
+        out
     }
 
     /// Reads a live entity from the shard its partition key routes to.

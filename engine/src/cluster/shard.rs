@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, WriteAck};
+use crate::command::Command;
 use crate::digest::{DigestSummary, EntityDigest, digest_state, summarize_state};
 use crate::entity::{Entity, EntityKey};
 use crate::error::Result;
 use crate::event::Event;
 use crate::routing::Router;
-use crate::worker::{ShardHandle, ShardStats};
+use crate::worker::{Outcome, ShardHandle, ShardStats};
 
 /// What one partition key holds on its shard (from the shard's state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,10 +82,24 @@ impl Shard {
 
     /// Sends a write routed under routing epoch `epoch`; the ack comes only
     /// once its event is durable and applied. A shard whose epoch is another
-    /// refuses it with [`crate::Error::StaleRouting`].
-    pub(crate) async fn write(&self, command: Command, epoch: u64) -> Result<WriteAck> {
+    /// hands it back as [`Outcome::Stale`].
+    pub(crate) async fn write(&self, command: Command, epoch: u64) -> Outcome {
         match &self.link {
-            Link::Local(h) => h.write(command, epoch).await,
+            Link::Local(h) => h.write_routed(command, epoch).await,
+        }
+    }
+
+    /// Sends writes routed under routing epoch `epoch`, up to `max_batch` per
+    /// group commit; one outcome per command, in order (see
+    /// [`ShardHandle::write_many`]).
+    pub(crate) async fn write_many(
+        &self,
+        commands: Vec<Command>,
+        epoch: u64,
+        max_batch: usize,
+    ) -> Vec<Outcome> {
+        match &self.link {
+            Link::Local(h) => h.write_many(commands, epoch, max_batch).await,
         }
     }
 
