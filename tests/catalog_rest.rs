@@ -42,9 +42,9 @@ async fn pyiceberg_gets_a_stale_commit_refused_as_the_spec_says() {
     write(&floe, 50).await;
     floe.close().await.unwrap();
     let outcome = pyiceberg("conflict", &lake.pyiceberg_properties(dir.path())).await;
-    assert_eq!(outcome["first_rows"], json!(3), "{outcome}");
+    assert_eq!(outcome["first_rows"], json!(6), "{outcome}");
     assert_eq!(outcome["stale"], json!("CommitFailedException"), "{outcome}");
-    assert_eq!(outcome["rows_after"], json!(3), "{outcome}");
+    assert_eq!(outcome["rows_after"], json!(6), "{outcome}");
     let read = pyiceberg("read", &lake.pyiceberg_properties(dir.path())).await;
     assert_eq!(read["count"], json!(50), "{read}");
 }

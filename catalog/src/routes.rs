@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use iceberg_catalog_rest::{

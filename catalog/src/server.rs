@@ -147,7 +147,7 @@ impl CatalogServer {
     pub(crate) async fn list_namespaces(
         &self,
         parent: Option<&NamespaceIdent>,
-    ) -> Result<Vec<NamespaceIdent>, ApiError> {
+    ) -> std::result::Result<Vec<NamespaceIdent>, ApiError> {
         Ok(self.catalog.list_namespaces(parent).await?)
     }
 
@@ -155,7 +155,7 @@ impl CatalogServer {
         &self,
         namespace: &NamespaceIdent,
         request: CreateTableRequest,
-    ) -> Result<LoadTableResult, ApiError> {
+    ) -> std::result::Result<LoadTableResult, ApiError> {
         if request.stage_create == Some(true) {
             return Err(ApiError::bad_request(
                 "staged table creation (stage-create) is not supported by this catalog",
@@ -176,7 +176,7 @@ impl CatalogServer {
         ))
     }
 
-    pub(crate) async fn load_table(&self, ident: &TableIdent) -> Result<LoadTableResult, ApiError> {
+    pub(crate) async fn load_table(&self, ident: &TableIdent) -> std::result::Result<LoadTableResult, ApiError> {
         let table = self.catalog.load_table(ident).await?;
         Ok(load_result(
             table.metadata_location().map(str::to_string),
@@ -189,7 +189,7 @@ impl CatalogServer {
         &self,
         ident: &TableIdent,
         request: CommitTableRequest,
-    ) -> Result<CommitTableResponse, ApiError> {
+    ) -> std::result::Result<CommitTableResponse, ApiError> {
         if let Some(named) = &request.identifier
             && named != ident
         {

@@ -63,6 +63,9 @@ def conflict(props) -> dict:
         cat.create_namespace("floe_check")
     data = pa.table({"n": pa.array([1, 2, 3], pa.int64())})
     table = cat.create_table("floe_check.appends", schema=data.schema)
+    table.append(data)
+    # Two writers at the same snapshot: the first appends, the second's
+    # append asserts the snapshot it started from, which is gone.
     first = cat.load_table("floe_check.appends")
     stale = cat.load_table("floe_check.appends")
     first.append(data)
