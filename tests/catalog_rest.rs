@@ -43,8 +43,23 @@ async fn pyiceberg_gets_a_stale_commit_refused_as_the_spec_says() {
     floe.close().await.unwrap();
     let outcome = pyiceberg("conflict", &lake.pyiceberg_properties(dir.path())).await;
     assert_eq!(outcome["first_rows"], json!(6), "{outcome}");
-    assert_eq!(outcome["stale"], json!("CommitFailedException"), "{outcome}");
+    assert_eq!(
+        outcome["stale"],
+        json!("CommitFailedException"),
+        "{outcome}"
+    );
     assert_eq!(outcome["rows_after"], json!(6), "{outcome}");
+    assert!(
+        outcome["message"]
+            .as_str()
+            .unwrap()
+            .contains("another commit landed first")
+            || outcome["message"]
+                .as_str()
+                .unwrap()
+                .contains("Requirement failed"),
+        "{outcome}"
+    );
     let read = pyiceberg("read", &lake.pyiceberg_properties(dir.path())).await;
     assert_eq!(read["count"], json!(50), "{read}");
 }
@@ -63,7 +78,10 @@ async fn commits_with_failed_requirements_are_409_and_change_nothing() {
     let loaded: Value = http.get(&table).send().await.unwrap().json().await.unwrap();
     let location = loaded["metadata-location"].as_str().unwrap().to_string();
     let snapshot = loaded["metadata"]["current-snapshot-id"].as_i64().unwrap();
-    let uuid = loaded["metadata"]["table-uuid"].as_str().unwrap().to_string();
+    let uuid = loaded["metadata"]["table-uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let set = json!([{ "action": "set-properties", "updates": { "x": "1" } }]);
 
     for requirement in [
@@ -94,7 +112,10 @@ async fn commits_with_failed_requirements_are_409_and_change_nothing() {
     assert_eq!(reply.status().as_u16(), 200);
     let committed: Value = reply.json().await.unwrap();
     assert_eq!(committed["metadata"]["properties"]["x"], json!("1"));
-    assert_ne!(committed["metadata-location"].as_str(), Some(location.as_str()));
+    assert_ne!(
+        committed["metadata-location"].as_str(),
+        Some(location.as_str())
+    );
 
     let missing = http
         .get(format!("{uri}/v1/namespaces/floe/tables/nope"))

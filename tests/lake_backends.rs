@@ -82,7 +82,10 @@ async fn lands_recovers_and_reads(backend: Backend) {
 
     let floe = Floe::open(config.clone()).await.unwrap();
     let stats = floe.recovery_stats();
-    assert!(stats.from_lake > 0, "retention left the log whole: {stats:?}");
+    assert!(
+        stats.from_lake > 0,
+        "retention left the log whole: {stats:?}"
+    );
     assert_eq!(state_of(&floe).await, live(&oracle));
 
     let once = floe
@@ -119,7 +122,12 @@ async fn lands_recovers_and_reads(backend: Backend) {
     assert_eq!(read["offsets_total"], json!(acked), "{read}");
     assert_eq!(read["version_sum"], json!(version_sum), "{read}");
     assert_eq!(read["state_bytes"], json!(state_bytes), "{read}");
-    assert!(read["namespaces"].as_array().unwrap().contains(&json!("floe")));
+    assert!(
+        read["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("floe"))
+    );
     assert_eq!(read["tables"], json!(["floe.events"]));
     let location = read["location"].as_str().unwrap();
     match backend {
@@ -213,7 +221,10 @@ async fn sink_exactly_once_across_crashes(backend: Backend) {
         assert_eq!(keys.len(), acknowledged.len(), "{phase:?}: keys");
         assert_eq!(positions.len(), acknowledged.len(), "{phase:?}: positions");
         for p in 0..4 {
-            assert_eq!(committed.offsets[p as usize], log.high_watermark(p).unwrap());
+            assert_eq!(
+                committed.offsets[p as usize],
+                log.high_watermark(p).unwrap()
+            );
         }
     }
 }
@@ -293,6 +304,10 @@ async fn wait_landed(floe: &Floe, within: std::time::Duration) -> floe::SinkLag 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_store_outage_mid_run_delays_landing_and_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut lake = TestLake::start(Backend::RestS3).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), &lake);

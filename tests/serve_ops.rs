@@ -472,7 +472,14 @@ fn the_compose_file_and_the_deploy_config_agree() {
         .collect();
     assert_eq!(
         command,
-        ["--config", "/etc/floe/catalog.toml", "catalog", "serve", "--listen", "0.0.0.0:8181"]
+        [
+            "--config",
+            "/etc/floe/catalog.toml",
+            "catalog",
+            "serve",
+            "--listen",
+            "0.0.0.0:8181"
+        ]
     );
     assert!(
         rest["volumes"]
@@ -486,7 +493,12 @@ fn the_compose_file_and_the_deploy_config_agree() {
             .unwrap();
     assert!(catalog_config.lake.catalog.starts_with("sqlite:///"));
     assert_eq!(catalog_config.lake.warehouse, config.lake.warehouse);
-    assert!(config.lake.warehouse.starts_with(&format!("s3://{bucket}/")));
+    assert!(
+        config
+            .lake
+            .warehouse
+            .starts_with(&format!("s3://{bucket}/"))
+    );
     assert_eq!(catalog_config.lake.properties, config.lake.properties);
     assert_eq!(config.lake.properties["s3.endpoint"], "http://minio:9000");
     let minio = &compose["services"]["minio"]["environment"];

@@ -95,7 +95,8 @@ mod tests {
         .metadata
     }
 
-    const AT: &str = "file:///w/t/metadata/00000-2f0b6a44-4fd1-4c0e-b4a8-9a4c2cc1d1b5.metadata.json";
+    const AT: &str =
+        "file:///w/t/metadata/00000-2f0b6a44-4fd1-4c0e-b4a8-9a4c2cc1d1b5.metadata.json";
 
     #[test]
     fn updates_apply_and_the_next_version_is_named() {

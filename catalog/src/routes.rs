@@ -28,7 +28,10 @@ const SEPARATOR: char = '\u{1f}';
 pub(crate) fn router(server: CatalogServer) -> Router {
     Router::new()
         .route("/v1/config", get(config))
-        .route("/v1/namespaces", get(list_namespaces).post(create_namespace))
+        .route(
+            "/v1/namespaces",
+            get(list_namespaces).post(create_namespace),
+        )
         .route(
             "/v1/namespaces/{namespace}",
             get(load_namespace).delete(drop_namespace),

@@ -176,7 +176,10 @@ impl CatalogServer {
         ))
     }
 
-    pub(crate) async fn load_table(&self, ident: &TableIdent) -> std::result::Result<LoadTableResult, ApiError> {
+    pub(crate) async fn load_table(
+        &self,
+        ident: &TableIdent,
+    ) -> std::result::Result<LoadTableResult, ApiError> {
         let table = self.catalog.load_table(ident).await?;
         Ok(load_result(
             table.metadata_location().map(str::to_string),

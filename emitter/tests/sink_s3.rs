@@ -95,7 +95,9 @@ async fn the_sink_lands_exactly_once_in_an_s3_warehouse() {
     // A restart resumes from the offsets committed on S3.
     acknowledged.extend(append(&log, 900, 300).await);
     let lake = Lake::open(location(dir.path(), &s3)).await.unwrap();
-    let mut sink = Sink::start(lake.clone(), log.clone(), options).await.unwrap();
+    let mut sink = Sink::start(lake.clone(), log.clone(), options)
+        .await
+        .unwrap();
     let stats = sink.land_to_head().await.unwrap();
     assert_eq!(stats.events, 300);
     sink.release().await.unwrap();
@@ -127,7 +129,10 @@ async fn the_sink_lands_exactly_once_in_an_s3_warehouse() {
         .count();
     assert!(parquet >= 2, "{stored:?}");
     assert!(metadata >= 2, "{stored:?}");
-    assert!(stored.iter().all(|k| k.starts_with("warehouse/")), "{stored:?}");
+    assert!(
+        stored.iter().all(|k| k.starts_with("warehouse/")),
+        "{stored:?}"
+    );
     assert!(!dir.path().join("warehouse").exists());
 }
 

@@ -60,9 +60,8 @@ pub(crate) fn address(location: &str) -> Result<FileAddress> {
 }
 
 fn s3_url(bucket: &str) -> Result<ObjectStoreUrl> {
-    ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|e| {
-        Error::ObjectStore(format!("bucket {bucket:?} is not a valid URL host: {e}"))
-    })
+    ObjectStoreUrl::parse(format!("s3://{bucket}"))
+        .map_err(|e| Error::ObjectStore(format!("bucket {bucket:?} is not a valid URL host: {e}")))
 }
 
 /// Registers the warehouse's object store in `runtime` (nothing to do for
@@ -84,7 +83,12 @@ fn s3_store(
     bucket: &str,
     properties: &HashMap<String, String>,
 ) -> Result<object_store::aws::AmazonS3> {
-    let get = |key: &str| properties.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let get = |key: &str| {
+        properties
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
     let flag = |key: &str| -> Result<Option<bool>> {
         get(key)
             .map(|v| match v.to_ascii_lowercase().as_str() {
@@ -152,7 +156,10 @@ mod tests {
     #[test]
     fn s3_properties_configure_the_store_and_bad_flags_are_refused() {
         let props = HashMap::from([
-            ("s3.endpoint".to_string(), "http://127.0.0.1:9000".to_string()),
+            (
+                "s3.endpoint".to_string(),
+                "http://127.0.0.1:9000".to_string(),
+            ),
             ("s3.access-key-id".to_string(), "ak".to_string()),
             ("s3.secret-access-key".to_string(), "sk".to_string()),
             ("s3.path-style-access".to_string(), "true".to_string()),

@@ -62,7 +62,11 @@ def conflict(props) -> dict:
     if ("floe_check",) not in cat.list_namespaces():
         cat.create_namespace("floe_check")
     data = pa.table({"n": pa.array([1, 2, 3], pa.int64())})
-    table = cat.create_table("floe_check.appends", schema=data.schema)
+    # No client-side retries: pyiceberg would otherwise refresh and rebase
+    # the stale append after the 409 (which it does correctly).
+    table = cat.create_table(
+        "floe_check.appends", schema=data.schema, properties={"commit.retry.num-retries": "0"}
+    )
     table.append(data)
     # Two writers at the same snapshot: the first appends, the second's
     # append asserts the snapshot it started from, which is gone.
