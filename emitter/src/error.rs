@@ -435,6 +435,18 @@ impl From<Error> for floe_engine::Error {
     }
 }
 
+/// An object-store request that failed after the storage layer's own
+/// retries (iceberg-storage-opendal reports every such failure with this
+/// message and no retryable flag): the store was unreachable, slow or
+/// refused for a while. Nothing was committed by the failed call, so the
+/// sink may try again; a wrong configuration fails at open instead (the
+/// warehouse probe).
+#[cfg(feature = "sink")]
+fn is_storage_failure(cause: &iceberg::Error) -> bool {
+    cause.kind() == iceberg::ErrorKind::Unexpected
+        && cause.message() == "Failure in doing io operation"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,16 +473,4 @@ mod tests {
         );
         assert!(floe_engine::Error::from(e).is_retryable());
     }
-}
-
-/// An object-store request that failed after the storage layer's own
-/// retries (iceberg-storage-opendal reports every such failure with this
-/// message and no retryable flag): the store was unreachable, slow or
-/// refused for a while. Nothing was committed by the failed call, so the
-/// sink may try again; a wrong configuration fails at open instead (the
-/// warehouse probe).
-#[cfg(feature = "sink")]
-fn is_storage_failure(cause: &iceberg::Error) -> bool {
-    cause.kind() == iceberg::ErrorKind::Unexpected
-        && cause.message() == "Failure in doing io operation"
 }
