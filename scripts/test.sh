@@ -65,6 +65,27 @@ wait_for_tansu() {
     rm -f "$tansu_out" "$tansu_log"
     export FLOE_TANSU_BIN
 }
+# The lake tests start their own S3-compatible server (s3s-fs, ~3 minutes to
+# build once, cached like tansu), installed in the background too.
+s3s_pid=""
+if [[ -z "${FLOE_S3S_BIN:-}" ]]; then
+    s3s_out="$(mktemp)"
+    s3s_log="$(mktemp)"
+    scripts/install-s3s.sh >"$s3s_out" 2>"$s3s_log" &
+    s3s_pid=$!
+fi
+wait_for_s3s() {
+    [[ -n "$s3s_pid" ]] || return 0
+    if ! wait "$s3s_pid"; then
+        cat "$s3s_log" >&2
+        echo "error: installing the test object store (s3s-fs) failed" >&2
+        exit 1
+    fi
+    s3s_pid=""
+    FLOE_S3S_BIN="$(cat "$s3s_out")"
+    rm -f "$s3s_out" "$s3s_log"
+    export FLOE_S3S_BIN
+}
 FLOE_PYTHON="${FLOE_PYTHON:-$(scripts/python-env.sh)}"
 export FLOE_PYTHON
 # Tests that need the broker or the readers fail (never skip) when these are
@@ -109,9 +130,11 @@ if [[ "${FLOE_FUZZ_SECONDS:-30}" != 0 ]]; then
     env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS scripts/fuzz.sh "${FLOE_FUZZ_SECONDS:-30}"
 fi
 
-log "waiting for the test broker"
+log "waiting for the test broker and object store"
 wait_for_tansu
 echo "tansu: $FLOE_TANSU_BIN"
+wait_for_s3s
+echo "s3s-fs: $FLOE_S3S_BIN"
 
 log "doc tests"
 cargo test --workspace --all-features --locked --doc

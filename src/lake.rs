@@ -15,8 +15,26 @@ use crate::error::{Error, Result};
 
 /// Where a data directory keeps the name its sinks hold the lease under.
 const INSTANCE_FILE: &str = "sink.id";
-/// Wait before restarting a sink that failed with a retryable error.
+/// Wait before restarting a sink that failed with a transient error; it
+/// doubles with every failure in a row, up to [`MAX_RESTART_DELAY`].
 const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait between restarts.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
+/// Whether the in-process sink is restarted after `e`: retryable errors,
+/// and any failure of the catalog or the object store (an outage, a 5xx of
+/// a REST catalog; iceberg-rust marks few of them retryable, yet they
+/// pass). Nothing is lost either way, the sink resumes from the lake's
+/// offsets; fencing, configuration and layout errors, which a restart
+/// cannot fix, stop it.
+fn restartable(e: &floe_emitter::Error) -> bool {
+    use floe_emitter::Error as E;
+    e.is_retryable()
+        || matches!(
+            e,
+            E::Iceberg { .. } | E::CatalogUnavailable { .. } | E::WarehouseNotWritable { .. }
+        )
+}
 
 /// Opens the configured lake (creating `floe.events` if needed), or `None`
 /// when `lake.enabled` is off. Unreachable catalogs and unwritable warehouses
@@ -118,6 +136,7 @@ impl SinkTask {
         let slot = lag.clone();
         let task = tokio::spawn(async move {
             let mut sink = Some(sink);
+            let mut delay = RESTART_DELAY;
             loop {
                 let current = match sink.take() {
                     Some(sink) => sink,
@@ -128,9 +147,10 @@ impl SinkTask {
                                     Some(sink.lag_handle());
                                 sink
                             }
-                            Err(e) if e.is_retryable() && !*stopped.borrow() => {
-                                tracing::warn!(error = %e, "restarting the sink failed; retrying");
-                                tokio::time::sleep(RESTART_DELAY).await;
+                            Err(e) if restartable(&e) && !*stopped.borrow() => {
+                                tracing::warn!(error = %e, retry_in = ?delay, "restarting the sink failed; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(MAX_RESTART_DELAY);
                                 continue;
                             }
                             Err(e) => {
@@ -140,14 +160,21 @@ impl SinkTask {
                         }
                     }
                 };
+                let started = std::time::Instant::now();
                 match current.run(stopped.clone()).await {
                     Ok(stats) => {
                         tracing::info!(?stats, "the sink stopped");
                         return;
                     }
-                    Err(e) if e.is_retryable() && !*stopped.borrow() => {
-                        tracing::warn!(error = %e, "the sink failed; restarting from the lake's offsets");
-                        tokio::time::sleep(RESTART_DELAY).await;
+                    Err(e) if restartable(&e) && !*stopped.borrow() => {
+                        // A run that lasted a while was healthy: start the
+                        // backoff over.
+                        if started.elapsed() > MAX_RESTART_DELAY {
+                            delay = RESTART_DELAY;
+                        }
+                        tracing::warn!(error = %e, retry_in = ?delay, "the sink failed; restarting from the lake's offsets");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(MAX_RESTART_DELAY);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the sink stopped on an error");

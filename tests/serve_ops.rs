@@ -390,7 +390,7 @@ fn the_compose_file_and_the_deploy_config_agree() {
     )
     .unwrap();
     let services = compose["services"].as_mapping().expect("services");
-    for name in ["kafka", "minio", "minio-init", "iceberg-rest", "floe"] {
+    for name in ["kafka", "minio", "minio-init", "catalog", "floe"] {
         let service = &compose["services"][name];
         assert!(service.is_mapping(), "no {name} service");
         assert!(
@@ -413,7 +413,7 @@ fn the_compose_file_and_the_deploy_config_agree() {
     let init = compose["services"]["minio-init"]["command"][0]
         .as_str()
         .unwrap();
-    let rest = &compose["services"]["iceberg-rest"]["environment"];
+    let rest = &compose["services"]["catalog"];
     let floe = &compose["services"]["floe"];
     let mounts: Vec<&str> = floe["volumes"]
         .as_sequence()
@@ -449,7 +449,7 @@ fn the_compose_file_and_the_deploy_config_agree() {
         floe::PipelineUrl::Kafka { brokers, .. } => assert_eq!(brokers, "kafka:9092"),
         other => panic!("the compose deployment uses Kafka, not {other:?}"),
     }
-    assert_eq!(config.lake.catalog, "rest://iceberg-rest:8181");
+    assert_eq!(config.lake.catalog, "rest://catalog:8181");
     let bucket = config
         .lake
         .warehouse
@@ -462,17 +462,45 @@ fn the_compose_file_and_the_deploy_config_agree() {
         init.contains(&format!("mc mb --ignore-existing lake/{bucket}")),
         "{init}"
     );
+    // The catalog is `floe catalog serve` on its own configuration: the
+    // same warehouse and storage keys as floe's.
+    let command: Vec<&str> = rest["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        command,
+        [
+            "--config",
+            "/etc/floe/catalog.toml",
+            "catalog",
+            "serve",
+            "--listen",
+            "0.0.0.0:8181"
+        ]
+    );
     assert!(
-        rest["CATALOG_WAREHOUSE"]
-            .as_str()
+        rest["volumes"]
+            .as_sequence()
             .unwrap()
+            .iter()
+            .any(|v| v.as_str() == Some("./deploy/catalog.toml:/etc/floe/catalog.toml:ro"))
+    );
+    let catalog_config =
+        Config::from_toml(&std::fs::read_to_string(format!("{root}/deploy/catalog.toml")).unwrap())
+            .unwrap();
+    assert!(catalog_config.lake.catalog.starts_with("sqlite:///"));
+    assert_eq!(catalog_config.lake.warehouse, config.lake.warehouse);
+    assert!(
+        config
+            .lake
+            .warehouse
             .starts_with(&format!("s3://{bucket}/"))
     );
+    assert_eq!(catalog_config.lake.properties, config.lake.properties);
     assert_eq!(config.lake.properties["s3.endpoint"], "http://minio:9000");
-    assert_eq!(
-        rest["CATALOG_S3_ENDPOINT"].as_str(),
-        Some("http://minio:9000")
-    );
     let minio = &compose["services"]["minio"]["environment"];
     assert_eq!(
         config.lake.properties["s3.access-key-id"],

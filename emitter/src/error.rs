@@ -209,7 +209,9 @@ pub enum Error {
 
     /// The warehouse refused a test write at start.
     #[cfg(feature = "sink")]
-    #[error("the warehouse {warehouse} is not writable: {cause}")]
+    #[error(
+        "the warehouse {warehouse} is not writable (check lake.warehouse; for s3://, that the bucket exists and the s3.endpoint and s3.* credentials in [lake.properties]): {cause}"
+    )]
     WarehouseNotWritable {
         /// The warehouse URL.
         warehouse: String,
@@ -343,9 +345,9 @@ impl Error {
             #[cfg(feature = "kafka")]
             Error::Kafka { retryable, .. } => *retryable,
             #[cfg(feature = "sink")]
-            Error::CatalogUnavailable { cause, .. } | Error::Iceberg { cause, .. } => {
-                cause.retryable()
-            }
+            Error::CatalogUnavailable { cause, .. } => cause.retryable(),
+            #[cfg(feature = "sink")]
+            Error::Iceberg { cause, .. } => cause.retryable() || is_storage_failure(cause),
             Error::Pipeline { cause } => cause.is_retryable(),
             _ => false,
         }
@@ -431,6 +433,18 @@ impl From<Error> for floe_engine::Error {
         let backend = if e.is_lake() { "iceberg" } else { "file" };
         e.into_pipeline_error(backend)
     }
+}
+
+/// An object-store request that failed after the storage layer's own
+/// retries (iceberg-storage-opendal reports every such failure with this
+/// message and no retryable flag): the store was unreachable, slow or
+/// refused for a while. Nothing was committed by the failed call, so the
+/// sink may try again; a wrong configuration fails at open instead (the
+/// warehouse probe).
+#[cfg(feature = "sink")]
+fn is_storage_failure(cause: &iceberg::Error) -> bool {
+    cause.kind() == iceberg::ErrorKind::Unexpected
+        && cause.message() == "Failure in doing io operation"
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! pass. With the `kafka` feature, [`KafkaPipeline`] keeps the events in a
 //! Kafka topic instead, and [`TansuBroker`] starts a local broker for tests
 //! and benchmarks. With the `test-util` feature, [`MemPipeline`] is the
-//! contract in memory, for tests that need a pipeline in milliseconds.
+//! contract in memory, for tests that need a pipeline in milliseconds, and
+//! [`S3Server`] starts a local S3-compatible object store (s3s-fs).
 //! With the `sink` feature (on by default), [`sink`] lands a pipeline in the
 //! Iceberg table `floe.events` exactly once, and [`replay`] reads history
 //! back (the lake snapshot, then the pipeline after it) for recovery,
@@ -23,6 +24,8 @@ mod log;
 mod mem;
 #[cfg(feature = "sink")]
 pub mod replay;
+#[cfg(feature = "test-util")]
+mod s3server;
 #[cfg(feature = "sink")]
 pub mod sink;
 
@@ -35,3 +38,5 @@ pub use log::{
 };
 #[cfg(feature = "test-util")]
 pub use mem::MemPipeline;
+#[cfg(feature = "test-util")]
+pub use s3server::{S3Server, S3ServerError};

@@ -58,6 +58,11 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// The warehouse's object store cannot be configured from the lake's
+    /// properties.
+    #[error("object store: {0}")]
+    ObjectStore(String),
+
     /// A typed query with an invalid part (an empty field name, a bad limit).
     #[error("invalid query: {0}")]
     InvalidQuery(String),

@@ -27,6 +27,7 @@ mod predicate;
 mod provider;
 mod query;
 mod stats;
+mod store;
 mod things;
 
 /// The Arrow version results are in (DataFusion's), with its pretty, CSV

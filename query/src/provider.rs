@@ -35,6 +35,7 @@ use iceberg::table::Table;
 
 use crate::error::{Error, Result};
 use crate::predicate::Translation;
+use crate::store;
 
 /// The Arrow schema SQL sees for `events`: the Iceberg schema with strings as
 /// `Utf8View` (what DataFusion's Parquet reader produces natively) and no
@@ -131,15 +132,6 @@ async fn plan(
     Ok(tasks)
 }
 
-/// The object-store path of a data file of a `file://` warehouse.
-fn local_path(location: &str) -> Result<&str> {
-    location.strip_prefix("file://").ok_or_else(|| {
-        Error::Unsupported(format!(
-            "data file {location}: SQL reads file:// warehouses only in this version"
-        ))
-    })
-}
-
 /// `events` at one snapshot, plus (fresh mode) acknowledged events the lake
 /// does not hold yet.
 #[derive(Debug)]
@@ -178,15 +170,33 @@ impl EventsTable {
         *self.planned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn parquet_files(&self, tasks: &[FileScanTask], groups: usize) -> Result<Vec<FileGroup>> {
+    /// The planned files in `groups` balanced groups, and the one object
+    /// store they are all in (the warehouse's).
+    fn parquet_files(
+        &self,
+        tasks: &[FileScanTask],
+        groups: usize,
+    ) -> Result<(ObjectStoreUrl, Vec<FileGroup>)> {
+        let mut store: Option<ObjectStoreUrl> = None;
         // Largest first onto the lightest group: balanced bytes per partition.
         let mut files: Vec<(u64, PartitionedFile)> = tasks
             .iter()
             .map(|t| {
-                let path = local_path(&t.data_file_path)?;
+                let address = store::address(&t.data_file_path)?;
+                match &store {
+                    Some(url) if *url != address.store => {
+                        return Err(Error::Unsupported(format!(
+                            "data file {} is outside the warehouse's store {}",
+                            t.data_file_path,
+                            url.as_str()
+                        )));
+                    }
+                    Some(_) => {}
+                    None => store = Some(address.store.clone()),
+                }
                 Ok((
                     t.file_size_in_bytes,
-                    PartitionedFile::new(path, t.file_size_in_bytes),
+                    PartitionedFile::new(address.path, t.file_size_in_bytes),
                 ))
             })
             .collect::<Result<_>>()?;
@@ -200,11 +210,15 @@ impl EventsTable {
             lightest.0 += size;
             lightest.1.push(file);
         }
-        Ok(groups
+        let groups = groups
             .into_iter()
             .filter(|(_, files)| !files.is_empty())
             .map(|(_, files)| FileGroup::new(files))
-            .collect())
+            .collect();
+        Ok((
+            store.unwrap_or_else(ObjectStoreUrl::local_filesystem),
+            groups,
+        ))
     }
 
     async fn scan_files(
@@ -231,7 +245,7 @@ impl EventsTable {
         }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !tasks.is_empty() {
-            let groups =
+            let (store, groups) =
                 self.parquet_files(&tasks, state.config_options().execution.target_partitions)?;
             let mut statistics = Statistics::new_unknown(&self.schema);
             let counts: Option<Vec<u64>> = tasks.iter().map(|t| t.record_count).collect();
@@ -243,7 +257,7 @@ impl EventsTable {
                 self.schema.clone(),
                 vec![],
             )));
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            let config = FileScanConfigBuilder::new(store, source)
                 .with_file_groups(groups)
                 .with_statistics(statistics)
                 .with_projection_indices(projection.cloned())?

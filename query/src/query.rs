@@ -24,6 +24,7 @@ use crate::options::{AsOf, QueryOptions, QueryRequest};
 use crate::predicate::Translation;
 use crate::provider::{EventsTable, SnapshotTotals, sql_schema};
 use crate::stats::QueryStats;
+use crate::store;
 use crate::things::{self, THINGS_SQL, Thing, ThingsQuery};
 
 /// Times fresh mode re-pins when retention overtakes the snapshot it read.
@@ -76,6 +77,9 @@ pub struct CrossShardQuery {
     pipeline: Option<Arc<dyn Pipeline>>,
     /// Where plans execute, apart from the caller's runtime.
     executor: QueryRuntime,
+    /// Why the warehouse's object store could not be registered (every
+    /// query then fails with it).
+    store_error: Option<String>,
 }
 
 impl std::fmt::Debug for CrossShardQuery {
@@ -102,10 +106,15 @@ impl CrossShardQuery {
             options.cache_max_entries,
             options.cache_max_bytes,
         );
+        let runtime = Arc::new(RuntimeEnv::default());
+        let store_error = store::register(&runtime, lake.location())
+            .err()
+            .map(|e| e.to_string());
         CrossShardQuery {
+            store_error,
             lake,
             options,
-            runtime: Arc::new(RuntimeEnv::default()),
+            runtime,
             cache: Mutex::new(cache),
             table: Mutex::new(None),
             totals: Mutex::new(HashMap::new()),
@@ -298,6 +307,9 @@ impl CrossShardQuery {
     }
 
     fn session(&self) -> Result<SessionContext> {
+        if let Some(e) = &self.store_error {
+            return Err(Error::ObjectStore(e.clone()));
+        }
         let mut config = SessionConfig::new().with_information_schema(true);
         if self.options.target_partitions > 0 {
             config = config.with_target_partitions(self.options.target_partitions);

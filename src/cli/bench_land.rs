@@ -27,6 +27,11 @@ pub(crate) struct LandArgs {
     /// Approximate size of each event's JSON state.
     #[arg(long, default_value_t = 300)]
     payload_bytes: usize,
+    /// Also land the same events in the lake of the configuration (`[lake]`:
+    /// e.g. `rest://` over `s3://`; it must not hold `floe.events` events
+    /// yet) and report its rate next to the local one.
+    #[arg(long)]
+    configured_lake: bool,
     /// Python with pyiceberg for the comparison (default: $FLOE_PYTHON).
     #[arg(long, env = "FLOE_PYTHON")]
     python: Option<PathBuf>,
@@ -145,6 +150,31 @@ pub(crate) async fn land(config: Config, args: LandArgs) -> anyhow::Result<()> {
         options.commit_bytes >> 20,
         options.zstd_level,
     );
+
+    if args.configured_lake {
+        let location = config.lake.location(&config.data_dir)?;
+        let label = format!("{} over {}", location.catalog, location.warehouse);
+        let lake = Lake::open(location).await?;
+        let started = Instant::now();
+        let mut sink = Sink::start(lake, log.clone(), options.clone()).await?;
+        let landed = sink.land_to_head().await?;
+        let elapsed = started.elapsed();
+        sink.release().await?;
+        anyhow::ensure!(
+            landed.events == args.events,
+            "the configured lake landed {} of {} events: it must start empty",
+            landed.events,
+            args.events
+        );
+        let remote = per_second(landed.events, elapsed);
+        println!(
+            "configured lake ({label}): {} events in {:.2} s = {remote:.0} events/s, {:.2}x the local lake; {} commits",
+            landed.events,
+            elapsed.as_secs_f64(),
+            remote / rate,
+            landed.commits,
+        );
+    }
 
     let Some(python) = args.python else {
         println!(

@@ -10,6 +10,8 @@ mod bench_land;
 mod bench_migrate;
 #[cfg(feature = "bench")]
 mod bench_query;
+#[cfg(feature = "server")]
+mod catalog;
 mod demo;
 mod entity;
 mod import;
@@ -75,6 +77,9 @@ enum Command {
     /// Serve the HTTP API: entities, routing, stats, health, metrics.
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
+    /// Serve the lake's catalog over the Iceberg REST protocol.
+    #[cfg(feature = "server")]
+    Catalog(catalog::CatalogArgs),
     /// Plan, run, follow and cancel live shard migrations.
     Migrate(migrate::MigrateArgs),
     /// Run one read-only SQL statement across every shard (over the lake).
@@ -88,7 +93,7 @@ pub(crate) fn main() -> ExitCode {
     // A server logs its lifecycle; one-shot commands only what goes wrong.
     let default_filter = match cli.command {
         #[cfg(feature = "server")]
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Catalog(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -136,6 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sink(args) => sink::run(config, args).await,
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(config, args).await,
+        #[cfg(feature = "server")]
+        Command::Catalog(args) => catalog::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,

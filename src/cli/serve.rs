@@ -33,7 +33,7 @@ pub(crate) async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<(
 }
 
 /// SIGTERM (orchestrators) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

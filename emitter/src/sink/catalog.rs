@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use iceberg::io::{LocalFsStorageFactory, StorageFactory};
+use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory, StorageFactory};
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, ErrorKind};
 use iceberg_catalog_rest::RestCatalogBuilder;
@@ -128,6 +128,15 @@ impl Lake {
         } else {
             Arc::new(OpenDalResolvingStorageFactory::new())
         };
+        // The warehouse first: with object storage, a wrong endpoint or
+        // credentials or a missing bucket would otherwise surface as a failed
+        // table creation deep inside the catalog.
+        if !location.warehouse.starts_with("file://") {
+            let io = FileIOBuilder::new(storage.clone())
+                .with_props(location.properties.clone())
+                .build();
+            probe(&io, location.warehouse.trim_end_matches('/'), &location).await?;
+        }
         let mut props = location.properties.clone();
         let catalog: Arc<dyn Catalog> = match &location.catalog {
             CatalogUrl::Sqlite(path) => {
@@ -246,22 +255,23 @@ impl Lake {
 
     /// Writes and deletes a small file under the table's data location.
     async fn probe_warehouse(&self, table: &Table) -> Result<()> {
-        let path = format!(
-            "{}/data/.floe-probe-{}",
-            table.metadata().location(),
-            uuid::Uuid::new_v4()
-        );
-        let io = table.file_io();
-        let written = async {
-            io.new_output(&path)?
-                .write(bytes::Bytes::from_static(b"probe"))
-                .await?;
-            io.delete(&path).await
-        }
-        .await;
-        written.map_err(|e| Error::WarehouseNotWritable {
-            warehouse: self.location.warehouse.clone(),
-            cause: Box::new(e),
-        })
+        let dir = format!("{}/data", table.metadata().location());
+        probe(table.file_io(), &dir, &self.location).await
     }
+}
+
+/// Writes and deletes a small file in `dir`.
+async fn probe(io: &FileIO, dir: &str, location: &LakeLocation) -> Result<()> {
+    let path = format!("{dir}/.floe-probe-{}", uuid::Uuid::new_v4());
+    let written = async {
+        io.new_output(&path)?
+            .write(bytes::Bytes::from_static(b"probe"))
+            .await?;
+        io.delete(&path).await
+    }
+    .await;
+    written.map_err(|e| Error::WarehouseNotWritable {
+        warehouse: location.warehouse.clone(),
+        cause: Box::new(e),
+    })
 }
