@@ -12,6 +12,7 @@ mod bench_migrate;
 mod bench_query;
 mod demo;
 mod entity;
+mod lake;
 mod migrate;
 mod repair;
 mod report;
@@ -77,6 +78,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Rebuild damaged partitions of the embedded log from the lake.
     Repair(repair::RepairArgs),
+    /// Maintain the Iceberg lake: compaction and expiry.
+    Lake(lake::LakeArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -134,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,
+        Command::Lake(args) => lake::run(config, args).await,
     }
 }
 
