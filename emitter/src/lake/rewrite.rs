@@ -23,9 +23,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
-    SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadata,
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestEntryRef,
+    ManifestFile, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot,
+    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
@@ -36,8 +36,11 @@ use crate::error::{Error, Result};
 use crate::sink::Lake;
 use crate::sink::layout::PARTITIONS_PROPERTY;
 
-/// Attempts before a rewrite that keeps losing the race gives up.
-const ATTEMPTS: u32 = 8;
+/// Attempts before a rewrite that keeps losing the race gives up. Each
+/// re-plan reads only the manifests it has not seen (they are immutable), so
+/// an attempt after the first takes milliseconds; a sink committing every
+/// few tens of milliseconds still leaves room.
+const ATTEMPTS: u32 = 64;
 /// More data manifests than this and a rewrite merges them all into one
 /// (every sink commit adds a manifest; planning reads all of them).
 const MERGE_MANIFESTS_ABOVE: usize = 64;
@@ -131,10 +134,11 @@ impl RewriteFiles {
             )));
         }
         let mut attempt = 0;
+        let mut manifests = HashMap::new();
         loop {
             attempt += 1;
             let table = lake.load_table().await?;
-            let staged = self.stage(&table).await?;
+            let staged = self.stage(&table, &mut manifests).await?;
             let requirements = [
                 TableRequirement::UuidMatch {
                     uuid: table.metadata().uuid(),
@@ -173,7 +177,12 @@ impl RewriteFiles {
                         return Err(e);
                     }
                     tracing::debug!(error = %e, attempt, "rewrite lost a race; re-planning");
-                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+                    // Jitter, so as not to fall into step with a periodic committer.
+                    let jitter = u64::from(Uuid::new_v4().as_u128() as u8 % 16);
+                    tokio::time::sleep(Duration::from_millis(
+                        2 + jitter + u64::from(attempt.min(10)),
+                    ))
+                    .await;
                 }
             }
         }
@@ -188,7 +197,11 @@ impl RewriteFiles {
 
     /// Writes the manifests and the manifest list of the new snapshot on top
     /// of `table`'s current one.
-    async fn stage(&self, table: &Table) -> Result<Staged> {
+    async fn stage(
+        &self,
+        table: &Table,
+        cache: &mut HashMap<String, Vec<ManifestEntryRef>>,
+    ) -> Result<Staged> {
         let metadata = table.metadata();
         if metadata.format_version() != FormatVersion::V2 {
             return Err(Error::Layout(format!(
@@ -243,11 +256,18 @@ impl RewriteFiles {
                     manifests.push(manifest.clone());
                     continue;
                 }
-                let loaded = manifest
-                    .load_manifest(io)
-                    .await
-                    .map_err(|e| Error::iceberg("reading a manifest", e))?;
-                let (entries, _) = loaded.into_parts();
+                let entries = match cache.get(&manifest.manifest_path) {
+                    Some(entries) => entries.clone(),
+                    None => {
+                        let loaded = manifest
+                            .load_manifest(io)
+                            .await
+                            .map_err(|e| Error::iceberg("reading a manifest", e))?;
+                        let (entries, _) = loaded.into_parts();
+                        cache.insert(manifest.manifest_path.clone(), entries.clone());
+                        entries
+                    }
+                };
                 let touched = entries
                     .iter()
                     .any(|e| e.is_alive() && self.delete.contains(e.file_path()));
