@@ -3,9 +3,11 @@
 #[cfg(test)]
 mod defaults_tests;
 mod kafka;
+mod maintenance;
 mod serve;
 
 pub use self::kafka::KafkaConfig;
+pub use self::maintenance::MaintenanceConfig;
 pub use self::serve::{
     AuthMode, HealthConfig, Role, Secret, ServeConfig, TOKENS_ENV, Token, TokenConfig,
 };
@@ -341,6 +343,8 @@ pub struct LakeConfig {
     pub lease_ms: u64,
     /// Delete embedded-log segments wholly below the committed offsets.
     pub retention: bool,
+    /// Compaction and expiry beside the sink (`[lake.maintenance]`).
+    pub maintenance: MaintenanceConfig,
 }
 
 impl Default for LakeConfig {
@@ -359,6 +363,7 @@ impl Default for LakeConfig {
             zstd_level: sink.zstd_level,
             lease_ms: sink.lease.as_millis() as u64,
             retention: sink.retention,
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -543,6 +548,10 @@ impl Config {
                 .sink_options()
                 .validate()
                 .map_err(|e| Error::Config(format!("lake: {e}")))?;
+            if let Some(m) = self.lake.maintenance_options() {
+                m.validate()
+                    .map_err(|e| Error::Config(format!("lake.maintenance: {e}")))?;
+            }
         }
         Ok(())
     }

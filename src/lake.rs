@@ -116,6 +116,8 @@ pub(crate) fn sink_options(config: &Config) -> Result<SinkOptions> {
 #[derive(Debug)]
 pub(crate) struct SinkTask {
     stop: watch::Sender<bool>,
+    /// Compaction and expiry beside the sink (`[lake.maintenance]`).
+    maintenance: Mutex<Option<floe_emitter::lake::Maintenance>>,
     task: Mutex<Option<JoinHandle<()>>>,
     lag: Arc<Mutex<Option<LagHandle>>>,
 }
@@ -134,6 +136,7 @@ impl SinkTask {
         let lag = Arc::new(Mutex::new(Some(sink.lag_handle())));
         let (stop, stopped) = watch::channel(false);
         let slot = lag.clone();
+        let maintenance = crate::maintain::start_policy(&lake, config);
         let task = tokio::spawn(async move {
             let mut sink = Some(sink);
             let mut delay = RESTART_DELAY;
@@ -185,6 +188,7 @@ impl SinkTask {
         });
         Ok(SinkTask {
             stop,
+            maintenance: Mutex::new(maintenance),
             task: Mutex::new(Some(task)),
             lag,
         })
@@ -203,6 +207,14 @@ impl SinkTask {
 
     /// Asks the sink to land everything up to the head and stop; waits.
     pub(crate) async fn stop(&self) {
+        let maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(maintenance) = maintenance {
+            maintenance.stop().await;
+        }
         let _ = self.stop.send(true);
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task
@@ -237,7 +249,7 @@ pub async fn run_sink(
     })?;
     let pipeline = crate::floe::open_pipeline(config).await?;
     check_pipeline_covers_lake(&*pipeline, &lake).await?;
-    let mut sink = Sink::start(lake, pipeline.clone(), sink_options(config)?)
+    let mut sink = Sink::start(lake.clone(), pipeline.clone(), sink_options(config)?)
         .await
         .map_err(Error::Lake)?;
     let stats = match mode {
@@ -246,7 +258,14 @@ pub async fn run_sink(
             sink.release().await.map_err(Error::Lake)?;
             stats
         }
-        SinkMode::Follow => sink.run(stop).await.map_err(Error::Lake)?,
+        SinkMode::Follow => {
+            let maintenance = crate::maintain::start_policy(&lake, config);
+            let landed = sink.run(stop).await.map_err(Error::Lake);
+            if let Some(maintenance) = maintenance {
+                maintenance.stop().await;
+            }
+            landed?
+        }
     };
     pipeline.close().await?;
     Ok(stats)

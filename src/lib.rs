@@ -28,6 +28,7 @@ mod error;
 mod floe;
 mod health;
 mod lake;
+mod maintain;
 mod migrate;
 mod repair;
 #[cfg(feature = "server")]
@@ -36,11 +37,12 @@ mod telemetry;
 
 pub use config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
-    PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig, TOKENS_ENV, Token,
-    TokenConfig, TopologyConfig,
+    MaintenanceConfig, PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig,
+    TOKENS_ENV, Token, TokenConfig, TopologyConfig,
 };
 pub use error::{Error, Result};
 pub use floe::{Floe, WriteRequest};
+pub use floe_emitter::lake::{CompactReport, ExpireOptions, ExpireReport};
 pub use floe_emitter::replay::RecoveryStats;
 pub use floe_emitter::sink::{LandStats, SinkLag};
 pub use floe_emitter::{DamagedRegion, LostRange, RepairReport, TornTail};
@@ -54,6 +56,7 @@ pub use floe_query::{
 };
 pub use health::{HealthStatus, ShardHealth, SinkHealth, SystemHealth};
 pub use lake::{SinkMode, open_query, run_sink};
+pub use maintain::{compact_lake, expire_lake};
 #[cfg(feature = "failpoints")]
 pub use migrate::FailPoint;
 pub use migrate::{

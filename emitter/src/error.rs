@@ -270,6 +270,57 @@ pub enum Error {
         found: Option<i64>,
     },
 
+    /// A maintenance commit (compaction, expiry, erase) lost the catalog's
+    /// compare-and-swap: someone committed between its read and its swap.
+    /// Retryable: the caller re-plans against the new metadata.
+    #[cfg(feature = "sink")]
+    #[error("{operation} commit to floe.events lost the race with another commit: {reason}")]
+    CommitConflict {
+        /// The operation, e.g. `replace`.
+        operation: &'static str,
+        /// What changed underneath.
+        reason: String,
+    },
+
+    /// A rewrite would remove a data file that the table no longer holds
+    /// (another rewrite removed it, or it never was part of the table).
+    /// Nothing was committed.
+    #[cfg(feature = "sink")]
+    #[error(
+        "cannot rewrite floe.events: data file {file} is not live in snapshot {}; another rewrite removed it or it never belonged to the table (nothing was committed)",
+        snapshot(*snapshot_id)
+    )]
+    FileNotLive {
+        /// The data file.
+        file: String,
+        /// The snapshot it was looked for in.
+        snapshot_id: Option<i64>,
+    },
+
+    /// A replace commit whose added files do not hold exactly the rows of the
+    /// files it removes (a replace may reorganise rows, never drop or add one).
+    #[cfg(feature = "sink")]
+    #[error(
+        "refusing a replace commit that removes {removed} rows and adds {added}: a replace must keep every row"
+    )]
+    RowsChanged {
+        /// Rows in the files removed.
+        removed: u64,
+        /// Rows in the files added.
+        added: u64,
+    },
+
+    /// A lake operation this catalog cannot do (yet).
+    #[error("{operation} is not supported with the {catalog} catalog: {reason}")]
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
+        /// The catalog kind.
+        catalog: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+
     /// The pipeline the sink reads failed.
     #[error("reading the pipeline: {cause}")]
     Pipeline {
@@ -349,6 +400,8 @@ impl Error {
             #[cfg(feature = "sink")]
             Error::Iceberg { cause, .. } => cause.retryable() || is_storage_failure(cause),
             Error::Pipeline { cause } => cause.is_retryable(),
+            #[cfg(feature = "sink")]
+            Error::CommitConflict { .. } => true,
             _ => false,
         }
     }
@@ -361,12 +414,16 @@ impl Error {
             Error::CatalogUnavailable { .. }
             | Error::WarehouseNotWritable { .. }
             | Error::Iceberg { .. }
-            | Error::Arrow { .. } => true,
+            | Error::Arrow { .. }
+            | Error::CommitConflict { .. }
+            | Error::FileNotLive { .. }
+            | Error::RowsChanged { .. } => true,
             Error::LakeConfig(_)
             | Error::Layout(_)
             | Error::Fenced { .. }
             | Error::ConcurrentCommit { .. }
-            | Error::Stopped(_) => true,
+            | Error::Stopped(_)
+            | Error::Unsupported { .. } => true,
             _ => false,
         }
     }

@@ -19,6 +19,8 @@ pub mod conformance;
 mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "sink")]
+pub mod lake;
 mod log;
 #[cfg(feature = "test-util")]
 mod mem;

@@ -377,7 +377,8 @@ fn resolve(table: &Table, as_of: Option<AsOf>) -> Result<Option<i64>> {
         Some(AsOf::Snapshot(id)) => match metadata.snapshot_by_id(id) {
             Some(_) => Ok(Some(id)),
             None => Err(Error::NoSuchSnapshot(format!(
-                "{id} in floe.events (see the snapshots with `floe sql \"SELECT ...\" --stats` or the table's history)"
+                "{id} in floe.events{} (see the snapshots with `floe sql \"SELECT ...\" --stats` or the table's history)",
+                expired_note(metadata)
             ))),
         },
         Some(AsOf::TimestampMs(ms)) => metadata
@@ -388,10 +389,24 @@ fn resolve(table: &Table, as_of: Option<AsOf>) -> Result<Option<i64>> {
             .map(|entry| Some(entry.snapshot_id))
             .ok_or_else(|| {
                 Error::NoSuchSnapshot(format!(
-                    "as of {ms} ms since the epoch: floe.events has no snapshot that old"
+                    "as of {ms} ms since the epoch: floe.events has no snapshot that old{}",
+                    expired_note(metadata)
                 ))
             }),
     }
+}
+
+/// Why a snapshot may be missing: `floe lake expire` removed the older ones.
+fn expired_note(metadata: &iceberg::spec::TableMetadata) -> String {
+    metadata
+        .properties()
+        .get(floe_emitter::lake::EXPIRED_BEFORE_PROPERTY)
+        .map(|ms| {
+            format!(
+                "; snapshots committed before {ms} ms since the epoch were expired (`floe lake expire`) and their files deleted"
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Parses one statement and refuses anything but a query (or EXPLAIN of one).

@@ -15,6 +15,7 @@ mod catalog;
 mod demo;
 mod entity;
 mod import;
+mod lake;
 mod migrate;
 mod repair;
 mod report;
@@ -86,6 +87,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Rebuild damaged partitions of the embedded log from the lake.
     Repair(repair::RepairArgs),
+    /// Maintain the Iceberg lake: compaction and expiry.
+    Lake(lake::LakeArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -146,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,
+        Command::Lake(args) => lake::run(config, args).await,
     }
 }
 

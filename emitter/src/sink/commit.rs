@@ -85,6 +85,27 @@ impl CommittedOffsets {
     }
 }
 
+/// Whether every snapshot from `from` back to (not including) `to` is a
+/// maintenance rewrite (compaction, erase) that carried the offsets.
+fn only_rewrites_between(table: &Table, from: Option<i64>, to: Option<i64>) -> bool {
+    let metadata = table.metadata();
+    let mut at = from;
+    while at != to {
+        let Some(snapshot) = at.and_then(|id| metadata.snapshot_by_id(id)) else {
+            return false;
+        };
+        if !snapshot
+            .summary()
+            .additional_properties
+            .contains_key(crate::lake::MAINTENANCE_PROPERTY)
+        {
+            return false;
+        }
+        at = snapshot.parent_snapshot_id();
+    }
+    true
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -179,16 +200,24 @@ impl Lease {
     }
 
     /// Renews the lease with a properties-only commit (no snapshot).
+    /// A conflict (a maintenance commit landed in between) is retried.
     pub(crate) async fn renew(&self, lake: &Lake) -> Result<()> {
-        let table = lake.load_table().await?;
-        self.check(&table)?;
-        let tx = self
-            .stamp(Transaction::new(&table))
-            .map_err(|e| Error::iceberg("preparing the lease renewal", e))?;
-        tx.commit(&**lake.catalog())
-            .await
-            .map_err(|e| Error::iceberg("renewing the sink lease", e))?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let table = lake.load_table().await?;
+            self.check(&table)?;
+            let tx = self
+                .stamp(Transaction::new(&table))
+                .map_err(|e| Error::iceberg("preparing the lease renewal", e))?;
+            match tx.commit(&**lake.catalog()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.retryable() && attempt < COMMIT_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+                Err(e) => return Err(Error::iceberg("renewing the sink lease", e)),
+            }
+        }
     }
 
     /// Gives the lease up so the next sink can start at once.
@@ -251,9 +280,11 @@ impl Lease {
                 Ok(table) => {
                     let snapshot = table.metadata().current_snapshot();
                     let parent = snapshot.and_then(|s| s.parent_snapshot_id());
-                    if parent != head {
+                    if parent != head && !only_rewrites_between(&table, parent, head) {
                         // Transaction::commit rebased onto a snapshot we never
-                        // checked: someone committed in between.
+                        // checked: someone committed in between. (Rebasing
+                        // over floe's own rewrites is fine: they carry the
+                        // offsets unchanged and add no event.)
                         return Err(Error::ConcurrentCommit {
                             expected: head,
                             found: parent,

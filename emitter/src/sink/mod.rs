@@ -27,3 +27,4 @@ pub use options::SinkOptions;
 pub use run::{LandStats, Sink};
 #[cfg(feature = "failpoints")]
 pub use run::{SinkHook, SinkPhase};
+pub(crate) use writer::DataWriter;

@@ -1,0 +1,25 @@
+//! Lake maintenance: the commits the sink does not make.
+//!
+//! - [`RewriteFiles`]: one atomic snapshot that removes data files and adds
+//!   others (`replace`, `overwrite`), safe beside the committing sink.
+//! - [`compact`]: small files of a partition merged into files of about the
+//!   target size, sorted by `key_hash` ([`plan_compaction`] is the pure plan).
+//! - [`expire`]: old snapshots removed and every file no live snapshot
+//!   references deleted, orphans of crashed writers included.
+//! - [`Maintenance`]: both on a timer beside the sink.
+//!
+//! All of them swap the table's metadata with a compare-and-swap on the
+//! catalog, retrying against the new metadata when the sink (or anyone)
+//! committed in between. `docs/iceberg.md` gives the protocol.
+
+mod compact;
+mod expire;
+mod files;
+mod policy;
+mod rewrite;
+mod swap;
+
+pub use compact::{CompactOptions, CompactReport, PartitionFiles, compact, plan_compaction};
+pub use expire::{DeletedFiles, EXPIRED_BEFORE_PROPERTY, ExpireOptions, ExpireReport, expire};
+pub use policy::{Maintenance, MaintenanceOptions, MaintenanceStats, run_round};
+pub use rewrite::{MAINTENANCE_PROPERTY, RewriteFiles, RewriteReport};
