@@ -58,6 +58,10 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// A filter or order key of a things query that does not parse.
+    #[error("invalid filter: {0}")]
+    InvalidFilter(#[from] crate::filter::FilterError),
+
     /// A typed query with an invalid part (an empty field name, a bad limit).
     #[error("invalid query: {0}")]
     InvalidQuery(String),

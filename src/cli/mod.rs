@@ -11,6 +11,7 @@ mod bench_migrate;
 #[cfg(feature = "bench")]
 mod bench_query;
 mod demo;
+mod demo_day;
 mod entity;
 mod migrate;
 mod repair;
@@ -19,6 +20,7 @@ mod report;
 mod serve;
 mod sink;
 mod sql;
+mod things;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +77,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run one read-only SQL statement across every shard (over the lake).
     Sql(sql::SqlArgs),
+    /// Live entities of a type, filtered on their JSON, ordered and paged.
+    Things(things::ThingsArgs),
     /// Rebuild damaged partitions of the embedded log from the lake.
     Repair(repair::RepairArgs),
 }
@@ -133,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
+        Command::Things(args) => things::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,
     }
 }

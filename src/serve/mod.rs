@@ -18,6 +18,7 @@ mod metrics;
 mod migrations;
 mod routes;
 mod sql;
+mod things;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
