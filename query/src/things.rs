@@ -33,19 +33,25 @@ use crate::filter::{Compare, Condition, FilterError, JsonPath, Scalar, parse_fil
 /// query started; `emitted_shard` is the shard that wrote the latest event.
 pub(crate) fn things_sql(owner: bool) -> String {
     let shard = if owner {
-        "floe_shard(e.partition_key, e.key_hash)"
+        "floe_shard(partition_key, key_hash)"
     } else {
-        "e.shard"
+        "emitted_shard"
     };
+    // The owner is computed over a subquery whose columns are all
+    // unqualified: with `e.shard` and a computed `shard` side by side,
+    // DataFusion 53's `push_down_leaf_projections` fails on the ambiguous
+    // names when a JSON function is pushed towards the scan.
     format!(
-        "SELECT e.namespace, e.entity_type, e.entity_id, e.version, e.state AS data, \
-  e.partition_key, e.key_hash, {shard} AS shard, e.shard AS emitted_shard, e.event_time AS updated_at \
+        "SELECT namespace, entity_type, entity_id, version, data, partition_key, key_hash, \
+  {shard} AS shard, emitted_shard, updated_at FROM (\
+SELECT e.namespace, e.entity_type, e.entity_id, e.version, e.state AS data, \
+  e.partition_key, e.key_hash, e.shard AS emitted_shard, e.event_time AS updated_at \
 FROM events e \
 JOIN (SELECT namespace, entity_type, entity_id, max(version) AS version \
       FROM events GROUP BY namespace, entity_type, entity_id) latest \
   ON e.namespace = latest.namespace AND e.entity_type = latest.entity_type \
   AND e.entity_id = latest.entity_id AND e.version = latest.version \
-WHERE e.kind <> 'deleted'"
+WHERE e.kind <> 'deleted') current"
     )
 }
 
