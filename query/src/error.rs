@@ -60,7 +60,7 @@ pub enum Error {
 
     /// A filter or order key of a things query that does not parse.
     #[error("invalid filter: {0}")]
-    InvalidFilter(#[from] crate::filter::FilterError),
+    InvalidFilter(crate::filter::FilterError),
 
     /// A typed query with an invalid part (an empty field name, a bad limit).
     #[error("invalid query: {0}")]
@@ -84,6 +84,14 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             _ => false,
         }
+    }
+}
+
+// Not `#[from]`: that would make the filter error a source too, and its
+// message would print twice in a chain.
+impl From<crate::filter::FilterError> for Error {
+    fn from(e: crate::filter::FilterError) -> Self {
+        Error::InvalidFilter(e)
     }
 }
 
