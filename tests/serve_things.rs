@@ -24,16 +24,16 @@ fn order(i: u64) -> Value {
     let mut data = json!({
         "status": STATUSES[(i % 4) as usize],
         "total": (i as i64 * 37) % 500 - 100,
-        "name": format!("{} order {i}", if i % 3 == 0 { "Pizza" } else { "pasta" }),
+        "name": format!("{} order {i}", if i.is_multiple_of(3) { "Pizza" } else { "pasta" }),
         "address": { "city": CITIES[(i % 4) as usize], "zip": format!("{:04}", i % 7) },
         "items": [{ "sku": format!("sku-{}", i % 5), "qty": 1 + i % 3 }],
-        "vip": i % 5 == 0,
+        "vip": i.is_multiple_of(5),
     });
     if i % 6 == 1 {
         // A float total, compared numerically with integers.
         data["total"] = json!(i as f64 + 0.5);
     }
-    if i % 11 == 0 {
+    if i.is_multiple_of(11) {
         data.as_object_mut().unwrap().remove("address");
     }
     data
