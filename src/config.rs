@@ -146,10 +146,35 @@ pub struct TopologyConfig {
     pub shards: u32,
     /// Hash of partition keys.
     pub hash: HashFunction,
-    /// Routing strategy.
+    /// Routing strategy: a table (`{ kind = "ring", virtual_nodes = 64 }`)
+    /// or a name alone, as the seeds spell it (`"hash"`, `"consistent-hash"`).
+    #[serde(deserialize_with = "strategy_or_name")]
     pub strategy: Strategy,
     /// Partition keys pinned to shards.
     pub overrides: BTreeMap<String, u32>,
+}
+
+/// A strategy table, or a strategy's name with its defaults.
+fn strategy_or_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Strategy, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Strategy;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a strategy name (\"jump_back\", \"hash\", \"consistent-hash\", ...) or table ({ kind = \"ring\", ... })")
+        }
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> std::result::Result<Strategy, E> {
+            name.parse().map_err(E::custom)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            map: A,
+        ) -> std::result::Result<Strategy, A::Error> {
+            Strategy::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 impl Default for TopologyConfig {
@@ -586,6 +611,34 @@ mod tests {
         config.validate().unwrap();
         let text = toml::to_string(&config).unwrap();
         assert_eq!(Config::from_toml(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn strategies_are_accepted_by_the_seeds_names_alone_or_as_tables() {
+        let ring = Strategy::Ring { virtual_nodes: 150 };
+        for (given, expected) in [
+            (r#""hash""#, Strategy::Modulo),
+            (r#""tenant""#, Strategy::Modulo),
+            (r#""consistent-hash""#, ring.clone()),
+            (r#""consistent""#, ring.clone()),
+            (r#""jump_back""#, Strategy::JumpBack),
+            (
+                r#"{ kind = "consistent-hash", virtual_nodes = 64 }"#,
+                Strategy::Ring { virtual_nodes: 64 },
+            ),
+            (r#"{ kind = "tenant" }"#, Strategy::Modulo),
+        ] {
+            let config = Config::from_toml(&format!("[topology]\nstrategy = {given}")).unwrap();
+            assert_eq!(config.topology.strategy, expected, "{given}");
+        }
+        for bad in [
+            r#""range""#,
+            r#""maglev""#,
+            r#"{ kind = "ring", vnodes = 3 }"#,
+        ] {
+            let err = Config::from_toml(&format!("[topology]\nstrategy = {bad}")).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{bad}");
+        }
     }
 
     #[test]

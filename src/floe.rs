@@ -214,12 +214,6 @@ impl Floe {
             }
         };
         let router = Arc::new(Router::new(topology)?);
-        let query = lake.as_ref().map(|lake| {
-            let mut options = config.query_options();
-            // A custom extractor may key entities by anything.
-            options.namespace_is_partition_key &= extractor.is_none();
-            Arc::new(CrossShardQuery::new(lake.clone(), options).with_pipeline(pipeline.clone()))
-        });
         let started = Instant::now();
         let (recovered, recovery) = floe_emitter::replay::recover(
             pipeline.clone(),
@@ -250,6 +244,17 @@ impl Floe {
             pipeline.clone(),
             config.shards,
         )?);
+        let query = lake.as_ref().map(|lake| {
+            let mut options = config.query_options();
+            // A custom extractor may key entities by anything.
+            options.namespace_is_partition_key &= extractor.is_none();
+            let routing = cluster.clone();
+            Arc::new(
+                CrossShardQuery::new(lake.clone(), options)
+                    .with_pipeline(pipeline.clone())
+                    .with_router(Arc::new(move || routing.router())),
+            )
+        });
         let migrations = floe_migration::Migrator::open(
             floe_migration::Deployment {
                 cluster: cluster.clone(),

@@ -84,10 +84,22 @@ pub async fn open_query(config: &Config) -> Result<floe_query::CrossShardQuery> 
         return Err(Error::NoLake { path: path.clone() });
     }
     let lake = Lake::open(location).await.map_err(Error::Lake)?;
-    Ok(floe_query::CrossShardQuery::new(
-        lake,
-        config.query_options(),
-    ))
+    let query = floe_query::CrossShardQuery::new(lake, config.query_options());
+    // `things.shard` is the owner under the directory's topology, read
+    // again at each query: a floe serving the directory may migrate.
+    let Some(topology) = crate::datadir::load_topology(&config.data_dir)? else {
+        return Ok(query);
+    };
+    let opened = Arc::new(floe_engine::Router::new(topology)?);
+    let dir = config.data_dir.clone();
+    Ok(query.with_router(Arc::new(move || {
+        match crate::datadir::load_topology(&dir) {
+            Ok(Some(t)) if t.version != opened.topology().version => floe_engine::Router::new(t)
+                .map(Arc::new)
+                .unwrap_or_else(|_| opened.clone()),
+            _ => opened.clone(),
+        }
+    })))
 }
 
 /// The sink settings for this data directory: the configured ones, with the

@@ -182,6 +182,14 @@ async fn check_placement(floe: &Floe, oracle: &Oracle) {
 }
 
 async fn under_load(kind: PlanKind, shards: u32) -> floe::MigrationReport {
+    under_load_with(|_| kind, shards).await
+}
+
+/// [`under_load`] with the plan chosen once the deployment is up.
+async fn under_load_with(
+    kind: impl FnOnce(&Floe) -> PlanKind,
+    shards: u32,
+) -> floe::MigrationReport {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.topology.shards = shards;
@@ -191,7 +199,7 @@ async fn under_load(kind: PlanKind, shards: u32) -> floe::MigrationReport {
     let writers = start_writers(&floe, 6, 1600, stop.clone());
     tokio::time::sleep(Duration::from_millis(150)).await;
     let migrations = floe.migrations();
-    let plan = migrations.plan(kind).await.unwrap();
+    let plan = migrations.plan(kind(&floe)).await.unwrap();
     assert!(!plan.moves.is_empty(), "the plan moves keys");
     let report = migrations
         .run(plan.clone(), MigrationOptions::default())
@@ -276,6 +284,42 @@ async fn add_shard_under_batched_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn remove_shard_under_load() {
     under_load(PlanKind::RemoveShard { shard: 4 }, 5).await;
+}
+
+/// A shard other than the one `key` routes to now.
+fn elsewhere(floe: &Floe, key: &str) -> u32 {
+    (floe.shard_for_key(key).shard + 1) % floe.topology().shard_count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pin_under_load() {
+    let report = under_load_with(
+        |floe| PlanKind::Pin {
+            key: "k-00042".into(),
+            shard: elsewhere(floe, "k-00042"),
+        },
+        4,
+    )
+    .await;
+    assert_eq!(report.keys_moved, 1, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_list_moves_under_load() {
+    let report = under_load_with(
+        |floe| PlanKind::MoveKeys {
+            moves: (0..40u64)
+                .map(|i| {
+                    let key = format!("k-{:05}", i * 37);
+                    let shard = elsewhere(floe, &key);
+                    (key, shard)
+                })
+                .collect(),
+        },
+        5,
+    )
+    .await;
+    assert_eq!(report.keys_moved, 40, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -530,7 +530,7 @@ async fn a_shard_is_added_over_http_while_writes_go_on() {
         let path = format!("/api/v1/entities/t{}/Order/o{i}", i % 20);
         server.put_ok(&path, json!({ "n": i })).await;
     }
-    // Only an admin may plan, start or list; a viewer may read the balance.
+    // Only an admin may plan or start; a viewer may read the balance.
     let add = r#"{"kind":"add_shard"}"#;
     for token in [VIEWER, OPERATOR] {
         let (status, _) = server

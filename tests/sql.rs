@@ -235,3 +235,78 @@ fn a_bad_statement_prints_the_parser_error_once() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn floe_things_filters_orders_and_refuses_bad_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    for (ns, id, body) in [
+        (
+            "acme",
+            "o-1",
+            r#"{"status":"paid","total":-5,"address":{"city":"Oslo"}}"#,
+        ),
+        (
+            "acme",
+            "o-2",
+            r#"{"status":"paid","total":7.5,"address":{"city":"Lima"}}"#,
+        ),
+        (
+            "acme",
+            "o-3",
+            r#"{"status":"placed","total":9,"address":{"city":"Oslo"}}"#,
+        ),
+        (
+            "beta",
+            "o-4",
+            r#"{"status":"paid","total":11,"address":{"city":"Oslo"}}"#,
+        ),
+    ] {
+        ok(data, &["put", ns, "Order", id, body]);
+    }
+    let out = ok(
+        data,
+        &[
+            "things",
+            "Order",
+            "--namespace",
+            "acme",
+            "-f",
+            "status = paid",
+            "--order",
+            "total desc",
+            "--format",
+            "json",
+        ],
+    );
+    let page: Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = page["things"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["o-2", "o-1"], "{page}");
+    let out = ok(
+        data,
+        &[
+            "things",
+            "Order",
+            "-f",
+            "address.city IN (Oslo) AND total < 10",
+            "--format",
+            "json",
+        ],
+    );
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["count"], json!(2), "{page}");
+    let err = floe(data, &["things", "Order", "-f", "status = 'paid"]);
+    assert!(!err.status.success());
+    let message = String::from_utf8_lossy(&err.stderr).to_string();
+    assert!(message.contains("quoted text is not closed"), "{message}");
+    assert_eq!(
+        message.matches("not closed").count(),
+        1,
+        "said once: {message}"
+    );
+}

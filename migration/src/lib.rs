@@ -55,6 +55,6 @@ pub use floe_engine::{
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,
-    plan_add_shard, plan_merge, plan_rebalance, plan_remove_shard, plan_split, shard_loads,
-    validate,
+    plan_add_shard, plan_merge, plan_move_keys, plan_rebalance, plan_remove_shard, plan_split,
+    plan_unpin, shard_loads, validate,
 };

@@ -46,6 +46,26 @@ pub enum PlanKind {
         /// The shard that takes its keys.
         into: u32,
     },
+    /// One partition key (a tenant) is pinned to a chosen shard by an
+    /// override: `floe migrate pin KEY SHARD`.
+    Pin {
+        /// The partition key.
+        key: String,
+        /// Its shard from now on.
+        shard: u32,
+    },
+    /// Partition keys are pinned to given shards (seed 004's
+    /// `rebalance({partitionKeys, targetShards})`).
+    MoveKeys {
+        /// Partition key -> its shard from now on.
+        moves: BTreeMap<String, u32>,
+    },
+    /// The overrides of these keys are dropped: they follow the strategy
+    /// again.
+    Unpin {
+        /// The partition keys.
+        keys: Vec<String>,
+    },
 }
 
 impl PlanKind {
@@ -57,6 +77,9 @@ impl PlanKind {
             PlanKind::Rebalance { .. } => "rebalance",
             PlanKind::Split { .. } => "split",
             PlanKind::Merge { .. } => "merge",
+            PlanKind::Pin { .. } => "pin",
+            PlanKind::MoveKeys { .. } => "move-keys",
+            PlanKind::Unpin { .. } => "unpin",
         }
     }
 }
@@ -371,6 +394,70 @@ pub fn plan_rebalance(
     }
     let to = next(topology, to)?;
     finish(PlanKind::Rebalance { threshold }, topology, to, keys)
+}
+
+/// Pins each key of `moves` to its shard by an override (replacing an
+/// earlier override of the key). Works on every strategy, ranges too:
+/// overrides are read before the strategy. Only the listed keys move.
+pub fn plan_move_keys(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    kind: PlanKind,
+    moves: &BTreeMap<String, u32>,
+) -> Result<MigrationPlan> {
+    if moves.is_empty() {
+        return Err(Error::InvalidPlan("no partition keys to move".into()));
+    }
+    let mut to = topology.clone();
+    for (key, &shard) in moves {
+        if key.is_empty() {
+            return Err(Error::InvalidPlan(
+                "an empty partition key cannot be pinned".into(),
+            ));
+        }
+        if shard >= topology.shard_count {
+            return Err(Error::InvalidPlan(format!(
+                "partition key {key:?}: shard {shard} does not exist (the topology has {} shards)",
+                topology.shard_count
+            )));
+        }
+        to.overrides.insert(key.clone(), shard);
+    }
+    if to.overrides == topology.overrides {
+        return Err(Error::InvalidPlan(
+            "every key is already pinned to that shard: nothing to change".into(),
+        ));
+    }
+    let to = next(topology, to)?;
+    finish(kind, topology, to, keys)
+}
+
+/// Drops the overrides of `unpin`; those keys follow the strategy again.
+pub fn plan_unpin(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    unpin: &[String],
+) -> Result<MigrationPlan> {
+    if unpin.is_empty() {
+        return Err(Error::InvalidPlan("no partition keys to unpin".into()));
+    }
+    let mut to = topology.clone();
+    for key in unpin {
+        if to.overrides.remove(key).is_none() {
+            return Err(Error::InvalidPlan(format!(
+                "partition key {key:?} has no override to drop"
+            )));
+        }
+    }
+    let to = next(topology, to)?;
+    finish(
+        PlanKind::Unpin {
+            keys: unpin.to_vec(),
+        },
+        topology,
+        to,
+        keys,
+    )
 }
 
 /// Errors and warnings about a plan (seed 004's `validatePlan`).

@@ -164,3 +164,96 @@ fn invalid_requests_are_typed() {
     tampered.moves[0].to = 0;
     assert!(!validate(&tampered, &t).is_valid());
 }
+
+proptest! {
+    /// Pinning a list of keys moves exactly the listed keys that were
+    /// elsewhere, each to its chosen shard; every other key stays.
+    #[test]
+    fn key_list_moves_move_exactly_the_listed_keys(
+        shards in 2u32..20,
+        n in 1usize..200,
+        picks in proptest::collection::btree_map(0usize..200, 0u32..20, 1..12),
+        s in strategy(),
+    ) {
+        let t = Topology::new(shards, HashFunction::Xxh3, s).unwrap();
+        let keys = keys(&t, n, |i| i as u64);
+        let moves: BTreeMap<String, u32> = picks
+            .iter()
+            .map(|(&i, &shard)| (format!("tenant-{i}"), shard % shards))
+            .collect();
+        let kind = PlanKind::MoveKeys { moves: moves.clone() };
+        let plan = plan_move_keys(&t, &keys, kind, &moves).unwrap();
+        let router = Router::new(plan.to.clone()).unwrap();
+        for k in &keys {
+            let to = router.route(&k.partition_key, k.key_hash);
+            match moves.get(&k.partition_key) {
+                Some(&target) => prop_assert_eq!(to, target),
+                None => prop_assert_eq!(to, k.shard),
+            }
+        }
+        for m in &plan.moves {
+            prop_assert!(moves.contains_key(&m.partition_key));
+            prop_assert_eq!(m.to, moves[&m.partition_key]);
+        }
+        prop_assert_eq!(plan.to.version, t.version + 1);
+    }
+}
+
+#[test]
+fn pins_and_unpins_refuse_what_cannot_be_done() {
+    let t = Topology::new(4, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+    let keys = keys(&t, 20, |_| 1);
+    let one = |key: &str, shard| BTreeMap::from([(key.to_string(), shard)]);
+    let invalid = |r: Result<MigrationPlan>| match r {
+        Err(Error::InvalidPlan(m)) => m,
+        other => panic!("expected InvalidPlan, got {other:?}"),
+    };
+    let kind = PlanKind::MoveKeys {
+        moves: BTreeMap::new(),
+    };
+    assert!(
+        invalid(plan_move_keys(&t, &keys, kind.clone(), &BTreeMap::new()))
+            .contains("no partition keys")
+    );
+    assert!(
+        invalid(plan_move_keys(&t, &keys, kind.clone(), &one("tenant-1", 4)))
+            .contains("does not exist")
+    );
+    assert!(invalid(plan_move_keys(&t, &keys, kind.clone(), &one("", 1))).contains("empty"));
+    let pinned = plan_move_keys(&t, &keys, kind.clone(), &one("tenant-1", 2))
+        .unwrap()
+        .to;
+    assert_eq!(pinned.overrides.get("tenant-1"), Some(&2));
+    assert!(
+        invalid(plan_move_keys(&pinned, &keys, kind, &one("tenant-1", 2)))
+            .contains("nothing to change")
+    );
+    assert!(invalid(plan_unpin(&pinned, &keys, &["tenant-9".into()])).contains("no override"));
+    let unpinned = plan_unpin(&pinned, &keys, &["tenant-1".into()]).unwrap();
+    assert!(unpinned.to.overrides.is_empty());
+    assert_eq!(unpinned.to.version, pinned.version + 1);
+    // Pins work on range topologies too: overrides come first.
+    let ranges = Strategy::Range {
+        key: floe_engine::RangeKey::default(),
+        default_shard: 0,
+        ranges: vec![floe_engine::RangeRule::strings(Some("a"), None, 1)],
+    };
+    let r = Topology::new(3, HashFunction::Xxh3, ranges).unwrap();
+    let rkeys = keys_for(&r);
+    let plan = plan_move_keys(
+        &r,
+        &rkeys,
+        PlanKind::Pin {
+            key: "tenant-3".into(),
+            shard: 2,
+        },
+        &one("tenant-3", 2),
+    )
+    .unwrap();
+    assert_eq!(plan.moves.len(), 1);
+    assert_eq!((plan.moves[0].from, plan.moves[0].to), (1, 2));
+}
+
+fn keys_for(t: &Topology) -> Vec<KeyLoad> {
+    keys(t, 10, |_| 1)
+}

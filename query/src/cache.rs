@@ -17,6 +17,8 @@ pub(crate) struct CacheKey {
     pub(crate) sql: String,
     /// The snapshot the query read (`None`: the table was empty).
     pub(crate) snapshot: Option<i64>,
+    /// The topology version `things.shard` was routed by, if it was.
+    pub(crate) topology: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -142,6 +144,7 @@ mod tests {
         CacheKey {
             sql: sql.into(),
             snapshot: Some(snapshot),
+            topology: None,
         }
     }
 

@@ -62,6 +62,9 @@ pub enum Error {
     /// properties.
     #[error("object store: {0}")]
     ObjectStore(String),
+    /// A filter or order key of a things query that does not parse.
+    #[error("invalid filter: {0}")]
+    InvalidFilter(crate::filter::FilterError),
 
     /// A typed query with an invalid part (an empty field name, a bad limit).
     #[error("invalid query: {0}")]
@@ -85,6 +88,14 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             _ => false,
         }
+    }
+}
+
+// Not `#[from]`: that would make the filter error a source too, and its
+// message would print twice in a chain.
+impl From<crate::filter::FilterError> for Error {
+    fn from(e: crate::filter::FilterError) -> Self {
+        Error::InvalidFilter(e)
     }
 }
 

@@ -21,8 +21,10 @@
 mod cache;
 mod cancel;
 mod error;
+mod filter;
 mod fresh;
 mod options;
+mod owner;
 mod predicate;
 mod provider;
 mod query;
@@ -34,7 +36,12 @@ mod things;
 /// and JSON writers.
 pub use datafusion::arrow;
 pub use error::{Error, Result};
+pub use filter::{
+    Compare, Condition, FilterError, JsonPath, MAX_CONDITIONS, MAX_FILTER_LEN, MAX_IN_VALUES,
+    MAX_PATH_DEPTH, PathSegment, Scalar, parse_filter,
+};
 pub use options::{AsOf, QueryOptions, QueryRequest};
+pub use owner::RouterSource;
 pub use query::{CrossShardQuery, QueryResult, ThingsPage};
 pub use stats::QueryStats;
-pub use things::{Compare, FieldFilter, OrderBy, Thing, ThingsQuery};
+pub use things::{OrderBy, Thing, ThingsQuery};

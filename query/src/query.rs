@@ -21,11 +21,12 @@ use crate::cancel::{self, Cancel, QueryRuntime};
 use crate::error::{Error, Result};
 use crate::fresh::{self, Tail};
 use crate::options::{AsOf, QueryOptions, QueryRequest};
+use crate::owner::{self, RouterSource};
 use crate::predicate::Translation;
 use crate::provider::{EventsTable, SnapshotTotals, sql_schema};
 use crate::stats::QueryStats;
 use crate::store;
-use crate::things::{self, THINGS_SQL, Thing, ThingsQuery};
+use crate::things::{self, Thing, ThingsQuery, things_sql};
 
 /// Times fresh mode re-pins when retention overtakes the snapshot it read.
 const FRESH_ATTEMPTS: usize = 3;
@@ -80,6 +81,21 @@ pub struct CrossShardQuery {
     /// Why the warehouse's object store could not be registered (every
     /// query then fails with it).
     store_error: Option<String>,
+    /// The topology in force, for `things.shard` (the owner now).
+    router: Option<RouterSource>,
+}
+
+/// What a query runs: SQL text, or a typed things query planned without SQL.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Sql(&'a str),
+    Things(&'a ThingsQuery),
+}
+
+/// A [`Source`] checked and parsed.
+enum Prepared<'a> {
+    Sql(DfStatement),
+    Things(&'a ThingsQuery),
 }
 
 impl std::fmt::Debug for CrossShardQuery {
@@ -120,7 +136,16 @@ impl CrossShardQuery {
             totals: Mutex::new(HashMap::new()),
             pipeline: None,
             executor,
+            router: None,
         }
+    }
+
+    /// `things.shard` becomes the shard that owns each entity under the
+    /// router `source` hands out when a query starts (without one it is the
+    /// shard that wrote the entity's latest event).
+    pub fn with_router(mut self, source: RouterSource) -> Self {
+        self.router = Some(source);
+        self
     }
 
     /// Enables fresh mode: queries with [`QueryRequest::fresh`] also read
@@ -142,6 +167,10 @@ impl CrossShardQuery {
 
     /// Runs one SQL statement with options (time travel, fresh, timeout).
     pub async fn sql_with(&self, sql: &str, request: &QueryRequest) -> Result<QueryResult> {
+        self.execute(Source::Sql(sql), request).await
+    }
+
+    async fn execute(&self, source: Source<'_>, request: &QueryRequest) -> Result<QueryResult> {
         let started = Instant::now();
         let timeout = request.timeout.unwrap_or(self.options.timeout);
         let cancel = Cancel::new(timeout);
@@ -166,7 +195,7 @@ impl CrossShardQuery {
         let outcome = tokio::select! {
             biased;
             Ok(()) = deadline => Err(cancel.error()),
-            result = self.run(sql, request, &cancel) => result,
+            result = self.run(source, request, &cancel) => result,
         };
         drop(done);
         let mut result = outcome?;
@@ -187,7 +216,7 @@ impl CrossShardQuery {
         query: &ThingsQuery,
         request: &QueryRequest,
     ) -> Result<ThingsPage> {
-        let result = self.sql_with(&query.to_sql()?, request).await?;
+        let result = self.execute(Source::Things(query), request).await?;
         Ok(ThingsPage {
             things: things::decode(&result.batches)?,
             stats: result.stats,
@@ -199,14 +228,34 @@ impl CrossShardQuery {
         Ok(self.load_table().await?.metadata().current_snapshot_id())
     }
 
-    async fn run(&self, sql: &str, request: &QueryRequest, cancel: &Cancel) -> Result<QueryResult> {
+    async fn run(
+        &self,
+        source: Source<'_>,
+        request: &QueryRequest,
+        cancel: &Cancel,
+    ) -> Result<QueryResult> {
         if request.fresh && request.as_of.is_some() {
             return Err(Error::InvalidQuery(
                 "fresh mode reads the newest events; it cannot be combined with time travel".into(),
             ));
         }
         let ctx = self.session()?;
-        let statement = read_only_statement(&ctx, sql)?;
+        // One router for the whole query: every row is routed by one version.
+        let router = self.router.as_ref().map(|source| source());
+        let (prepared, uses_things, text) = match source {
+            Source::Sql(sql) => {
+                let statement = read_only_statement(&ctx, sql)?;
+                let references = ctx.state().resolve_table_references(&statement)?;
+                let uses_things = references.iter().any(|r| r.table() == "things");
+                (Prepared::Sql(statement), uses_things, sql.to_string())
+            }
+            // The cache key only: the query itself is never SQL text.
+            Source::Things(query) => (
+                Prepared::Things(query),
+                true,
+                format!("\u{0}things {query:?}"),
+            ),
+        };
         let table = self.load_table().await?;
         let schema = sql_schema(&table)?;
         let (table, snapshot, pending) = if request.fresh {
@@ -217,8 +266,13 @@ impl CrossShardQuery {
         };
         let use_cache = self.options.cache_enabled && !request.no_cache && !request.fresh;
         let key = CacheKey {
-            sql: sql.to_string(),
+            sql: text,
             snapshot,
+            // `things.shard` depends on the topology.
+            topology: router
+                .as_ref()
+                .filter(|_| uses_things)
+                .map(|r| r.topology().version),
         };
         if use_cache && let Some(batches) = self.cache().get(&key, Instant::now()) {
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
@@ -249,16 +303,23 @@ impl CrossShardQuery {
             pending,
         ));
         ctx.register_table("events", events.clone())?;
+        if let Some(router) = &router {
+            ctx.register_udf(owner::udf(router.clone()));
+        }
         // Planning the view costs about a millisecond: only when it is used.
-        let references = ctx.state().resolve_table_references(&statement)?;
-        if references.iter().any(|r| r.table() == "things") {
-            let things = ctx.sql(THINGS_SQL).await?.into_view();
+        if uses_things {
+            let things = ctx.sql(&things_sql(router.is_some())).await?.into_view();
             ctx.register_table("things", things)?;
         }
 
-        let plan = ctx.state().statement_to_plan(statement).await?;
-        check_plan(&plan)?;
-        let df = ctx.execute_logical_plan(plan).await?;
+        let df = match prepared {
+            Prepared::Things(query) => query.plan(ctx.table("things").await?)?,
+            Prepared::Sql(statement) => {
+                let plan = ctx.state().statement_to_plan(statement).await?;
+                check_plan(&plan)?;
+                ctx.execute_logical_plan(plan).await?
+            }
+        };
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let physical = cancel::guard(df.create_physical_plan().await?, cancel)?;
         let batches = self

@@ -1,15 +1,16 @@
 //! The `things` view and the typed [`ThingsQuery`].
 
-use std::fmt::Write;
-
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use datafusion::arrow::compute::cast;
+use datafusion::logical_expr::{SortExpr, col, lit};
+use datafusion::prelude::DataFrame;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::filter::{Compare, Condition, FilterError, JsonPath, Scalar, parse_filter};
 
 /// The current state of every entity: for each (namespace, type, id) the
 /// event with the highest version, unless that event is a deletion.
@@ -25,82 +26,90 @@ use crate::error::{Error, Result};
 /// `kind <> 'deleted'` may filter the event side early: when the latest
 /// event is a deletion, no other event of the entity has its version, so
 /// the entity disappears, as it must.
-pub(crate) const THINGS_SQL: &str = "\
+///
+/// `shard` is the shard that owns the entity now: with a router
+/// ([`crate::CrossShardQuery::with_router`]) the view computes it with
+/// `floe_shard(partition_key, key_hash)` under the topology in force when the
+/// query started; `emitted_shard` is the shard that wrote the latest event.
+pub(crate) fn things_sql(owner: bool) -> String {
+    let shard = if owner {
+        "floe_shard(partition_key, key_hash)"
+    } else {
+        "emitted_shard"
+    };
+    // The owner is computed over a subquery whose columns are all
+    // unqualified: with `e.shard` and a computed `shard` side by side,
+    // DataFusion 53's `push_down_leaf_projections` fails on the ambiguous
+    // names when a JSON function is pushed towards the scan.
+    format!(
+        "SELECT namespace, entity_type, entity_id, version, data, partition_key, key_hash, \
+  {shard} AS shard, emitted_shard, updated_at FROM (\
 SELECT e.namespace, e.entity_type, e.entity_id, e.version, e.state AS data, \
-  e.partition_key, e.key_hash, e.shard, e.event_time AS updated_at \
+  e.partition_key, e.key_hash, e.shard AS emitted_shard, e.event_time AS updated_at \
 FROM events e \
 JOIN (SELECT namespace, entity_type, entity_id, max(version) AS version \
       FROM events GROUP BY namespace, entity_type, entity_id) latest \
   ON e.namespace = latest.namespace AND e.entity_type = latest.entity_type \
   AND e.entity_id = latest.entity_id AND e.version = latest.version \
-WHERE e.kind <> 'deleted'";
-
-/// A comparison of a JSON field of `data` with a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compare {
-    /// `=`
-    Eq,
-    /// `<>`
-    Ne,
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-}
-
-impl Compare {
-    fn sql(self) -> &'static str {
-        match self {
-            Compare::Eq => "=",
-            Compare::Ne => "<>",
-            Compare::Lt => "<",
-            Compare::Le => "<=",
-            Compare::Gt => ">",
-            Compare::Ge => ">=",
-        }
-    }
-}
-
-/// A filter on a top-level field of the entity's JSON.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldFilter {
-    /// The field name.
-    pub field: String,
-    /// How to compare.
-    pub op: Compare,
-    /// A string, number or boolean; its JSON type picks the comparison.
-    pub value: Value,
+WHERE e.kind <> 'deleted') current"
+    )
 }
 
 /// What to sort by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderBy {
-    /// Entity id (the default, and always the tie-breaker).
+    /// Entity id (the default).
     Id,
     /// Entity version.
     Version,
     /// Time of the latest change.
     UpdatedAt,
-    /// A JSON field compared as text.
-    Field(String),
-    /// A JSON field compared as a number.
-    NumericField(String),
+    /// A JSON field: numbers in numeric order first, then text in text
+    /// order, then entities without the field.
+    Field(JsonPath),
+}
+
+impl OrderBy {
+    /// Parses `KEY`, `KEY asc` or `KEY desc` (any case) into the key and
+    /// whether it is descending.
+    pub fn parse_directed(text: &str) -> std::result::Result<(OrderBy, bool), FilterError> {
+        let text = text.trim();
+        if let Some((key, word)) = text.rsplit_once(char::is_whitespace) {
+            if word.eq_ignore_ascii_case("desc") {
+                return Ok((OrderBy::parse(key)?, true));
+            }
+            if word.eq_ignore_ascii_case("asc") {
+                return Ok((OrderBy::parse(key)?, false));
+            }
+        }
+        Ok((OrderBy::parse(text)?, false))
+    }
+
+    /// Parses `$id`, `$version`, `$updated_at` or a field path.
+    pub fn parse(text: &str) -> std::result::Result<OrderBy, FilterError> {
+        Ok(match text.trim() {
+            "$id" => OrderBy::Id,
+            "$version" => OrderBy::Version,
+            "$updated_at" => OrderBy::UpdatedAt,
+            path => OrderBy::Field(JsonPath::parse(path)?),
+        })
+    }
 }
 
 /// `query_things(type, namespace, filter, order, limit, offset)` of seed 004.
+///
+/// Built from typed parts only: [`ThingsQuery::plan`] turns it into a
+/// DataFusion plan whose values are all literals, never into SQL text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThingsQuery {
     /// Entity type (required).
     pub entity_type: String,
     /// Only this namespace (tenant).
     pub namespace: Option<String>,
-    /// Every filter must hold.
-    pub filters: Vec<FieldFilter>,
-    /// Sort key and direction.
+    /// Every condition must hold.
+    pub conditions: Vec<Condition>,
+    /// Sort key and direction (`true`: descending). Ties are broken by
+    /// namespace and id, so pages are stable.
     pub order: (OrderBy, bool),
     /// At most this many things.
     pub limit: Option<usize>,
@@ -114,7 +123,7 @@ impl ThingsQuery {
         ThingsQuery {
             entity_type: entity_type.into(),
             namespace: None,
-            filters: Vec::new(),
+            conditions: Vec::new(),
             order: (OrderBy::Id, false),
             limit: None,
             offset: 0,
@@ -127,19 +136,31 @@ impl ThingsQuery {
         self
     }
 
-    /// Adds a filter on a JSON field.
+    /// Adds a comparison of a top-level JSON field.
     pub fn filter(
         mut self,
         field: impl Into<String>,
         op: Compare,
-        value: impl Into<Value>,
+        value: impl Into<Scalar>,
     ) -> Self {
-        self.filters.push(FieldFilter {
-            field: field.into(),
+        self.conditions.push(Condition::Compare {
+            path: JsonPath::field(field),
             op,
             value: value.into(),
         });
         self
+    }
+
+    /// Adds a condition.
+    pub fn condition(mut self, condition: Condition) -> Self {
+        self.conditions.push(condition);
+        self
+    }
+
+    /// Adds the conditions of a filter text (see [`parse_filter`]).
+    pub fn parse_filter(mut self, text: &str) -> Result<Self> {
+        self.conditions.extend(parse_filter(text)?);
+        Ok(self)
     }
 
     /// Sorts by `by`, descending if `descending`.
@@ -160,78 +181,54 @@ impl ThingsQuery {
         self
     }
 
-    /// The SQL this query runs over the `things` view.
-    pub fn to_sql(&self) -> Result<String> {
+    /// The query as a plan over the `things` view.
+    pub(crate) fn plan(&self, things: DataFrame) -> Result<DataFrame> {
         if self.entity_type.is_empty() {
             return Err(Error::InvalidQuery(
                 "the entity type must not be empty".into(),
             ));
         }
-        let mut sql = format!(
-            "SELECT namespace, entity_type, entity_id, version, data, updated_at FROM things WHERE entity_type = {}",
-            quote(&self.entity_type)
-        );
+        let mut predicate = col("entity_type").eq(lit(self.entity_type.clone()));
         if let Some(namespace) = &self.namespace {
-            let _ = write!(sql, " AND namespace = {}", quote(namespace));
+            predicate = predicate.and(col("namespace").eq(lit(namespace.clone())));
         }
-        for filter in &self.filters {
-            if filter.field.is_empty() {
-                return Err(Error::InvalidQuery("a filter names no field".into()));
-            }
-            let field = quote(&filter.field);
-            let op = filter.op.sql();
-            let condition = match &filter.value {
-                Value::String(s) => format!("json_get_str(data, {field}) {op} {}", quote(s)),
-                Value::Bool(b) => format!("json_get_bool(data, {field}) {op} {b}"),
-                Value::Number(n) if n.is_i64() || n.is_u64() => {
-                    format!("json_get_int(data, {field}) {op} {n}")
-                }
-                Value::Number(n) => format!("json_get_float(data, {field}) {op} {n}"),
-                other => {
-                    return Err(Error::InvalidQuery(format!(
-                        "filter on {:?}: compare with a string, number or boolean, not {other}",
-                        filter.field
-                    )));
-                }
-            };
-            let _ = write!(sql, " AND {condition}");
+        for condition in &self.conditions {
+            predicate = predicate.and(condition.expr());
         }
         let (by, descending) = &self.order;
-        let direction = if *descending { "DESC" } else { "ASC" };
-        let key = match by {
-            OrderBy::Id => None,
-            OrderBy::Version => Some("version".to_string()),
-            OrderBy::UpdatedAt => Some("updated_at".to_string()),
-            OrderBy::Field(f) => Some(format!("json_get_str(data, {})", quote(f))),
-            OrderBy::NumericField(f) => Some(format!("json_get_float(data, {})", quote(f))),
+        let asc = !descending;
+        let ties = [
+            col("namespace").sort(true, false),
+            col("entity_id").sort(true, false),
+        ];
+        let mut sort: Vec<SortExpr> = match by {
+            OrderBy::Id => vec![
+                col("entity_id").sort(asc, false),
+                col("namespace").sort(asc, false),
+            ],
+            OrderBy::Version => vec![col("version").sort(asc, false)],
+            OrderBy::UpdatedAt => vec![col("updated_at").sort(asc, false)],
+            OrderBy::Field(path) => {
+                vec![path.float().sort(asc, false), path.text().sort(asc, false)]
+            }
         };
-        match key {
-            Some(key) => {
-                let _ = write!(
-                    sql,
-                    " ORDER BY {key} {direction} NULLS LAST, namespace, entity_id"
-                );
-            }
-            None => {
-                let _ = write!(
-                    sql,
-                    " ORDER BY entity_id {direction}, namespace {direction}"
-                );
-            }
-        }
-        if let Some(limit) = self.limit {
-            let _ = write!(sql, " LIMIT {limit}");
-        }
-        if self.offset > 0 {
-            let _ = write!(sql, " OFFSET {}", self.offset);
-        }
-        Ok(sql)
+        sort.extend(ties);
+        let df = things
+            .filter(predicate)?
+            .sort(sort)?
+            .limit(self.offset, self.limit)?
+            .select_columns(&[
+                "namespace",
+                "entity_type",
+                "entity_id",
+                "version",
+                "data",
+                "updated_at",
+                "shard",
+                "partition_key",
+            ])?;
+        Ok(df)
     }
-}
-
-/// A SQL string literal.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// One entity's current state, as `things` returns it.
@@ -249,6 +246,10 @@ pub struct Thing {
     pub data: Value,
     /// Time of the latest change, µs since the epoch.
     pub updated_at_us: i64,
+    /// The shard that owns it now (see [`things_sql`]).
+    pub shard: u32,
+    /// Its partition key.
+    pub partition_key: String,
 }
 
 /// Decodes the rows of a [`ThingsQuery`] result.
@@ -259,13 +260,17 @@ pub(crate) fn decode(batches: &[RecordBatch]) -> Result<Vec<Thing>> {
             cast(batch.column(i), &DataType::Utf8)
                 .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)))
         };
-        let (ns, ty, id, data) = (text(0)?, text(1)?, text(2)?, text(4)?);
-        let (ns, ty, id, data) = (
+        let (ns, ty, id, data, key) = (text(0)?, text(1)?, text(2)?, text(4)?, text(7)?);
+        let (ns, ty, id, data, key) = (
             ns.as_string::<i32>(),
             ty.as_string::<i32>(),
             id.as_string::<i32>(),
             data.as_string::<i32>(),
+            key.as_string::<i32>(),
         );
+        let shard = cast(batch.column(6), &DataType::Int64)
+            .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)))?;
+        let shard = shard.as_primitive::<Int64Type>();
         let version = batch.column(3).as_primitive::<Int64Type>();
         let time = cast(
             batch.column(5),
@@ -288,6 +293,8 @@ pub(crate) fn decode(batches: &[RecordBatch]) -> Result<Vec<Thing>> {
                 version: version.value(row) as u64,
                 data,
                 updated_at_us: time.value(row),
+                shard: shard.value(row) as u32,
+                partition_key: key.value(row).to_string(),
             });
         }
     }
@@ -299,36 +306,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn typed_queries_become_quoted_sql() {
-        let sql = ThingsQuery::new("Order")
-            .namespace("o'brien")
-            .filter("status", Compare::Eq, "delivered")
-            .filter("total_cents", Compare::Ge, 1500)
-            .filter("open", Compare::Eq, true)
-            .order_by(OrderBy::NumericField("total_cents".into()), true)
-            .limit(10)
-            .offset(20)
-            .to_sql()
-            .unwrap();
+    fn order_keys_parse() {
+        assert_eq!(OrderBy::parse("$id"), Ok(OrderBy::Id));
+        assert_eq!(OrderBy::parse("$version"), Ok(OrderBy::Version));
+        assert_eq!(OrderBy::parse(" $updated_at "), Ok(OrderBy::UpdatedAt));
         assert_eq!(
-            sql,
-            "SELECT namespace, entity_type, entity_id, version, data, updated_at FROM things \
-             WHERE entity_type = 'Order' AND namespace = 'o''brien' \
-             AND json_get_str(data, 'status') = 'delivered' \
-             AND json_get_int(data, 'total_cents') >= 1500 \
-             AND json_get_bool(data, 'open') = true \
-             ORDER BY json_get_float(data, 'total_cents') DESC NULLS LAST, namespace, entity_id \
-             LIMIT 10 OFFSET 20"
+            OrderBy::parse("totals.cents"),
+            Ok(OrderBy::Field(JsonPath::parse("totals.cents").unwrap()))
         );
-    }
-
-    #[test]
-    fn rejects_filters_it_cannot_express() {
-        let q = ThingsQuery::new("Order").filter("tags", Compare::Eq, serde_json::json!([1]));
-        assert!(matches!(q.to_sql(), Err(Error::InvalidQuery(_))));
-        assert!(matches!(
-            ThingsQuery::new("").to_sql(),
-            Err(Error::InvalidQuery(_))
-        ));
+        assert!(OrderBy::parse("a b").is_err());
+        assert_eq!(
+            OrderBy::parse_directed("$version DESC"),
+            Ok((OrderBy::Version, true))
+        );
+        assert_eq!(
+            OrderBy::parse_directed("$updated_at asc"),
+            Ok((OrderBy::UpdatedAt, false))
+        );
+        assert_eq!(OrderBy::parse_directed("$id"), Ok((OrderBy::Id, false)));
+        assert!(OrderBy::parse_directed("total sideways").is_err());
+        assert!(OrderBy::parse("").is_err());
     }
 }

@@ -317,7 +317,7 @@ async fn json_filters_and_top_n_across_shards() {
             &ThingsQuery::new("Order")
                 .namespace("tenant-07")
                 .filter("status", Compare::Eq, "delivered")
-                .order_by(OrderBy::NumericField("total".into()), true)
+                .order_by(OrderBy::Field(floe_query::JsonPath::field("total")), true)
                 .limit(3)
                 .offset(1),
         )

@@ -13,6 +13,7 @@ use floe::{Config, EntityKey, Floe, FsyncMode};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::demo_day::{Batch, Day, Outcome};
 use super::report;
 
 #[derive(Debug, Args)]
@@ -23,11 +24,19 @@ pub(crate) struct DemoArgs {
     /// Menu items per restaurant.
     #[arg(long, default_value_t = 10)]
     items: u32,
-    /// Orders per restaurant; each is placed, prepared and delivered (some cancelled).
+    /// Orders per restaurant on average. Sizes are skewed: a few large
+    /// chains take many times the average, most small shops a fraction.
+    /// Orders end in every state (placed, preparing, out for delivery,
+    /// delivered, cancelled, refunded, or withdrawn and deleted).
     #[arg(long, default_value_t = 40)]
     orders: u32,
-    /// Concurrent callers (restaurant clients); each runs one restaurant's
-    /// day at a time, one write after another.
+    /// Seed of the day's random choices (sizes, menus, baskets, outcomes):
+    /// the same seed gives the same day.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Concurrent callers (restaurant clients); each runs a batch of one
+    /// restaurant's orders at a time, one write after another (a chain's
+    /// day is split into batches that run side by side).
     #[arg(long, default_value_t = 1000)]
     callers: u32,
     /// Shards of a new deployment.
@@ -37,11 +46,6 @@ pub(crate) struct DemoArgs {
     #[arg(long)]
     no_migration: bool,
 }
-
-const CUISINES: [&str; 8] = [
-    "thai", "pizza", "ramen", "tacos", "burgers", "sushi", "curry", "vegan",
-];
-const CITIES: [&str; 6] = ["Lisbon", "Austin", "Osaka", "Lagos", "Berlin", "Lima"];
 
 pub(crate) async fn run(
     mut config: Config,
@@ -72,27 +76,33 @@ pub(crate) async fn run(
         topology.version, topology.shard_count, topology.strategy, topology.hash
     );
 
-    let next = Arc::new(Mutex::new(0u32));
+    let day = Arc::new(Day::new(
+        args.restaurants,
+        args.items,
+        args.orders,
+        args.seed,
+    ));
+    println!("{}", day.summary());
+    let next = Arc::new(Mutex::new(0usize));
     let histogram = Arc::new(std::sync::Mutex::new(report::latency_histogram()));
     let started = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
     for _ in 0..args.callers {
-        let (floe, next, histogram) = (floe.clone(), next.clone(), histogram.clone());
-        let (items, orders) = (args.items, args.orders);
-        let restaurants = args.restaurants;
+        let (floe, next, histogram, day) =
+            (floe.clone(), next.clone(), histogram.clone(), day.clone());
         callers.spawn(async move {
             let mut local = report::latency_histogram();
             let mut writes = 0u64;
             loop {
-                let restaurant = {
+                let batch = {
                     let mut n = next.lock().await;
-                    if *n >= restaurants {
+                    if *n >= day.batches.len() {
                         break;
                     }
                     *n += 1;
-                    *n - 1
+                    day.batches[*n - 1]
                 };
-                writes += restaurant_workload(&floe, restaurant, items, orders, &mut local).await?;
+                writes += batch_workload(&floe, &day, batch, &mut local).await?;
             }
             histogram
                 .lock()
@@ -104,7 +114,7 @@ pub(crate) async fn run(
     // Halfway through, add a shard while the callers keep writing.
     let migration = (!args.no_migration).then(|| {
         let (floe, next) = (floe.clone(), next.clone());
-        let half = args.restaurants / 2;
+        let half = day.batches.len() / 2;
         tokio::spawn(async move {
             while *next.lock().await < half {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -144,7 +154,7 @@ pub(crate) async fn run(
         writes as f64 / batches.max(1) as f64
     );
     println!("ack latency: {}", report::latency_summary(&histogram));
-    let sample = EntityKey::new("restaurant-0007", "Order", "order-0003");
+    let sample = EntityKey::new(day.namespace(day.largest()), "Order", "order-0003");
     if let Some(order) = floe.get(&sample).await? {
         println!("read back {} v{}: {}", order.key, order.version, order.data);
     }
@@ -174,7 +184,7 @@ pub(crate) async fn run(
         recovery.events,
         recovery.from_lake
     );
-    analytics(&reopened).await?;
+    analytics(&reopened, &day.namespace(day.largest())).await?;
     reopened.close().await?;
     anyhow::ensure!(recovered == total_entities, "recovery lost entities");
     println!(
@@ -187,9 +197,13 @@ pub(crate) async fn run(
 }
 
 /// Cross-shard SQL over what the sink landed (everything: close made a
-/// final commit): order funnel, top restaurants, prices by cuisine, and one
-/// tenant's history, which reads a sixteenth of the files.
-async fn analytics(floe: &Floe) -> anyhow::Result<()> {
+/// final commit): order funnel, top restaurants, prices by cuisine, and the
+/// largest tenant's history, which reads only its own partitions.
+async fn analytics(floe: &Floe, largest: &str) -> anyhow::Result<()> {
+    let history = format!(
+        "SELECT kind, entity_type, count(*) AS events, max(version) AS max_version \
+         FROM events WHERE namespace = '{largest}' GROUP BY kind, entity_type ORDER BY entity_type, kind"
+    );
     let queries = [
         (
             "orders by status (things = current state of every entity)",
@@ -197,9 +211,10 @@ async fn analytics(floe: &Floe) -> anyhow::Result<()> {
              FROM things WHERE entity_type = 'Order' GROUP BY status ORDER BY orders DESC",
         ),
         (
-            "top 5 restaurants by delivered revenue, across all shards",
+            "top 5 restaurants by delivered revenue, across all shards (chains lead)",
             "SELECT namespace AS restaurant, count(*) AS delivered, \
-             sum(json_get_int(data, 'total_cents')) / 100.0 AS revenue \
+             sum(json_get_int(data, 'total_cents')) / 100.0 AS revenue, \
+             round(avg(json_get_int(data, 'total_cents')) / 100.0, 2) AS avg_ticket \
              FROM things WHERE entity_type = 'Order' AND json_get_str(data, 'status') = 'delivered' \
              GROUP BY namespace ORDER BY revenue DESC, restaurant LIMIT 5",
         ),
@@ -212,9 +227,8 @@ async fn analytics(floe: &Floe) -> anyhow::Result<()> {
              GROUP BY cuisine ORDER BY avg_price DESC",
         ),
         (
-            "one restaurant's event history (partition pruning)",
-            "SELECT kind, entity_type, count(*) AS events, max(version) AS max_version \
-             FROM events WHERE namespace = 'restaurant-0007' GROUP BY kind, entity_type ORDER BY entity_type, kind",
+            "the largest chain's event history (partition pruning)",
+            history.as_str(),
         ),
     ];
     println!("\ncross-shard SQL over the Iceberg lake (floe sql --data DIR \"...\"):");
@@ -226,56 +240,65 @@ async fn analytics(floe: &Floe) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One restaurant's day: its profile, its menu, and orders that move through
-/// placed -> preparing -> delivered, with every tenth cancelled (deleted).
-async fn restaurant_workload(
+/// One batch of a restaurant's day: the first batch writes its profile and
+/// menu, every batch a run of its orders, each ending in its outcome.
+async fn batch_workload(
     floe: &Floe,
-    restaurant: u32,
-    items: u32,
-    orders: u32,
+    day: &Day,
+    batch: Batch,
     histogram: &mut hdrhistogram::Histogram<u64>,
 ) -> anyhow::Result<u64> {
-    let ns = format!("restaurant-{restaurant:04}");
+    let shop = &day.shops[batch.shop as usize];
+    let ns = day.namespace(batch.shop);
     let mut writes = 0u64;
     let h = histogram;
-    let cuisine = CUISINES[restaurant as usize % CUISINES.len()];
-    let city = CITIES[restaurant as usize % CITIES.len()];
-    timed(h, &mut writes, floe.put(
-        EntityKey::new(&ns, "Restaurant", "profile"),
-        json!({ "name": format!("{cuisine} place #{restaurant}"), "cuisine": cuisine, "city": city, "open": true }),
-    )).await?;
-    for item in 0..items {
+    if batch.first == 0 {
         timed(h, &mut writes, floe.put(
-            EntityKey::new(&ns, "MenuItem", format!("item-{item:02}")),
-            json!({ "name": format!("{cuisine} dish {item}"), "price_cents": 500 + (item * 137 + restaurant) % 2500, "available": true }),
+            EntityKey::new(&ns, "Restaurant", "profile"),
+            json!({ "name": shop.name, "cuisine": shop.cuisine, "city": shop.city, "tier": shop.tier.name(), "open": true }),
         )).await?;
+        for (item, price) in shop.prices.iter().enumerate() {
+            timed(h, &mut writes, floe.put(
+                EntityKey::new(&ns, "MenuItem", format!("item-{item:02}")),
+                json!({ "name": format!("{} dish {item}", shop.cuisine), "price_cents": price, "available": true }),
+            )).await?;
+        }
     }
-    for order in 0..orders {
+    for order in batch.first..batch.first + batch.count {
+        let plan = day.order(batch.shop, order);
         let key = EntityKey::new(&ns, "Order", format!("order-{order:04}"));
-        let item = (order * 7 + restaurant) % items.max(1);
         timed(h, &mut writes, floe.create(
             key.clone(),
-            json!({ "status": "placed", "items": [{ "item": format!("item-{item:02}"), "qty": 1 + order % 3 }], "total_cents": 1200 + order * 10, "customer": format!("customer-{}", (order * 31 + restaurant) % 5000) }),
+            json!({ "status": "placed", "items": plan.lines, "total_cents": plan.total_cents, "customer": plan.customer }),
         )).await?;
-        if order % 10 == 9 {
-            timed(h, &mut writes, floe.delete(key)).await?;
-            continue;
+        // Each outcome walks its own path through the states.
+        let steps: &[serde_json::Value] = &match plan.outcome {
+            Outcome::Placed => vec![],
+            Outcome::Withdrawn => {
+                timed(h, &mut writes, floe.delete(key)).await?;
+                continue;
+            }
+            Outcome::Cancelled => {
+                vec![json!({ "status": "cancelled", "reason": "kitchen closed" })]
+            }
+            Outcome::Preparing => vec![json!({ "status": "preparing" })],
+            Outcome::OutForDelivery => vec![
+                json!({ "status": "preparing" }),
+                json!({ "status": "out_for_delivery" }),
+            ],
+            Outcome::Delivered => vec![
+                json!({ "status": "preparing" }),
+                json!({ "status": "delivered", "delivered_after_s": plan.minutes * 60 }),
+            ],
+            Outcome::Refunded => vec![
+                json!({ "status": "preparing" }),
+                json!({ "status": "delivered", "delivered_after_s": plan.minutes * 60 }),
+                json!({ "status": "refunded", "refund_cents": plan.total_cents }),
+            ],
+        };
+        for step in steps {
+            timed(h, &mut writes, floe.update(key.clone(), step.clone())).await?;
         }
-        timed(
-            h,
-            &mut writes,
-            floe.update(key.clone(), json!({ "status": "preparing" })),
-        )
-        .await?;
-        timed(
-            h,
-            &mut writes,
-            floe.update(
-                key,
-                json!({ "status": "delivered", "delivered_after_s": 600 + order % 1200 }),
-            ),
-        )
-        .await?;
     }
     Ok(writes)
 }

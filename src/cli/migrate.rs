@@ -68,6 +68,31 @@ enum Which {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Pin a partition key (a tenant) to a chosen shard, live.
+    Pin {
+        /// The partition key.
+        key: String,
+        /// Its shard from now on.
+        shard: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Move partition keys to given shards, live: `KEY=SHARD ...`.
+    MoveKeys {
+        /// `KEY=SHARD` pairs (the key is everything before the last `=`).
+        #[arg(required = true, value_parser = parse_move)]
+        moves: Vec<(String, u32)>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Drop the overrides of partition keys, live: they follow the strategy again.
+    Unpin {
+        /// The partition keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The balance analysis: imbalance, hot and cold shards, mean load.
     Balance {
         /// Tolerance: a shard this fraction above the mean is hot.
@@ -122,6 +147,45 @@ enum Change {
         #[arg(long)]
         into: u32,
     },
+    /// Pin a partition key to a shard.
+    Pin {
+        /// The partition key.
+        key: String,
+        /// The shard.
+        shard: u32,
+    },
+    /// Move partition keys to given shards.
+    MoveKeys {
+        /// `KEY=SHARD` pairs.
+        #[arg(required = true, value_parser = parse_move)]
+        moves: Vec<(String, u32)>,
+    },
+    /// Drop the overrides of partition keys.
+    Unpin {
+        /// The partition keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// `KEY=SHARD`, split at the last `=` (keys may hold `=`).
+fn parse_move(text: &str) -> Result<(String, u32), String> {
+    let (key, shard) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KEY=SHARD"))?;
+    if key.is_empty() {
+        return Err(format!("{text:?}: the partition key is empty"));
+    }
+    let shard = shard
+        .parse()
+        .map_err(|_| format!("{text:?}: {shard:?} is not a shard number"))?;
+    Ok((key.to_string(), shard))
+}
+
+fn move_keys(moves: Vec<(String, u32)>) -> PlanKind {
+    PlanKind::MoveKeys {
+        moves: moves.into_iter().collect(),
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -157,6 +221,13 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()>
         Which::Merge { from, into, run } => {
             execute(config, PlanKind::Merge { from, into }, (&run).into()).await
         }
+        Which::Pin { key, shard, run } => {
+            execute(config, PlanKind::Pin { key, shard }, (&run).into()).await
+        }
+        Which::MoveKeys { moves, run } => execute(config, move_keys(moves), (&run).into()).await,
+        Which::Unpin { keys, run } => {
+            execute(config, PlanKind::Unpin { keys }, (&run).into()).await
+        }
         Which::Balance { threshold } => balance(config, threshold).await,
         Which::Status { id, json } => status(&config, id, json),
         Which::Cancel { id } => cancel(&config, id),
@@ -179,6 +250,9 @@ fn kind_of(change: Change, shard_count: u32) -> PlanKind {
         Change::Rebalance { threshold } => PlanKind::Rebalance { threshold },
         Change::Split { shard } => PlanKind::Split { shard },
         Change::Merge { from, into } => PlanKind::Merge { from, into },
+        Change::Pin { key, shard } => PlanKind::Pin { key, shard },
+        Change::MoveKeys { moves } => move_keys(moves),
+        Change::Unpin { keys } => PlanKind::Unpin { keys },
     }
 }
 

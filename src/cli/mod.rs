@@ -13,6 +13,7 @@ mod bench_query;
 #[cfg(feature = "server")]
 mod catalog;
 mod demo;
+mod demo_day;
 mod entity;
 mod import;
 mod lake;
@@ -23,6 +24,7 @@ mod report;
 mod serve;
 mod sink;
 mod sql;
+mod things;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,6 +87,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run one read-only SQL statement across every shard (over the lake).
     Sql(sql::SqlArgs),
+    /// Live entities of a type, filtered on their JSON, ordered and paged.
+    Things(things::ThingsArgs),
     /// Rebuild damaged partitions of the embedded log from the lake.
     Repair(repair::RepairArgs),
     /// Maintain the Iceberg lake: compaction and expiry.
@@ -148,6 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog(args) => catalog::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
+        Command::Things(args) => things::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,
         Command::Lake(args) => lake::run(config, args).await,
     }

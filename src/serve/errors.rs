@@ -137,6 +137,7 @@ fn query_status(e: &floe_query::Error) -> (StatusCode, &'static str) {
         // Planning errors: unknown tables or columns, syntax, types.
         Q::Sql(_) => (StatusCode::BAD_REQUEST, "bad_sql"),
         Q::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+        Q::InvalidFilter(_) => (StatusCode::BAD_REQUEST, "invalid_filter"),
         Q::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported"),
         Q::NoSuchSnapshot(_) => (StatusCode::NOT_FOUND, "no_such_snapshot"),
         Q::Pipeline(e) => engine_status(e),

@@ -1,5 +1,6 @@
-//! Live shard migrations over HTTP (admin, audited): plan, start, follow,
-//! cancel. The balance analysis is a control-plane read (viewer).
+//! Live shard migrations over HTTP: plan, start and cancel are admin; the
+//! list, a migration's status and the balance analysis are control-plane
+//! reads (viewer, audited), so a monitoring script can poll them.
 //!
 //! A started migration runs in the background of this process; its record
 //! (`DATA/migrations/`) is what `GET /api/v1/migrations/{id}` returns, with
@@ -26,7 +27,7 @@ pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/api/v1/migrations",
-            guarded(state, policy::admin("migrations.list"), get(list)).merge(guarded(
+            guarded(state, policy::control_read("migrations.list"), get(list)).merge(guarded(
                 state,
                 policy::admin("migrations.start"),
                 post(start),
@@ -46,7 +47,7 @@ pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route(
             "/api/v1/migrations/{id}",
-            guarded(state, policy::admin("migrations.get"), get(status)),
+            guarded(state, policy::control_read("migrations.get"), get(status)),
         )
         .route(
             "/api/v1/migrations/{id}/cancel",
@@ -56,8 +57,10 @@ pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
 
 /// The body of a plan or start call: the kind of change, tagged as
 /// `{"kind": "add_shard"}`, `{"kind": "remove_shard", "shard": 3}`,
-/// `{"kind": "rebalance", "threshold": 0.2}`, `{"kind": "split", "shard": 1}`
-/// or `{"kind": "merge", "from": 4, "into": 2}`.
+/// `{"kind": "rebalance", "threshold": 0.2}`, `{"kind": "split", "shard": 1}`,
+/// `{"kind": "merge", "from": 4, "into": 2}`, `{"kind": "pin", "key":
+/// "acme", "shard": 3}`, `{"kind": "move_keys", "moves": {"acme": 3, "globex":
+/// 1}}` or `{"kind": "unpin", "keys": ["acme"]}`.
 async fn plan_kind(
     state: &AppState,
     headers: &HeaderMap,
@@ -68,7 +71,7 @@ async fn plan_kind(
         ApiError::bad_request(
             "malformed_json",
             format!(
-                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\", ...}}: {e}"
+                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\" | \"pin\" | \"move_keys\" | \"unpin\", ...}}: {e}"
             ),
         )
     })

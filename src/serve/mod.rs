@@ -20,6 +20,7 @@ mod metrics;
 mod migrations;
 mod routes;
 mod sql;
+mod things;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

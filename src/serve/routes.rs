@@ -14,7 +14,7 @@ use axum::routing::MethodRouter;
 use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
-use super::{AppState, admin, batch, cluster, entities, health, metrics, migrations, sql};
+use super::{AppState, admin, batch, cluster, entities, health, metrics, migrations, sql, things};
 use crate::config::Role;
 
 /// What a route needs and whether its calls go to the audit log.
@@ -107,6 +107,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .merge(cluster::routes(&state))
         .merge(migrations::routes(&state))
         .merge(sql::routes(&state))
+        .merge(things::routes(&state))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

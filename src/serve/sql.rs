@@ -149,7 +149,7 @@ fn arrow_stream(result: &QueryResult) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-fn stats_json(s: &QueryStats) -> Value {
+pub(super) fn stats_json(s: &QueryStats) -> Value {
     json!({
         "snapshot_id": s.snapshot_id,
         "partitions_total": s.partitions_total,

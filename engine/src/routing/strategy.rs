@@ -17,7 +17,9 @@ pub enum Strategy {
     /// `key_hash % shard_count`: seed 004's `hash` strategy (with
     /// [`HashFunction::Fnv1a`](crate::HashFunction::Fnv1a) exactly the seed's).
     /// Even, but going from `n` to `n + 1` shards moves `n/(n + 1)` of the keys.
-    #[serde(alias = "hash")]
+    /// Seed 004's `tenant` is this strategy over the tenant as partition key
+    /// (floe's default partition key, `$namespace`).
+    #[serde(alias = "hash", alias = "tenant")]
     Modulo,
     /// Jump consistent hash (Lamping & Veach 2014), the paper's algorithm bit
     /// for bit: even, and `n -> n + 1` moves only the `1/(n + 1)` of the keys
@@ -30,7 +32,11 @@ pub enum Strategy {
     /// A consistent-hash ring with `virtual_nodes` points per shard (seed 004's
     /// `consistent-hash`). Minimal movement; balance depends on the number of
     /// virtual nodes (relative spread of a shard's share about `1/sqrt(v)`).
-    #[serde(alias = "consistent_hash")]
+    #[serde(
+        alias = "consistent_hash",
+        alias = "consistent-hash",
+        alias = "consistent"
+    )]
     Ring {
         /// Points per shard on the ring; more points, better balance, more memory.
         #[serde(default = "default_virtual_nodes")]
@@ -53,6 +59,35 @@ pub enum Strategy {
 
 fn default_virtual_nodes() -> u32 {
     Strategy::DEFAULT_VIRTUAL_NODES
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = Error;
+
+    /// A strategy by name alone, with its defaults: floe's names (`modulo`,
+    /// `jump`, `jump_back`, `ring`) and the seeds' (`hash`, `tenant`,
+    /// `consistent-hash`, `consistent`). `range` needs its ranges and is
+    /// refused here.
+    fn from_str(name: &str) -> Result<Strategy> {
+        Ok(match name.trim() {
+            "modulo" | "hash" | "tenant" => Strategy::Modulo,
+            "jump" => Strategy::Jump,
+            "jump_back" | "jump-back" => Strategy::JumpBack,
+            "ring" | "consistent_hash" | "consistent-hash" | "consistent" => Strategy::Ring {
+                virtual_nodes: Self::DEFAULT_VIRTUAL_NODES,
+            },
+            "range" => {
+                return Err(Error::InvalidTopology(
+                    "the range strategy needs its ranges: strategy = { kind = \"range\", ranges = [...] }".into(),
+                ));
+            }
+            other => {
+                return Err(Error::InvalidTopology(format!(
+                    "unknown strategy {other:?}: expected modulo (hash, tenant), jump, jump_back, ring (consistent-hash, consistent) or range"
+                )));
+            }
+        })
+    }
 }
 
 impl Strategy {
@@ -158,6 +193,31 @@ mod tests {
         assert_eq!(s, Strategy::Ring { virtual_nodes: 150 });
         let s: Strategy = serde_json::from_str(r#"{"kind":"hash"}"#).unwrap();
         assert_eq!(s, Strategy::Modulo);
+        let ring = Strategy::Ring { virtual_nodes: 150 };
+        for (kind, expected) in [
+            ("tenant", Strategy::Modulo),
+            ("consistent-hash", ring.clone()),
+            ("consistent", ring.clone()),
+        ] {
+            let json = format!(r#"{{"kind":"{kind}"}}"#);
+            assert_eq!(
+                serde_json::from_str::<Strategy>(&json).unwrap(),
+                expected,
+                "{kind}"
+            );
+        }
+        for (name, expected) in [
+            ("hash", Strategy::Modulo),
+            ("tenant", Strategy::Modulo),
+            ("consistent-hash", ring.clone()),
+            ("consistent", ring.clone()),
+            ("jump_back", Strategy::JumpBack),
+            ("jump", Strategy::Jump),
+        ] {
+            assert_eq!(name.parse::<Strategy>().unwrap(), expected, "{name}");
+        }
+        assert!(message("range".parse::<Strategy>().unwrap_err()).contains("ranges"));
+        assert!(message("maglev".parse::<Strategy>().unwrap_err()).contains("unknown"));
         let s: Strategy =
             serde_json::from_str(r#"{"kind":"range","ranges":[{"start":"A","shard":0}]}"#).unwrap();
         assert_eq!(

@@ -28,8 +28,8 @@ use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
 use crate::plan::{
-    MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_merge, plan_rebalance,
-    plan_remove_shard, plan_split, shard_loads, validate,
+    MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_merge, plan_move_keys,
+    plan_rebalance, plan_remove_shard, plan_split, plan_unpin, shard_loads, validate,
 };
 
 /// Where a data directory keeps its migration jobs.
@@ -169,6 +169,14 @@ impl Migrator {
             PlanKind::RemoveShard { shard } => plan_remove_shard(&topology, &keys, shard),
             PlanKind::Rebalance { threshold } => plan_rebalance(&topology, &keys, threshold),
             PlanKind::Split { shard } => plan_split(&topology, &keys, shard),
+            PlanKind::Pin { ref key, shard } => {
+                let moves = std::collections::BTreeMap::from([(key.clone(), shard)]);
+                plan_move_keys(&topology, &keys, request.clone(), &moves)
+            }
+            PlanKind::MoveKeys { ref moves } => {
+                plan_move_keys(&topology, &keys, request.clone(), moves)
+            }
+            PlanKind::Unpin { keys: ref unpin } => plan_unpin(&topology, &keys, unpin),
             PlanKind::Merge { from, into } => plan_merge(&topology, &keys, from, into),
         }
     }
