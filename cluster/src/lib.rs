@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod controller_loop;
 mod docs;
 mod election;
 mod error;
@@ -38,6 +39,7 @@ mod watch;
 pub type ShardId = u32;
 
 pub use config::{ClusterConfig, MAX_ID_LEN};
+pub use controller_loop::run_controller;
 pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
 pub use election::{Election, LeaderTerm, current_leader};
 pub use error::{Error, Result};
