@@ -178,6 +178,39 @@ async fn a_killed_node_s_shards_serve_again_on_the_survivors_with_every_acknowle
         "failover: shards {victim_shards:?} of the killed node acknowledged again within {took:?}"
     );
     check_oracle(&acked, &addrs[..2]).await;
+
+    // `floe cluster status` shows the survivors holding every shard.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
+        .arg("--config")
+        .arg(harness.dir.path().join("n1.toml"))
+        .args(["cluster", "status"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let live: BTreeSet<&str> = status["nodes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(live, BTreeSet::from(["n1", "n2"]), "{status}");
+    let shards = status["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), cluster::SHARDS as usize, "{status}");
+    assert!(
+        shards
+            .iter()
+            .all(|s| s["owner_live"] == true && s["owner"] != "n3"),
+        "{status}"
+    );
+    let held: usize = status["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n["shards"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(held, cluster::SHARDS as usize, "{status}");
+
     for node in nodes.lock().unwrap().iter().take(2) {
         assert!(
             !node.output().contains("panicked"),

@@ -31,6 +31,7 @@ mod lease;
 mod membership;
 mod ownership;
 mod placement;
+mod status;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod watch;
@@ -52,4 +53,5 @@ pub use membership::{
 };
 pub use ownership::{Held, OwnershipLease, Refusal};
 pub use placement::{Assignment, moves, place};
+pub use status::{ClusterStatus, NodeStatus, ShardStatus, status};
 pub use watch::{Entry, Snapshot};

@@ -422,7 +422,8 @@ impl ShardWorker {
                         continue;
                     }
                     match self.admit(&command, &pending, &events, &batch_keys, now, limits) {
-                        Ok(Admission::Event(event)) => {
+                        Ok(Admission::Event(mut event)) => {
+                            event.owner_epoch = *owner.as_ref().unwrap_or(&0);
                             pending.insert(command.key, (event.version, event.state.clone()));
                             if let (Some(key), Some(fingerprint)) =
                                 (command.idempotency_key, event.request_fingerprint)
@@ -754,6 +755,7 @@ mod tests {
             epoch: Arc::new(AtomicU64::new(1)),
             keys: Arc::new(PartitionKeyIndex::new()),
             idempotency: Arc::new(IdempotencyIndex::new(16)),
+            gate: None,
         }
         .spawn()
     }

@@ -10,6 +10,7 @@ mod bench_land;
 mod bench_migrate;
 #[cfg(feature = "bench")]
 mod bench_query;
+mod cluster;
 mod demo;
 mod entity;
 mod migrate;
@@ -77,6 +78,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Rebuild damaged partitions of the embedded log from the lake.
     Repair(repair::RepairArgs),
+    /// Cluster mode: the cluster as etcd holds it.
+    Cluster(cluster::ClusterArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -134,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Sql(args) => sql::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,
+        Command::Cluster(args) => cluster::run(config, args).await,
     }
 }
 
