@@ -111,6 +111,8 @@ pub(crate) struct Node {
     pub(crate) port: u16,
     child: Option<Child>,
     stderr: Arc<Mutex<String>>,
+    /// The threads copying its output; they end at EOF once it exits.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Node {
@@ -133,25 +135,27 @@ impl Node {
             .spawn()
             .expect("starting floe serve");
         let stderr = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for pipe in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
             let stderr = stderr.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut reader = BufReader::new(pipe);
                 let mut line = String::new();
                 while reader.read_line(&mut line).unwrap_or(0) > 0 {
                     stderr.lock().unwrap().push_str(&line);
                     line.clear();
                 }
-            });
+            }));
         }
         Node {
             id: id.into(),
             port,
             child: Some(child),
             stderr,
+            readers,
         }
     }
 
@@ -190,6 +194,10 @@ impl Node {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
+                // Everything it wrote is read before the caller looks at it.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
