@@ -61,6 +61,10 @@ pub struct Config {
     pub migration: floe_migration::MigrationConfig,
     /// Cross-shard SQL over the lake.
     pub query: QueryConfig,
+    /// Cluster mode (`[cluster]`): this node joins the cluster named there
+    /// on etcd and serves the shards granted to it. Absent: one node, no etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<floe_cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -79,6 +83,7 @@ impl Default for Config {
             serve: ServeConfig::default(),
             migration: floe_migration::MigrationConfig::default(),
             query: QueryConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -567,6 +572,9 @@ impl Config {
         if self.query.timeout_ms == 0 {
             return Err(Error::Config("query.timeout_ms must be at least 1".into()));
         }
+        if let Some(cluster) = &self.cluster {
+            self.validate_cluster(cluster)?;
+        }
         if self.lake.enabled {
             self.lake.location(&self.data_dir)?;
             self.lake
@@ -577,6 +585,26 @@ impl Config {
                 m.validate()
                     .map_err(|e| Error::Config(format!("lake.maintenance: {e}")))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Cluster mode needs a pipeline every node shares (Kafka), a valid
+    /// `[cluster]`, and no in-process sink (it runs once per cluster, as
+    /// `floe sink`; see docs/cluster.md).
+    fn validate_cluster(&self, cluster: &floe_cluster::ClusterConfig) -> Result<()> {
+        cluster.validate().map_err(Error::Cluster)?;
+        if let PipelineUrl::File(_) = self.pipeline_url()? {
+            return Err(Error::ClusterNeedsKafka {
+                pipeline: self.pipeline.clone(),
+            });
+        }
+        if self.lake.enabled && self.lake.sink {
+            return Err(Error::Config(
+                "cluster mode: lake.sink must be false on every node; the sink runs once per \
+                 cluster as `floe sink` (docs/cluster.md)"
+                    .into(),
+            ));
         }
         Ok(())
     }

@@ -127,6 +127,26 @@ pub enum Error {
     /// not an object).
     #[error("invalid write item: {0}")]
     InvalidWriteItem(String),
+    /// Cluster mode: a bad `[cluster]` section, or etcd refused this node
+    /// (wrong cluster id, node id already live) or could not be reached.
+    #[error("cluster: {0}")]
+    Cluster(floe_cluster::Error),
+
+    /// Cluster mode with a pipeline only this machine can read.
+    #[error(
+        "cluster mode needs a pipeline every node shares: pipeline {pipeline:?} is the embedded log of one machine; use a kafka:// pipeline or remove [cluster]"
+    )]
+    ClusterNeedsKafka {
+        /// The configured pipeline URL.
+        pipeline: String,
+    },
+
+    /// Something cluster mode does not do yet.
+    #[error("{what} are not supported in cluster mode yet (docs/cluster.md)")]
+    ClusterUnsupported {
+        /// What was asked.
+        what: &'static str,
+    },
 
     /// An I/O failure with what floe was doing.
     #[error("{context}: {cause}")]
@@ -147,6 +167,7 @@ impl Error {
             Error::Migration(e) => e.is_retryable(),
             Error::Query(e) => e.is_retryable(),
             Error::SinkNotStarted => true,
+            Error::Cluster(e) => e.is_retryable(),
             _ => false,
         }
     }

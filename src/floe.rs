@@ -14,6 +14,7 @@ use floe_engine::{
 use floe_query::CrossShardQuery;
 use serde_json::Value;
 
+use crate::cluster::ClusterNode;
 use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
@@ -165,22 +166,42 @@ struct Inner {
     closed: AtomicBool,
     /// Released by `close`, so the directory can be reopened right away.
     lock: Mutex<Option<DirLock>>,
+    /// Cluster mode: this node's membership and shard ownership.
+    node: Option<Arc<ClusterNode>>,
 }
 
 impl Floe {
     /// Opens (or creates) the data directory, rebuilds every shard's state
     /// from the pipeline and starts one worker per shard.
     pub async fn open(config: Config) -> Result<Floe> {
-        Self::open_with(config, None).await
+        if let Some(cluster) = &config.cluster {
+            config.validate()?;
+            let node = Arc::new(ClusterNode::join(cluster).await?);
+            return Self::open_in_cluster(config, node).await;
+        }
+        Self::open_with(config, None, None).await
+    }
+
+    /// Opens floe as a node of a cluster it has joined (`[cluster]`): every
+    /// shard starts empty and refuses calls; the shards granted to this node
+    /// are restored from the lake and the pipeline and served once the
+    /// previous owner has let go (docs/cluster.md). The topology is the one
+    /// stored in etcd.
+    pub async fn open_in_cluster(config: Config, node: Arc<ClusterNode>) -> Result<Floe> {
+        Self::open_with(config, None, Some(node)).await
     }
 
     /// [`Floe::open`] with a custom partition-key extractor (for example a
     /// function that routes child entities by their parent's id).
     pub async fn open_with_extractor(config: Config, extractor: KeyExtractor) -> Result<Floe> {
-        Self::open_with(config, Some(extractor)).await
+        Self::open_with(config, Some(extractor), None).await
     }
 
-    async fn open_with(config: Config, extractor: Option<KeyExtractor>) -> Result<Floe> {
+    async fn open_with(
+        config: Config,
+        extractor: Option<KeyExtractor>,
+        node: Option<Arc<ClusterNode>>,
+    ) -> Result<Floe> {
         config.validate()?;
         let lock = DirLock::acquire(&config.data_dir)?;
         let persisted = datadir::load_topology(&config.data_dir)?;
@@ -188,6 +209,9 @@ impl Floe {
         let lake = lake::open(&config).await?;
         if let Some(lake) = &lake {
             lake::check_pipeline_covers_lake(&*pipeline, lake).await?;
+        }
+        if let Some(node) = node {
+            return Self::open_node(config, extractor, node, lock, pipeline, lake).await;
         }
         let topology = match persisted {
             Some(topology) => {
@@ -280,8 +304,79 @@ impl Floe {
                 started: Instant::now(),
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(lock)),
+                node: None,
             }),
         })
+    }
+
+    /// [`Floe::open_with`] for a cluster node: the topology from etcd, every
+    /// shard empty and gated, restored when granted (see `crate::cluster`).
+    async fn open_node(
+        config: Config,
+        extractor: Option<KeyExtractor>,
+        node: Arc<ClusterNode>,
+        lock: DirLock,
+        pipeline: Arc<dyn Pipeline>,
+        lake: Option<floe_emitter::sink::Lake>,
+    ) -> Result<Floe> {
+        let topology = node.topology(config.topology.initial()?).await?;
+        let shard_count = topology.shard_count;
+        let query = lake.as_ref().map(|lake| {
+            let mut options = config.query_options();
+            options.namespace_is_partition_key &= extractor.is_none();
+            Arc::new(CrossShardQuery::new(lake.clone(), options).with_pipeline(pipeline.clone()))
+        });
+        let recovered = (0..shard_count)
+            .map(|_| floe_engine::RecoveredShard::new(config.shards.dedup_window))
+            .collect();
+        let cluster = Arc::new(ShardCluster::start_gated(
+            topology.clone(),
+            recovered,
+            pipeline.clone(),
+            config.shards,
+            Some(node.gate()),
+        )?);
+        node.start(
+            cluster.clone(),
+            pipeline.clone(),
+            lake.clone(),
+            config.shards.dedup_window,
+        );
+        // Migrations are refused in cluster mode (`Migrations::start`); the
+        // migrator still answers plans, inventories and job lists.
+        let migrations = floe_migration::Migrator::open(
+            floe_migration::Deployment {
+                cluster: cluster.clone(),
+                lake: lake.clone(),
+                topology: Arc::new(datadir::FileTopologyStore::new(&config.data_dir)),
+            },
+            floe_migration::JobStore::new(config.data_dir.join(floe_migration::JOBS_DIR)),
+            &topology,
+            config.migration.clone(),
+        )?;
+        let telemetry = Telemetry::new(shard_count, &config.health);
+        Ok(Floe {
+            inner: Arc::new(Inner {
+                extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
+                config,
+                cluster,
+                pipeline,
+                migrations,
+                telemetry,
+                recovery: RecoveryStats::default(),
+                sink: None,
+                query,
+                started: Instant::now(),
+                closed: AtomicBool::new(false),
+                lock: Mutex::new(Some(lock)),
+                node: Some(node),
+            }),
+        })
+    }
+
+    /// This node's cluster membership, in cluster mode.
+    pub fn cluster_node(&self) -> Option<&Arc<ClusterNode>> {
+        self.inner.node.as_ref()
     }
 
     /// The configuration floe was opened with.
@@ -561,6 +656,13 @@ impl Floe {
             return Ok(());
         }
         self.inner.cluster.close().await;
+        // The shards are stopped: leave the cluster so that the controller
+        // re-places them now rather than after the lease TTL.
+        if let Some(node) = &self.inner.node
+            && let Err(e) = node.leave().await
+        {
+            tracing::warn!(error = %e, "leaving the cluster failed; the lease expires by itself");
+        }
         // Every acknowledged write is in the pipeline now: land it all.
         if let Some(sink) = &self.inner.sink {
             sink.stop().await;

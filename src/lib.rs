@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cluster;
 mod config;
 mod datadir;
 mod error;
@@ -35,6 +36,7 @@ mod repair;
 pub mod serve;
 mod telemetry;
 
+pub use cluster::ClusterNode;
 pub use config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
     MaintenanceConfig, PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig,

@@ -56,6 +56,7 @@ fn legacy_event(floe: &Floe, key: &EntityKey, version: u64, idem: &str, state: &
         timestamp_us: floe_engine::now_us(),
         state: Some(Json::from_trusted(state)),
         request_fingerprint: None,
+        owner_epoch: 0,
     }
 }
 

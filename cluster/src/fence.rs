@@ -15,10 +15,15 @@
 //! marker in its partition. Why live state equals replay: the new owner's state is built
 //! from the same partitions with the same rule, up to its own marker.
 //!
-//! Among admitted events of one entity, [`EventStamp`] orders by version, then epoch: a
-//! later owner's write at a version equal to a stale one wins, never ties. Epochs are
-//! per shard (an entity moved by a migration may go to a shard whose grant is older), so
-//! the version comes first.
+//! Among admitted events of one entity, [`EventStamp`] orders by owner epoch, then
+//! version: a later owner's write wins over every write of an earlier owner, at an equal
+//! *or higher* version, so a stale owner's late event never ties with nor overrides the
+//! current owner's. This is the rule the engine's `ShardState::apply` implements. It
+//! needs an entity's epochs to grow with time, which holds while an entity stays on its
+//! shard (grant revisions of a shard only grow); a shard-count migration in cluster mode
+//! must re-grant every target shard after its cutover so that the epochs there exceed
+//! every epoch of the source shards (etcd revisions are one sequence). Migrations are
+//! refused in cluster mode until that is built.
 
 use std::collections::BTreeMap;
 
@@ -64,13 +69,13 @@ impl EpochFence {
     }
 }
 
-/// The order of two admitted events of one entity: version first, then owner epoch.
+/// The order of two admitted events of one entity: owner epoch first, then version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventStamp {
-    /// The entity version after the change.
-    pub version: u64,
     /// The owner epoch the event was written under.
     pub epoch: OwnerEpoch,
+    /// The entity version after the change.
+    pub version: u64,
 }
 
 #[cfg(test)]
@@ -111,12 +116,12 @@ mod tests {
             epoch: OwnerEpoch(14),
         };
         assert!(current > stale);
-        // Version first: a newer version under an older shard's epoch still wins.
-        let moved = EventStamp {
+        // Epoch first: a stale owner's late event at a higher version still loses.
+        let late = EventStamp {
             version: 7,
-            epoch: OwnerEpoch(3),
+            epoch: OwnerEpoch(10),
         };
-        assert!(moved > current);
+        assert!(current > late);
     }
 
     proptest! {

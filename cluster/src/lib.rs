@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod controller_loop;
 mod docs;
 mod election;
 mod error;
@@ -30,6 +31,7 @@ mod lease;
 mod membership;
 mod ownership;
 mod placement;
+mod status;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod watch;
@@ -38,6 +40,7 @@ mod watch;
 pub type ShardId = u32;
 
 pub use config::{ClusterConfig, MAX_ID_LEN};
+pub use controller_loop::run_controller;
 pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
 pub use election::{Election, LeaderTerm, current_leader};
 pub use error::{Error, Result};
@@ -50,4 +53,5 @@ pub use membership::{
 };
 pub use ownership::{Held, OwnershipLease, Refusal};
 pub use placement::{Assignment, moves, place};
+pub use status::{ClusterStatus, NodeStatus, ShardStatus, status};
 pub use watch::{Entry, Snapshot};

@@ -325,7 +325,7 @@ impl Member {
 
     /// Leaves the cluster: revokes the lease, which deletes the registration and every
     /// key attached to it (a leader key included) in one step.
-    pub async fn leave(self) -> Result<()> {
+    pub async fn leave(&self) -> Result<()> {
         let mut client = self.client.clone();
         // Stop acknowledging before etcd forgets us.
         self.lease.lock().lost();

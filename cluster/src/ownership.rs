@@ -66,6 +66,7 @@ pub struct Held {
 pub struct OwnershipLease {
     lease: LeaseHandle,
     state: Arc<watch::Sender<BTreeMap<ShardId, Held>>>,
+    grants: Arc<watch::Sender<BTreeMap<ShardId, Grant>>>,
     _task: Arc<TaskGuard>,
 }
 
@@ -77,7 +78,9 @@ impl OwnershipLease {
         let (grants, grants_task) =
             mirror::spawn(member.client().clone(), keys.shards(), true, timing(config));
         let state = Arc::new(watch::channel(BTreeMap::new()).0);
+        let all_grants = Arc::new(watch::channel(BTreeMap::new()).0);
         let follower = Follower {
+            grants: all_grants.clone(),
             client: member.client().clone(),
             keys,
             node_id: member.record().node_id.clone(),
@@ -95,6 +98,7 @@ impl OwnershipLease {
         OwnershipLease {
             lease: member.lease().clone(),
             state,
+            grants: all_grants,
             _task: Arc::new(TaskGuard(task)),
         }
     }
@@ -127,6 +131,22 @@ impl OwnershipLease {
         self.state.borrow().clone()
     }
 
+    /// The latest grant of `shard` this node has seen (whoever it names): where
+    /// a caller refused here should go.
+    pub fn grant_of(&self, shard: ShardId) -> Option<Grant> {
+        self.grants.borrow().get(&shard).cloned()
+    }
+
+    /// Every grant as last seen.
+    pub fn grants(&self) -> BTreeMap<ShardId, Grant> {
+        self.grants.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the held shards change.
+    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<ShardId, Held>> {
+        self.state.subscribe()
+    }
+
     /// Waits until `pred` holds for the held shards, or `timeout` passes.
     pub async fn wait_for(
         &self,
@@ -143,6 +163,7 @@ impl OwnershipLease {
 }
 
 struct Follower {
+    grants: Arc<watch::Sender<BTreeMap<ShardId, Grant>>>,
     client: Client,
     keys: Keys,
     node_id: String,
@@ -166,6 +187,7 @@ impl Follower {
             if snapshot.revision > 0 {
                 let all = grants_of(&self.keys, &snapshot);
                 self.follow(&all).await;
+                self.grants.send_replace(all);
             }
             tokio::select! {
                 changed = grants.changed() => if changed.is_err() { return },

@@ -123,6 +123,7 @@ fn event(seq: u64) -> Event {
         version: 1,
         timestamp_us: 1_700_000_000_000_000,
         request_fingerprint: None,
+        owner_epoch: 0,
         state: Some(Json::from_trusted(format!(
             r#"{{"id":"order-{seq}","status":"paid","customer":"customer-{}","lines":[{{"sku":"A-1","qty":2,"price":"19.90"}},{{"sku":"B-7","qty":1,"price":"5.00"}}],"address":{{"street":"{}","city":"Lisbon"}}}}"#,
             seq % 1000,

@@ -204,6 +204,7 @@ mod tests {
             timestamp_us: 0,
             state: None,
             request_fingerprint: None,
+            owner_epoch: 0,
         };
         p.append(std::slice::from_ref(&event)).await.unwrap();
         p.close().await.unwrap();

@@ -176,6 +176,7 @@ fn decode_from(r: &mut Reader<'_>) -> Result<Event> {
         timestamp_us,
         state,
         request_fingerprint,
+        owner_epoch: 0,
     })
 }
 
@@ -277,6 +278,7 @@ mod tests {
                 timestamp_us: ts,
                 state: state.map(Json::from_trusted),
                 request_fingerprint: fp,
+                owner_epoch: 0,
             },
         )
     }
@@ -350,6 +352,7 @@ mod tests {
             timestamp_us: -4,
             state: None,
             request_fingerprint: None,
+            owner_epoch: 0,
         };
         let mut buf = Vec::new();
         encode_event(&event, &mut buf);
@@ -394,6 +397,7 @@ mod tests {
             timestamp_us: 5,
             state: Some(Json::from_trusted("{}")),
             request_fingerprint: None,
+            owner_epoch: 0,
         };
         let mut v1 = Vec::new();
         encode_event(&event, &mut v1);

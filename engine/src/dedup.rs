@@ -192,6 +192,7 @@ mod tests {
             timestamp_us: 0,
             state: None,
             request_fingerprint: fingerprint,
+            owner_epoch: 0,
         }
     }
 

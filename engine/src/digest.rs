@@ -174,6 +174,7 @@ mod tests {
             version,
             timestamp_us: 0,
             request_fingerprint: None,
+            owner_epoch: 0,
             state: Some(Json::from_trusted(data)),
         };
         let (mut a, mut b, mut c) = (ShardState::new(), ShardState::new(), ShardState::new());

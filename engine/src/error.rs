@@ -151,6 +151,17 @@ pub enum Error {
         current_epoch: u64,
     },
 
+    /// Cluster mode: this node may not serve the shard now (another node
+    /// owns it, or the handover to this node has not finished). Retryable:
+    /// the same call succeeds later here or now at the owner.
+    #[error("shard {shard} is not served by this node now: {refusal}")]
+    NotOwner {
+        /// The shard.
+        shard: u32,
+        /// Why, and who owns it.
+        refusal: crate::cluster::OwnerRefusal,
+    },
+
     /// A topology document that cannot be used.
     #[error("invalid topology: {0}")]
     InvalidTopology(String),
@@ -195,7 +206,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Pipeline { retryable, .. } => *retryable,
-            Error::StaleRouting { .. } => true,
+            Error::StaleRouting { .. } | Error::NotOwner { .. } => true,
             _ => false,
         }
     }

@@ -76,6 +76,17 @@ pub struct Event {
     /// for derived keys and for events written before fingerprints existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_fingerprint: Option<u64>,
+    /// Cluster mode: the owner epoch (the etcd revision of the ownership
+    /// grant) the shard was served under when the event was written; 0 on a
+    /// single node. Among events of one entity the larger epoch wins before
+    /// the version is compared, so a stale owner's late event never
+    /// overrides or ties with a later owner's (docs/cluster.md, "Fencing").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub owner_epoch: u64,
+}
+
+fn is_zero(epoch: &u64) -> bool {
+    *epoch == 0
 }
 
 impl Event {
@@ -214,6 +225,7 @@ mod tests {
             timestamp_us: 0,
             state: None,
             request_fingerprint: None,
+            owner_epoch: 0,
         }
     }
 

@@ -35,7 +35,8 @@ pub use assigner::{
 };
 pub use cluster::{
     Admission, AdmissionGuard, Admit, DEFAULT_SKEW_RATIO, KeyLoad, MAX_REROUTES, MovingDigests,
-    NextRouting, RecoveredShard, Routed, RoutingTable, Shard, ShardCluster,
+    NextRouting, OwnerRefusal, OwnershipGate, RecoveredShard, Routed, RoutingTable, Shard,
+    ShardCluster,
 };
 pub use codec::{decode_event, encode_event, encoded_len, is_truncated_event};
 pub use command::{Command, Operation, WriteAck, merge_patch};

@@ -26,6 +26,8 @@ pub struct EntityRecord {
     pub key_hash: u64,
     /// Timestamp of the last applied event, microseconds since the epoch.
     pub updated_at_us: i64,
+    /// Owner epoch of the last applied event (0 on a single node).
+    pub owner_epoch: u64,
 }
 
 impl EntityRecord {
@@ -95,9 +97,16 @@ impl ShardState {
         match self.entities.entry(key) {
             Entry::Occupied(entry) => {
                 let record = entry.into_mut();
-                if record.version >= event.version {
+                // Owner epoch first, then version: an event written under a
+                // later ownership grant of the shard wins over every event
+                // of an earlier one, whatever their versions, so a stale
+                // owner's late event never overrides nor ties with the
+                // current owner's (docs/cluster.md). On one node every epoch
+                // is 0 and this is "highest version wins".
+                if (record.owner_epoch, record.version) >= (event.owner_epoch, event.version) {
                     return false;
                 }
+                record.owner_epoch = event.owner_epoch;
                 if let Some(old) = &record.data {
                     self.live -= 1;
                     self.live_bytes -= old.len() as u64;
@@ -120,6 +129,7 @@ impl ShardState {
                     partition_key: event.partition_key,
                     key_hash: event.key_hash,
                     updated_at_us: event.timestamp_us,
+                    owner_epoch: event.owner_epoch,
                 });
             }
         }
@@ -265,6 +275,7 @@ impl ShardState {
             timestamp_us: now_us,
             state,
             request_fingerprint: None,
+            owner_epoch: 0,
         })
     }
 
@@ -681,6 +692,7 @@ mod tests {
                         version,
                         timestamp_us: version as i64,
                         request_fingerprint: None,
+                        owner_epoch: 0,
                         state: (!deleted)
                             .then(|| Json::from_value(&json!({ "v": version })).unwrap()),
                     });
@@ -706,6 +718,38 @@ mod tests {
             .iter()
             .map(|(k, r)| (k.clone(), r.version, r.data.clone()))
             .collect()
+    }
+
+    /// Cluster mode: owner A (epoch 3) wrote up to version 5; owner B (epoch
+    /// 8) restored that and wrote version 6; A's late, never acknowledged
+    /// events (versions 6 and 7) landed afterwards. In any order, B's event
+    /// is the state: the stale ones neither tie with it nor override it.
+    #[test]
+    fn a_later_owner_epoch_wins_over_a_stale_owners_higher_or_equal_version() {
+        let mut state = ShardState::new();
+        let put = command("o-1", Operation::Upsert(data(json!({ "by": "a" }))));
+        let mut a5 = run(&mut state, &put).unwrap();
+        a5.version = 5;
+        a5.owner_epoch = 3;
+        let stamp = |mut e: Event, version, epoch, by: &str| {
+            e.version = version;
+            e.owner_epoch = epoch;
+            e.state = Some(data(json!({ "by": by })));
+            e
+        };
+        let b6 = stamp(a5.clone(), 6, 8, "b");
+        let late6 = stamp(a5.clone(), 6, 3, "a-late");
+        let late7 = stamp(a5.clone(), 7, 3, "a-late");
+        let events = [a5, b6, late6, late7];
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
+            let mut replayed = ShardState::new();
+            for i in order {
+                replayed.apply(&events[i]);
+            }
+            let entity = replayed.get(&put.key).unwrap();
+            assert_eq!(entity.version, 6, "{order:?}");
+            assert_eq!(entity.data.to_value().unwrap(), json!({ "by": "b" }));
+        }
     }
 
     proptest! {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::cluster::{OwnerRefusal, OwnershipGate};
 use crate::command::{Command, WriteAck};
 use crate::dedup::{DedupWindow, ack_for, reused};
 use crate::entity::{Entity, EntityKey};
@@ -112,14 +113,14 @@ enum Request {
     },
     Get {
         key: EntityKey,
-        reply: oneshot::Sender<Option<Entity>>,
+        reply: oneshot::Sender<Result<Option<Entity>>>,
     },
     List {
         namespace: String,
         entity_type: String,
         after: Option<String>,
         limit: usize,
-        reply: oneshot::Sender<Vec<Entity>>,
+        reply: oneshot::Sender<Result<Vec<Entity>>>,
     },
     Stats {
         reply: oneshot::Sender<ShardStats>,
@@ -283,7 +284,7 @@ impl ShardHandle {
     pub(crate) async fn get(&self, key: EntityKey) -> Result<Option<Entity>> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Get { key, reply }).await?;
-        rx.await.map_err(|_| self.stopped())
+        rx.await.map_err(|_| self.stopped())?
     }
 
     /// Lists live entities of a namespace and type in id order.
@@ -303,7 +304,7 @@ impl ShardHandle {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| self.stopped())
+        rx.await.map_err(|_| self.stopped())?
     }
 
     /// The shard's counters.
@@ -398,6 +399,9 @@ pub(crate) struct ShardWorker {
     pub(crate) keys: Arc<PartitionKeyIndex>,
     /// The deployment's caller idempotency keys, shared by every shard.
     pub(crate) idempotency: Arc<IdempotencyIndex>,
+    /// Cluster mode: whether this node may serve the shard (asked before a
+    /// batch and again before acknowledging it). `None`: always.
+    pub(crate) gate: Option<Arc<dyn OwnershipGate>>,
 }
 
 impl ShardWorker {
@@ -474,6 +478,11 @@ impl ShardWorker {
         };
         let now = now_us();
         let current_epoch = self.epoch.load(Ordering::Acquire);
+        // Cluster mode: the batch is served only under an ownership this node
+        // holds now; its writes are acknowledged only if it still holds the
+        // same one once they are durable (see `commit`).
+        let owner = self.owner();
+        group.owner_epoch = *owner.as_ref().unwrap_or(&0);
         for request in requests.drain(..) {
             match request {
                 Request::Write {
@@ -481,6 +490,11 @@ impl ShardWorker {
                     routed_epoch,
                     reply,
                 } => {
+                    if let Err(refusal) = &owner {
+                        stats.write_errors += 1;
+                        outbox.send(Reply::One(reply), Err(self.not_owner(refusal)));
+                        continue;
+                    }
                     if routed_epoch != current_epoch {
                         stats.write_errors += 1;
                         let _ = reply.send(Outcome::Stale(command));
@@ -503,6 +517,11 @@ impl ShardWorker {
                     let batch = outbox.open(reply, commands.len());
                     for (item, command) in commands.into_iter().enumerate() {
                         let reply = Reply::Item { batch, item };
+                        if let Err(refusal) = &owner {
+                            stats.write_errors += 1;
+                            outbox.send(reply, Err(self.not_owner(refusal)));
+                            continue;
+                        }
                         // The single path checks keys in the handle.
                         if let Err(error) = command.key.validate() {
                             stats.write_errors += 1;
@@ -521,7 +540,10 @@ impl ShardWorker {
                     }
                 }
                 Request::Get { key, reply } => {
-                    let _ = reply.send(self.state.get(&key));
+                    let _ = reply.send(match &owner {
+                        Ok(_) => Ok(self.state.get(&key)),
+                        Err(refusal) => Err(self.not_owner(refusal)),
+                    });
                 }
                 Request::List {
                     namespace,
@@ -530,12 +552,14 @@ impl ShardWorker {
                     limit,
                     reply,
                 } => {
-                    let _ = reply.send(self.state.list(
-                        &namespace,
-                        &entity_type,
-                        after.as_deref(),
-                        limit,
-                    ));
+                    let _ = reply.send(match &owner {
+                        Ok(_) => {
+                            Ok(self
+                                .state
+                                .list(&namespace, &entity_type, after.as_deref(), limit))
+                        }
+                        Err(refusal) => Err(self.not_owner(refusal)),
+                    });
                 }
                 Request::Stats { reply } => {
                     stats.entities = self.state.live_entities();
@@ -548,7 +572,8 @@ impl ShardWorker {
             }
         }
         if !group.events.is_empty() {
-            self.commit(group, &mut outbox, stats, probe).await;
+            self.commit(group, &mut outbox, stats, probe, owner.unwrap_or_default())
+                .await;
         }
         outbox.flush();
         for task in tasks {
@@ -573,7 +598,8 @@ impl ShardWorker {
         stats: &mut ShardStats,
     ) {
         match self.admit(&command, group, now, limits) {
-            Ok(Admission::Event(event)) => {
+            Ok(Admission::Event(mut event)) => {
+                event.owner_epoch = group.owner_epoch;
                 group
                     .pending
                     .insert(command.key, (event.version, event.state.clone()));
@@ -593,6 +619,18 @@ impl ShardWorker {
                 stats.write_errors += 1;
                 outbox.send(reply, Err(error));
             }
+        }
+    }
+
+    /// The owner epoch this node serves the shard under now (0 without a gate).
+    fn owner(&self) -> std::result::Result<u64, OwnerRefusal> {
+        self.gate.as_ref().map_or(Ok(0), |g| g.check(self.shard))
+    }
+
+    fn not_owner(&self, refusal: &OwnerRefusal) -> Error {
+        Error::NotOwner {
+            shard: self.shard,
+            refusal: refusal.clone(),
         }
     }
 
@@ -667,6 +705,7 @@ impl ShardWorker {
         outbox: &mut Outbox,
         stats: &mut ShardStats,
         probe: &WorkerProbe,
+        owner_epoch: u64,
     ) {
         let GroupCommit {
             events, waiting, ..
@@ -680,7 +719,37 @@ impl ShardWorker {
             (now_us().max(0) as u64).saturating_sub(started),
             Ordering::Release,
         );
+        // Durable now; still the owner under the same grant? If not, the
+        // events are in the pipeline (the next owner reads them when it
+        // restores the shard) and are applied here too, but nobody is told
+        // they succeeded: the callers get a retryable refusal.
+        let lost = match (&appended, self.owner()) {
+            (Ok(_), Ok(epoch)) if epoch == owner_epoch => None,
+            (Ok(_), Ok(_)) => Some(OwnerRefusal {
+                reason: "the shard was granted again while the write was in flight".into(),
+                owner: None,
+                owner_addr: None,
+            }),
+            (Ok(_), Err(refusal)) => Some(refusal),
+            (Err(_), _) => None,
+        };
         match appended {
+            Ok(_) if lost.is_some() => {
+                let refusal = lost.expect("checked");
+                stats.write_errors += waiting.len() as u64;
+                tracing::warn!(shard = self.shard, %refusal, events = events.len(), "durable writes not acknowledged: ownership lost meanwhile");
+                for event in events {
+                    self.keys.settle_event(&event, true);
+                    if event.request_fingerprint.is_some() {
+                        self.idempotency.settle(&event.idempotency_key);
+                    }
+                    self.dedup.observe(&event);
+                    self.state.apply_owned(event);
+                }
+                for (reply, _) in waiting {
+                    outbox.send(reply, Err(self.not_owner(&refusal)));
+                }
+            }
             Ok(_) => {
                 let count = events.len() as u64;
                 let mut acks = Vec::with_capacity(events.len());

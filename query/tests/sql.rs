@@ -66,6 +66,7 @@ fn event(tenant: u32, ty: &str, id: &str, version: u64, state: Option<Value>) ->
         // Two days, so partitions are day x bucket.
         timestamp_us: 1_763_683_200_000_000 + i64::from(tenant % 2) * DAY_US + version as i64,
         request_fingerprint: None,
+        owner_epoch: 0,
         state: state.map(|s| Json::from_trusted(s.to_string())),
     }
 }

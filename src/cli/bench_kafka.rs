@@ -147,6 +147,7 @@ fn record_size(payload_bytes: usize) -> anyhow::Result<usize> {
         version: 1,
         timestamp_us: floe_engine::now_us(),
         request_fingerprint: None,
+        owner_epoch: 0,
         state: Some(Json::from_value(&payload(123_456, payload_bytes))?),
     };
     Ok(serde_json::to_vec(&event)?.len())

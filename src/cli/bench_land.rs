@@ -81,6 +81,7 @@ pub(super) fn order_event(
         version,
         timestamp_us,
         request_fingerprint: None,
+        owner_epoch: 0,
         state: Some(Json::from_trusted(format!(
             r#"{{"seq":{seq},"status":"paid","total_cents":{},"note":"{payload}"}}"#,
             seq % 10_000

@@ -87,6 +87,7 @@ fn event(seq: u64, entities: u64, versions: u64) -> Event {
         version,
         timestamp_us: 1_763_683_200_000_000 + (seq % 3) as i64 * DAY_US + (seq / 3) as i64,
         request_fingerprint: None,
+        owner_epoch: 0,
         state,
     }
 }

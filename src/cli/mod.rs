@@ -12,6 +12,7 @@ mod bench_migrate;
 mod bench_query;
 #[cfg(feature = "server")]
 mod catalog;
+mod cluster;
 mod demo;
 mod demo_day;
 mod entity;
@@ -93,6 +94,8 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Maintain the Iceberg lake: compaction and expiry.
     Lake(lake::LakeArgs),
+    /// Cluster mode: the cluster as etcd holds it.
+    Cluster(cluster::ClusterArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -155,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Things(args) => things::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,
         Command::Lake(args) => lake::run(config, args).await,
+        Command::Cluster(args) => cluster::run(config, args).await,
     }
 }
 

@@ -67,12 +67,25 @@ impl Config {
         else {
             return Ok(None);
         };
+        let mut properties = properties;
+        let mut append_retry = Duration::from_millis(self.kafka.append_retry_ms);
+        if let Some(cluster) = &self.cluster {
+            // Cluster mode: an append that cannot complete within the write
+            // timeout (under the lease's safety margin) fails instead of
+            // landing late, after this node may have lost the shard
+            // (docs/cluster.md, "Fencing").
+            properties.insert(
+                "message.timeout.ms".into(),
+                cluster.write_timeout_ms.to_string(),
+            );
+            append_retry = Duration::ZERO;
+        }
         let options = KafkaOptions {
             properties,
             replication_factor: self.kafka.replication_factor,
             request_timeout: Duration::from_millis(self.kafka.request_timeout_ms),
             delete_records: self.kafka.delete_records,
-            append_retry: Duration::from_millis(self.kafka.append_retry_ms),
+            append_retry,
             ..KafkaOptions::new(brokers, topic, partitions)
         };
         options

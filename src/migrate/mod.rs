@@ -100,6 +100,11 @@ impl Migrations {
         plan: MigrationPlan,
         options: MigrationOptions,
     ) -> Result<MigrationHandle> {
+        if self.floe.cluster_node().is_some() {
+            return Err(crate::Error::ClusterUnsupported {
+                what: "shard-count migrations",
+            });
+        }
         let inner = self.migrator().start(plan, options)?;
         Ok(MigrationHandle {
             id: inner.id.clone(),

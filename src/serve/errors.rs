@@ -14,6 +14,9 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// Cluster mode, `not_owner`: the node that owns the shard and its
+    /// advertised address, when known (clients retry there).
+    pub(crate) owner: Option<(String, Option<String>)>,
 }
 
 impl ApiError {
@@ -22,6 +25,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            owner: None,
         }
     }
 
@@ -60,7 +64,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some((node_id, addr)) = self.owner {
+            error["owner"] = json!({ "node_id": node_id, "addr": addr });
+        }
+        let body = json!({ "error": error });
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -107,11 +115,24 @@ impl From<Error> for ApiError {
             Error::InvalidWriteItem(_) => (StatusCode::BAD_REQUEST, "invalid_item"),
             Error::Migration(e) => migration_status(e),
             Error::Query(e) => query_status(e),
+            Error::Cluster(e) if e.is_retryable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
+            }
+            Error::ClusterUnsupported { .. } => (StatusCode::CONFLICT, "cluster_unsupported"),
+            Error::Cluster(_) | Error::ClusterNeedsKafka { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
+            }
         };
-        if status.is_server_error() {
+        if status.is_server_error() && code != "not_owner" {
             tracing::warn!(code, error = %message, "request failed");
         }
-        ApiError::new(status, code, message)
+        let mut api = ApiError::new(status, code, message);
+        if let Some(floe_engine::Error::NotOwner { refusal, .. }) = e.as_engine()
+            && let Some(owner) = &refusal.owner
+        {
+            api.owner = Some((owner.clone(), refusal.owner_addr.clone()));
+        }
+        api
     }
 }
 
@@ -184,6 +205,9 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         E::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
         E::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
         E::StaleRouting { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stale_routing"),
+        // Cluster mode: the shard is owned elsewhere or changing hands; the
+        // message names the owner when known. Retry (here, or at the owner).
+        E::NotOwner { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_owner"),
         E::Pipeline {
             retryable: true, ..
         } => (StatusCode::SERVICE_UNAVAILABLE, "pipeline_unavailable"),

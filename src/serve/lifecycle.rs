@@ -17,7 +17,7 @@ use super::metrics::Metrics;
 use super::{AppState, Phase, health, routes};
 use crate::config::{AuthMode, TOKENS_ENV};
 use crate::error::{Error, Result};
-use crate::{Config, Floe};
+use crate::{ClusterNode, Config, Floe};
 
 /// A bound `floe serve`: [`Server::bind`], then [`Server::run`].
 #[derive(Debug)]
@@ -25,6 +25,9 @@ pub struct Server {
     listener: TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
+    /// Cluster mode: joined before listening, so a node etcd refuses (wrong
+    /// cluster id, node id in use) never serves anything.
+    node: Option<Arc<ClusterNode>>,
 }
 
 impl Server {
@@ -54,6 +57,10 @@ impl Server {
             }
             AuthMode::Tokens => {}
         }
+        let node = match &config.cluster {
+            Some(cluster) => Some(Arc::new(ClusterNode::join(cluster).await?)),
+            None => None,
+        };
         let audit = AuditLog::open(&serve.audit_path(&config.data_dir))?;
         let listener = TcpListener::bind(listen)
             .await
@@ -74,6 +81,7 @@ impl Server {
             listener,
             addr,
             state,
+            node,
         })
     }
 
@@ -86,7 +94,10 @@ impl Server {
     /// Fails if floe cannot be opened or closed.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server {
-            listener, state, ..
+            listener,
+            state,
+            node,
+            ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
@@ -109,7 +120,11 @@ impl Server {
             .into_future(),
         );
 
-        let floe = match Floe::open(state.config.clone()).await {
+        let opened = match node {
+            Some(node) => Floe::open_in_cluster(state.config.clone(), node).await,
+            None => Floe::open(state.config.clone()).await,
+        };
+        let floe = match opened {
             Ok(floe) => floe,
             Err(e) => {
                 state.set_phase(Phase::Failed);

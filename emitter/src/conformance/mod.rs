@@ -256,6 +256,7 @@ pub fn sample_event(seq: u64, key_hash: u64) -> Event {
         version: seq + 1,
         timestamp_us: 1_700_000_000_000_000 + seq as i64,
         request_fingerprint: None,
+        owner_epoch: 0,
         state: Some(Json::from_trusted(format!(
             r#"{{"seq":{seq},"status":"paid","lines":[{{"sku":"A-{seq}","qty":2,"price":"19.90"}}],"note":"{}"}}"#,
             "x".repeat(120)

@@ -95,6 +95,7 @@ mod tests {
             version: 2,
             timestamp_us: 1_700_000_000_000_000,
             request_fingerprint: None,
+            owner_epoch: 0,
             state: Some(Json::from_trusted(r#"{"total":1.5e300,"s":"Zoë"}"#)),
         }
     }

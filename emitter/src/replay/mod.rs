@@ -164,6 +164,7 @@ mod tests {
                 timestamp_us: 0,
                 state: None,
                 request_fingerprint: None,
+                owner_epoch: 0,
             },
         }
     }

@@ -167,6 +167,7 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
             version: version.value(row) as u64,
             timestamp_us: event_time.value(row),
             request_fingerprint: None,
+            owner_epoch: 0,
             state: state
                 .is_valid(row)
                 .then(|| Json::from_trusted(state.value(row))),
@@ -205,6 +206,7 @@ mod tests {
                 version: offset + 1,
                 timestamp_us: 1_700_000_000_000_000 + offset as i64,
                 request_fingerprint: None,
+                owner_epoch: 0,
                 state: state.map(Json::from_trusted),
             },
         }

@@ -18,6 +18,7 @@
 //! new one is refused.
 
 mod admission;
+mod ownership;
 mod shard;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 pub use admission::{Admission, AdmissionGuard, Admit};
+pub use ownership::{OwnerRefusal, OwnershipGate};
 pub use shard::{KeyLoad, MovingDigests, Shard};
 
 use crate::assigner::{AccessKind, LoadTracker, RebalanceHint, ShardLimits, ShardUtilization};
@@ -149,6 +151,26 @@ impl RecoveredShard {
     }
 }
 
+impl ShardCluster {
+    /// Replaces shard `shard`'s state and idempotency window with a
+    /// restored one (cluster mode: a node taking a shard over rebuilds it
+    /// from the lake and the pipeline first), and records its entities in
+    /// the deployment's partition-key index.
+    pub async fn restore(&self, shard: u32, recovered: RecoveredShard) -> Result<()> {
+        let RecoveredShard { state, dedup } = recovered;
+        for (key, record) in state.iter() {
+            self.keys
+                .observe(key, record.key_hash, record.version, record.data.is_some());
+        }
+        self.shard(shard)?
+            .run(move |current, window| {
+                *current = state;
+                *window = dedup;
+            })
+            .await
+    }
+}
+
 /// The shards of a deployment, their routing table and load.
 #[derive(Debug)]
 pub struct ShardCluster {
@@ -173,6 +195,8 @@ pub struct ShardCluster {
     metrics: RoutingMetrics,
     started: Instant,
     closed: AtomicBool,
+    /// Cluster mode: which shards this node may serve now.
+    gate: Option<Arc<dyn OwnershipGate>>,
 }
 
 impl ShardCluster {
@@ -183,6 +207,19 @@ impl ShardCluster {
         recovered: Vec<RecoveredShard>,
         pipeline: Arc<dyn Pipeline>,
         config: ShardConfig,
+    ) -> Result<ShardCluster> {
+        Self::start_gated(topology, recovered, pipeline, config, None)
+    }
+
+    /// [`ShardCluster::start`] for cluster mode: every shard worker serves
+    /// reads and acknowledges writes only while `gate` says this node owns
+    /// the shard (see [`OwnershipGate`]).
+    pub fn start_gated(
+        topology: Topology,
+        recovered: Vec<RecoveredShard>,
+        pipeline: Arc<dyn Pipeline>,
+        config: ShardConfig,
+        gate: Option<Arc<dyn OwnershipGate>>,
     ) -> Result<ShardCluster> {
         let router = Arc::new(Router::new(topology)?);
         let shard_count = router.topology().shard_count;
@@ -218,6 +255,7 @@ impl ShardCluster {
                 epoch: epoch.clone(),
                 keys: keys.clone(),
                 idempotency: idempotency.clone(),
+                gate: gate.clone(),
             }
             .spawn();
             shards.push(Shard::local(handle));
@@ -241,6 +279,7 @@ impl ShardCluster {
             metrics: RoutingMetrics::new(shard_count),
             started: Instant::now(),
             closed: AtomicBool::new(false),
+            gate,
         })
     }
 
@@ -539,6 +578,7 @@ impl ShardCluster {
             epoch: self.epoch.clone(),
             keys: self.keys.clone(),
             idempotency: self.idempotency.clone(),
+            gate: self.gate.clone(),
         }
         .spawn();
         self.workers

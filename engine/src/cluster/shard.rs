@@ -299,9 +299,9 @@ impl Shard {
         }
     }
 
-    /// Runs `task` on a local worker with its state. Private: the methods
-    /// above are the protocol, each of which a remote link would carry.
-    async fn run<R: Send + 'static>(
+    /// Runs `task` on a local worker with its state. Crate-private: the
+    /// methods above are the protocol, each of which a remote link would carry.
+    pub(super) async fn run<R: Send + 'static>(
         &self,
         task: impl FnOnce(&mut crate::ShardState, &mut crate::dedup::DedupWindow) -> R + Send + 'static,
     ) -> Result<R> {

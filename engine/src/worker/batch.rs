@@ -43,6 +43,8 @@ pub(super) struct GroupCommit {
     /// Caller idempotency key -> (index of its event, request fingerprint),
     /// so that a retry arriving in the same batch as its original is one.
     pub(super) batch_keys: HashMap<String, (usize, u64)>,
+    /// The owner epoch the batch is served under (0 outside cluster mode).
+    pub(super) owner_epoch: u64,
 }
 
 /// The batches of writes answered together once the group commit settled.

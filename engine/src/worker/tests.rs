@@ -47,6 +47,7 @@ fn worker(pipeline: Arc<GatedPipeline>) -> (ShardHandle, JoinHandle<crate::Shard
         epoch: Arc::new(AtomicU64::new(1)),
         keys: Arc::new(PartitionKeyIndex::new()),
         idempotency: Arc::new(IdempotencyIndex::new(16)),
+        gate: None,
     }
     .spawn()
 }

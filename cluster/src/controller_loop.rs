@@ -1,0 +1,68 @@
+//! The placement controller's loop: campaign, then keep the grants placed over the
+//! live nodes until the term ends, then campaign again.
+//!
+//! Only the elected node writes grants, and every write is fenced by its term (see
+//! `grants`), so running this on every node is safe: the losers wait on the leader key.
+
+use std::time::Duration;
+
+use crate::election::Election;
+use crate::error::{Error, Result};
+use crate::grants::Controller;
+use crate::lease::LeaseState;
+use crate::membership::{Member, NodeWatch};
+
+/// Runs the controller for `member` over shards `0..shard_count` until the member's
+/// lease is lost (then returns [`Error::LeaseLost`]). On every change of the live
+/// nodes, and at least every `resync`, the leader reconciles the grants.
+pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration) -> Result<()> {
+    let election = Election::new(member);
+    let config = member.config().clone();
+    loop {
+        let term = election.campaign().await?;
+        let controller = Controller::new(member.client(), &config, term);
+        let mut nodes = NodeWatch::start(member.client(), &config);
+        // The watch lists asynchronously: wait until it shows at least this node.
+        let own = config.node_id.clone();
+        if nodes
+            .wait_for(config.lease_ttl(), |n| n.contains_key(&own))
+            .await
+            .is_none()
+        {
+            continue;
+        }
+        loop {
+            if member.lease().state() == LeaseState::Lost {
+                return Err(Error::LeaseLost {
+                    node_id: own,
+                    lease_id: member.lease().lease_id(),
+                });
+            }
+            let live = nodes.current();
+            if !live.is_empty() {
+                match controller.reconcile(shard_count, &live).await {
+                    Ok(written) if !written.is_empty() => {
+                        let moved: Vec<String> = written
+                            .iter()
+                            .map(|g| format!("{}->{}@{}", g.shard, g.node_id, g.epoch))
+                            .collect();
+                        tracing::info!(grants = ?moved, "placed shards");
+                    }
+                    Ok(_) => {}
+                    Err(Error::NotLeader { .. }) => break,
+                    Err(e) => {
+                        // A node that left between listing and granting, a lost race,
+                        // etcd unreachable: try again shortly.
+                        tracing::debug!(error = %e, "reconciling the grants failed; retrying");
+                        tokio::time::sleep(config.handover_poll()).await;
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = nodes.changed() => {}
+                _ = tokio::time::sleep(resync) => {}
+            }
+        }
+    }
+}

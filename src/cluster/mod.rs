@@ -1,0 +1,321 @@
+//! Cluster mode wiring: this node's membership on etcd, the placement
+//! controller it campaigns for, the gate its shard workers ask before serving,
+//! and the task that restores each shard granted to it before it serves it.
+//!
+//! The protocols live in `floe-cluster` (membership, election, grants,
+//! ownership leases) and `floe-engine` (the [`OwnershipGate`] hook); this
+//! module only connects them to a [`ShardCluster`] and the pipeline.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use floe_cluster::{
+    ClusterConfig, EtcdDocStore, Member, NodeRecord, NodeWatch, OwnerEpoch, OwnershipLease,
+};
+use floe_emitter::sink::Lake;
+use floe_engine::{OwnerRefusal, OwnershipGate, Pipeline, Router, ShardCluster, Topology};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// The etcd document holding the cluster's topology.
+const TOPOLOGY_DOC: &str = "topology";
+
+/// This node's place in the cluster: joined (registered under a lease) and
+/// following its grants. Built by [`ClusterNode::join`] before `floe serve`
+/// listens, so a refused node never serves anything.
+#[derive(Debug)]
+pub struct ClusterNode {
+    member: Member,
+    ownership: OwnershipLease,
+    nodes: Arc<NodeWatch>,
+    gate: Arc<Gate>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ClusterNode {
+    /// Connects to etcd and registers this node. Refuses a wrong cluster id
+    /// or a node id already live ([`floe_cluster::Error::ClusterIdMismatch`],
+    /// [`floe_cluster::Error::DuplicateNode`]); nothing stays registered then.
+    pub async fn join(config: &ClusterConfig) -> Result<ClusterNode> {
+        let client = floe_cluster::connect(config)
+            .await
+            .map_err(Error::Cluster)?;
+        let member = Member::join(&client, config)
+            .await
+            .map_err(Error::Cluster)?;
+        let ownership = OwnershipLease::start(&member);
+        let nodes = Arc::new(NodeWatch::start(&client, config));
+        let gate = Arc::new(Gate {
+            ownership: ownership.clone(),
+            nodes: nodes.clone(),
+            restored: Mutex::new(BTreeMap::new()),
+        });
+        Ok(ClusterNode {
+            member,
+            ownership,
+            nodes,
+            gate,
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// This node's registration.
+    pub fn record(&self) -> &NodeRecord {
+        self.member.record()
+    }
+
+    /// The cluster configuration it joined with.
+    pub fn config(&self) -> &ClusterConfig {
+        self.member.config()
+    }
+
+    /// The live nodes as last seen.
+    pub fn nodes(&self) -> BTreeMap<String, NodeRecord> {
+        self.nodes.current()
+    }
+
+    /// Every shard's latest grant as last seen.
+    pub fn grants(&self) -> BTreeMap<u32, floe_cluster::Grant> {
+        self.ownership.grants()
+    }
+
+    /// The shards this node serves now (granted, handed over and restored),
+    /// with their owner epochs.
+    pub fn serving(&self) -> BTreeMap<u32, OwnerEpoch> {
+        let held = self.ownership.held();
+        self.gate
+            .restored()
+            .into_iter()
+            .filter(|(shard, epoch)| {
+                held.get(shard)
+                    .is_some_and(|h| h.active && h.grant.epoch == *epoch)
+            })
+            .collect()
+    }
+
+    /// The gate every shard worker of this node asks.
+    pub(crate) fn gate(&self) -> Arc<dyn OwnershipGate> {
+        self.gate.clone()
+    }
+
+    /// The topology every node routes by: the one stored in etcd, or, for
+    /// the first node of a new cluster, `configured` (stored then).
+    pub(crate) async fn topology(&self, configured: Topology) -> Result<Topology> {
+        let store: EtcdDocStore<Topology> =
+            EtcdDocStore::new(self.member.client(), self.config(), TOPOLOGY_DOC);
+        loop {
+            if let Some(doc) = store.load_versioned().await.map_err(Error::Cluster)? {
+                if doc.value != configured {
+                    tracing::info!(
+                        stored = doc.value.shard_count,
+                        configured = configured.shard_count,
+                        "the cluster keeps the topology stored in etcd; [topology] applies only to a new cluster"
+                    );
+                }
+                return Ok(doc.value);
+            }
+            match store.compare_and_swap(None, &configured).await {
+                Ok(_) => return Ok(configured),
+                // Another node created it first: read theirs.
+                Err(floe_cluster::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(Error::Cluster(e)),
+            }
+        }
+    }
+
+    /// Starts the placement controller's campaign and the restore task.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        cluster: Arc<ShardCluster>,
+        pipeline: Arc<dyn Pipeline>,
+        lake: Option<Lake>,
+        dedup_window: usize,
+    ) {
+        let shard_count = cluster.topology().shard_count;
+        let node = self.clone();
+        let controller = tokio::spawn(async move {
+            let resync = node.config().lease_ttl();
+            if let Err(e) = floe_cluster::run_controller(&node.member, shard_count, resync).await {
+                tracing::error!(error = %e, "this node left the placement election");
+            }
+        });
+        let node = self.clone();
+        let restorer = tokio::spawn(async move {
+            node.restore_loop(cluster, pipeline, lake, dedup_window)
+                .await;
+        });
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.push(controller);
+        tasks.push(restorer);
+    }
+
+    /// Restores every shard whose grant became active here, before it is
+    /// served: its state is rebuilt from the lake and the pipeline read to
+    /// its high watermark *after* the grant became active (so after the
+    /// previous owner stopped acknowledging), so it holds every write the
+    /// previous owner acknowledged.
+    async fn restore_loop(
+        &self,
+        cluster: Arc<ShardCluster>,
+        pipeline: Arc<dyn Pipeline>,
+        lake: Option<Lake>,
+        dedup_window: usize,
+    ) {
+        let poll = self.config().handover_poll();
+        let router = cluster.router();
+        let mut changes = self.ownership.subscribe();
+        loop {
+            let held = self.ownership.held();
+            self.gate.forget_unless_held(&held);
+            let restored = self.gate.restored();
+            let due: Vec<(u32, OwnerEpoch)> = held
+                .iter()
+                .filter(|(shard, h)| h.active && restored.get(shard) != Some(&h.grant.epoch))
+                .map(|(shard, h)| (*shard, h.grant.epoch))
+                .collect();
+            if !due.is_empty()
+                && let Err(e) = self
+                    .restore(
+                        &cluster,
+                        &pipeline,
+                        &router,
+                        lake.as_ref(),
+                        dedup_window,
+                        &due,
+                    )
+                    .await
+            {
+                tracing::warn!(error = %e, "restoring granted shards failed; retrying");
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    async fn restore(
+        &self,
+        cluster: &ShardCluster,
+        pipeline: &Arc<dyn Pipeline>,
+        router: &Arc<Router>,
+        lake: Option<&Lake>,
+        dedup_window: usize,
+        due: &[(u32, OwnerEpoch)],
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let (mut recovered, stats) =
+            floe_emitter::replay::recover(pipeline.clone(), router.clone(), dedup_window, lake)
+                .await
+                .map_err(Error::from)?;
+        for &(shard, epoch) in due {
+            let Some(slot) = recovered.get_mut(shard as usize) else {
+                continue;
+            };
+            cluster
+                .restore(shard, std::mem::take(slot))
+                .await
+                .map_err(Error::Engine)?;
+            self.gate.mark_restored(shard, epoch);
+            tracing::info!(
+                shard,
+                epoch = %epoch,
+                events = stats.events,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "restored shard; serving it"
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the tasks and leaves the cluster (the lease is revoked, so the
+    /// controller re-places this node's shards at once instead of after the
+    /// TTL). The shards must have stopped acknowledging before: the lease
+    /// handle reports itself lost first.
+    pub(crate) async fn leave(&self) -> Result<()> {
+        for task in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner())) {
+            task.abort();
+        }
+        self.member.leave().await.map_err(Error::Cluster)
+    }
+}
+
+/// [`OwnershipGate`] over the ownership lease: a shard is served only while
+/// its grant is active here ([`OwnershipLease::may_acknowledge`]) and it has
+/// been restored under that very grant.
+#[derive(Debug)]
+struct Gate {
+    ownership: OwnershipLease,
+    nodes: Arc<NodeWatch>,
+    /// Shard -> the epoch of the grant it was last restored under.
+    restored: Mutex<BTreeMap<u32, OwnerEpoch>>,
+}
+
+impl Gate {
+    fn restored(&self) -> BTreeMap<u32, OwnerEpoch> {
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn mark_restored(&self, shard: u32, epoch: OwnerEpoch) {
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard, epoch);
+    }
+
+    /// A shard no longer held must be restored again if it comes back.
+    fn forget_unless_held(&self, held: &BTreeMap<u32, floe_cluster::Held>) {
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|shard, epoch| held.get(shard).is_some_and(|h| h.grant.epoch == *epoch));
+    }
+
+    fn refusal(&self, shard: u32, reason: String) -> OwnerRefusal {
+        let owner = self.ownership.grant_of(shard).map(|g| g.node_id);
+        let owner_addr = owner.as_ref().and_then(|o| {
+            self.nodes
+                .current()
+                .get(o)
+                .map(|n| n.advertised_addr.clone())
+        });
+        OwnerRefusal {
+            reason,
+            owner,
+            owner_addr,
+        }
+    }
+}
+
+impl OwnershipGate for Gate {
+    fn check(&self, shard: u32) -> std::result::Result<u64, OwnerRefusal> {
+        match self.ownership.may_acknowledge(shard) {
+            Ok(epoch) => {
+                let restored = self
+                    .restored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&shard)
+                    .copied();
+                if restored == Some(epoch) {
+                    Ok(epoch.0)
+                } else {
+                    Err(self.refusal(
+                        shard,
+                        "this node is restoring the shard it was just granted".into(),
+                    ))
+                }
+            }
+            Err(floe_cluster::Error::NotOwner { reason, .. }) => {
+                Err(self.refusal(shard, reason.to_string()))
+            }
+            Err(e) => Err(self.refusal(shard, e.to_string())),
+        }
+    }
+}
