@@ -15,11 +15,11 @@ use floe_query::CrossShardQuery;
 use serde_json::Value;
 
 use crate::cluster::ClusterNode;
-use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
 use crate::lake::{self, SinkTask};
 use crate::telemetry::{Outcome, Telemetry};
+use floe_config::{Config, PipelineUrl};
 use floe_emitter::replay::RecoveryStats;
 
 mod batch;

@@ -15,7 +15,7 @@ use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
 use super::{AppState, admin, batch, cluster, entities, health, metrics, migrations, sql, things};
-use crate::config::Role;
+use floe_config::Role;
 
 /// What a route needs and whether its calls go to the audit log.
 #[derive(Debug, Clone, Copy)]
