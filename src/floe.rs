@@ -24,11 +24,13 @@ use floe_emitter::replay::RecoveryStats;
 
 mod batch;
 mod checks;
+mod erase;
 mod item;
 mod probes;
 mod sql;
 
 use checks::display;
+pub use erase::{EraseReport, RemainingCopy};
 
 /// A write, with every option. Build one with [`WriteRequest::create`],
 /// [`WriteRequest::upsert`], [`WriteRequest::update`] or [`WriteRequest::delete`].

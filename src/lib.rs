@@ -43,7 +43,7 @@ pub use config::{
     TOKENS_ENV, Token, TokenConfig, TopologyConfig,
 };
 pub use error::{Error, Result};
-pub use floe::{Floe, WriteRequest};
+pub use floe::{EraseReport, Floe, RemainingCopy, WriteRequest};
 pub use floe_emitter::lake::{CompactReport, ExpireOptions, ExpireReport};
 pub use floe_emitter::replay::RecoveryStats;
 pub use floe_emitter::sink::{LandStats, SinkLag};
