@@ -13,9 +13,9 @@ use floe_engine::{EntityKey, Offset, Pipeline};
 use serde::Serialize;
 
 use super::Floe;
-use crate::config::PipelineUrl;
 use crate::error::{Error, Result};
 use crate::{WriteRequest, lake};
+use floe_config::PipelineUrl;
 
 /// How often the landing of the tombstone is checked.
 const POLL: Duration = Duration::from_millis(50);

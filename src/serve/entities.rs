@@ -25,8 +25,8 @@ use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
 use super::routes::{guarded, policy};
-use crate::config::Role;
 use crate::{EntityKey, WriteAck, WriteRequest};
+use floe_config::Role;
 
 pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     let one = guarded(state, policy::data_read("entity.get"), get(get_entity))
