@@ -111,7 +111,7 @@ impl Floe {
         let options = EraseOptions {
             target_file_bytes: config.lake.target_file_bytes,
             zstd_level: config.lake.zstd_level,
-            orphan_grace: std::time::Duration::from_millis(config.lake.maintenance.orphan_grace_ms),
+            orphan_grace: Duration::from_millis(config.lake.maintenance.orphan_grace_ms),
         };
         let erased = erase_entity(&lake, &key, &options)
             .await
@@ -187,10 +187,8 @@ impl Floe {
                     else {
                         continue;
                     };
-                    if let Some(copy) = copies
-                        .last_mut()
-                        .filter(|c| c.location == path.display().to_string())
-                    {
+                    let location = path.display().to_string();
+                    if let Some(copy) = copies.last_mut().filter(|c| c.location == location) {
                         copy.offsets.push(offset);
                         continue;
                     }
@@ -210,7 +208,7 @@ impl Floe {
                     };
                     copies.push(RemainingCopy {
                         store: "embedded log",
-                        location: path.display().to_string(),
+                        location,
                         partition,
                         offsets: vec![offset],
                         until,
