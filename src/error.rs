@@ -60,6 +60,32 @@ pub enum Error {
         needs: &'static str,
     },
 
+    /// An erase named an entity floe has no trace of: no state, no event in
+    /// the pipeline, no row in the lake.
+    #[error(
+        "cannot erase {key}: no such entity (no state, no event in the pipeline, no row in the lake)"
+    )]
+    UnknownEntity {
+        /// The entity, `namespace/type/id`.
+        key: String,
+    },
+
+    /// An erase waited for the sink to land the entity's events and it did
+    /// not; nothing was rewritten (the tombstone is written: run it again).
+    #[error(
+        "erase: the lake has landed partition {partition} up to offset {committed}, the entity's events reach {head}, after waiting {waited_ms} ms; is the sink running?"
+    )]
+    EraseNotLanded {
+        /// The entity's pipeline partition.
+        partition: u32,
+        /// Its head when the erase began.
+        head: u64,
+        /// The lake's committed offset there.
+        committed: u64,
+        /// How long the erase waited.
+        waited_ms: u64,
+    },
+
     /// The embedded catalog is absent: nothing has been landed in this data
     /// directory yet.
     #[error("no lake at {}: nothing has been landed in this data directory", path.display())]
@@ -166,7 +192,7 @@ impl Error {
             Error::Lake(e) => e.is_retryable(),
             Error::Migration(e) => e.is_retryable(),
             Error::Query(e) => e.is_retryable(),
-            Error::SinkNotStarted => true,
+            Error::SinkNotStarted | Error::EraseNotLanded { .. } => true,
             Error::Cluster(e) => e.is_retryable(),
             _ => false,
         }

@@ -24,12 +24,14 @@ use floe_emitter::replay::RecoveryStats;
 
 mod batch;
 mod checks;
+mod erase;
 mod export;
 mod item;
 mod probes;
 mod sql;
 
 use checks::display;
+pub use erase::{EraseReport, RemainingCopy};
 #[cfg(feature = "server")]
 pub(crate) use export::ExportPage;
 pub use export::ExportReport;

@@ -37,7 +37,7 @@ mod telemetry;
 
 pub use cluster::ClusterNode;
 pub use error::{Error, Result};
-pub use floe::{ExportReport, Floe, WriteRequest};
+pub use floe::{EraseReport, ExportReport, Floe, RemainingCopy, WriteRequest};
 pub use floe_config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
     MaintenanceConfig, PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig,

@@ -12,7 +12,7 @@ use super::LakeConfig;
 ///
 /// ```toml
 /// [lake.maintenance]
-/// compact = true
+/// compact = true                   # the default
 /// compact_min_files = 8
 /// expire = true
 /// expire_older_than_ms = 432000000   # 5 days
@@ -52,7 +52,9 @@ impl Default for MaintenanceConfig {
         let expire = ExpireOptions::default();
         MaintenanceConfig {
             interval_ms: 60_000,
-            compact: false,
+            // Safe beside a fast sink: a lost race is rebased in milliseconds
+            // (emitter/src/lake/rewrite.rs).
+            compact: true,
             compact_min_files: 8,
             compact_small_file_bytes: 0,
             compact_max_input_bytes: 0,

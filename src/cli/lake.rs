@@ -1,10 +1,10 @@
 //! `floe lake compact` and `floe lake expire`: maintenance of the Iceberg
-//! lake, safe beside a running floe or `floe sink`.
+//! lake, safe beside a running floe or `floe sink`; `floe erase`.
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use floe::{Config, ExpireOptions};
+use floe::{Config, EntityKey, ExpireOptions, Floe};
 
 #[derive(Debug, Args)]
 pub(crate) struct LakeArgs {
@@ -44,6 +44,30 @@ struct ExpireArgs {
     /// Report what would be expired and deleted; change nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EraseArgs {
+    /// Namespace (usually the tenant).
+    namespace: String,
+    /// Entity type.
+    entity_type: String,
+    /// Entity id.
+    id: String,
+    /// The entity's partition key (needed when its type reads it from the data).
+    #[arg(long)]
+    partition_key: Option<String>,
+}
+
+/// `floe erase`: on the data directory (it opens it, so no floe may be
+/// serving it; use `DELETE /api/v1/entities/...?erase=true` then).
+pub(crate) async fn erase(config: Config, args: EraseArgs) -> anyhow::Result<()> {
+    let floe = Floe::open(config).await?;
+    let key = EntityKey::new(args.namespace, args.entity_type, args.id);
+    let erased = floe.erase(key, args.partition_key).await;
+    floe.close().await?;
+    println!("{}", serde_json::to_string_pretty(&erased?)?);
+    Ok(())
 }
 
 pub(crate) async fn run(config: Config, args: LakeArgs) -> anyhow::Result<()> {

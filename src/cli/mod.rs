@@ -98,6 +98,10 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Maintain the Iceberg lake: compaction and expiry.
     Lake(lake::LakeArgs),
+    /// Erase an entity (GDPR): tombstone it, remove every row of it from the
+    /// lake, expire the snapshots that held it; report the copies left in
+    /// the pipeline.
+    Erase(lake::EraseArgs),
     /// Cluster mode: the cluster as etcd holds it.
     Cluster(cluster::ClusterArgs),
 }
@@ -163,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Things(args) => things::run(config, args).await,
         Command::Repair(args) => repair::run(config, args).await,
         Command::Lake(args) => lake::run(config, args).await,
+        Command::Erase(args) => lake::erase(config, args).await,
         Command::Cluster(args) => cluster::run(config, args).await,
     }
 }

@@ -13,10 +13,20 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use axum::Extension;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+
 use super::AppState;
+use super::audit::{AuditEntry, rfc3339};
+use super::auth::{self, Caller};
 use super::errors::ApiError;
 use super::routes::{guarded, policy};
 use crate::{EntityKey, WriteAck, WriteRequest};
+use floe_config::Role;
 
 pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     let one = guarded(state, policy::data_read("entity.get"), get(get_entity))
@@ -76,6 +86,8 @@ struct WriteParams {
     expected_version: Option<u64>,
     idempotency_key: Option<String>,
     partition_key: Option<String>,
+    /// `DELETE ...?erase=true`: a GDPR erase (admin, audited).
+    erase: Option<bool>,
 }
 
 impl WriteParams {
@@ -190,10 +202,70 @@ async fn delete_entity(
     path: KeyPath,
     params: Result<Query<WriteParams>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<AxumJson<WriteAck>, ApiError> {
+    caller: Option<Extension<Caller>>,
+    remote: Option<Extension<ConnectInfo<SocketAddr>>>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
     let key = key(path)?;
-    let request = query(params)?.apply(&headers, WriteRequest::delete(key));
-    Ok(AxumJson(write(&state, request).await?))
+    let params = query(params)?;
+    if params.erase == Some(true) {
+        let arrived = SystemTime::now();
+        let started = Instant::now();
+        let caller = caller.map(|Extension(c)| c);
+        let erased = erase(&state, key, params, caller.as_ref()).await;
+        let response = match erased {
+            Ok(report) => AxumJson(report).into_response(),
+            Err(e) => e.into_response(),
+        };
+        // The erase is audited whatever its outcome (the record of the
+        // request is kept; it names the entity, by design).
+        let status = response.status().as_u16();
+        state.audit.record(&AuditEntry {
+            ts: rfc3339(arrived),
+            who: caller.as_ref().map(|c| c.name.clone()),
+            role: caller.as_ref().map(|c| c.role.as_str()),
+            action: "entity.erase",
+            method: "DELETE".into(),
+            path: uri.path().to_string(),
+            remote: remote.map(|Extension(ConnectInfo(a))| a.to_string()),
+            status,
+            outcome: match status {
+                401 | 403 => "denied",
+                500.. => "error",
+                400.. => "rejected",
+                _ => "ok",
+            },
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+        return Ok(response);
+    }
+    let request = params.apply(&headers, WriteRequest::delete(key));
+    Ok(AxumJson(write(&state, request).await?).into_response())
+}
+
+/// `DELETE ...?erase=true`: admin only; takes no write options but the
+/// partition key.
+async fn erase(
+    state: &AppState,
+    key: EntityKey,
+    params: WriteParams,
+    caller: Option<&Caller>,
+) -> Result<crate::EraseReport, ApiError> {
+    let caller = caller.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "erase needs an admin token",
+        )
+    })?;
+    auth::authorize(caller, Role::Admin, "entity.erase")?;
+    if params.expected_version.is_some() || params.idempotency_key.is_some() {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "erase takes no expected_version or idempotency_key (only partition_key)",
+        ));
+    }
+    Ok(state.floe()?.erase(key, params.partition_key).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -106,6 +106,8 @@ impl From<Error> for ApiError {
             Error::LakeDisabled { .. } => (StatusCode::CONFLICT, "lake_disabled"),
             Error::NoLake { .. } => (StatusCode::NOT_FOUND, "no_lake"),
             Error::SinkNotRunning => (StatusCode::CONFLICT, "sink_not_running"),
+            Error::UnknownEntity { .. } => (StatusCode::NOT_FOUND, "unknown_entity"),
+            Error::EraseNotLanded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "sink_behind"),
             Error::SinkNotStarted => (StatusCode::SERVICE_UNAVAILABLE, "sink_starting"),
             Error::TaskFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),

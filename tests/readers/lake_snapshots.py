@@ -4,9 +4,12 @@ floe.events (rows, distinct idempotency keys, distinct pipeline positions,
 the offsets in its summary, its data files and whether any is listed twice)
 and every file the snapshots reference.
 
-    python lake_snapshots.py CATALOG_DB WAREHOUSE_DIR [current]
+    python lake_snapshots.py CATALOG_DB WAREHOUSE_DIR [current|id=ID|replaces]
 
-With `current`, only the current snapshot is read.
+With `current`, only the current snapshot is read (`id=ID`: that one); with
+`replaces`, only the
+`replace` snapshots, their parents and the current one. `history` lists every
+snapshot's id, parent and operation either way.
 """
 
 import json
@@ -24,9 +27,29 @@ def main() -> None:
     snapshots = []
     referenced = set()
     current = table.current_snapshot()
-    only_current = len(sys.argv) > 3 and sys.argv[3] == "current"
+    mode = sys.argv[3] if len(sys.argv) > 3 else "all"
+    history = [
+        {
+            "id": s.snapshot_id,
+            "parent": s.parent_snapshot_id,
+            "operation": str(s.summary.operation.value) if s.summary else None,
+        }
+        for s in table.snapshots()
+    ]
+    wanted = None
+    if mode == "current":
+        wanted = {current.snapshot_id} if current else set()
+    elif mode.startswith("id="):
+        wanted = {int(mode[3:])}
+    elif mode == "replaces":
+        wanted = {current.snapshot_id} if current else set()
+        for h in history:
+            if h["operation"] == "replace":
+                wanted.add(h["id"])
+                if h["parent"] is not None:
+                    wanted.add(h["parent"])
     for snapshot in table.snapshots():
-        if only_current and (current is None or snapshot.snapshot_id != current.snapshot_id):
+        if wanted is not None and snapshot.snapshot_id not in wanted:
             continue
         mine = set()
         arrow = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow()
@@ -64,6 +87,7 @@ def main() -> None:
                 "current": current.snapshot_id if current else None,
                 "metadata_location": table.metadata_location,
                 "snapshots": snapshots,
+                "history": history,
                 "referenced": sorted(referenced),
             }
         )

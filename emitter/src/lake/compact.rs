@@ -184,8 +184,11 @@ pub struct CompactReport {
     pub files_before: usize,
     /// Live data files after.
     pub files_after: usize,
-    /// Commit attempts (more than one: it raced the sink and re-planned).
+    /// Commit attempts (more than one: it raced the sink).
     pub attempts: u32,
+    /// Lost races answered by a rebase on the new snapshot (the others
+    /// were planned again).
+    pub rebases: u32,
 }
 
 /// Compacts the current snapshot of `floe.events` in one replace commit.
@@ -269,6 +272,7 @@ pub async fn compact(lake: &Lake, options: &CompactOptions) -> Result<CompactRep
             report.added_files = committed.added_files;
             report.files_after = live.len() - committed.removed_files + committed.added_files;
             report.attempts = committed.attempts;
+            report.rebases = committed.rebases;
             Ok(report)
         }
         Err(e) => {
@@ -282,7 +286,7 @@ pub async fn compact(lake: &Lake, options: &CompactOptions) -> Result<CompactRep
 }
 
 /// Reads the rows of `files` (Parquet, decoded on a blocking thread).
-async fn read_files(
+pub(super) async fn read_files(
     table: &iceberg::table::Table,
     files: &[&DataFile],
 ) -> Result<Vec<floe_engine::Record>> {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use iceberg::spec::TableMetadata;
+use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
 
 use super::files::referenced_by;
@@ -30,6 +31,8 @@ use crate::sink::layout::PARTITIONS_PROPERTY;
 /// Table property: snapshots committed before this time (ms since the
 /// epoch) were expired; time travel to them fails with a message naming it.
 pub const EXPIRED_BEFORE_PROPERTY: &str = "floe.expired-before-ms";
+/// Swap attempts before an expiry that keeps losing the race gives up.
+const ATTEMPTS: u32 = 64;
 
 /// What expiry removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,39 +130,115 @@ fn offsets_snapshot(metadata: &TableMetadata) -> Option<i64> {
     None
 }
 
-/// Expires snapshots and deletes unreferenced files (see the module docs).
-pub async fn expire(lake: &Lake, options: &ExpireOptions) -> Result<ExpireReport> {
-    let mut report = ExpireReport::default();
-    let table = lake.load_table().await?;
-    // Deleting needs a listing of the warehouse: local only so far. Check
-    // before committing anything.
-    let root = local_path(table.metadata().location()).ok_or_else(|| Error::Unsupported {
+/// Fails unless the warehouse can be listed for unreferenced files (local
+/// only so far). Checked before anything is committed.
+pub(crate) fn check_listable(lake: &Lake, table: &Table) -> Result<PathBuf> {
+    local_path(table.metadata().location()).ok_or_else(|| Error::Unsupported {
         operation: "expire",
         catalog: lake.location().catalog.to_string(),
         reason: format!(
             "listing the warehouse {} for unreferenced files needs a file:// warehouse",
             table.metadata().location()
         ),
-    })?;
-    let mut attempt = 0;
-    let table = loop {
-        attempt += 1;
-        let table = lake.load_table().await?;
-        let metadata = table.metadata();
+    })
+}
+
+/// Expires snapshots and deletes unreferenced files (see the module docs).
+pub async fn expire(lake: &Lake, options: &ExpireOptions) -> Result<ExpireReport> {
+    let root = check_listable(lake, &lake.load_table().await?)?;
+    let (table, mut report, _) = expire_selected(lake, options.dry_run, false, |metadata| {
         let snapshots: Vec<(i64, i64)> = metadata
             .snapshots()
             .map(|s| (s.snapshot_id(), s.timestamp_ms()))
             .collect();
-        let expired = select_expired(
+        Ok(select_expired(
             &snapshots,
             metadata.current_snapshot_id(),
             offsets_snapshot(metadata),
             now_ms(),
             options,
-        );
-        if expired.is_empty() || options.dry_run {
+        ))
+    })
+    .await?;
+    sweep(&table, &root, &BTreeSet::new(), options, &mut report).await?;
+    Ok(report)
+}
+
+/// Expires every snapshot that is not `keep_from` or committed on top of
+/// it, and deletes at once every file only they referenced (other
+/// unreferenced files only past `orphan_grace`): what an erase does after
+/// its overwrite, so that no snapshot can read the erased rows again.
+pub(crate) async fn expire_history_before(
+    lake: &Lake,
+    keep_from: i64,
+    orphan_grace: Duration,
+) -> Result<ExpireReport> {
+    let root = check_listable(lake, &lake.load_table().await?)?;
+    let (table, mut report, history) = expire_selected(lake, false, true, |metadata| {
+        let mut keep = BTreeSet::new();
+        let mut next = metadata.current_snapshot();
+        while let Some(snapshot) = next {
+            keep.insert(snapshot.snapshot_id());
+            if snapshot.snapshot_id() == keep_from {
+                return Ok(metadata
+                    .snapshots()
+                    .map(|s| s.snapshot_id())
+                    .filter(|id| !keep.contains(id))
+                    .collect());
+            }
+            next = snapshot
+                .parent_snapshot_id()
+                .and_then(|id| metadata.snapshot_by_id(id));
+        }
+        Err(Error::Layout(format!(
+            "snapshot {keep_from} is not an ancestor of floe.events' current snapshot"
+        )))
+    })
+    .await?;
+    let options = ExpireOptions {
+        older_than: Duration::ZERO,
+        retain_last: 1,
+        orphan_grace,
+        dry_run: false,
+    };
+    let history: BTreeSet<PathBuf> = history.iter().filter_map(|p| local_path(p)).collect();
+    sweep(&table, &root, &history, &options, &mut report).await?;
+    Ok(report)
+}
+
+/// Removes the snapshots `select` names from the metadata (one swap,
+/// retried against the new metadata). Returns the table after it, the
+/// report so far and (with `history`) every file the expired snapshots
+/// referenced.
+async fn expire_selected(
+    lake: &Lake,
+    dry_run: bool,
+    history: bool,
+    select: impl Fn(&TableMetadata) -> Result<Vec<i64>>,
+) -> Result<(Table, ExpireReport, BTreeSet<String>)> {
+    let mut report = ExpireReport::default();
+    let mut attempt = 0;
+    // What expired snapshots referenced, gathered once per snapshot across
+    // attempts (a snapshot's files never change). A superset is harmless:
+    // only files no remaining snapshot references are ever deleted.
+    let mut files = BTreeSet::new();
+    let mut gathered = BTreeSet::new();
+    loop {
+        attempt += 1;
+        let table = lake.load_table().await?;
+        let metadata = table.metadata();
+        let expired = select(metadata)?;
+        for id in expired.iter().filter(|_| history) {
+            if let Some(snapshot) = metadata.snapshot_by_id(*id)
+                && gathered.insert(*id)
+            {
+                referenced_by(&table, snapshot, &mut files).await?;
+            }
+        }
+        if expired.is_empty() || dry_run {
+            report.live_snapshots = metadata.snapshots().len() - expired.len();
             report.expired_snapshots = expired;
-            break table;
+            return Ok((table, report, files));
         }
         let before = expired
             .iter()
@@ -184,29 +263,42 @@ pub async fn expire(lake: &Lake, options: &ExpireOptions) -> Result<ExpireReport
         }];
         match swap(lake, &table, "expire", updates, &requirements).await {
             Ok(_) => {
+                let table = lake.load_table().await?;
+                report.live_snapshots = table.metadata().snapshots().len();
                 report.expired_snapshots = expired;
-                break lake.load_table().await?;
+                return Ok((table, report, files));
             }
-            Err(e) if e.is_retryable() && attempt < 8 => {
-                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            // A commit landed in between (the sink's, most often): the same
+            // snapshots are expired on top of it. A swap takes milliseconds,
+            // so a small jittered pause keeps out of step with a periodic
+            // committer.
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8 % 8);
+                tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
             }
             Err(e) => return Err(e),
         }
-    };
+    }
+}
+
+/// Deletes every file under `root` that no snapshot left in `table` (dry:
+/// that no snapshot but the expired ones) references: files in `history`
+/// at once, any other only once older than the grace period.
+async fn sweep(
+    table: &Table,
+    root: &Path,
+    history: &BTreeSet<PathBuf>,
+    options: &ExpireOptions,
+    report: &mut ExpireReport,
+) -> Result<()> {
     let metadata = table.metadata();
-    report.live_snapshots = metadata.snapshots().len()
-        - if options.dry_run {
-            report.expired_snapshots.len()
-        } else {
-            0
-        };
     // Every file a remaining snapshot needs, plus the current metadata file.
     let mut referenced = BTreeSet::new();
     for snapshot in metadata.snapshots() {
         if options.dry_run && report.expired_snapshots.contains(&snapshot.snapshot_id()) {
             continue;
         }
-        referenced_by(&table, snapshot, &mut referenced).await?;
+        referenced_by(table, snapshot, &mut referenced).await?;
     }
     for statistics in metadata.statistics_iter() {
         referenced.insert(statistics.statistics_path.clone());
@@ -219,12 +311,12 @@ pub async fn expire(lake: &Lake, options: &ExpireOptions) -> Result<ExpireReport
         .checked_sub(options.orphan_grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut files = Vec::new();
-    list(&root, &mut files)?;
+    list(root, &mut files)?;
     for (path, modified, bytes) in files {
         if referenced.contains(&path) {
             continue;
         }
-        if modified > grace_start {
+        if modified > grace_start && !history.contains(&path) {
             report.kept_young += 1;
             continue;
         }
@@ -250,7 +342,7 @@ pub async fn expire(lake: &Lake, options: &ExpireOptions) -> Result<ExpireReport
         report.deleted_paths.push(path.display().to_string());
     }
     report.deleted_paths.sort();
-    Ok(report)
+    Ok(())
 }
 
 /// `file:///dir/x` -> `/dir/x` (`None` for other schemes).

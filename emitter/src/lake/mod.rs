@@ -6,6 +6,8 @@
 //!   target size, sorted by `key_hash` ([`plan_compaction`] is the pure plan).
 //! - [`expire`]: old snapshots removed and every file no live snapshot
 //!   references deleted, orphans of crashed writers included.
+//! - [`erase_entity`]: every row of one entity removed (an `overwrite`)
+//!   and the history that held it expired and deleted (GDPR erase).
 //! - [`Maintenance`]: both on a timer beside the sink.
 //!
 //! All of them swap the table's metadata with a compare-and-swap on the
@@ -13,13 +15,16 @@
 //! committed in between. `docs/iceberg.md` gives the protocol.
 
 mod compact;
+mod erase;
 mod expire;
 mod files;
 mod policy;
 mod rewrite;
+mod summary;
 mod swap;
 
 pub use compact::{CompactOptions, CompactReport, PartitionFiles, compact, plan_compaction};
+pub use erase::{EntityRows, EraseOptions, LakeErasure, erase_entity, find_entity};
 pub use expire::{DeletedFiles, EXPIRED_BEFORE_PROPERTY, ExpireOptions, ExpireReport, expire};
 pub use policy::{Maintenance, MaintenanceOptions, MaintenanceStats, run_round};
 pub use rewrite::{MAINTENANCE_PROPERTY, RewriteFiles, RewriteReport};

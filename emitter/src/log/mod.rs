@@ -190,6 +190,24 @@ impl FileLog {
         })
     }
 
+    /// The segment files of `partition` of the log in `log_dir`, `(base
+    /// offset, path)` in offset order; the last is the active one. What an
+    /// erase reports as the places an entity's events still are.
+    pub fn segment_files(log_dir: &Path, partition: u32) -> Result<Vec<(Offset, PathBuf)>> {
+        let dir = store::partition_dir(log_dir, partition);
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io("listing segments in", &dir, e))?;
+        let mut segments = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing segments in", &dir, e))?;
+            let name = entry.file_name();
+            if let Some(base) = name.to_str().and_then(segment::parse_file_name) {
+                segments.push((base, entry.path()));
+            }
+        }
+        segments.sort();
+        Ok(segments)
+    }
+
     /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
