@@ -5,8 +5,7 @@
 //! binary serves an embedded data directory's lake; a catalog answering
 //! 5xx is a clear error at open.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -171,32 +170,48 @@ async fn floe_catalog_serve_serves_an_embedded_lake_to_pyiceberg() {
     assert_eq!(read["tables"], json!(["floe.events"]));
 }
 
+/// A real HTTP server on loopback whose every answer is `status` with an
+/// Iceberg REST error body, as an overloaded or broken catalog (or the proxy
+/// in front of it) gives. Stops when the returned sender is dropped.
+async fn failing_catalog(status: u16) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use axum::http::StatusCode;
+    let status = StatusCode::from_u16(status).unwrap();
+    let app = axum::Router::new().fallback(move || async move {
+        let body = json!({ "error": {
+            "message": "catalog overloaded",
+            "type": "ServiceUnavailableException",
+            "code": status.as_u16(),
+        }});
+        (status, axum::Json(body))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr.to_string(), stop)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_answering_5xx_is_a_clear_error_at_open() {
-    // A real HTTP endpoint whose every answer is 503, as an overloaded or
-    // broken catalog behind a proxy gives.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let body = r#"{"error":{"message":"catalog overloaded","type":"ServiceUnavailableException","code":503}}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::with_data_dir(dir.path());
-    config.lake.catalog = format!("rest://{addr}");
-    let err = Floe::open(config).await.unwrap_err().to_string();
-    assert!(
-        err.contains(&format!("cannot open the Iceberg catalog http://{addr}")),
-        "{err}"
-    );
-    assert!(err.contains("503") || err.contains("overloaded"), "{err}");
+    for status in [500, 503] {
+        let (addr, _stop) = failing_catalog(status).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(dir.path());
+        config.lake.catalog = format!("rest://{addr}");
+        let err = Floe::open(config).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("cannot open the Iceberg catalog http://{addr}")),
+            "{err}"
+        );
+        assert!(err.contains("lake.catalog"), "{err}");
+        assert!(err.contains(&status.to_string()), "{err}");
+        assert!(err.contains("catalog overloaded"), "{err}");
+    }
 }

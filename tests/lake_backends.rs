@@ -1,7 +1,8 @@
 //! One body per lake contract, run against every lake backend for real:
 //! {SQLite catalog + local files, floe's REST catalog + S3 (s3s-fs)}.
 //! The sink lands exactly once across crashes at both phases, recovery
-//! rebuilds state from the lake after retention, SQL answers with pruning,
+//! rebuilds state from the lake after retention, a live migration replays
+//! history from the lake, SQL answers with pruning,
 //! `floe sql` gives the same answers on both, and pyiceberg (through the
 //! same catalog and storage) reads exactly what floe wrote.
 
@@ -12,11 +13,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 mod support;
 use support::{Oracle, live, state_of};
+#[path = "support/server.rs"]
+mod server;
+use server::{FloeServer, VIEWER};
 #[path = "support/lakes.rs"]
 mod lakes;
 use lakes::{Backend, TestLake, pyiceberg};
 
-use floe::{Config, EntityKey, Floe, FsyncMode, PartitionKeySpec};
+use floe::{Config, EntityKey, Floe, FsyncMode, MigrationOptions, PartitionKeySpec, PlanKind};
 use floe_emitter::conformance::sample_event;
 use floe_emitter::sink::{Lake, Sink, SinkHook, SinkOptions, SinkPhase};
 use floe_emitter::{Error, FileLog, FsyncPolicy, LogOptions};
@@ -239,8 +243,9 @@ async fn sink_exactly_once_across_crashes_on_rest_and_s3() {
     sink_exactly_once_across_crashes(Backend::RestS3).await;
 }
 
-/// `floe sql` over the configuration file, off the async runtime.
-async fn floe_sql(config_file: &Path, sql: &str) -> String {
+/// `floe sql` over the configuration file, off the async runtime: whether
+/// it succeeded, and its stdout (on success) or stderr.
+async fn floe_sql_outcome(config_file: &Path, sql: &str) -> (bool, String) {
     let (file, statement) = (config_file.to_path_buf(), sql.to_string());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
@@ -254,12 +259,19 @@ async fn floe_sql(config_file: &Path, sql: &str) -> String {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "floe sql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let text = if out.status.success() {
+        out.stdout
+    } else {
+        out.stderr
+    };
+    (out.status.success(), String::from_utf8(text).unwrap())
+}
+
+/// `floe sql` that must succeed; its stdout.
+async fn floe_sql(config_file: &Path, sql: &str) -> String {
+    let (ok, text) = floe_sql_outcome(config_file, sql).await;
+    assert!(ok, "floe sql {sql:?}: {text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,6 +300,90 @@ async fn floe_sql_answers_the_same_over_s3_as_over_local_files() {
         answers.push(these);
     }
     assert_eq!(answers[0], answers[1]);
+}
+
+/// Every live entity is listed once, by the shard the topology routes it
+/// to, and the whole is the acknowledged state.
+async fn check_placement(floe: &Floe, oracle: &Oracle) {
+    let mut seen = BTreeSet::new();
+    for shard in 0..floe.topology().shard_count {
+        for entity in floe
+            .list_shard(shard, "t", "Thing", None, usize::MAX)
+            .await
+            .unwrap()
+        {
+            let owner = floe.shard_for_key(&entity.key.id).shard;
+            assert_eq!(owner, shard, "{} is on the wrong shard", entity.key);
+            assert!(seen.insert(entity.key.clone()), "{} twice", entity.key);
+        }
+    }
+    assert_eq!(state_of(floe).await, live(oracle));
+    assert_eq!(seen.len(), live(oracle).len());
+}
+
+/// A live migration (one more shard) rebuilds the moving keys from their
+/// history: the lake first (retention deleted the landed part of the log),
+/// then the pipeline tail. The new placement holds exactly the
+/// acknowledged state, serves new writes, and survives a restart.
+async fn migration_replays_history_from_the_lake(backend: Backend) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let lake = TestLake::start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &lake);
+    config.lake.retention = true;
+    let floe = Floe::open(config.clone()).await.unwrap();
+    let (mut oracle, _) = write(&floe, 1500).await;
+    let lag = wait_landed(&floe, std::time::Duration::from_secs(60)).await;
+    assert_eq!(lag.events, 0, "{lag:?}");
+    // A tail the sink may not have landed when the migration reads it.
+    for i in 0..200u64 {
+        let key = EntityKey::new("t", "Thing", format!("tail-{i}"));
+        let data = json!({ "tail": i });
+        let ack = floe.put(key.clone(), data.clone()).await.unwrap();
+        oracle.insert(key, (ack.version, data));
+    }
+    let migrations = floe.migrations();
+    let plan = migrations.plan(PlanKind::AddShard).await.unwrap();
+    assert!(!plan.moves.is_empty(), "the plan moves keys");
+    let report = migrations
+        .run(plan.clone(), MigrationOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        report.lake_events > 0,
+        "nothing replayed from the lake: {report:?}"
+    );
+    assert!(report.files_read > 0, "{report:?}");
+    assert_eq!(floe.topology(), plan.to);
+    check_placement(&floe, &oracle).await;
+    // Writes after the cutover go to the new owners.
+    for i in 0..100u64 {
+        let key = EntityKey::new("t", "Thing", format!("k-{i}"));
+        let data = json!({ "after": i });
+        let ack = floe.put(key.clone(), data.clone()).await.unwrap();
+        oracle.insert(key, (ack.version, data));
+    }
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+    drop(floe);
+
+    let floe = Floe::open(config).await.unwrap();
+    assert_eq!(floe.topology(), plan.to);
+    check_placement(&floe, &oracle).await;
+    floe.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_replays_history_from_the_lake_on_sqlite_and_local_files() {
+    migration_replays_history_from_the_lake(Backend::SqliteLocal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_replays_history_from_the_lake_on_rest_and_s3() {
+    migration_replays_history_from_the_lake(Backend::RestS3).await;
 }
 
 /// Waits until the in-process sink has landed everything.
@@ -329,10 +425,31 @@ async fn an_object_store_outage_mid_run_delays_landing_and_loses_nothing() {
     }
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(floe.sink_lag().await.unwrap().events > 0);
+    // SQL fails with a typed, retryable error naming what is down, both
+    // in the library and through `floe sql` (a process of its own).
     let started = std::time::Instant::now();
     let failed = floe.sql("SELECT count(*) FROM events").await;
-    assert!(failed.is_err(), "SQL answered without its object store");
+    let err = failed.expect_err("SQL answered without its object store");
+    assert!(
+        matches!(
+            err,
+            floe::Error::Query(floe_query::Error::LakeUnavailable { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.is_retryable(), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let endpoints = lake.endpoints();
+    let text = err.to_string();
+    assert!(endpoints.iter().any(|e| text.contains(e)), "{text}");
+    assert!(text.contains("retry"), "{text}");
+    let file = dir.path().join("floe.toml");
+    std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
+    let (ok, stderr) = floe_sql_outcome(&file, "SELECT count(*) FROM events").await;
+    assert!(!ok, "floe sql answered without its object store");
+    let s3 = lake.s3.as_ref().unwrap().endpoint();
+    assert!(stderr.contains(&s3), "{stderr}");
+    assert!(stderr.contains("retry"), "{stderr}");
 
     lake.s3.as_mut().unwrap().start_again().unwrap();
     let lag = wait_landed(&floe, std::time::Duration::from_secs(120)).await;
@@ -346,5 +463,88 @@ async fn an_object_store_outage_mid_run_delays_landing_and_loses_nothing() {
         .unwrap();
     let acked = acked as i64;
     assert_eq!(ints(&once), vec![acked, acked, acked]);
+    let count = floe_sql(&file, "SELECT count(*) AS n FROM events").await;
+    assert!(count.contains(&acked.to_string()), "{count}");
     floe.close().await.unwrap();
+}
+
+/// `POST /api/v1/sql` of a `floe serve` over REST + S3: while the object
+/// store is down, a 503 `lake_unavailable` marked retryable, naming the
+/// endpoint; once it is back, the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_over_http_during_an_object_store_outage_is_a_retryable_503() {
+    let mut lake = TestLake::start(Backend::RestS3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    lake.apply(&mut config);
+    let properties: String = config
+        .lake
+        .properties
+        .iter()
+        .map(|(k, v)| format!("{k:?} = {v:?}\n"))
+        .collect();
+    let lake_toml = format!(
+        "[lake]\ncatalog = {:?}\nwarehouse = {:?}\ncommit_interval_ms = 100\n\n[lake.properties]\n{properties}",
+        config.lake.catalog, config.lake.warehouse
+    );
+    let server = FloeServer::start(dir.path(), "", "", &lake_toml);
+    for i in 0..50 {
+        server
+            .put_ok(
+                &format!("/api/v1/entities/t/Thing/k-{i}"),
+                json!({ "i": i }),
+            )
+            .await;
+    }
+    let sql = |statement: &str| json!({ "sql": statement }).to_string();
+    let count = sql("SELECT count(*) AS n FROM events");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = server
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/sql",
+                Some(VIEWER),
+                Some(&count),
+            )
+            .await;
+        if status == reqwest::StatusCode::OK && body["rows"][0]["n"] == json!(50) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not landed: {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    lake.s3.as_mut().unwrap().stop().unwrap();
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sql",
+            Some(VIEWER),
+            Some(&count),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], json!("lake_unavailable"), "{body}");
+    assert_eq!(body["error"]["retryable"], json!(true), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        lake.endpoints().iter().any(|e| message.contains(e)),
+        "{message}"
+    );
+
+    lake.s3.as_mut().unwrap().start_again().unwrap();
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sql",
+            Some(VIEWER),
+            Some(&count),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0]["n"], json!(50), "{body}");
 }

@@ -288,6 +288,17 @@ impl From<iceberg::Error> for ApiError {
             ErrorKind::DataInvalid | ErrorKind::FeatureUnsupported => {
                 ApiError::bad_request(e.to_string())
             }
+            // The warehouse's storage failed (iceberg-storage-opendal's one
+            // message for every failed object-store call, over OpenDAL's
+            // error, which prints its kind first), other than a missing
+            // object: the store is down or refusing; the client may retry.
+            ErrorKind::Unexpected
+                if e.message() == "Failure in doing io operation"
+                    && !std::error::Error::source(&e)
+                        .is_some_and(|s| s.to_string().starts_with("NotFound")) =>
+            {
+                ApiError::unavailable(format!("the warehouse's storage failed: {e}"))
+            }
             _ => ApiError::internal(e.to_string()),
         }
     }

@@ -199,7 +199,9 @@ pub enum Error {
 
     /// The Iceberg catalog could not be opened or reached.
     #[cfg(feature = "sink")]
-    #[error("cannot open the Iceberg catalog {catalog}: {cause}")]
+    #[error(
+        "cannot open the Iceberg catalog {catalog} (check lake.catalog, and that the catalog server is running and healthy): {cause}"
+    )]
     CatalogUnavailable {
         /// The catalog as configured.
         catalog: String,
@@ -217,6 +219,35 @@ pub enum Error {
         warehouse: String,
         /// What the storage reported.
         cause: Box<iceberg::Error>,
+    },
+
+    /// The warehouse's object store did not answer at open (down,
+    /// unreachable or overloaded, or `s3.endpoint` names the wrong place).
+    #[cfg(feature = "sink")]
+    #[error(
+        "the object store {endpoint} of the warehouse {warehouse} did not answer (down, unreachable or overloaded; retry when it is back, or check s3.endpoint in [lake.properties]): {cause}"
+    )]
+    StoreUnavailable {
+        /// The object store asked (`s3.endpoint`).
+        endpoint: String,
+        /// The warehouse URL.
+        warehouse: String,
+        /// What the storage reported.
+        cause: Box<iceberg::Error>,
+    },
+
+    /// The warehouse's bucket does not exist on the object store.
+    #[cfg(feature = "sink")]
+    #[error(
+        "the bucket {bucket:?} of the warehouse {warehouse} does not exist at {endpoint}: create it (for example `aws s3 mb s3://{bucket}`), or point lake.warehouse at an existing bucket"
+    )]
+    BucketMissing {
+        /// The bucket named by the warehouse URL.
+        bucket: String,
+        /// The warehouse URL.
+        warehouse: String,
+        /// The object store asked (`s3.endpoint`).
+        endpoint: String,
     },
 
     /// An Iceberg operation failed.
@@ -396,7 +427,11 @@ impl Error {
             #[cfg(feature = "kafka")]
             Error::Kafka { retryable, .. } => *retryable,
             #[cfg(feature = "sink")]
-            Error::CatalogUnavailable { cause, .. } => cause.retryable(),
+            Error::CatalogUnavailable { cause, .. } => {
+                cause.retryable() || crate::outage(cause.as_ref()).is_some()
+            }
+            #[cfg(feature = "sink")]
+            Error::StoreUnavailable { .. } => true,
             #[cfg(feature = "sink")]
             Error::Iceberg { cause, .. } => cause.retryable() || is_storage_failure(cause),
             Error::Pipeline { cause } => cause.is_retryable(),
@@ -413,6 +448,8 @@ impl Error {
             #[cfg(feature = "sink")]
             Error::CatalogUnavailable { .. }
             | Error::WarehouseNotWritable { .. }
+            | Error::StoreUnavailable { .. }
+            | Error::BucketMissing { .. }
             | Error::Iceberg { .. }
             | Error::Arrow { .. }
             | Error::CommitConflict { .. }

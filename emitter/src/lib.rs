@@ -25,6 +25,11 @@ mod log;
 #[cfg(feature = "test-util")]
 mod mem;
 #[cfg(feature = "sink")]
+mod outage;
+// The server processes the test harnesses start (tansu, s3s-fs).
+#[cfg(any(feature = "kafka", feature = "test-util"))]
+mod process;
+#[cfg(feature = "sink")]
 pub mod replay;
 #[cfg(feature = "test-util")]
 mod s3server;
@@ -40,5 +45,7 @@ pub use log::{
 };
 #[cfg(feature = "test-util")]
 pub use mem::MemPipeline;
+#[cfg(feature = "sink")]
+pub use outage::{Outage, outage};
 #[cfg(feature = "test-util")]
 pub use s3server::{S3Server, S3ServerError};

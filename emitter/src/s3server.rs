@@ -9,11 +9,11 @@
 //! [`S3Server::start_again`] keep its directory and port, for outage tests.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::process::{self, ProcessError, Readiness, ServerProcess};
 
 /// How long a starting server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,20 +56,26 @@ pub enum S3ServerError {
 
 type Result<T> = std::result::Result<T, S3ServerError>;
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> S3ServerError {
-    let context = context.into();
-    move |cause| S3ServerError::Io { context, cause }
+impl From<ProcessError> for S3ServerError {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::Io { context, cause } => S3ServerError::Io { context, cause },
+            ProcessError::NotReady { addr, reason, log } => {
+                S3ServerError::NotReady { addr, reason, log }
+            }
+        }
+    }
 }
 
 /// A running (or stopped) s3s-fs server that this process started.
 #[derive(Debug)]
 pub struct S3Server {
-    binary: PathBuf,
+    // Declared before `dir`: the process is killed before its directory is
+    // removed.
+    process: ServerProcess,
     dir: tempfile::TempDir,
-    addr: SocketAddr,
     access_key: String,
     secret_key: String,
-    child: Option<Child>,
 }
 
 impl S3Server {
@@ -77,25 +83,22 @@ impl S3Server {
     /// temporary directory with fresh credentials, and waits until it
     /// accepts connections.
     pub fn start() -> Result<S3Server> {
-        let binary = find_binary()?;
+        let binary = process::find_binary("FLOE_S3S_BIN", "s3s-fs")
+            .map_err(|fallback| S3ServerError::NotFound { fallback })?;
         let dir = tempfile::Builder::new()
             .prefix("floe-s3-")
             .tempdir()
-            .map_err(io("creating the S3 server's temporary directory"))?;
+            .map_err(process::io("creating the S3 server's temporary directory"))?;
         std::fs::create_dir(dir.path().join("data"))
-            .map_err(io("creating the S3 server's data directory"))?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(io("finding a free port"))?
-            .port();
+            .map_err(process::io("creating the S3 server's data directory"))?;
+        let addr = process::free_loopback_addr()?;
+        let log = dir.path().join("s3s-fs.log");
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let mut server = S3Server {
-            binary,
+            process: ServerProcess::new("S3 server", binary, addr, log),
             dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             access_key: format!("floe-test-{}", &unique[..12]),
             secret_key: format!("secret-{unique}"),
-            child: None,
         };
         server.spawn()?;
         Ok(server)
@@ -103,7 +106,7 @@ impl S3Server {
 
     /// `http://127.0.0.1:PORT`, the `s3.endpoint`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.process.addr())
     }
 
     /// The access key id the server accepts.
@@ -119,7 +122,10 @@ impl S3Server {
     /// Creates a bucket (a folder under the server's root).
     pub fn create_bucket(&self, name: &str) -> Result<()> {
         let path = self.root().join(name);
-        std::fs::create_dir_all(&path).map_err(io(format!("creating bucket {name}")))
+        std::fs::create_dir_all(&path).map_err(|cause| S3ServerError::Io {
+            context: format!("creating bucket {name}"),
+            cause,
+        })
     }
 
     /// The directory the server stores objects in (one folder per bucket).
@@ -141,17 +147,13 @@ impl S3Server {
 
     /// Whether the server process is running.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     /// Kills the server (an outage: connections are refused) and waits for
     /// it to exit. Its objects stay for [`S3Server::start_again`].
     pub fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            child.wait().map_err(io("waiting for the S3 server"))?;
-        }
-        Ok(())
+        Ok(self.process.kill()?)
     }
 
     /// Starts the server again on the same port, objects and credentials.
@@ -160,120 +162,33 @@ impl S3Server {
         self.spawn()
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("s3s-fs.log")
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(io("creating the S3 server's log file"))?;
-        let child = Command::new(&self.binary)
-            .args(["--host", "127.0.0.1"])
-            .args(["--port", &self.addr.port().to_string()])
-            .args(["--access-key", &self.access_key])
-            .args(["--secret-key", &self.secret_key])
-            .arg(self.root())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(io("sharing the S3 server's log file"))?,
-            )
-            .stderr(log)
-            .spawn()
-            .map_err(io(format!("starting {}", self.binary.display())))?;
-        self.child = Some(child);
-        self.wait_ready()
-    }
-
-    /// Ready when the port accepts a connection.
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                tracing::info!(addr = %self.addr, dir = %self.dir.path().display(), "s3s-fs ready");
-                return Ok(());
-            }
-            let exited = match self.child.as_mut() {
-                Some(child) => child.try_wait().map_err(io("checking the S3 server"))?,
-                None => None,
-            };
-            let reason = match exited {
-                Some(status) => Some(format!("it exited with {status}")),
-                None if Instant::now() >= deadline => {
-                    Some(format!("not ready after {START_TIMEOUT:?}"))
-                }
-                None => None,
-            };
-            if let Some(reason) = reason {
-                if let Some(mut child) = self.child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                return Err(S3ServerError::NotReady {
-                    addr: self.addr,
-                    reason,
-                    log: self.log(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
     /// The last few kilobytes of the server's output (across restarts).
     pub fn log(&self) -> String {
-        let text = std::fs::read(self.log_path()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
-        let mut from = text.len().saturating_sub(4000);
-        while !text.is_char_boundary(from) {
-            from += 1;
-        }
-        text[from..].to_string()
+        self.process.log()
     }
-}
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// Starts the process; ready when the port accepts a connection.
+    fn spawn(&mut self) -> Result<()> {
+        let port = self.process.addr().port().to_string();
+        let (access_key, secret_key, root) = (
+            self.access_key.clone(),
+            self.secret_key.clone(),
+            self.root(),
+        );
+        Ok(self.process.start(
+            |command| {
+                command
+                    .args(["--host", "127.0.0.1"])
+                    .args(["--port", &port])
+                    .args(["--access-key", &access_key])
+                    .args(["--secret-key", &secret_key])
+                    .arg(root)
+                    .env("RUST_LOG", "warn");
+            },
+            Readiness {
+                log_says: None,
+                timeout: START_TIMEOUT,
+            },
+        )?)
     }
-}
-
-/// `$FLOE_S3S_BIN`, `s3s-fs` on `PATH`, `~/.cargo/floe-tools/bin/s3s-fs`.
-fn find_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("FLOE_S3S_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        return if is_executable(&bin) {
-            Ok(bin)
-        } else {
-            Err(S3ServerError::NotFound { fallback: bin })
-        };
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("s3s-fs");
-            if is_executable(&candidate) {
-                return Ok(candidate);
-            }
-        }
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    let fallback = home.join(".cargo/floe-tools/bin/s3s-fs");
-    if is_executable(&fallback) {
-        Ok(fallback)
-    } else {
-        Err(S3ServerError::NotFound { fallback })
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    File::open(path)
-        .and_then(|f| f.metadata())
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -1,6 +1,7 @@
 //! The lake on a real S3-compatible server (s3s-fs on loopback, started by
 //! the test): the sink lands exactly once on `s3://` with the SQLite
-//! catalog, and a wrong endpoint or wrong credentials fail at open with an error naming what to fix.
+//! catalog, and a wrong endpoint, wrong credentials or a missing bucket
+//! fail at open with an error naming what to fix.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -137,7 +138,7 @@ async fn the_sink_lands_exactly_once_in_an_s3_warehouse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_credentials_or_a_dead_endpoint_fail_at_open() {
+async fn wrong_credentials_a_missing_bucket_or_a_dead_endpoint_fail_at_open() {
     let s3 = server();
     let dir = tempfile::tempdir().unwrap();
     let check = |err: Error, names: &str| {
@@ -152,9 +153,20 @@ async fn wrong_credentials_or_a_dead_endpoint_fail_at_open() {
         .insert("s3.secret-access-key".into(), "not-the-secret".into());
     check(Lake::open(bad).await.unwrap_err(), "credentials");
 
-    // (A missing bucket cannot be shown here: s3s-fs creates a bucket's
-    // folder on the first write into it. Real S3 and MinIO answer
-    // NoSuchBucket, reported by the same probe and message.)
+    // A missing bucket: s3s-fs would create it on the first write, so
+    // the open must notice before writing anything (by listing).
+    let mut missing = location(dir.path(), &s3);
+    missing.warehouse = "s3://no-such-bucket/warehouse".into();
+    let err = Lake::open(missing).await.unwrap_err();
+    assert!(matches!(err, Error::BucketMissing { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("\"no-such-bucket\""), "{text}");
+    assert!(text.contains(&s3.endpoint()), "{text}");
+    assert!(text.contains("lake.warehouse"), "{text}");
+    assert!(
+        !s3.root().join("no-such-bucket").exists(),
+        "the failed open created the bucket"
+    );
 
     let mut bad = location(dir.path(), &s3);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -170,7 +182,14 @@ async fn wrong_credentials_or_a_dead_endpoint_fail_at_open() {
         ("s3.path-style-access".into(), "true".into()),
     ]);
     let started = std::time::Instant::now();
-    check(Lake::open(bad).await.unwrap_err(), "s3.endpoint");
+    // Nothing answers there: an outage or a wrong endpoint, which look the
+    // same; the error is retryable and names the endpoint and the key.
+    let err = Lake::open(bad).await.unwrap_err();
+    assert!(matches!(err, Error::StoreUnavailable { .. }), "{err}");
+    assert!(err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("http://127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("s3.endpoint"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(60));
 
     // Nothing was created by the failed opens: the catalog opens cleanly.

@@ -1,6 +1,8 @@
 use std::time::Duration;
 
 use datafusion::error::DataFusionError;
+use floe_emitter::sink::{CatalogUrl, LakeLocation, store_endpoint};
+use floe_emitter::{Outage, outage};
 
 /// Result type of floe-query.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +60,21 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// The lake's catalog or object store did not answer while the query
+    /// ran (down, unreachable or overloaded). Nothing is wrong with the
+    /// query: it can run again once the service is back.
+    #[error(
+        "the lake's {service} at {endpoint} is unavailable; retry the query when it is back: {cause}"
+    )]
+    LakeUnavailable {
+        /// `catalog` or `object store`.
+        service: &'static str,
+        /// The catalog URI or the object store's endpoint.
+        endpoint: String,
+        /// What the client reported.
+        cause: String,
+    },
+
     /// The warehouse's object store cannot be configured from the lake's
     /// properties.
     #[error("object store: {0}")]
@@ -83,10 +100,48 @@ impl Error {
     /// transient I/O), as opposed to a query that will always fail.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Timeout { .. } => true,
+            Error::Timeout { .. } | Error::LakeUnavailable { .. } => true,
             Error::Iceberg { cause, .. } => cause.retryable(),
             Error::Lake(e) => e.is_retryable(),
             _ => false,
+        }
+    }
+}
+
+impl Error {
+    /// This error as [`Error::LakeUnavailable`] when what failed underneath
+    /// is an outage of the catalog or the object store of `location`
+    /// (see [`floe_emitter::outage`]); any other error unchanged.
+    pub(crate) fn or_outage(self, location: &LakeLocation) -> Error {
+        let found = match &self {
+            Error::Sql(e) => outage(e.as_ref()),
+            Error::Iceberg { cause, .. } => outage(cause.as_ref()),
+            Error::Lake(e) => match e {
+                floe_emitter::Error::Iceberg { cause, .. }
+                | floe_emitter::Error::CatalogUnavailable { cause, .. } => outage(cause.as_ref()),
+                floe_emitter::Error::StoreUnavailable { .. } => Some(Outage::Storage),
+                _ => None,
+            },
+            _ => None,
+        };
+        // Only a service floe talks to over the network can be out: an
+        // embedded catalog or a local warehouse failing is something else.
+        let remote = match found {
+            Some(Outage::Catalog) => matches!(location.catalog, CatalogUrl::Rest(_)),
+            Some(_) => !location.warehouse.starts_with("file://"),
+            None => false,
+        };
+        let (Some(found), true) = (found, remote) else {
+            return self;
+        };
+        let endpoint = match found {
+            Outage::Catalog => location.catalog.to_string(),
+            _ => store_endpoint(location),
+        };
+        Error::LakeUnavailable {
+            service: found.service(),
+            endpoint,
+            cause: self.to_string(),
         }
     }
 }

@@ -198,7 +198,7 @@ impl CrossShardQuery {
             result = self.run(source, request, &cancel) => result,
         };
         drop(done);
-        let mut result = outcome?;
+        let mut result = outcome.map_err(|e| e.or_outage(self.lake.location()))?;
         result.stats.elapsed = started.elapsed();
         Ok(result)
     }

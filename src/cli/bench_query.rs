@@ -35,6 +35,12 @@ pub(crate) struct QueryArgs {
     /// already holds the events).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also land the same events in the lake of the configuration (`[lake]`,
+    /// e.g. `rest://` over `s3://`; empty, or holding exactly these events
+    /// from an earlier run) and run the same queries there, reporting each
+    /// median next to the local one.
+    #[arg(long)]
+    configured_lake: bool,
     /// Python with duckdb for the comparison (default: $FLOE_PYTHON).
     #[arg(long, env = "FLOE_PYTHON")]
     python: Option<PathBuf>,
@@ -181,24 +187,39 @@ async fn measure(query: &CrossShardQuery, sql: &str, runs: usize) -> anyhow::Res
     })
 }
 
-pub(crate) async fn run(_config: Config, args: QueryArgs) -> anyhow::Result<()> {
-    let temp;
-    let dir = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            dir.clone()
-        }
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
-    let lake = Lake::open(location(&dir)).await?;
-    let options = QueryOptions {
+/// The benchmark's queries; `{events}` is the table.
+const QUERIES: [(&str, &str); 3] = [
+    (
+        "group_by",
+        "SELECT namespace, entity_type, count(*) AS n FROM {events} GROUP BY namespace, entity_type ORDER BY n DESC, namespace, entity_type LIMIT 10",
+    ),
+    (
+        "top_n",
+        "SELECT entity_id, version, event_time FROM {events} WHERE namespace = 'tenant-0042' AND kind = 'updated' ORDER BY event_time DESC, entity_id LIMIT 10",
+    ),
+    (
+        "things",
+        "SELECT json_get_str(data, 'status') AS status, count(*) AS n FROM things WHERE entity_type = 'Order' GROUP BY status ORDER BY status",
+    ),
+];
+
+fn query_options() -> QueryOptions {
+    QueryOptions {
         namespace_is_partition_key: true,
         ..QueryOptions::default()
-    };
-    let query = CrossShardQuery::new(lake.clone(), options.clone());
+    }
+}
+
+/// Opens `location`, lands the events there unless it already holds them
+/// (`dir` keeps the log while landing), and returns the query over it.
+async fn filled(
+    location: LakeLocation,
+    dir: &Path,
+    args: &QueryArgs,
+) -> anyhow::Result<CrossShardQuery> {
+    let shown = format!("{} over {}", location.catalog, location.warehouse);
+    let lake = Lake::open(location).await?;
+    let query = CrossShardQuery::new(lake.clone(), query_options());
     let landed = query.sql("SELECT count(*) FROM events").await?;
     let count = landed
         .batches
@@ -213,15 +234,51 @@ pub(crate) async fn run(_config: Config, args: QueryArgs) -> anyhow::Result<()> 
     if count as u64 != args.events {
         anyhow::ensure!(
             count == 0,
-            "{} holds {count} events, not {}: use an empty --dir",
-            dir.display(),
+            "{shown} holds {count} events, not {}: use an empty lake",
             args.events
         );
-        fill(&dir, &lake, &args).await?;
+        fill(dir, &lake, args).await?;
     } else {
-        println!("reusing {count} events landed in {}", dir.display());
+        println!("reusing {count} events landed in {shown}");
     }
-    let query = CrossShardQuery::new(lake, options);
+    // A fresh query: its table and snapshot caches start cold.
+    Ok(CrossShardQuery::new(lake, query_options()))
+}
+
+/// The median of every query over `query`, printed with `label`.
+async fn run_queries(
+    query: &CrossShardQuery,
+    label: &str,
+    runs: usize,
+) -> anyhow::Result<HashMap<&'static str, f64>> {
+    let mut medians = HashMap::new();
+    for (name, sql) in QUERIES {
+        let sql = sql.replace("{events}", "events");
+        let m = measure(query, &sql, runs).await?;
+        println!(
+            "  {label:<6} {name:<9} median {:>8.1} ms  {} rows; {}",
+            m.median.as_secs_f64() * 1000.0,
+            m.rows,
+            m.stats
+        );
+        medians.insert(name, m.median.as_secs_f64() * 1000.0);
+    }
+    Ok(medians)
+}
+
+pub(crate) async fn run(config: Config, args: QueryArgs) -> anyhow::Result<()> {
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let query = filled(location(&dir), &dir, &args).await?;
     let mut files = Vec::new();
     parquet_files(&dir.join("warehouse"), &mut files)?;
     let bytes: u64 = files
@@ -236,31 +293,28 @@ pub(crate) async fn run(_config: Config, args: QueryArgs) -> anyhow::Result<()> 
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let queries = [
-        (
-            "group_by",
-            "SELECT namespace, entity_type, count(*) AS n FROM {events} GROUP BY namespace, entity_type ORDER BY n DESC, namespace, entity_type LIMIT 10",
-        ),
-        (
-            "top_n",
-            "SELECT entity_id, version, event_time FROM {events} WHERE namespace = 'tenant-0042' AND kind = 'updated' ORDER BY event_time DESC, entity_id LIMIT 10",
-        ),
-        (
-            "things",
-            "SELECT json_get_str(data, 'status') AS status, count(*) AS n FROM things WHERE entity_type = 'Order' GROUP BY status ORDER BY status",
-        ),
-    ];
-    let mut floe_ms = HashMap::new();
-    for (name, sql) in queries {
-        let sql = sql.replace("{events}", "events");
-        let m = measure(&query, &sql, args.runs).await?;
-        println!(
-            "  floe   {name:<9} median {:>8.1} ms  {} rows; {}",
-            m.median.as_secs_f64() * 1000.0,
-            m.rows,
-            m.stats
-        );
-        floe_ms.insert(name, m.median.as_secs_f64() * 1000.0);
+    let floe_ms = run_queries(&query, "floe", args.runs).await?;
+
+    if args.configured_lake {
+        let location = config.lake.location(&config.data_dir)?;
+        let label = format!("{} over {}", location.catalog, location.warehouse);
+        let remote_dir = dir.join("configured");
+        std::fs::create_dir_all(&remote_dir)?;
+        let remote = filled(location, &remote_dir, &args).await?;
+        println!("configured lake: {label}");
+        let remote_ms = run_queries(&remote, "lake", args.runs).await?;
+        let ratios: Vec<String> = QUERIES
+            .iter()
+            .map(|(name, _)| {
+                format!(
+                    "{name} {:.1} ms vs {:.1} ms local = {:.2}x",
+                    remote_ms[name],
+                    floe_ms[name],
+                    remote_ms[name] / floe_ms[name]
+                )
+            })
+            .collect();
+        println!("configured lake vs local: {}", ratios.join(", "));
     }
 
     let Some(python) = args.python else {
@@ -271,7 +325,7 @@ pub(crate) async fn run(_config: Config, args: QueryArgs) -> anyhow::Result<()> 
     let spec = serde_json::json!({
         "files": files,
         "runs": args.runs,
-        "queries": queries.iter().take(2).map(|(n, q)| (n.to_string(), serde_json::Value::from(*q))).collect::<serde_json::Map<_, _>>(),
+        "queries": QUERIES.iter().take(2).map(|(n, q)| (n.to_string(), serde_json::Value::from(*q))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/duckdb_query.py");
@@ -287,7 +341,7 @@ pub(crate) async fn run(_config: Config, args: QueryArgs) -> anyhow::Result<()> 
     );
     let duck: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let mut line = Vec::new();
-    for (name, _) in queries.iter().take(2) {
+    for (name, _) in QUERIES.iter().take(2) {
         let d = duck[name]["median_ms"].as_f64().unwrap_or(f64::NAN);
         let f = floe_ms[name];
         println!(

@@ -65,6 +65,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });
+        // The retryable marker: a 503 is a service that did not answer or
+        // a state that passes; the same request may succeed later.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            error["retryable"] = json!(true);
+        }
         if let Some((node_id, addr)) = self.owner {
             error["owner"] = json!({ "node_id": node_id, "addr": addr });
         }
@@ -165,6 +170,7 @@ fn query_status(e: &floe_query::Error) -> (StatusCode, &'static str) {
         Q::NoSuchSnapshot(_) => (StatusCode::NOT_FOUND, "no_such_snapshot"),
         Q::Pipeline(e) => engine_status(e),
         Q::Lake(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable"),
+        Q::LakeUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "query_error"),
     }
 }

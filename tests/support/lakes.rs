@@ -123,6 +123,20 @@ impl TestLake {
         }
     }
 
+    /// The services this backend talks to over the network (the REST
+    /// catalog's URI, the object store's endpoint): what an outage message
+    /// names.
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(rest) = &self.rest {
+            out.push(rest.uri.clone());
+        }
+        if let Some(s3) = &self.s3 {
+            out.push(s3.endpoint());
+        }
+        out
+    }
+
     /// pyiceberg's `load_catalog` properties for this backend, where
     /// `data_dir` is the floe data directory (the embedded catalog's home).
     pub(crate) fn pyiceberg_properties(&self, data_dir: &Path) -> Value {

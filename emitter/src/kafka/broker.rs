@@ -7,11 +7,11 @@
 //! `kill` and `restart` keep its data directory and port, for outage
 //! tests.
 
-use std::fs::{File, OpenOptions};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::process::{self, ProcessError, Readiness, ServerProcess};
 
 /// How long a starting broker may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,38 +60,41 @@ pub enum BrokerError {
 
 type Result<T> = std::result::Result<T, BrokerError>;
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
-    let context = context.into();
-    move |cause| BrokerError::Io { context, cause }
+impl From<ProcessError> for BrokerError {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::Io { context, cause } => BrokerError::Io { context, cause },
+            ProcessError::NotReady { addr, reason, log } => {
+                BrokerError::NotReady { addr, reason, log }
+            }
+        }
+    }
 }
 
 /// A running (or stopped) tansu broker that this process started.
 #[derive(Debug)]
 pub struct TansuBroker {
-    binary: PathBuf,
+    // Declared before `dir`: the process is killed before its directory is
+    // removed.
+    process: ServerProcess,
     dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Option<Child>,
 }
 
 impl TansuBroker {
     /// Finds the binary, starts a broker on a free loopback port in a new
     /// temporary directory, and waits until it accepts connections.
     pub fn start() -> Result<TansuBroker> {
-        let binary = find_binary()?;
+        let binary = process::find_binary("FLOE_TANSU_BIN", "tansu")
+            .map_err(|fallback| BrokerError::NotFound { fallback })?;
         let dir = tempfile::Builder::new()
             .prefix("floe-tansu-")
             .tempdir()
-            .map_err(io("creating the broker's temporary directory"))?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(io("finding a free port"))?
-            .port();
+            .map_err(process::io("creating the broker's temporary directory"))?;
+        let addr = process::free_loopback_addr()?;
+        let log = dir.path().join("broker.log");
         let mut broker = TansuBroker {
-            binary,
+            process: ServerProcess::new("broker", binary, addr, log),
             dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child: None,
         };
         broker.spawn()?;
         Ok(broker)
@@ -99,7 +102,7 @@ impl TansuBroker {
 
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        self.addr.to_string()
+        self.process.addr().to_string()
     }
 
     /// The broker's working directory (its SQLite database and log).
@@ -109,34 +112,13 @@ impl TansuBroker {
 
     /// Whether the broker process is running.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     /// Stops the broker with SIGTERM (SIGKILL after 10 s) and waits for it to
     /// exit. Its data stays for [`TansuBroker::restart`].
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if child
-                .try_wait()
-                .map_err(io("waiting for the broker"))?
-                .is_some()
-            {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                child.wait().map_err(io("waiting for the broker"))?;
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Ok(self.process.terminate(Duration::from_secs(10))?)
     }
 
     /// Kills the broker (SIGKILL), as a crash would, and waits for it to
@@ -148,11 +130,7 @@ impl TansuBroker {
     /// producer's epoch bump that follows makes the restarted broker's
     /// storage panic.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            child.wait().map_err(io("waiting for the broker"))?;
-        }
-        Ok(())
+        Ok(self.process.kill()?)
     }
 
     /// Starts the broker again on the same port and data.
@@ -161,39 +139,36 @@ impl TansuBroker {
         self.spawn()
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("broker.log")
+    /// The last few kilobytes of the broker's output (across restarts), for
+    /// diagnosing a failed test.
+    pub fn log(&self) -> String {
+        self.process.log()
     }
 
+    /// Starts the process; ready when its log says `ready in` and the port
+    /// accepts a connection.
     fn spawn(&mut self) -> Result<()> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(io("creating the broker's log file"))?;
-        let start = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
-        let url = format!("tcp://{}", self.addr);
-        let child = Command::new(&self.binary)
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(self.dir.path())
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("STORAGE_ENGINE")
-            // The caller's log filter is not the broker's (it would flood
-            // the log with debug output).
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(io("sharing the broker's log file"))?,
-            )
-            .stderr(log)
-            .spawn()
-            .map_err(io(format!("starting {}", self.binary.display())))?;
-        self.child = Some(child);
-        self.wait_ready(start)?;
+        let url = format!("tcp://{}", self.process.addr());
+        let dir = self.dir.path().to_path_buf();
+        self.process.start(
+            |command| {
+                command
+                    .arg("broker")
+                    .args(["--listener-url", &url, "--advertised-listener-url", &url])
+                    .args(["--storage-engine", "sqlite://tansu.db"])
+                    .current_dir(&dir)
+                    .env_remove("LISTENER_URL")
+                    .env_remove("ADVERTISED_LISTENER_URL")
+                    .env_remove("STORAGE_ENGINE")
+                    // The caller's log filter is not the broker's (it would
+                    // flood the log with debug output).
+                    .env_remove("RUST_LOG");
+            },
+            Readiness {
+                log_says: Some("ready in"),
+                timeout: START_TIMEOUT,
+            },
+        )?;
         self.index_headers()
     }
 
@@ -243,110 +218,4 @@ impl TansuBroker {
         });
         created.map_err(failed)
     }
-
-    /// Ready when the log (from byte `start`) says `ready in` and the port
-    /// accepts a connection.
-    fn wait_ready(&mut self, start: u64) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let log = self.log_since(start);
-            if log.contains("ready in")
-                && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
-            {
-                tracing::info!(addr = %self.addr, dir = %self.dir.path().display(), "tansu broker ready");
-                return Ok(());
-            }
-            let exited = match self.child.as_mut() {
-                Some(child) => child.try_wait().map_err(io("checking the broker"))?,
-                None => None,
-            };
-            let reason = match exited {
-                Some(status) => Some(format!("it exited with {status}")),
-                None if Instant::now() >= deadline => {
-                    Some(format!("not ready after {START_TIMEOUT:?}"))
-                }
-                None => None,
-            };
-            if let Some(reason) = reason {
-                if exited.is_none()
-                    && let Some(mut child) = self.child.take()
-                {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                self.child = None;
-                return Err(BrokerError::NotReady {
-                    addr: self.addr,
-                    reason,
-                    log: tail(&log),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The last few kilobytes of the broker's output (across restarts), for
-    /// diagnosing a failed test.
-    pub fn log(&self) -> String {
-        tail(&self.log_since(0))
-    }
-
-    /// The broker's output from byte `start` of its log file on.
-    fn log_since(&self, start: u64) -> String {
-        let text = std::fs::read(self.log_path()).unwrap_or_default();
-        let from = (start as usize).min(text.len());
-        String::from_utf8_lossy(&text[from..]).into_owned()
-    }
-}
-
-/// The last 4,000 bytes of `text` (at a character boundary).
-fn tail(text: &str) -> String {
-    let mut from = text.len().saturating_sub(4000);
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    text[from..].to_string()
-}
-
-impl Drop for TansuBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `$FLOE_TANSU_BIN`, `tansu` on `PATH`, `~/.cargo/floe-tools/bin/tansu`.
-fn find_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("FLOE_TANSU_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        return if is_executable(&bin) {
-            Ok(bin)
-        } else {
-            Err(BrokerError::NotFound { fallback: bin })
-        };
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("tansu");
-            if is_executable(&candidate) {
-                return Ok(candidate);
-            }
-        }
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    let fallback = home.join(".cargo/floe-tools/bin/tansu");
-    if is_executable(&fallback) {
-        Ok(fallback)
-    } else {
-        Err(BrokerError::NotFound { fallback })
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    File::open(path)
-        .and_then(|f| f.metadata())
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -135,7 +135,9 @@ impl Lake {
             let io = FileIOBuilder::new(storage.clone())
                 .with_props(location.properties.clone())
                 .build();
-            probe(&io, location.warehouse.trim_end_matches('/'), &location).await?;
+            let warehouse = location.warehouse.trim_end_matches('/');
+            check_bucket(&io, warehouse, &location).await?;
+            probe(&io, warehouse, &location).await?;
         }
         let mut props = location.properties.clone();
         let catalog: Arc<dyn Catalog> = match &location.catalog {
@@ -260,6 +262,74 @@ impl Lake {
     }
 }
 
+/// Lists a fresh prefix of the warehouse (a read: nothing is there, nothing
+/// is deleted), which an object store answers with `NoSuchBucket` when the
+/// bucket is missing. Done before any write, because some S3-compatible
+/// servers (s3s-fs) create a bucket on the first write instead of refusing
+/// it, and then the lake would live in a bucket nobody provisioned. Any
+/// other failure (credentials, endpoint) is reported as the write probe
+/// reports it, without waiting for the write to fail the same way.
+async fn check_bucket(io: &FileIO, warehouse: &str, location: &LakeLocation) -> Result<()> {
+    let prefix = format!("{warehouse}/.floe-probe-{}", uuid::Uuid::new_v4());
+    match io.delete_prefix(&prefix).await {
+        Err(e) if is_no_such_bucket(&e) => {
+            let bucket = warehouse
+                .split_once("://")
+                .map_or(warehouse, |(_, rest)| rest)
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            Err(Error::BucketMissing {
+                bucket,
+                warehouse: location.warehouse.clone(),
+                endpoint: store_endpoint(location),
+            })
+        }
+        Err(e) => Err(unusable(e, location)),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The object store a location's storage talks to, as messages name it.
+pub fn store_endpoint(location: &LakeLocation) -> String {
+    location
+        .properties
+        .get("s3.endpoint")
+        .filter(|e| !e.trim().is_empty())
+        .cloned()
+        .unwrap_or_else(|| "AWS S3 (no s3.endpoint in [lake.properties])".to_string())
+}
+
+/// A failed probe: the store did not answer, or it refused (credentials,
+/// permissions, a wrong setting).
+fn unusable(e: iceberg::Error, location: &LakeLocation) -> Error {
+    if crate::outage(&e).is_some() {
+        return Error::StoreUnavailable {
+            endpoint: store_endpoint(location),
+            warehouse: location.warehouse.clone(),
+            cause: Box::new(e),
+        };
+    }
+    Error::WarehouseNotWritable {
+        warehouse: location.warehouse.clone(),
+        cause: Box::new(e),
+    }
+}
+
+/// The S3 error code of a missing bucket, anywhere in the storage error
+/// (the S3 client keeps the server's error document in its message).
+fn is_no_such_bucket(e: &iceberg::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if error.to_string().contains("NoSuchBucket") {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// Writes and deletes a small file in `dir`.
 async fn probe(io: &FileIO, dir: &str, location: &LakeLocation) -> Result<()> {
     let path = format!("{dir}/.floe-probe-{}", uuid::Uuid::new_v4());
@@ -270,8 +340,5 @@ async fn probe(io: &FileIO, dir: &str, location: &LakeLocation) -> Result<()> {
         io.delete(&path).await
     }
     .await;
-    written.map_err(|e| Error::WarehouseNotWritable {
-        warehouse: location.warehouse.clone(),
-        cause: Box::new(e),
-    })
+    written.map_err(|e| unusable(e, location))
 }

@@ -20,7 +20,7 @@ mod run;
 mod writer;
 
 pub use batch::{arrow_schema, batch_to_records, records_to_batch};
-pub use catalog::{CATALOG_NAME, CatalogUrl, Lake, LakeLocation, check_warehouse};
+pub use catalog::{CATALOG_NAME, CatalogUrl, Lake, LakeLocation, check_warehouse, store_endpoint};
 pub use commit::CommittedOffsets;
 pub use lag::{LagHandle, SinkLag};
 pub use options::SinkOptions;

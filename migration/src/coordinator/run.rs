@@ -29,7 +29,9 @@ use crate::error::{Error, Result};
 use crate::job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 use crate::plan::{MigrationPlan, Movement};
 use crate::replay::{copy_from_lake, tail_moving};
-use floe_emitter::replay::{LakeScan, LakeUse, MAX_PUSHED_KEYS, ReplaySource, ScanStats, heads};
+use floe_emitter::replay::{
+    LakeScan, LakeUse, MAX_PUSHED_KEYS, ReplaySource, ScanStats, heads, low_watermarks,
+};
 
 /// A cancel request from this process ([`super::Migrator::cancel`]).
 #[derive(Debug, Default)]
@@ -49,6 +51,9 @@ impl Cancel {
 const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// How long the drain waits for held writes to leave the buffer.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
+/// Copies from a newer lake snapshot after retention overtook the tail
+/// (see [`Coordinator::tail_or_recopy`]) before the migration gives up.
+const RECOPY_ATTEMPTS: u32 = 5;
 
 pub(crate) struct Coordinator {
     deployment: Deployment,
@@ -222,54 +227,14 @@ impl Coordinator {
         // Copy: the lake snapshot.
         let copy_started = Instant::now();
         let pipeline = cluster.pipeline().clone();
-        // Where history comes from: the lake's snapshot below its committed
-        // offsets, the pipeline after them (checked to fit together).
-        let source =
-            ReplaySource::resolve(&*pipeline, deployment.lake.as_ref(), LakeUse::Always).await?;
-        let mut from: Vec<Offset> = source.from.clone();
-        if let (Some(lake), Some(committed)) = (deployment.lake.clone(), source.snapshot) {
-            // Every event below the committed offsets was appended before
-            // they were read, so after this barrier it is applied to its
-            // shard: the inventory then names every key with history in the
-            // snapshot, and the scan can be limited to their hashes.
-            ShardCluster::barrier(&routing).await?;
-            let movement = self.movement.clone();
-            let mut hashes: Vec<u64> = super::inventory(&routing)
-                .await?
-                .iter()
-                .filter(|k| movement.moves(&k.partition_key, k.key_hash))
-                .map(|k| k.key_hash)
-                .collect();
-            hashes.sort_unstable();
-            hashes.dedup();
-            let known = (hashes.len() <= MAX_PUSHED_KEYS).then_some(hashes);
-            let (tx, rx) = mpsc::channel(4);
-            let scan_started = Instant::now();
-            let scan = LakeScan {
-                batch_size: self.config.batch_size,
-                concurrency: self.config.lake_concurrency,
-            };
-            let reader = tokio::spawn(async move {
-                copy_from_lake(scan, &lake, &committed, &movement, known.as_deref(), &tx).await
-            });
-            let consumed = self.consume(rx, &routing, true).await;
-            if consumed.is_err() {
-                reader.abort();
-            }
-            consumed?;
-            self.lake = reader.await.map_err(|e| Error::TaskFailed {
-                task: "lake replay",
-                message: e.to_string(),
-            })??;
-            self.scan_us = scan_started.elapsed().as_micros() as u64;
-        }
+        let mut from = self.copy(&routing).await?;
         self.copy_us = copy_started.elapsed().as_micros() as u64;
 
         // Catch-up: the pipeline after the snapshot, until it is short.
         self.enter(Phase::CatchUp)?;
         for _ in 0..self.config.catch_up_rounds.max(1) {
             let head = heads(&*pipeline).await?;
-            let read = self.tail(&routing, &from, &head).await?;
+            let read = self.tail_or_recopy(&routing, &mut from, &head).await?;
             from = head;
             if read < self.config.batch_size as u64 {
                 break;
@@ -284,7 +249,7 @@ impl Coordinator {
             .map_err(|_| self.timeout())?;
         let buffer_started = Instant::now();
         let head = heads(&*pipeline).await?;
-        self.tail(&routing, &from, &head).await?;
+        self.tail_or_recopy(&routing, &mut from, &head).await?;
 
         if self.config.verify {
             self.enter(Phase::Verify)?;
@@ -410,6 +375,96 @@ impl Coordinator {
             self.check_stop()?;
         }
         Ok(())
+    }
+
+    /// The copy phase: the moving keys' history in the lake's current
+    /// snapshot, applied to their new owners. Returns where the pipeline
+    /// tail starts (the snapshot's committed offsets, or 0 without one).
+    async fn copy(&mut self, routing: &RoutingTable) -> Result<Vec<Offset>> {
+        let deployment = self.deployment.clone();
+        let pipeline = deployment.cluster.pipeline().clone();
+        // Where history comes from: the lake's snapshot below its committed
+        // offsets, the pipeline after them (checked to fit together).
+        let source =
+            ReplaySource::resolve(&*pipeline, deployment.lake.as_ref(), LakeUse::Always).await?;
+        let from: Vec<Offset> = source.from.clone();
+        if let (Some(lake), Some(committed)) = (deployment.lake.clone(), source.snapshot) {
+            // Every event below the committed offsets was appended before
+            // they were read, so after this barrier it is applied to its
+            // shard: the inventory then names every key with history in the
+            // snapshot, and the scan can be limited to their hashes.
+            ShardCluster::barrier(routing).await?;
+            let movement = self.movement.clone();
+            let mut hashes: Vec<u64> = super::inventory(routing)
+                .await?
+                .iter()
+                .filter(|k| movement.moves(&k.partition_key, k.key_hash))
+                .map(|k| k.key_hash)
+                .collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            let known = (hashes.len() <= MAX_PUSHED_KEYS).then_some(hashes);
+            let (tx, rx) = mpsc::channel(4);
+            let scan_started = Instant::now();
+            let scan = LakeScan {
+                batch_size: self.config.batch_size,
+                concurrency: self.config.lake_concurrency,
+            };
+            let reader = tokio::spawn(async move {
+                copy_from_lake(scan, &lake, &committed, &movement, known.as_deref(), &tx).await
+            });
+            let consumed = self.consume(rx, routing, true).await;
+            if consumed.is_err() {
+                reader.abort();
+            }
+            consumed?;
+            let stats = reader.await.map_err(|e| Error::TaskFailed {
+                task: "lake replay",
+                message: e.to_string(),
+            })??;
+            self.lake.files += stats.files;
+            self.lake.bytes_read += stats.bytes_read;
+            self.lake.rows_scanned += stats.rows_scanned;
+            self.lake.events += stats.events;
+            self.scan_us += scan_started.elapsed().as_micros() as u64;
+        }
+        Ok(from)
+    }
+
+    /// [`Coordinator::tail`] from `from`, which retention may have overtaken
+    /// since the copy read the lake: the sink landed more and the pipeline
+    /// deleted events below its newer committed offsets, so the tail from
+    /// the older ones is gone. Those events are in the newer snapshot, so the
+    /// copy runs again on it (applying an event twice is a no-op: the
+    /// highest version wins) and the tail goes on from its offsets, which
+    /// `from` then holds. Retention overtaking every attempt fails the
+    /// migration (it rolls back).
+    async fn tail_or_recopy(
+        &mut self,
+        routing: &RoutingTable,
+        from: &mut Vec<Offset>,
+        to: &[Offset],
+    ) -> Result<u64> {
+        let pipeline = self.deployment.cluster.pipeline().clone();
+        let mut attempt = 0;
+        loop {
+            let error = match self.tail(routing, from, to).await {
+                Ok(read) => return Ok(read),
+                Err(e) => e,
+            };
+            let lows = low_watermarks(&*pipeline).await?;
+            let overtaken = from.iter().zip(&lows).any(|(from, low)| from < low);
+            attempt += 1;
+            if !overtaken || attempt >= RECOPY_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::info!(
+                migration = %self.job.id,
+                attempt,
+                "retention deleted the pipeline tail the copy ended at; copying from the newer lake snapshot"
+            );
+            *from = self.copy(routing).await?;
+        }
     }
 
     /// Replays the pipeline between two offset vectors; returns events read.
