@@ -14,6 +14,7 @@ mod batch;
 mod cluster;
 mod entities;
 mod errors;
+mod forward;
 mod health;
 mod lifecycle;
 mod metrics;
@@ -69,6 +70,8 @@ struct AppState {
     auth: Authenticator,
     audit: AuditLog,
     metrics: metrics::Metrics,
+    /// Cluster mode: sends calls for shards owned elsewhere to their owner.
+    forwarder: Option<forward::Forwarder>,
 }
 
 impl AppState {
