@@ -231,7 +231,7 @@ async fn every_node_accepts_every_call_and_forwards_it_to_the_owner_once_with_th
         oracle.remove(&key);
     }
     let items: Vec<Value> = (100..130)
-        .map(|i| json!({ "namespace": "t", "type": "Thing", "id": format!("k{i}"), "data": { "i": i } }))
+        .map(|i| json!({ "namespace": "t", "entity_type": "Thing", "id": format!("k{i}"), "data": { "i": i } }))
         .collect();
     let answer = caller
         .once(
@@ -377,7 +377,7 @@ async fn every_node_accepts_every_call_and_forwards_it_to_the_owner_once_with_th
     let owner_node = nodes.iter().find(|n| n.id == foreign_owner).unwrap();
     let (mut direct, mut via) = (Vec::new(), Vec::new());
     for round in 0..2 {
-        for i in 0..150 {
+        for i in 0..300 {
             let key = format!("cost{i}");
             for (target, samples) in [(owner_node, &mut direct), (&nodes[0], &mut via)] {
                 let started = Instant::now();
