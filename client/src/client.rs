@@ -517,7 +517,26 @@ impl Client {
         {
             return Ok(cached.routes);
         }
-        let url = url_for(&self.inner.seed, &["api", "v1", "cluster"], &[]);
+        // The seed first; if it does not answer, any other live node of the
+        // last map (a client of a cluster outlives the node it started at).
+        let mut sources = vec![self.inner.seed.clone()];
+        if let Some(cached) = self.cached() {
+            sources.extend(cached.routes.other_nodes(&self.inner.seed));
+        }
+        let mut last = None;
+        for source in &sources {
+            match self.fetch_map(source).await {
+                Ok(routes) => return Ok(routes),
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Config("no node to read the cluster map from".into())))
+    }
+
+    /// Reads the map from the node at `base` and caches it.
+    async fn fetch_map(&self, base: &Url) -> Result<Arc<Routes>> {
+        let url = url_for(base, &["api", "v1", "cluster"], &[]);
         let mut request = self.inner.http.get(url.clone());
         if let Some(auth) = &self.inner.authorization {
             request = request.header(reqwest::header::AUTHORIZATION, auth.clone());

@@ -64,6 +64,10 @@ pub struct ShardOwner {
     pub owner_epoch: u64,
     /// `serving`, `restoring` or `waiting`.
     pub state: ShardState,
+    /// Cluster mode: the owner's `http://host:port` while it is live (absent
+    /// on a single node, and while the shard waits for a live owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
 }
 
 /// Whether a shard's owner serves it.
@@ -147,6 +151,21 @@ impl Routes {
         &self.map
     }
 
+    /// Every live node's base URL but `except`: where to read the map again
+    /// when the node it came from does not answer.
+    pub(crate) fn other_nodes(&self, except: &Url) -> Vec<Url> {
+        let mut urls: Vec<Url> = self
+            .map
+            .nodes
+            .iter()
+            .filter(|n| n.live)
+            .filter_map(|n| parse_base(&n.advertised_addr).ok())
+            .filter(|url| url != except)
+            .collect();
+        urls.dedup();
+        urls
+    }
+
     /// The shard of a partition key under the map's topology.
     pub(crate) fn shard(&self, partition_key: &str) -> u32 {
         self.router
@@ -218,6 +237,7 @@ mod tests {
                     node_id: node.to_string(),
                     owner_epoch: 5,
                     state: ShardState::Serving,
+                    addr: None,
                 })
                 .collect(),
         }

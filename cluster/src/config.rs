@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::forward::{CLUSTER_TOKEN_ENV, ClusterToken};
 use crate::keys::Keys;
 
 /// Longest cluster or node id: ids are etcd key segments and appear in logs.
@@ -51,6 +52,13 @@ pub struct ClusterConfig {
     pub etcd_timeout_ms: u64,
     /// How often a node re-checks grants waiting for the previous owner to let go.
     pub handover_poll_ms: u64,
+    /// The secret nodes authenticate forwarded calls with; the same on every node.
+    /// `FLOE_CLUSTER_TOKEN` overrides it. `floe serve` needs one in cluster mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<ClusterToken>,
+    /// How long a node keeps trying to hand a call to its shard's owner (waiting
+    /// out a handover) before it answers `503 not_owner`.
+    pub forward_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -67,6 +75,8 @@ impl Default for ClusterConfig {
             write_timeout_ms: 1_000,
             etcd_timeout_ms: 2_000,
             handover_poll_ms: 250,
+            token: None,
+            forward_timeout_ms: 10_000,
         }
     }
 }
@@ -100,6 +110,23 @@ impl ClusterConfig {
     /// The handover re-check interval.
     pub fn handover_poll(&self) -> Duration {
         Duration::from_millis(self.handover_poll_ms)
+    }
+
+    /// How long a call may wait for its shard's owner.
+    pub fn forward_timeout(&self) -> Duration {
+        Duration::from_millis(self.forward_timeout_ms)
+    }
+
+    /// The cluster token: `FLOE_CLUSTER_TOKEN` (read through `env`) if set, else
+    /// `token`; [`Error::ClusterTokenMissing`] without either.
+    pub fn resolve_token(&self, env: impl Fn(&str) -> Option<String>) -> Result<ClusterToken> {
+        let token = env(CLUSTER_TOKEN_ENV)
+            .filter(|t| !t.is_empty())
+            .map(ClusterToken::new)
+            .or_else(|| self.token.clone())
+            .ok_or(Error::ClusterTokenMissing)?;
+        token.validate()?;
+        Ok(token)
     }
 
     /// The cluster's key layout in etcd.
@@ -147,6 +174,7 @@ impl ClusterConfig {
             ("write_timeout_ms", self.write_timeout()),
             ("etcd_timeout_ms", self.etcd_timeout()),
             ("handover_poll_ms", self.handover_poll()),
+            ("forward_timeout_ms", self.forward_timeout()),
         ] {
             if value.is_zero() {
                 return Err(Error::InvalidDuration {
@@ -167,6 +195,9 @@ impl ClusterConfig {
                 keepalive,
                 needed,
             });
+        }
+        if let Some(token) = &self.token {
+            token.validate()?;
         }
         if self.write_timeout() >= margin {
             return Err(Error::WriteTimeoutNotUnderMargin {
@@ -362,6 +393,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_token_comes_from_the_environment_or_the_file() {
+        let none = |_: &str| None;
+        assert!(matches!(
+            valid().resolve_token(none),
+            Err(Error::ClusterTokenMissing)
+        ));
+        let c = ClusterConfig {
+            token: Some(ClusterToken::new("file-token-0123456789")),
+            ..valid()
+        };
+        c.validate().unwrap();
+        assert_eq!(
+            c.resolve_token(none).unwrap().expose(),
+            "file-token-0123456789"
+        );
+        let env =
+            |var: &str| (var == CLUSTER_TOKEN_ENV).then(|| "env-token-0123456789".to_string());
+        assert_eq!(
+            c.resolve_token(env).unwrap().expose(),
+            "env-token-0123456789"
+        );
+        let short = ClusterConfig {
+            token: Some(ClusterToken::new("short")),
+            ..valid()
+        };
+        assert!(matches!(
+            short.validate(),
+            Err(Error::InvalidClusterToken { .. })
+        ));
+        assert!(!format!("{c:?}").contains("file-token"), "never in Debug");
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub async fn current_leader(
         .transpose()
 }
 
-fn decode(key: &str, entry: &crate::watch::Entry) -> Result<LeaderTerm> {
+pub(crate) fn decode(key: &str, entry: &crate::watch::Entry) -> Result<LeaderTerm> {
     let value: LeaderValue = serde_json::from_slice(&entry.value).map_err(|e| Error::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),

@@ -81,6 +81,19 @@ pub enum Error {
         /// The configured safety margin.
         margin: Duration,
     },
+    /// The cluster token (`cluster.token` or `FLOE_CLUSTER_TOKEN`) cannot be used.
+    #[error("cluster config: the cluster token is invalid: {reason}")]
+    InvalidClusterToken {
+        /// What is wrong with it (never the token itself).
+        reason: &'static str,
+    },
+    /// `floe serve` in cluster mode without a cluster token: nodes could not
+    /// authenticate the calls they forward to each other.
+    #[error(
+        "cluster config: no cluster token; set cluster.token or FLOE_CLUSTER_TOKEN (the same \
+         secret on every node, at least 16 characters) so nodes can forward calls to each other"
+    )]
+    ClusterTokenMissing,
     /// An etcd call failed (unreachable, timed out, or refused by the server).
     #[error("etcd {op} failed: {source}")]
     Etcd {

@@ -14,7 +14,9 @@
 //! - [`OwnershipLease`]: the node-side answer to "may I acknowledge a write on shard S
 //!   now?", with the [`OwnerEpoch`] to stamp on the event;
 //! - [`EtcdDocStore`]: the versioned topology document ([`TopologyStore`]);
-//! - [`EpochFence`]: the replay rule that makes a stale owner's late events lose.
+//! - [`EpochFence`]: the replay rule that makes a stale owner's late events lose;
+//! - [`routing_view`]: the shard map clients route by; [`check_forwarded`] and the
+//!   [`ClusterToken`]: the rules of node-to-node forwarding.
 //!
 //! `docs/cluster.md` in the repository has the design and the fencing argument.
 #![deny(missing_docs)]
@@ -25,12 +27,14 @@ mod docs;
 mod election;
 mod error;
 mod fence;
+mod forward;
 mod grants;
 mod keys;
 mod lease;
 mod membership;
 mod ownership;
 mod placement;
+mod routing;
 mod status;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -45,6 +49,11 @@ pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
 pub use election::{Election, LeaderTerm, current_leader};
 pub use error::{Error, Result};
 pub use fence::{EpochFence, EventStamp, FenceVerdict};
+pub use forward::{
+    CLUSTER_TOKEN_ENV, CLUSTER_TOKEN_HEADER, ClusterToken, FORWARDED_BY, FORWARDED_TO,
+    ForwardRefusal, Forwarded, MIN_TOKEN_LEN, backoff as forward_backoff, check_forwarded,
+    is_retry_answer,
+};
 pub use grants::{Controller, Grant, OwnerEpoch, PreviousOwner, read_grants};
 pub use keys::Keys;
 pub use lease::{LeaseClock, LeaseState};
@@ -53,5 +62,6 @@ pub use membership::{
 };
 pub use ownership::{Held, OwnershipLease, Refusal};
 pub use placement::{Assignment, moves, place};
+pub use routing::{LeaderWatch, NodeRoute, RouteState, RoutingView, ShardRoute, routing_view};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus, status};
 pub use watch::{Entry, Snapshot};

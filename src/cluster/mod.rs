@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use floe_cluster::{
-    ClusterConfig, EtcdDocStore, Member, NodeRecord, NodeWatch, OwnerEpoch, OwnershipLease,
+    ClusterConfig, EtcdDocStore, LeaderWatch, Member, NodeRecord, NodeWatch, OwnerEpoch,
+    OwnershipLease, RoutingView,
 };
 use floe_emitter::sink::Lake;
 use floe_engine::{OwnerRefusal, OwnershipGate, Pipeline, Router, ShardCluster, Topology};
@@ -29,6 +30,7 @@ pub struct ClusterNode {
     member: Member,
     ownership: OwnershipLease,
     nodes: Arc<NodeWatch>,
+    leader: LeaderWatch,
     gate: Arc<Gate>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -46,6 +48,7 @@ impl ClusterNode {
             .map_err(Error::Cluster)?;
         let ownership = OwnershipLease::start(&member);
         let nodes = Arc::new(NodeWatch::start(&client, config));
+        let leader = LeaderWatch::start(&client, config);
         let gate = Arc::new(Gate {
             ownership: ownership.clone(),
             nodes: nodes.clone(),
@@ -55,6 +58,7 @@ impl ClusterNode {
             member,
             ownership,
             nodes,
+            leader,
             gate,
             tasks: Mutex::new(Vec::new()),
         })
@@ -92,6 +96,28 @@ impl ClusterNode {
                     .is_some_and(|h| h.active && h.grant.epoch == *epoch)
             })
             .collect()
+    }
+
+    /// The shard map as this node sees it (`GET /api/v1/cluster`): the live
+    /// nodes, every shard's owner and whether it serves, from what this node
+    /// follows in etcd (no etcd call).
+    pub fn routing_view(&self, shard_count: u32) -> RoutingView {
+        let serving = self.serving().into_keys().collect();
+        let leader = self.leader.current();
+        floe_cluster::routing_view(
+            &self.record().node_id,
+            shard_count,
+            &self.nodes(),
+            &self.grants(),
+            &serving,
+            leader.as_deref(),
+        )
+    }
+
+    /// Whether this node's lease is gone from etcd: it owns nothing and is out
+    /// of the cluster until it restarts (so it forwards nothing either).
+    pub fn lease_lost(&self) -> bool {
+        self.member.lease().state() == floe_cluster::LeaseState::Lost
     }
 
     /// The gate every shard worker of this node asks.

@@ -9,12 +9,13 @@
 //! or refused item gets its own error status and the others are applied,
 //! each atomic and idempotent by its key, in body order per entity.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Json as AxumJson;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::routing::post;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -22,8 +23,9 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::entities::read_body;
 use super::errors::ApiError;
+use super::forward::{self, Call};
 use super::routes::{guarded, policy};
-use crate::{Error, WriteRequest};
+use crate::{Error, Floe, WriteRequest};
 
 pub(super) fn routes(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
     axum::Router::new().route(
@@ -69,7 +71,9 @@ fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
 
 async fn write_batch(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    mut headers: HeaderMap,
     body: Body,
 ) -> Result<AxumJson<Value>, ApiError> {
     let format = format(&headers)?;
@@ -118,41 +122,20 @@ async fn write_batch(
             ),
         ));
     }
-    let mut results: Vec<Option<Value>> = Vec::with_capacity(items.len());
-    let mut requests = Vec::with_capacity(items.len());
-    let mut creates = Vec::with_capacity(items.len());
-    for (_, item) in &items {
-        match WriteRequest::from_item(item) {
-            Ok(request) => {
-                creates.push(request.is_create());
-                requests.push(request);
-                results.push(None);
-            }
-            Err(e) => results.push(Some(failed(e))),
-        }
-    }
-    let mut outcomes = floe.write_many(requests).await.into_iter().zip(creates);
-    let mut ok = 0;
-    for slot in results.iter_mut().filter(|r| r.is_none()) {
-        let Some((outcome, create)) = outcomes.next() else {
-            break;
-        };
-        *slot = Some(match outcome {
-            Ok(ack) => {
-                ok += 1;
-                let status = if create { 201 } else { 200 };
-                json!({ "status": status, "ack": ack })
-            }
-            Err(e) => failed(e),
-        });
-    }
+    // Cluster mode: the items of shards other nodes own go to them, one
+    // batch per owner (forward.rs); each item's outcome is as if sent there.
+    let call = Call::new(&state, method, &uri, &mut headers, false, true).with_json_body();
+    let texts = items.iter().map(|(_, item)| Cow::Borrowed(*item)).collect();
+    let results = forward::batch(&state, &call, texts, |texts| local_batch(floe, texts)).await;
+    let ok = results
+        .iter()
+        .filter(|r| r["status"] == 200 || r["status"] == 201)
+        .count();
     let results: Vec<Value> = results
         .into_iter()
         .zip(&items)
         .enumerate()
-        .map(|(index, (result, (line, _)))| {
-            let mut result =
-                result.unwrap_or_else(|| failed(Error::InvalidWriteItem("not answered".into())));
+        .map(|(index, (mut result, (line, _)))| {
             result["index"] = json!(index);
             if let Some(line) = line {
                 result["line"] = json!(line);
@@ -168,11 +151,48 @@ async fn write_batch(
     })))
 }
 
-/// An item's error as the single-write routes would answer it.
+/// Writes `items` here: one outcome each (`{"status", "ack"}` or
+/// `{"status", "error"}`), in order.
+async fn local_batch(floe: &Floe, items: Vec<Cow<'_, str>>) -> Vec<Value> {
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(items.len());
+    let mut requests = Vec::with_capacity(items.len());
+    let mut creates = Vec::with_capacity(items.len());
+    for item in &items {
+        match WriteRequest::from_item(item) {
+            Ok(request) => {
+                creates.push(request.is_create());
+                requests.push(request);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(failed(e))),
+        }
+    }
+    let mut outcomes = floe.write_many(requests).await.into_iter().zip(creates);
+    for slot in results.iter_mut().filter(|r| r.is_none()) {
+        let Some((outcome, create)) = outcomes.next() else {
+            break;
+        };
+        *slot = Some(match outcome {
+            Ok(ack) => {
+                let status = if create { 201 } else { 200 };
+                json!({ "status": status, "ack": ack })
+            }
+            Err(e) => failed(e),
+        });
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| failed(Error::InvalidWriteItem("not answered".into()))))
+        .collect()
+}
+
+/// An item's error as the single-write routes would answer it (with the
+/// owner a `not_owner` names, as they do).
 fn failed(e: Error) -> Value {
     let e = ApiError::from(e);
-    json!({
-        "status": e.status.as_u16(),
-        "error": { "code": e.code, "message": e.message },
-    })
+    let mut error = json!({ "code": e.code, "message": e.message });
+    if let Some((node_id, addr)) = e.owner {
+        error["owner"] = json!({ "node_id": node_id, "addr": addr });
+    }
+    json!({ "status": e.status.as_u16(), "error": error })
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::errors::ApiError;
 use super::routes::{guarded, policy};
-use crate::Topology;
+use crate::{ClusterNode, Topology};
 
 /// The node id of a single `floe serve`.
 pub(crate) const LOCAL_NODE_ID: &str = "local";
@@ -39,9 +39,10 @@ pub(crate) struct ClusterMap {
     pub(crate) cluster_id: Option<String>,
     /// The node that answered.
     pub(crate) node_id: String,
-    /// One more at every change of the routing table (a topology change,
-    /// a migration starting or ending); a client compares it to see whether
-    /// its copy is current.
+    /// Single node: one more at every change of the routing table (a
+    /// topology change, a migration starting or ending). Cluster: the largest
+    /// owner epoch of any grant (an etcd revision, larger at every ownership
+    /// change). A client compares it to see whether its copy is current.
     pub(crate) routing_epoch: u64,
     /// The document `GET /api/v1/topology` returns.
     pub(crate) topology: Topology,
@@ -74,6 +75,11 @@ pub(crate) struct ShardEntry {
     /// The epoch of the owner's grant; 0 on a single node.
     pub(crate) owner_epoch: u64,
     pub(crate) state: ShardState,
+    /// Cluster mode: the owner's `http://host:port` while it is live with
+    /// its grant's lease (absent on a single node: clients use the address
+    /// they were given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +107,7 @@ impl ClusterMap {
                 node_id: node_id.to_string(),
                 owner_epoch: 0,
                 state: ShardState::Serving,
+                addr: None,
             })
             .collect();
         ClusterMap {
@@ -116,6 +123,50 @@ impl ClusterMap {
                 leader: true,
             }],
             shards,
+        }
+    }
+}
+
+impl ClusterMap {
+    /// The map of a cluster node, from what it follows in etcd.
+    pub(crate) fn cluster(node: &ClusterNode, topology: Topology) -> ClusterMap {
+        let view = node.routing_view(topology.shard_count);
+        let http = |addr: &str| format!("http://{addr}");
+        ClusterMap {
+            mode: Mode::Cluster,
+            cluster_id: Some(node.config().cluster_id.clone()),
+            node_id: node.record().node_id.clone(),
+            routing_epoch: view.epoch,
+            topology,
+            nodes: view
+                .nodes
+                .into_iter()
+                .map(|n| NodeEntry {
+                    advertised_addr: if n.advertised_addr.is_empty() {
+                        String::new()
+                    } else {
+                        http(&n.advertised_addr)
+                    },
+                    node_id: n.node_id,
+                    live: n.live,
+                    leader: n.leader,
+                })
+                .collect(),
+            shards: view
+                .shards
+                .into_iter()
+                .map(|s| ShardEntry {
+                    shard: s.shard,
+                    node_id: s.owner.unwrap_or_default(),
+                    owner_epoch: s.epoch,
+                    state: match s.state {
+                        floe_cluster::RouteState::Serving => ShardState::Serving,
+                        floe_cluster::RouteState::Restoring => ShardState::Restoring,
+                        floe_cluster::RouteState::Waiting => ShardState::Waiting,
+                    },
+                    addr: s.addr.as_deref().map(http),
+                })
+                .collect(),
         }
     }
 }
@@ -136,7 +187,14 @@ pub(crate) fn advertised_addr(listen: SocketAddr) -> String {
 async fn cluster_map(State(state): State<Arc<AppState>>) -> Result<AxumJson<ClusterMap>, ApiError> {
     // The router and the epoch come from one routing table, so the map never
     // pairs a topology with another table's epoch.
-    let routing = state.floe()?.routing();
+    let floe = state.floe()?;
+    let routing = floe.routing();
+    if let Some(node) = floe.cluster_node() {
+        return Ok(AxumJson(ClusterMap::cluster(
+            node,
+            routing.router().topology().clone(),
+        )));
+    }
     Ok(AxumJson(ClusterMap::single(
         LOCAL_NODE_ID,
         advertised_addr(state.listen),

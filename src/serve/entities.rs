@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+
 use axum::routing::{get, post};
 use axum::{Json as AxumJson, Router};
 use futures::StreamExt;
@@ -24,6 +25,7 @@ use super::AppState;
 use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
+use super::forward::{self, Call};
 use super::routes::{guarded, policy};
 use crate::{EntityKey, WriteAck, WriteRequest};
 use floe_config::Role;
@@ -80,7 +82,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// Options of a write, as query parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WriteParams {
     expected_version: Option<u64>,
@@ -144,44 +146,119 @@ async fn write(state: &AppState, request: WriteRequest) -> Result<WriteAck, ApiE
     Ok(state.floe()?.write(request).await?)
 }
 
+/// The parts of a write call, taken apart once and put together again for
+/// every attempt (cluster mode may try it more than once, here or at the
+/// shard's owner: see `forward.rs`).
+struct WriteCall {
+    state: Arc<AppState>,
+    key: EntityKey,
+    params: WriteParams,
+    headers: HeaderMap,
+    call: Call,
+}
+
+impl WriteCall {
+    fn new(
+        state: &Arc<AppState>,
+        method: Method,
+        uri: &Uri,
+        key: EntityKey,
+        params: WriteParams,
+        mut headers: HeaderMap,
+    ) -> WriteCall {
+        let has_key = params.idempotency_key.is_some();
+        let call = Call::new(state, method, uri, &mut headers, true, has_key);
+        WriteCall {
+            state: state.clone(),
+            key,
+            params,
+            headers,
+            call,
+        }
+    }
+
+    /// Runs the write built by `build` from the key, here or at the owner;
+    /// `created` answers 201.
+    async fn run(
+        &self,
+        body: Option<&str>,
+        created: bool,
+        build: impl Fn(EntityKey) -> WriteRequest,
+    ) -> Result<Response, ApiError> {
+        forward::serve(&self.state, &self.call, body, || {
+            let request = self
+                .params
+                .clone()
+                .apply(&self.headers, build(self.key.clone()));
+            let state = self.state.clone();
+            async move {
+                let ack = AxumJson(write(&state, request).await?);
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                Ok((status, ack))
+            }
+        })
+        .await
+    }
+}
+
 async fn put_entity(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     path: KeyPath,
     params: Result<Query<WriteParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<AxumJson<WriteAck>, ApiError> {
+) -> Result<Response, ApiError> {
     let key = key(path)?;
     let params = query(params)?;
     state.floe()?;
     // Checked once, with the JSON limits, on the write path.
-    let data = read_body(&headers, body, state.config.serve.max_body_bytes).await?;
-    let request = params.apply(&headers, WriteRequest::upsert_text(key, data));
-    Ok(AxumJson(write(&state, request).await?))
+    let data: Arc<str> = read_body(&headers, body, state.config.serve.max_body_bytes)
+        .await?
+        .into();
+    let call = WriteCall::new(&state, method, &uri, key, params, headers);
+    call.run(Some(&*data), false, |key| {
+        WriteRequest::upsert_text(key, data.clone())
+    })
+    .await
 }
 
 async fn create_entity(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     path: KeyPath,
     params: Result<Query<WriteParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, AxumJson<WriteAck>), ApiError> {
+) -> Result<Response, ApiError> {
     let key = key(path)?;
     let params = query(params)?;
     state.floe()?;
-    let data = read_body(&headers, body, state.config.serve.max_body_bytes).await?;
-    let request = params.apply(&headers, WriteRequest::create_text(key, data));
-    Ok((StatusCode::CREATED, AxumJson(write(&state, request).await?)))
+    let data: Arc<str> = read_body(&headers, body, state.config.serve.max_body_bytes)
+        .await?
+        .into();
+    let call = WriteCall::new(&state, method, &uri, key, params, headers);
+    call.run(Some(&*data), true, |key| {
+        WriteRequest::create_text(key, data.clone())
+    })
+    .await
 }
 
 async fn update_entity(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     path: KeyPath,
     params: Result<Query<WriteParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<AxumJson<WriteAck>, ApiError> {
+) -> Result<Response, ApiError> {
     let key = key(path)?;
     let params = query(params)?;
     state.floe()?;
@@ -193,18 +270,22 @@ async fn update_entity(
         .json_limits()
         .parse_patch(&key, &text)
         .map_err(crate::Error::from)?;
-    let request = params.apply(&headers, WriteRequest::update(key, patch));
-    Ok(AxumJson(write(&state, request).await?))
+    let call = WriteCall::new(&state, method, &uri, key, params, headers);
+    call.run(Some(text.as_str()), false, |key| {
+        WriteRequest::update(key, patch.clone())
+    })
+    .await
 }
 
 async fn delete_entity(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     path: KeyPath,
     params: Result<Query<WriteParams>, QueryRejection>,
     headers: HeaderMap,
     caller: Option<Extension<Caller>>,
     remote: Option<Extension<ConnectInfo<SocketAddr>>>,
-    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let key = key(path)?;
     let params = query(params)?;
@@ -239,8 +320,8 @@ async fn delete_entity(
         });
         return Ok(response);
     }
-    let request = params.apply(&headers, WriteRequest::delete(key));
-    Ok(AxumJson(write(&state, request).await?).into_response())
+    let call = WriteCall::new(&state, method, &uri, key, params, headers);
+    call.run(None, false, WriteRequest::delete).await
 }
 
 /// `DELETE ...?erase=true`: admin only; takes no write options but the
@@ -276,19 +357,27 @@ struct GetParams {
 
 async fn get_entity(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     path: KeyPath,
     params: Result<Query<GetParams>, QueryRejection>,
-) -> Result<AxumJson<crate::Entity>, ApiError> {
+    mut headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let key = key(path)?;
     let params = query(params)?;
-    let floe = state.floe()?;
-    let entity = match &params.partition_key {
-        Some(pk) => floe.get_routed(&key, pk).await?,
-        None => floe.get(&key).await?,
-    };
-    entity
-        .map(AxumJson)
-        .ok_or_else(|| ApiError::not_found(format!("entity {key} not found")))
+    let call = Call::new(&state, method, &uri, &mut headers, false, false);
+    let (state_ref, params, key) = (&*state, &params, &key);
+    forward::serve(state_ref, &call, None, move || async move {
+        let floe = state_ref.floe()?;
+        let entity = match &params.partition_key {
+            Some(pk) => floe.get_routed(&key, pk).await?,
+            None => floe.get(&key).await?,
+        };
+        entity
+            .map(AxumJson)
+            .ok_or_else(|| ApiError::not_found(format!("entity {key} not found")))
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::audit::AuditLog;
 use super::auth::Authenticator;
+use super::forward::Forwarder;
 use super::metrics::Metrics;
 use super::{AppState, Phase, health, routes};
 use crate::error::{Error, Result};
@@ -57,6 +58,21 @@ impl Server {
             }
             AuthMode::Tokens => {}
         }
+        // Cluster mode: the token nodes forward calls with is checked before
+        // joining, so a node that could not forward joins nothing.
+        let forwarder = match &config.cluster {
+            Some(cluster) => {
+                let token = cluster
+                    .resolve_token(|var| std::env::var(var).ok())
+                    .map_err(Error::Cluster)?;
+                Some(Forwarder::new(
+                    token,
+                    cluster.node_id.clone(),
+                    cluster.forward_timeout(),
+                )?)
+            }
+            None => None,
+        };
         let node = match &config.cluster {
             Some(cluster) => Some(Arc::new(ClusterNode::join(cluster).await?)),
             None => None,
@@ -76,6 +92,7 @@ impl Server {
             phase: AtomicU8::new(Phase::Recovering as u8),
             audit,
             metrics: Metrics::new(),
+            forwarder,
         });
         Ok(Server {
             listener,

@@ -56,6 +56,14 @@ pub(super) struct Metrics {
     /// running, events_processed, events_total, keys_processed, keys_total,
     /// buffered_writes. All 0 when none runs.
     migration: Family<MigrationLabel, Gauge>,
+    /// Cluster mode: calls this node forwarded to their shard's owner, or
+    /// served for another node, by outcome (see `forward.rs`).
+    forwards: Family<ForwardLabel, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ForwardLabel {
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -81,6 +89,7 @@ impl Metrics {
             sink_lag_seconds: FloatGauge::default(),
             sink_commits: Gauge::default(),
             migration: Family::default(),
+            forwards: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,8 +163,17 @@ impl Metrics {
                 "Progress of the running live migration by figure (running, events_processed, events_total, keys_processed, keys_total, buffered_writes)",
                 m.migration.clone(),
             );
+            r.register(
+                "floe_forwarded_calls",
+                "Cluster mode: calls by forwarding outcome (forwarded: answered by the owner; retried: the owner was not ready; gave_up: no owner within cluster.forward_timeout_ms; received: served for another node)",
+                m.forwards.clone(),
+            );
         }
         m
+    }
+
+    pub(super) fn count_forward(&self, outcome: &'static str) {
+        self.forwards.get_or_create(&ForwardLabel { outcome }).inc();
     }
 
     pub(super) fn set_ready(&self, ready: bool) {

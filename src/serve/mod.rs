@@ -15,6 +15,7 @@ mod cluster;
 mod entities;
 mod errors;
 mod export;
+mod forward;
 mod health;
 mod lifecycle;
 mod metrics;
@@ -70,6 +71,8 @@ struct AppState {
     auth: Authenticator,
     audit: AuditLog,
     metrics: metrics::Metrics,
+    /// Cluster mode: sends calls for shards owned elsewhere to their owner.
+    forwarder: Option<forward::Forwarder>,
 }
 
 impl AppState {

@@ -15,7 +15,8 @@ use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
 use super::{
-    AppState, admin, batch, cluster, entities, export, health, metrics, migrations, sql, things,
+    AppState, admin, batch, cluster, entities, export, forward, health, metrics, migrations, sql,
+    things,
 };
 use floe_config::Role;
 
@@ -136,13 +137,25 @@ async fn guard(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
     let mut caller: Option<Caller> = None;
-    let checked = match policy.role {
-        None => Ok(()),
-        Some(needed) => state.auth.authenticate(request.headers()).and_then(|c| {
-            let allowed = auth::authorize(&c, needed, policy.action);
-            caller = Some(c);
+    // A call another node forwarded proves itself with the cluster token
+    // (forward.rs); a forged one is refused here and changes nothing.
+    let checked = match forward::inbound(&state, request.headers()) {
+        Err(refused) => Err(refused),
+        Ok(Some(node)) => {
+            let allowed = policy.role.map_or(Ok(()), |needed| {
+                auth::authorize(&node, needed, policy.action)
+            });
+            caller = Some(node);
             allowed
-        }),
+        }
+        Ok(None) => match policy.role {
+            None => Ok(()),
+            Some(needed) => state.auth.authenticate(request.headers()).and_then(|c| {
+                let allowed = auth::authorize(&c, needed, policy.action);
+                caller = Some(c);
+                allowed
+            }),
+        },
     };
     let response = match checked {
         Ok(()) => {

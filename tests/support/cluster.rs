@@ -18,6 +18,8 @@ use serde_json::Value;
 
 pub(crate) const SHARDS: u32 = 6;
 pub(crate) const PARTITIONS: u32 = 4;
+/// The `cluster.token` every node of a test cluster shares.
+pub(crate) const CLUSTER_TOKEN: &str = "test-cluster-token-0123456789";
 
 /// etcd, the broker and a topic, shared by the nodes of one test.
 pub(crate) struct Harness {
@@ -56,7 +58,10 @@ impl Harness {
 
     /// The `[cluster]` section of node `id` on `port` (test timings: 2 s TTL).
     pub(crate) fn cluster_config(&self, id: &str, port: u16) -> ClusterConfig {
-        self.etcd.node_config(&self.cluster_id, id, port)
+        ClusterConfig {
+            token: Some(floe_cluster::ClusterToken::new(CLUSTER_TOKEN)),
+            ..self.etcd.node_config(&self.cluster_id, id, port)
+        }
     }
 
     /// A node's whole configuration file.
@@ -281,6 +286,8 @@ pub(crate) struct Answer {
     pub(crate) body: Value,
     /// The node (by address) that answered.
     pub(crate) addr: String,
+    /// The owner (node id) that node forwarded the call to, if it did.
+    pub(crate) forwarded_to: Option<String>,
 }
 
 /// A client that sends a call to a node and, on `503 not_owner` naming an
@@ -319,11 +326,17 @@ impl Caller {
         }
         let response = request.send().await.ok()?;
         let status = response.status().as_u16();
+        let forwarded_to = response
+            .headers()
+            .get(floe_cluster::FORWARDED_TO)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = response.text().await.ok()?;
         Some(Answer {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
             addr: addr.into(),
+            forwarded_to,
         })
     }
 
