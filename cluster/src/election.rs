@@ -123,11 +123,12 @@ impl Election {
         }
     }
 
-    /// Whether `term` still holds now, read from etcd: the key exists, was created
-    /// by that very term, and this node's lease is valid on its own clock (so it
-    /// stays alive in etcd for at least the safety margin after this answer).
+    /// Whether this node still holds `term` now, read from etcd: the key exists, was
+    /// created by that very term under this node's lease, and the lease is valid on
+    /// the node's own clock (so it stays alive in etcd for at least the safety margin
+    /// after this answer).
     pub async fn holds(&self, term: &LeaderTerm) -> Result<bool> {
-        if !self.lease.state().is_valid() {
+        if term.lease_id != self.lease.lease_id() || !self.lease.state().is_valid() {
             return Ok(false);
         }
         let mut client = self.client.clone();

@@ -162,20 +162,36 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     took.sort();
     let pct = |p: f64| took[((took.len() as f64 * p).ceil() as usize).clamp(1, took.len()) - 1];
     println!(
-        "{}",
-        format!(
-            "failover p50 {:.1} s p99 {:.1} s over {} kills, lost {} acknowledged writes ({} nodes, {} shards, {} entities, lease TTL {} s)",
-            pct(0.50).as_secs_f64(),
-            pct(0.99).as_secs_f64(),
-            took.len(),
-            lost.load(Ordering::Relaxed),
-            args.nodes,
-            args.shards,
-            args.entities,
-            args.lease_ttl_secs
-        )
+        "failover p50 {:.1} s p99 {:.1} s over {} kills, lost {} acknowledged writes ({} nodes, {} shards, {} entities, lease TTL {} s)",
+        pct(0.50).as_secs_f64(),
+        pct(0.99).as_secs_f64(),
+        took.len(),
+        lost.load(Ordering::Relaxed),
+        args.nodes,
+        args.shards,
+        args.entities,
+        args.lease_ttl_secs
     );
     Ok(())
+}
+
+/// `client.put`, sent again after any retryable or stale-routing answer
+/// until it is acknowledged (or a minute passes), with a short pause.
+async fn put(
+    client: &Client,
+    key: EntityKey,
+    data: Value,
+) -> anyhow::Result<floe_client::WriteAck> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.put(key.clone(), data.clone()).await {
+            Ok(ack) => return Ok(ack),
+            Err(e) if (e.is_retryable() || e.is_stale_routing()) && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn entity_key(key: &str) -> EntityKey {
@@ -205,7 +221,7 @@ async fn load(
                 }
                 let key = format!("ns{}/e{i}", i % 1024);
                 let data = json!({ "i": i, "pad": "x".repeat(64) });
-                let ack = client.put(entity_key(&key), data.clone()).await?;
+                let ack = put(&client, entity_key(&key), data.clone()).await?;
                 per_shard.entry(ack.shard).or_insert_with(|| key.clone());
                 oracle.lock().await.insert(key, (ack.version, data));
             }
@@ -227,8 +243,7 @@ async fn load(
 /// retryable answers with short pauses, following the shard map).
 async fn probe(client: &Client, key: &str, oracle: &Oracle, round: u64) -> anyhow::Result<()> {
     let data = json!({ "probe": round });
-    let ack = client
-        .put(entity_key(key), data.clone())
+    let ack = put(client, entity_key(key), data.clone())
         .await
         .with_context(|| format!("probe of {key} after kill {round}"))?;
     oracle
@@ -416,9 +431,12 @@ impl Bench {
         }
         // Every shard serves: one write per namespace reaches all of them.
         for ns in 0..64 {
-            client
-                .put(EntityKey::new(format!("ns{ns}"), "Warmup", "w"), json!({}))
-                .await?;
+            put(
+                client,
+                EntityKey::new(format!("ns{ns}"), "Warmup", "w"),
+                json!({}),
+            )
+            .await?;
         }
         Ok(())
     }
