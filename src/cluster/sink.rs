@@ -27,8 +27,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ClusterNode;
-use crate::config::Config;
 use crate::lake::SinkTask;
+use floe_config::Config;
 
 /// The sink's election on this node, and the sink while it holds it.
 #[derive(Debug)]
