@@ -363,6 +363,13 @@ impl Floe {
             lake.clone(),
             config.shards.dedup_window,
         );
+        // Every node with the lake and `lake.sink` is a candidate; the one
+        // elected through etcd runs the sink (docs/cluster.md).
+        if let Some(lake) = &lake
+            && config.lake.sink
+        {
+            node.start_sink(lake.clone(), pipeline.clone(), &config);
+        }
         // Migrations are refused in cluster mode (`Migrations::start`); the
         // migrator still answers plans, inventories and job lists.
         let migrations = floe_migration::Migrator::open(

@@ -141,10 +141,27 @@ impl SinkTask {
         pipeline: Arc<dyn Pipeline>,
         config: &Config,
     ) -> Result<SinkTask> {
+        Self::start_fenced(lake, pipeline, config, None).await
+    }
+
+    /// [`SinkTask::start`] for an elected sink: `fence` is asked before every
+    /// commit (see [`floe_emitter::sink::CommitFence`]); a refusal stops the
+    /// task.
+    pub(crate) async fn start_fenced(
+        lake: Lake,
+        pipeline: Arc<dyn Pipeline>,
+        config: &Config,
+        fence: Option<Arc<dyn floe_emitter::sink::CommitFence>>,
+    ) -> Result<SinkTask> {
         let options = sink_options(config)?;
-        let sink = Sink::start(lake.clone(), pipeline.clone(), options.clone())
-            .await
-            .map_err(Error::Lake)?;
+        let sink = Sink::start_fenced(
+            lake.clone(),
+            pipeline.clone(),
+            options.clone(),
+            fence.clone(),
+        )
+        .await
+        .map_err(Error::Lake)?;
         let lag = Arc::new(Mutex::new(Some(sink.lag_handle())));
         let (stop, stopped) = watch::channel(false);
         let slot = lag.clone();
@@ -156,7 +173,14 @@ impl SinkTask {
                 let current = match sink.take() {
                     Some(sink) => sink,
                     None => {
-                        match Sink::start(lake.clone(), pipeline.clone(), options.clone()).await {
+                        match Sink::start_fenced(
+                            lake.clone(),
+                            pipeline.clone(),
+                            options.clone(),
+                            fence.clone(),
+                        )
+                        .await
+                        {
                             Ok(sink) => {
                                 *slot.lock().unwrap_or_else(|p| p.into_inner()) =
                                     Some(sink.lag_handle());
@@ -215,6 +239,26 @@ impl SinkTask {
             .clone()
             .ok_or(Error::SinkNotStarted)?;
         handle.lag(pipeline).await.map_err(Error::Lake)
+    }
+
+    /// Whether the sink stopped by itself (an error it cannot restart from).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the sink where it is, as a crash would (the files of a batch
+    /// not yet committed stay orphans), and waits until it has stopped.
+    pub(crate) async fn abort(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.stop().await;
     }
 
     /// Asks the sink to land everything up to the head and stop; waits.

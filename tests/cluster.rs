@@ -136,3 +136,37 @@ async fn a_live_node_id_or_another_cluster_id_is_refused_at_start_and_joins_noth
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["data"], json!({ "x": 1 }), "{}", answer.body);
 }
+
+/// docker-compose.yml's cluster profile: etcd and three nodes, each mounting
+/// its deploy/cluster-n*.toml, which is a valid cluster-mode configuration
+/// with its own node id, advertised as its service, on the compose etcd.
+#[test]
+fn the_compose_cluster_profile_runs_etcd_and_three_valid_nodes() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let compose: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap(),
+    )
+    .unwrap();
+    let services = &compose["services"];
+    assert!(services["etcd"].is_mapping(), "an etcd service");
+    for n in 1..=3 {
+        let name = format!("floe-n{n}");
+        let service = &services[name.as_str()];
+        let mounts: Vec<&str> = service["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let mount = format!("./deploy/cluster-n{n}.toml:/etc/floe/floe.toml:ro");
+        assert!(mounts.contains(&mount.as_str()), "{name}: {mounts:?}");
+        let text = std::fs::read_to_string(format!("{root}/deploy/cluster-n{n}.toml")).unwrap();
+        let config = floe::Config::from_toml(&text).unwrap();
+        config.validate().unwrap();
+        let cluster = config.cluster.expect("a [cluster] section");
+        assert_eq!(cluster.node_id, format!("n{n}"));
+        assert_eq!(cluster.advertised_addr, format!("{name}:8080"));
+        assert_eq!(cluster.etcd_endpoints, vec!["http://etcd:2379".to_string()]);
+        assert!(config.lake.enabled && config.lake.sink, "a sink candidate");
+    }
+}

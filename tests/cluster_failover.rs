@@ -6,6 +6,8 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/cluster_lake.rs"]
+mod cluster_lake;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -131,6 +133,21 @@ async fn check_oracle(acked: &[Acked], addrs: &[String]) {
     }
 }
 
+/// The lake every node shares holds each acknowledged write exactly once,
+/// and its replay equals the oracle (pyiceberg, `cluster_lake`).
+async fn check_lake(harness: &Harness, acked: &[Acked]) {
+    let writes: Vec<cluster_lake::AckedWrite<'_>> = acked
+        .iter()
+        .map(|a| cluster_lake::AckedWrite {
+            key: &a.key,
+            version: a.version,
+            data: &a.data,
+        })
+        .collect();
+    let lake = harness.lake.as_ref().expect("the harness shares a lake");
+    cluster_lake::assert_lake_holds_exactly(lake, &writes, Duration::from_secs(90)).await;
+}
+
 /// The time from `since` until every shard in `shards` acknowledged a write
 /// again (from a node other than `gone`).
 fn failover(acked: &[Acked], shards: &BTreeSet<u32>, gone: &str, since: Instant) -> Duration {
@@ -155,7 +172,7 @@ fn failover(acked: &[Acked], shards: &BTreeSet<u32>, gone: &str, since: Instant)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_s_shards_serve_again_on_the_survivors_with_every_acknowledged_write() {
-    let harness = Harness::start().await;
+    let harness = Harness::start().await.with_lake();
     let nodes = Arc::new(Mutex::new(vec![
         harness.node("n1"),
         harness.node("n2"),
@@ -228,6 +245,7 @@ async fn a_killed_node_s_shards_serve_again_on_the_survivors_with_every_acknowle
         .map(|n| n["shards"].as_array().unwrap().len())
         .sum();
     assert_eq!(held, cluster::SHARDS as usize, "{status}");
+    check_lake(&harness, &acked).await;
 
     for node in nodes.lock().unwrap().iter().take(2) {
         assert!(
@@ -241,7 +259,7 @@ async fn a_killed_node_s_shards_serve_again_on_the_survivors_with_every_acknowle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_owner_acknowledges_nothing_after_losing_its_lease() {
-    let harness = Harness::start().await;
+    let harness = Harness::start().await.with_lake();
     let nodes = Arc::new(Mutex::new(vec![
         harness.node("n1"),
         harness.node("n2"),
@@ -328,6 +346,7 @@ async fn a_paused_owner_acknowledges_nothing_after_losing_its_lease() {
     );
 
     check_oracle(&acked, &addrs[..2]).await;
+    check_lake(&harness, &acked).await;
 
     // Live state equals a replay: with n1 and n3 gone, n2 restores every
     // shard from the pipeline and serves the same answers.
@@ -337,4 +356,127 @@ async fn a_paused_owner_acknowledges_nothing_after_losing_its_lease() {
         nodes[0].kill();
     }
     check_oracle(&acked, &addrs[1..2]).await;
+}
+
+/// The node etcd names as the sink's, with its index among `nodes`.
+async fn sink_node(harness: &Harness, within: Duration, not: Option<&str>) -> String {
+    let client = harness.etcd.client().await.unwrap();
+    let config = harness.cluster_config("probe", 1);
+    let until = Instant::now() + within;
+    loop {
+        if let Ok(Some(term)) = floe_cluster::current_sink(&client, &config).await
+            && Some(term.node_id.as_str()) != not
+        {
+            return term.node_id;
+        }
+        assert!(Instant::now() < until, "no sink elected within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sink_moves_when_its_node_is_killed_and_the_lake_holds_every_write_once() {
+    let harness = Harness::start().await.with_lake();
+    let ids = ["n1", "n2", "n3"];
+    let nodes = Arc::new(Mutex::new(
+        ids.iter().map(|id| harness.node(id)).collect::<Vec<_>>(),
+    ));
+    let addrs: Vec<String> = nodes.lock().unwrap().iter().map(|n| n.addr()).collect();
+    let sink = sink_node(&harness, Duration::from_secs(30), None).await;
+    let victim = ids.iter().position(|id| *id == sink).unwrap();
+    let survivors: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, a)| a.clone())
+        .collect();
+    let kill = {
+        let nodes = nodes.clone();
+        Arc::new(move |total: usize| {
+            if total == WRITERS * WRITES / 2 {
+                nodes.lock().unwrap()[victim].kill();
+            }
+        })
+    };
+    let acked = write_load(addrs.clone(), kill).await;
+    let output = nodes.lock().unwrap()[victim].output();
+    assert!(
+        output.contains("this node runs the cluster's sink"),
+        "the killed node ran the sink: {output}"
+    );
+    let successor = sink_node(&harness, Duration::from_secs(30), Some(&sink)).await;
+    check_oracle(&acked, &survivors).await;
+    check_lake(&harness, &acked).await;
+    let index = ids.iter().position(|id| *id == successor).unwrap();
+    let output = nodes.lock().unwrap()[index].output();
+    assert!(
+        output.contains("this node runs the cluster's sink"),
+        "{successor} took the sink over: {output}"
+    );
+}
+
+/// What is restarted under load.
+#[derive(Debug, Clone, Copy)]
+enum Restart {
+    Etcd,
+    Broker,
+}
+
+/// Runs the load on three nodes and restarts etcd or the broker (down for
+/// 3 s) once a third of it is acknowledged: every write either waits or is
+/// retried by the caller on a retryable 503, none fails; afterwards every
+/// acknowledged write reads back and the lake holds each exactly once.
+async fn load_through(harness: &mut Harness, restart: Restart) {
+    let nodes = vec![harness.node("n1"), harness.node("n2"), harness.node("n3")];
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let progress = Arc::new(move |total: usize| {
+        if total == WRITERS * WRITES / 3
+            && let Some(tx) = tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    let down = Duration::from_secs(3);
+    let (acked, ()) = tokio::join!(write_load(addrs.clone(), progress), async {
+        rx.await.unwrap();
+        match restart {
+            Restart::Etcd => {
+                harness.etcd.stop();
+                tokio::time::sleep(down).await;
+                harness.etcd.restart().await.unwrap();
+            }
+            Restart::Broker => {
+                harness.broker.kill().unwrap();
+                tokio::time::sleep(down).await;
+                let broker = &mut harness.broker;
+                tokio::task::block_in_place(|| broker.restart()).unwrap();
+            }
+        }
+    });
+    assert_eq!(acked.len(), WRITERS * WRITES, "every write acknowledged");
+    check_oracle(&acked, &addrs).await;
+    check_lake(harness, &acked).await;
+    for node in &nodes {
+        assert!(
+            !node.output().contains("panicked"),
+            "{}: {}",
+            node.id,
+            node.output()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_restarted_under_load_loses_and_doubles_nothing() {
+    let mut harness = Harness::start().await.with_lake();
+    load_through(&mut harness, Restart::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "fails: after tansu is killed and restarted under load, the shards whose append failed stay unserved (503) for over 60 s; not diagnosed yet (docs/cluster.md, Known gaps)"]
+async fn the_broker_restarted_under_load_loses_and_doubles_nothing() {
+    let mut harness = Harness::start().await.with_lake();
+    load_through(&mut harness, Restart::Broker).await;
 }

@@ -10,12 +10,14 @@
 //!
 //! etcd 3.4 also has an election API (`v3election`); a plain key keeps the term in the
 //! same revision space as the grants and needs nothing beyond KV, lease and watch.
+//!
+//! The same election, on the `sink` key ([`Election::for_sink`]), picks the one node
+//! that runs the lake's sink; [`Election::holds`] is its fence before every commit.
 
 use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::keys::Keys;
 use crate::membership::{Member, first_kv};
 use crate::watch::timed;
 
@@ -39,7 +41,10 @@ struct LeaderValue {
 #[derive(Clone)]
 pub struct Election {
     client: Client,
-    keys: Keys,
+    /// The key campaigned for (`leader` or `sink`).
+    key: String,
+    /// What the winner does, for logs.
+    role: &'static str,
     node_id: String,
     lease: crate::membership::LeaseHandle,
     timeout: std::time::Duration,
@@ -57,11 +62,25 @@ impl std::fmt::Debug for Election {
 }
 
 impl Election {
-    /// An election for `member`, bound to its lease.
+    /// The placement controller's election for `member`, bound to its lease.
     pub fn new(member: &Member) -> Election {
+        Self::on(
+            member,
+            member.config().keys().leader(),
+            "placement controller",
+        )
+    }
+
+    /// The sink's election for `member` (the `sink` key), bound to its lease.
+    pub fn for_sink(member: &Member) -> Election {
+        Self::on(member, member.config().keys().sink(), "sink")
+    }
+
+    fn on(member: &Member, key: String, role: &'static str) -> Election {
         Election {
             client: member.client().clone(),
-            keys: member.config().keys(),
+            key,
+            role,
             node_id: member.record().node_id.clone(),
             lease: member.lease().clone(),
             timeout: member.config().etcd_timeout(),
@@ -104,9 +123,31 @@ impl Election {
         }
     }
 
+    /// Whether this node still holds `term` now, read from etcd: the key exists, was
+    /// created by that very term under this node's lease, and the lease is valid on
+    /// the node's own clock (so it stays alive in etcd for at least the safety margin
+    /// after this answer).
+    pub async fn holds(&self, term: &LeaderTerm) -> Result<bool> {
+        if term.lease_id != self.lease.lease_id() || !self.lease.state().is_valid() {
+            return Ok(false);
+        }
+        let mut client = self.client.clone();
+        let resp = timed(
+            "read election key",
+            self.timeout,
+            client.get(self.key.as_str(), None),
+        )
+        .await?;
+        let held = resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == term.term && kv.lease() == term.lease_id);
+        Ok(held && self.lease.state().is_valid())
+    }
+
     /// Gives leadership up (only the term given: never a successor's).
     pub async fn resign(&self, term: &LeaderTerm) -> Result<()> {
-        let key = self.keys.leader();
+        let key = self.key.clone();
         let txn = Txn::new()
             .when([Compare::create_revision(
                 key.as_str(),
@@ -121,7 +162,7 @@ impl Election {
 
     /// One attempt; also returns the revision it observed.
     async fn attempt(&self) -> Result<(Option<LeaderTerm>, i64)> {
-        let key = self.keys.leader();
+        let key = self.key.clone();
         let lease_id = self.lease.lease_id();
         let value = serde_json::to_vec(&LeaderValue {
             node_id: self.node_id.clone(),
@@ -139,7 +180,7 @@ impl Election {
         let resp = timed("campaign", self.timeout, client.txn(txn)).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
-            tracing::info!(node = %self.node_id, term = revision, "elected placement controller");
+            tracing::info!(node = %self.node_id, term = revision, role = self.role, "elected");
             let term = LeaderTerm {
                 node_id: self.node_id.clone(),
                 term: revision,
@@ -156,7 +197,7 @@ impl Election {
 
     /// Returns once the leader key is deleted after `revision` (or the watch ends).
     async fn wait_for_vacancy(&self, revision: i64) -> Result<()> {
-        let key = self.keys.leader();
+        let key = self.key.clone();
         let mut client = self.client.clone();
         let options = WatchOptions::new().with_start_revision(revision + 1);
         let mut stream = timed(
@@ -190,7 +231,22 @@ pub async fn current_leader(
     client: &Client,
     config: &crate::ClusterConfig,
 ) -> Result<Option<LeaderTerm>> {
-    let key = config.keys().leader();
+    current_holder(client, config, config.keys().leader()).await
+}
+
+/// The node elected to run the sink now, if any.
+pub async fn current_sink(
+    client: &Client,
+    config: &crate::ClusterConfig,
+) -> Result<Option<LeaderTerm>> {
+    current_holder(client, config, config.keys().sink()).await
+}
+
+async fn current_holder(
+    client: &Client,
+    config: &crate::ClusterConfig,
+    key: String,
+) -> Result<Option<LeaderTerm>> {
     let mut client = client.clone();
     let resp = timed(
         "get leader",

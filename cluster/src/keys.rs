@@ -5,6 +5,7 @@
 //! <root>/meta                      cluster record (its id), created once, never leased
 //! <root>/nodes/<node>              one per live node, attached to the node's lease
 //! <root>/leader                    the placement controller, attached to its lease
+//! <root>/sink                      the node running the lake's sink, attached to its lease
 //! <root>/shards/<shard>            ownership grant of a shard (written by the leader)
 //! <root>/released/<shard>/<epoch>  a previous owner's "I stopped serving at this epoch"
 //! <root>/docs/<name>               versioned documents (the topology)
@@ -45,6 +46,11 @@ impl Keys {
     /// `<root>/leader`.
     pub fn leader(&self) -> String {
         format!("{}/leader", self.root)
+    }
+
+    /// `<root>/sink`: the elected sink (one per cluster).
+    pub fn sink(&self) -> String {
+        format!("{}/sink", self.root)
     }
 
     /// `<root>/shards/`.

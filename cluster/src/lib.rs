@@ -46,7 +46,7 @@ pub type ShardId = u32;
 pub use config::{ClusterConfig, MAX_ID_LEN};
 pub use controller_loop::run_controller;
 pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
-pub use election::{Election, LeaderTerm, current_leader};
+pub use election::{Election, LeaderTerm, current_leader, current_sink};
 pub use error::{Error, Result};
 pub use fence::{EpochFence, EventStamp, FenceVerdict};
 pub use forward::{

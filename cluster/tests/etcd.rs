@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use floe_cluster::testing::EtcdServer;
 use floe_cluster::{
     Controller, Election, Error, EtcdDocStore, LeaseState, Member, NodeWatch, OwnershipLease,
-    Refusal, TopologyStore, current_leader, live_nodes, read_grants,
+    Refusal, TopologyStore, current_leader, current_sink, live_nodes, read_grants,
 };
 
 const TTL: Duration = Duration::from_secs(2);
@@ -259,6 +259,47 @@ async fn leadership_fails_over_when_the_leader_lease_expires_and_on_resign() -> 
     let next = tokio::time::timeout(TTL, loser).await???;
     assert!(next.term > winner.term && next.node_id != winner.node_id);
     eprintln!("handover after resign took {:?}", resigned.elapsed());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_election_is_its_own_and_holds_only_while_the_lease_lives() -> Result<()> {
+    let etcd = EtcdServer::start().await?;
+    let n1 = join(&etcd, "n1", 7001).await?;
+    let n2 = join(&etcd, "n2", 7002).await?;
+    // n2 leads placement; n1 wins the sink: two keys, two elections.
+    let leader = Election::new(&n2).campaign().await?;
+    let sink = Election::for_sink(&n1).campaign().await?;
+    assert_eq!(
+        (leader.node_id.as_str(), sink.node_id.as_str()),
+        ("n2", "n1")
+    );
+    assert_eq!(Election::for_sink(&n2).try_acquire().await?, None);
+    assert!(Election::for_sink(&n1).holds(&sink).await?);
+    assert!(
+        !Election::for_sink(&n2).holds(&sink).await?,
+        "n2's lease is not the term's"
+    );
+    let (client, config) = (n2.client().clone(), n2.config().clone());
+    assert_eq!(current_sink(&client, &config).await?, Some(sink.clone()));
+
+    // n1 crashes: its own view says no once its deadline passed (before etcd
+    // expires the key), and n2 is elected with a larger term.
+    let e1 = Election::for_sink(&n1);
+    let lease = n1.lease().clone();
+    let e2 = Election::for_sink(&n2);
+    let campaign = tokio::spawn(async move { e2.campaign().await });
+    drop(n1);
+    eventually(TTL, "n1's lease past its deadline", || {
+        !lease.state().is_valid()
+    })
+    .await?;
+    assert!(!e1.holds(&sink).await?, "a stale term never holds");
+    let next = tokio::time::timeout(TTL * 3, campaign).await???;
+    assert_eq!(next.node_id, "n2");
+    assert!(next.term > sink.term);
+    assert!(!e1.holds(&sink).await?);
+    assert_eq!(current_sink(&client, &config).await?, Some(next));
     Ok(())
 }
 

@@ -588,22 +588,15 @@ impl Config {
         Ok(())
     }
 
-    /// Cluster mode needs a pipeline every node shares (Kafka), a valid
-    /// `[cluster]`, and no in-process sink (it runs once per cluster, as
-    /// `floe sink`; see docs/cluster.md).
+    /// Cluster mode needs a pipeline every node shares (Kafka) and a valid
+    /// `[cluster]`. Nodes with `lake.sink` are candidates of the sink's
+    /// election: it runs on one of them (docs/cluster.md).
     fn validate_cluster(&self, cluster: &floe_cluster::ClusterConfig) -> Result<()> {
         cluster.validate().map_err(Error::Cluster)?;
         if let PipelineUrl::File(_) = self.pipeline_url()? {
             return Err(Error::ClusterNeedsKafka {
                 pipeline: self.pipeline.clone(),
             });
-        }
-        if self.lake.enabled && self.lake.sink {
-            return Err(Error::Invalid(
-                "cluster mode: lake.sink must be false on every node; the sink runs once per \
-                 cluster as `floe sink` (docs/cluster.md)"
-                    .into(),
-            ));
         }
         Ok(())
     }

@@ -287,6 +287,14 @@ pub enum Error {
         lease_ms: u64,
     },
 
+    /// The sink's [`crate::sink::CommitFence`] said no: it lost the election
+    /// that let it commit. Nothing was committed after that.
+    #[error("this sink lost its election and stops before committing: {reason}")]
+    Deposed {
+        /// Why the fence refused.
+        reason: String,
+    },
+
     /// Someone else committed to `floe.events` between this sink's check and
     /// its commit.
     #[error(
@@ -458,6 +466,7 @@ impl Error {
             Error::LakeConfig(_)
             | Error::Layout(_)
             | Error::Fenced { .. }
+            | Error::Deposed { .. }
             | Error::ConcurrentCommit { .. }
             | Error::Stopped(_)
             | Error::Unsupported { .. } => true,

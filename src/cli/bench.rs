@@ -50,6 +50,9 @@ enum Which {
     Migrate(super::bench_migrate::MigrateArgs),
     /// Cross-shard SQL over 10M landed events, vs DuckDB on the same files.
     Query(super::bench_query::QueryArgs),
+    /// Failover time of a cluster (etcd, a broker and N nodes, started here).
+    #[cfg(feature = "kafka")]
+    Cluster(super::bench_cluster::ClusterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +122,8 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Client(args) => client::run(config, args).await,
         Which::Migrate(args) => super::bench_migrate::migrate(config, args).await,
         Which::Query(args) => super::bench_query::run(config, args).await,
+        #[cfg(feature = "kafka")]
+        Which::Cluster(args) => super::bench_cluster::run(args).await,
     }
 }
 

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
+mod sink;
+
 /// The etcd document holding the cluster's topology.
 const TOPOLOGY_DOC: &str = "topology";
 
@@ -33,6 +35,8 @@ pub struct ClusterNode {
     leader: LeaderWatch,
     gate: Arc<Gate>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The sink's election and the sink, on a candidate (`sink.rs`).
+    sink: Mutex<Option<sink::SinkSeat>>,
 }
 
 impl ClusterNode {
@@ -61,6 +65,7 @@ impl ClusterNode {
             leader,
             gate,
             tasks: Mutex::new(Vec::new()),
+            sink: Mutex::new(None),
         })
     }
 
@@ -262,6 +267,8 @@ impl ClusterNode {
     /// TTL). The shards must have stopped acknowledging before: the lease
     /// handle reports itself lost first.
     pub(crate) async fn leave(&self) -> Result<()> {
+        // The sink lands what the stopped shards wrote while its term holds.
+        self.stop_sink().await;
         for task in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner())) {
             task.abort();
         }
@@ -342,6 +349,17 @@ impl OwnershipGate for Gate {
                 Err(self.refusal(shard, reason.to_string()))
             }
             Err(e) => Err(self.refusal(shard, e.to_string())),
+        }
+    }
+
+    /// Serve the shard again only after restoring it: the restore reads the
+    /// pipeline to its high watermark, so a write whose append outcome was
+    /// unknown is then either in the state (a retry finds its idempotency
+    /// key) or certainly not durable.
+    fn outcome_unknown(&self, shard: u32, epoch: u64) {
+        let mut restored = self.restored.lock().unwrap_or_else(|p| p.into_inner());
+        if restored.get(&shard).is_some_and(|e| e.0 == epoch) {
+            restored.remove(&shard);
         }
     }
 }

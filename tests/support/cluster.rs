@@ -28,6 +28,9 @@ pub(crate) struct Harness {
     pub(crate) topic: String,
     pub(crate) cluster_id: String,
     pub(crate) dir: tempfile::TempDir,
+    /// The lake every node shares (`with_lake`): SQLite catalog and local
+    /// warehouse under this directory; `None`: the lake is off.
+    pub(crate) lake: Option<PathBuf>,
 }
 
 impl Harness {
@@ -45,6 +48,29 @@ impl Harness {
             topic: format!("floe-cluster-{}", uuid::Uuid::new_v4().simple()),
             cluster_id: "test".into(),
             dir: tempfile::tempdir().unwrap(),
+            lake: None,
+        }
+    }
+
+    /// Turns the shared lake on for the nodes started from now on: every
+    /// node is a candidate of the sink's election (`lake.sink = true`).
+    pub(crate) fn with_lake(mut self) -> Harness {
+        let lake = self.dir.path().join("lake");
+        std::fs::create_dir_all(&lake).unwrap();
+        self.lake = Some(lake);
+        self
+    }
+
+    /// The `[lake]` section of every node.
+    fn lake_section(&self) -> String {
+        match &self.lake {
+            None => "[lake]\nenabled = false\n".into(),
+            Some(dir) => format!(
+                "[lake]\nenabled = true\nsink = true\ncatalog = \"sqlite://{}\"\n\
+                 warehouse = \"file://{}\"\ncommit_interval_ms = 500\n",
+                dir.join("catalog.db").display(),
+                dir.join("warehouse").display()
+            ),
         }
     }
 
@@ -69,8 +95,9 @@ impl Harness {
         format!(
             "data_dir = \"{data}\"\npipeline = \"{pipeline}\"\n\n[topology]\nshards = {SHARDS}\n\n\
              [partition_key]\nfields = [\"$id\"]\n\n[kafka]\nrequest_timeout_ms = 5000\n\n\
-             [lake]\nenabled = false\n\n[serve]\nauth = \"disabled\"\n\n[cluster]\n{cluster}",
+             {lake}\n[serve]\nauth = \"disabled\"\n\n[cluster]\n{cluster}",
             data = self.dir.path().join(id).join("data").display(),
+            lake = self.lake_section(),
             cluster = toml::to_string(cluster).unwrap(),
         )
     }

@@ -2,6 +2,7 @@
 //! commit of data files together with the offsets they cover.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use floe_engine::Offset;
@@ -11,13 +12,29 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use uuid::Uuid;
 
 use super::catalog::Lake;
+use super::fence::CommitFence;
 use super::layout::{
     HEARTBEAT_PROPERTY, LEASE_PROPERTY, OFFSETS_PREFIX, OWNER_PROPERTY, PARTITIONS_PROPERTY,
 };
+use super::pinned;
 use crate::error::{Error, Result};
 
 /// Commit attempts for retryable failures before the sink gives up.
 const COMMIT_ATTEMPTS: u32 = 5;
+/// Commit attempts when the table moved in between (a maintenance commit):
+/// each is a reload, a re-check and a commit again.
+const CONFLICT_ATTEMPTS: u32 = 20;
+
+/// Whether a failed commit is tried again (after reloading and checking).
+fn again(e: &iceberg::Error, attempt: u32) -> bool {
+    (e.retryable() && attempt < COMMIT_ATTEMPTS)
+        || (pinned::moved(e) && attempt < CONFLICT_ATTEMPTS)
+}
+
+/// The pause before attempt `attempt + 1`: `base` doubling, at most 16x.
+fn backoff(base_ms: u64, attempt: u32) -> Duration {
+    Duration::from_millis(base_ms << attempt.min(4))
+}
 
 /// What the lake says has been landed: the next offset to consume per pipeline
 /// partition, from the newest snapshot that carries floe's offsets.
@@ -85,27 +102,6 @@ impl CommittedOffsets {
     }
 }
 
-/// Whether every snapshot from `from` back to (not including) `to` is a
-/// maintenance rewrite (compaction, erase) that carried the offsets.
-fn only_rewrites_between(table: &Table, from: Option<i64>, to: Option<i64>) -> bool {
-    let metadata = table.metadata();
-    let mut at = from;
-    while at != to {
-        let Some(snapshot) = at.and_then(|id| metadata.snapshot_by_id(id)) else {
-            return false;
-        };
-        if !snapshot
-            .summary()
-            .additional_properties
-            .contains_key(crate::lake::MAINTENANCE_PROPERTY)
-        {
-            return false;
-        }
-        at = snapshot.parent_snapshot_id();
-    }
-    true
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -116,36 +112,63 @@ fn now_ms() -> u64 {
 /// The right to commit to `floe.events`: table properties name the owner and
 /// when it last renewed. A sink refuses to start while another owner's lease
 /// is fresh, and checks it still owns the lease before every commit.
+///
+/// Every commit is made against the table version the checks read
+/// (`pinned`): if anything committed in between, the catalog refuses it and
+/// the sink reloads and checks again, so a check can never be stale.
 #[derive(Debug, Clone)]
 pub(crate) struct Lease {
     /// `<instance>/<uuid>`: where the sink runs, and this run.
     owner: String,
     instance: String,
     ttl: Duration,
+    /// An election outside the lake that must still hold before each commit.
+    fence: Option<Arc<dyn CommitFence>>,
 }
 
 impl Lease {
-    /// Takes the lease unless another sink holds a fresh one.
-    pub(crate) async fn acquire(lake: &Lake, instance: &str, ttl: Duration) -> Result<Lease> {
+    /// Takes the lease unless another sink holds a fresh one. With a
+    /// `fence` (an elected sink), another owner's lease is taken over: the
+    /// election deposed it (see `fence`).
+    pub(crate) async fn acquire(
+        lake: &Lake,
+        instance: &str,
+        ttl: Duration,
+        fence: Option<Arc<dyn CommitFence>>,
+    ) -> Result<Lease> {
         let lease = Lease {
             owner: format!("{instance}/{}", Uuid::new_v4()),
             instance: instance.to_string(),
             ttl,
+            fence,
         };
-        let table = lake.load_table().await?;
-        if let Some((owner, age)) = lease.other_fresh_owner(&table) {
-            return Err(Error::Fenced {
-                owner,
-                heartbeat_age_ms: age,
-                lease_ms: ttl.as_millis() as u64,
-            });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let table = lake.load_table().await?;
+            if let Some((owner, age)) = lease.other_fresh_owner(&table) {
+                if lease.fence.is_none() {
+                    return Err(Error::Fenced {
+                        owner,
+                        heartbeat_age_ms: age,
+                        lease_ms: ttl.as_millis() as u64,
+                    });
+                }
+                tracing::info!(previous = %owner, heartbeat_age_ms = age, "elected sink takes the commit lease over");
+            }
+            lease.fenced().await?;
+            let tx = lease
+                .stamp(Transaction::new(&table))
+                .map_err(|e| Error::iceberg("preparing the lease commit", e))?;
+            match pinned::commit(lake.catalog(), &table, tx).await {
+                Ok(_) => break,
+                // Something committed in between: look at the table again.
+                Err(e) if again(&e, attempt) => {
+                    tokio::time::sleep(backoff(20, attempt)).await;
+                }
+                Err(e) => return Err(Error::iceberg("committing the sink lease", e)),
+            }
         }
-        let tx = lease
-            .stamp(Transaction::new(&table))
-            .map_err(|e| Error::iceberg("preparing the lease commit", e))?;
-        tx.commit(&**lake.catalog())
-            .await
-            .map_err(|e| Error::iceberg("committing the sink lease", e))?;
         // Two sinks that raced here both committed; the later one won. Check.
         lease.check(&lake.load_table().await?)?;
         Ok(lease)
@@ -166,6 +189,17 @@ impl Lease {
             .unwrap_or(self.ttl.as_millis() as u64);
         let age = now_ms().saturating_sub(heartbeat);
         (age < ttl).then(|| (owner.clone(), age))
+    }
+
+    /// Fails with [`Error::Deposed`] if the sink's election says no.
+    async fn fenced(&self) -> Result<()> {
+        match &self.fence {
+            Some(fence) => fence
+                .check()
+                .await
+                .map_err(|reason| Error::Deposed { reason }),
+            None => Ok(()),
+        }
     }
 
     /// Fails with [`Error::Fenced`] unless this lease is the table's owner.
@@ -207,13 +241,14 @@ impl Lease {
             attempt += 1;
             let table = lake.load_table().await?;
             self.check(&table)?;
+            self.fenced().await?;
             let tx = self
                 .stamp(Transaction::new(&table))
                 .map_err(|e| Error::iceberg("preparing the lease renewal", e))?;
-            match tx.commit(&**lake.catalog()).await {
+            match pinned::commit(lake.catalog(), &table, tx).await {
                 Ok(_) => return Ok(()),
-                Err(e) if e.retryable() && attempt < COMMIT_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                Err(e) if again(&e, attempt) => {
+                    tokio::time::sleep(backoff(20, attempt)).await;
                 }
                 Err(e) => return Err(Error::iceberg("renewing the sink lease", e)),
             }
@@ -226,23 +261,27 @@ impl Lease {
         if self.check(&table).is_err() {
             return Ok(());
         }
+        self.fenced().await?;
         let tx = Transaction::new(&table);
         let tx = tx
             .update_table_properties()
             .set(HEARTBEAT_PROPERTY.into(), "0".into())
             .apply(tx)
             .map_err(|e| Error::iceberg("preparing the lease release", e))?;
-        tx.commit(&**lake.catalog())
+        pinned::commit(lake.catalog(), &table, tx)
             .await
             .map_err(|e| Error::iceberg("releasing the sink lease", e))?;
         Ok(())
     }
 
     /// Commits `files` with `next` offsets in one fast-append snapshot, after
-    /// checking that this sink still owns the lease and that the lake is still
-    /// at `expected` (nobody else committed since). A retryable failure is
-    /// retried after re-checking; if an earlier attempt did land (its reply was
-    /// lost), the re-check sees `next` and the commit is not repeated.
+    /// checking that this sink still owns the lease, that its fence (if any)
+    /// still holds and that the lake is still at `expected` (nobody else
+    /// committed since). The commit is made against the table version those
+    /// checks read, so a commit landing in between makes the catalog refuse
+    /// this one. A refused or retryable failure is retried after re-checking;
+    /// if an earlier attempt did land (its reply was lost), the re-check sees
+    /// `next` and the commit is not repeated.
     pub(crate) async fn commit(
         &self,
         lake: &Lake,
@@ -266,6 +305,7 @@ impl Lease {
                     found: current.snapshot_id,
                 });
             }
+            self.fenced().await?;
             let head = table.metadata().current_snapshot_id();
             let tx = Transaction::new(&table);
             let append = tx
@@ -276,15 +316,13 @@ impl Lease {
                 .apply(tx)
                 .and_then(|tx| self.stamp(tx))
                 .map_err(|e| Error::iceberg("preparing the commit", e))?;
-            match tx.commit(&**lake.catalog()).await {
+            match pinned::commit(lake.catalog(), &table, tx).await {
                 Ok(table) => {
                     let snapshot = table.metadata().current_snapshot();
                     let parent = snapshot.and_then(|s| s.parent_snapshot_id());
-                    if parent != head && !only_rewrites_between(&table, parent, head) {
-                        // Transaction::commit rebased onto a snapshot we never
-                        // checked: someone committed in between. (Rebasing
-                        // over floe's own rewrites is fine: they carry the
-                        // offsets unchanged and add no event.)
+                    if parent != head {
+                        // Cannot happen: the commit asserted `head` (pinned).
+                        // Refuse to carry on from a history nobody checked.
                         return Err(Error::ConcurrentCommit {
                             expected: head,
                             found: parent,
@@ -295,9 +333,11 @@ impl Lease {
                         offsets: next.to_vec(),
                     });
                 }
-                Err(e) if e.retryable() && attempt < COMMIT_ATTEMPTS => {
+                Err(e) if again(&e, attempt) => {
+                    // A compaction that landed in between moved the head but
+                    // not the offsets: the re-check passes and this retries.
                     tracing::warn!(error = %e, attempt, "retrying the Iceberg commit");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    tokio::time::sleep(backoff(50, attempt)).await;
                 }
                 Err(e) => return Err(Error::iceberg("committing data files and offsets", e)),
             }

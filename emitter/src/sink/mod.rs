@@ -12,16 +12,19 @@
 mod batch;
 mod catalog;
 mod commit;
+mod fence;
 mod history;
 mod lag;
 pub mod layout;
 mod options;
+mod pinned;
 mod run;
 mod writer;
 
 pub use batch::{arrow_schema, batch_to_records, records_to_batch};
 pub use catalog::{CATALOG_NAME, CatalogUrl, Lake, LakeLocation, check_warehouse, store_endpoint};
 pub use commit::CommittedOffsets;
+pub use fence::CommitFence;
 pub use lag::{LagHandle, SinkLag};
 pub use options::SinkOptions;
 pub use run::{LandStats, Sink};

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::catalog::Lake;
 use super::commit::{CommittedOffsets, Lease};
+use super::fence::CommitFence;
 use super::lag::LagHandle;
 use super::options::SinkOptions;
 use super::writer::DataWriter;
@@ -120,8 +121,21 @@ impl Sink {
         pipeline: Arc<dyn Pipeline>,
         options: SinkOptions,
     ) -> Result<Sink> {
+        Self::start_fenced(lake, pipeline, options, None).await
+    }
+
+    /// [`Sink::start`] for a sink elected outside the lake: `fence` is asked
+    /// before every commit, and a fresh lease of another owner is taken over
+    /// (the election deposed it; see [`CommitFence`]). Resumes from the
+    /// offsets of the newest snapshot, as every sink does.
+    pub async fn start_fenced(
+        lake: Lake,
+        pipeline: Arc<dyn Pipeline>,
+        options: SinkOptions,
+        fence: Option<Arc<dyn CommitFence>>,
+    ) -> Result<Sink> {
         options.validate()?;
-        let lease = Lease::acquire(&lake, &options.instance, options.lease).await?;
+        let lease = Lease::acquire(&lake, &options.instance, options.lease, fence).await?;
         let table = lake.load_table().await?;
         let committed = CommittedOffsets::of(&table, pipeline.partitions())?;
         let writer = DataWriter::new(&table, options.target_file_bytes, options.zstd_level)?;

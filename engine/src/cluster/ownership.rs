@@ -40,6 +40,13 @@ pub trait OwnershipGate: Send + Sync + fmt::Debug {
     /// The owner epoch under which this node may serve `shard` right now, or
     /// why not. Must be cheap: it is asked twice per group commit.
     fn check(&self, shard: u32) -> Result<u64, OwnerRefusal>;
+
+    /// A group commit of `shard` under `epoch` failed with an unknown outcome
+    /// (some of its events may be durable, none was applied here). The gate
+    /// must stop serving the shard until it is restored from the pipeline:
+    /// otherwise a caller's retry of such a write (same idempotency key)
+    /// would not find it and would write it a second time.
+    fn outcome_unknown(&self, _shard: u32, _epoch: u64) {}
 }
 
 #[cfg(test)]

@@ -107,6 +107,9 @@ impl ShardWorker {
                     }
                 }
                 tracing::warn!(shard = self.shard, %error, events = events.len(), "append failed");
+                if let Some(gate) = &self.gate {
+                    gate.outcome_unknown(self.shard, owner_epoch);
+                }
                 for (reply, _) in waiting {
                     outbox.send(reply, Err(copy_pipeline_error(&error)));
                 }

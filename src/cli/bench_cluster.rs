@@ -1,0 +1,466 @@
+//! `floe bench cluster`: failover time of a cluster on this machine.
+//!
+//! It starts etcd, a tansu broker and N `floe serve` nodes (this binary) on
+//! 127.0.0.1, sharing one Kafka topic and one lake (SQLite catalog, local
+//! warehouse; the sink runs on the node elected for it). It loads the shards
+//! with `--entities` entities through floe-client, then, `--kills` times:
+//! SIGKILLs a node, measures how long until every shard it owned acknowledges
+//! a write again (probes write to each of those shards without pause from
+//! the kill on), restarts the node and waits until the cluster is balanced
+//! and every shard serves. Last, it reads back every acknowledged write.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use floe_client::{Client, EntityKey, RetryPolicy};
+use floe_cluster::testing::EtcdServer;
+use floe_emitter::TansuBroker;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+#[derive(Debug, Args)]
+pub(super) struct ClusterArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Shards.
+    #[arg(long, default_value_t = 6)]
+    shards: u32,
+    /// Pipeline partitions.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Entities loaded before the first kill (spread over all shards).
+    #[arg(long, default_value_t = 100_000)]
+    entities: u64,
+    /// Kills (each followed by a restart of the killed node).
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Lease TTL of every node, seconds (failover takes at least this).
+    #[arg(long, default_value_t = 2)]
+    lease_ttl_secs: u64,
+    /// Concurrent callers of the load.
+    #[arg(long, default_value_t = 64)]
+    callers: u64,
+}
+
+/// Every write acknowledged so far: key -> (version, data).
+type Oracle = Arc<Mutex<BTreeMap<String, (u64, Value)>>>;
+
+pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    if args.nodes < 2 || args.kills == 0 {
+        bail!("--nodes must be at least 2 and --kills at least 1");
+    }
+    println!(
+        "cluster: {} nodes, {} shards, {} partitions, {} entities, {} kills, lease TTL {} s",
+        args.nodes, args.shards, args.partitions, args.entities, args.kills, args.lease_ttl_secs
+    );
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let etcd = EtcdServer::start().await.context("starting etcd")?;
+    let broker = tokio::task::spawn_blocking(TansuBroker::start)
+        .await?
+        .context("starting the tansu broker")?;
+    let bench = Bench::new(&args, dir.path(), &etcd, &broker)?;
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        nodes.push(bench.spawn(i).await?);
+    }
+    let clients: Vec<Client> = (0..args.nodes)
+        .map(|i| bench.client(i))
+        .collect::<Result<_, _>>()?;
+    bench
+        .wait_balanced(&clients[0], Duration::from_secs(120))
+        .await?;
+
+    // Load.
+    let oracle: Oracle = Arc::new(Mutex::new(BTreeMap::new()));
+    let started = Instant::now();
+    let shard_keys = load(&clients, &args, &oracle).await?;
+    println!(
+        "loaded {} entities in {:.1} s",
+        args.entities,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Kills.
+    let mut took = Vec::with_capacity(args.kills);
+    for k in 0..args.kills {
+        let victim = k % args.nodes;
+        let grants = bench.grants().await?;
+        let shards: BTreeSet<u32> = grants
+            .iter()
+            .filter(|(_, node)| **node == bench.node_id(victim))
+            .map(|(s, _)| *s)
+            .collect();
+        if shards.is_empty() {
+            bail!(
+                "node {} owns no shard before kill {k}",
+                bench.node_id(victim)
+            );
+        }
+        let survivor = clients[(victim + 1) % args.nodes].clone();
+        nodes[victim].kill();
+        let killed = Instant::now();
+        let mut probes = Vec::new();
+        for &shard in &shards {
+            let key = shard_keys[&shard].clone();
+            let (client, oracle) = (survivor.clone(), oracle.clone());
+            probes.push(tokio::spawn(async move {
+                probe(&client, &key, &oracle, k as u64)
+                    .await
+                    .map(|_| killed.elapsed())
+            }));
+        }
+        let mut worst = Duration::ZERO;
+        for p in probes {
+            worst = worst.max(p.await??);
+        }
+        println!(
+            "kill {:>2}: {} (shards {shards:?}) -> acknowledging again after {:.2} s",
+            k + 1,
+            bench.node_id(victim),
+            worst.as_secs_f64()
+        );
+        took.push(worst);
+        nodes[victim] = bench.spawn(victim).await?;
+        bench
+            .wait_balanced(&survivor, Duration::from_secs(120))
+            .await?;
+    }
+
+    // Read back every acknowledged write.
+    let oracle = oracle.lock().await.clone();
+    let lost = Arc::new(AtomicU64::new(0));
+    let entries: Vec<(String, (u64, Value))> = oracle.into_iter().collect();
+    let chunk = entries.len().div_ceil(args.callers as usize).max(1);
+    let mut readers = Vec::new();
+    for part in entries.chunks(chunk) {
+        let (part, client, lost) = (part.to_vec(), clients[0].clone(), lost.clone());
+        readers.push(tokio::spawn(async move {
+            for (key, (version, data)) in part {
+                let entity = client.get(&entity_key(&key)).await?;
+                let same = entity.is_some_and(|e| {
+                    e.version == version
+                        && serde_json::from_str::<Value>(e.data.as_str()).ok() == Some(data.clone())
+                });
+                if !same {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for r in readers {
+        r.await??;
+    }
+    drop(nodes);
+    took.sort();
+    let pct = |p: f64| took[((took.len() as f64 * p).ceil() as usize).clamp(1, took.len()) - 1];
+    println!(
+        "failover p50 {:.1} s p99 {:.1} s over {} kills, lost {} acknowledged writes ({} nodes, {} shards, {} entities, lease TTL {} s)",
+        pct(0.50).as_secs_f64(),
+        pct(0.99).as_secs_f64(),
+        took.len(),
+        lost.load(Ordering::Relaxed),
+        args.nodes,
+        args.shards,
+        args.entities,
+        args.lease_ttl_secs
+    );
+    Ok(())
+}
+
+/// `client.put`, sent again after any retryable or stale-routing answer
+/// until it is acknowledged (or a minute passes), with a short pause.
+async fn put(
+    client: &Client,
+    key: EntityKey,
+    data: Value,
+) -> anyhow::Result<floe_client::WriteAck> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.put(key.clone(), data.clone()).await {
+            Ok(ack) => return Ok(ack),
+            Err(e) if (e.is_retryable() || e.is_stale_routing()) && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn entity_key(key: &str) -> EntityKey {
+    // Namespaces spread the entities over the shards (the default partition
+    // key is the namespace).
+    let (ns, id) = key.split_once('/').expect("ns/id");
+    EntityKey::new(ns, "Thing", id)
+}
+
+/// Puts `entities` entities; returns one key per shard for the probes.
+async fn load(
+    clients: &[Client],
+    args: &ClusterArgs,
+    oracle: &Oracle,
+) -> anyhow::Result<BTreeMap<u32, String>> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..args.callers {
+        let client = clients[c as usize % clients.len()].clone();
+        let (next, oracle, total) = (next.clone(), oracle.clone(), args.entities);
+        tasks.push(tokio::spawn(async move {
+            let mut per_shard = BTreeMap::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return anyhow::Ok(per_shard);
+                }
+                let key = format!("ns{}/e{i}", i % 1024);
+                let data = json!({ "i": i, "pad": "x".repeat(64) });
+                let ack = put(&client, entity_key(&key), data.clone()).await?;
+                per_shard.entry(ack.shard).or_insert_with(|| key.clone());
+                oracle.lock().await.insert(key, (ack.version, data));
+            }
+        }));
+    }
+    let mut keys = BTreeMap::new();
+    for t in tasks {
+        for (shard, key) in t.await?? {
+            keys.entry(shard).or_insert(key);
+        }
+    }
+    if keys.len() != args.shards as usize {
+        bail!("the load reached {} of {} shards", keys.len(), args.shards);
+    }
+    Ok(keys)
+}
+
+/// Writes to `key` until a write is acknowledged (the client retries
+/// retryable answers with short pauses, following the shard map).
+async fn probe(client: &Client, key: &str, oracle: &Oracle, round: u64) -> anyhow::Result<()> {
+    let data = json!({ "probe": round });
+    let ack = put(client, entity_key(key), data.clone())
+        .await
+        .with_context(|| format!("probe of {key} after kill {round}"))?;
+    oracle
+        .lock()
+        .await
+        .insert(key.to_string(), (ack.version, data));
+    Ok(())
+}
+
+/// The processes' shared settings.
+struct Bench {
+    dir: PathBuf,
+    ports: Vec<u16>,
+    etcd: String,
+    pipeline: String,
+    cluster: floe_cluster::ClusterConfig,
+    shards: u32,
+    etcd_config: Vec<floe_cluster::ClusterConfig>,
+}
+
+/// One `floe serve` child; killed (SIGKILL) when dropped.
+struct NodeProcess(Option<Child>);
+
+impl NodeProcess {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Bench {
+    fn new(
+        args: &ClusterArgs,
+        dir: &Path,
+        etcd: &EtcdServer,
+        broker: &TansuBroker,
+    ) -> anyhow::Result<Bench> {
+        let ports: Vec<u16> = (0..args.nodes)
+            .map(|_| free_port())
+            .collect::<Result<_, _>>()?;
+        let etcd_config = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let mut c = etcd.node_config("bench", &format!("n{}", i + 1), *port);
+                c.lease_ttl_secs = args.lease_ttl_secs;
+                c
+            })
+            .collect();
+        Ok(Bench {
+            dir: dir.to_path_buf(),
+            etcd: etcd.endpoint(),
+            pipeline: format!(
+                "kafka://{}/bench-cluster?partitions={}",
+                broker.bootstrap(),
+                args.partitions
+            ),
+            cluster: etcd.node_config("bench", "probe", 1),
+            shards: args.shards,
+            ports,
+            etcd_config,
+        })
+    }
+
+    fn node_id(&self, i: usize) -> String {
+        self.etcd_config[i].node_id.clone()
+    }
+
+    fn client(&self, i: usize) -> anyhow::Result<Client> {
+        Ok(
+            Client::builder(format!("http://127.0.0.1:{}", self.ports[i]))
+                .retry(RetryPolicy {
+                    initial_backoff: Duration::from_millis(10),
+                    max_backoff: Duration::from_millis(50),
+                    deadline: Duration::from_secs(60),
+                })
+                .request_timeout(Duration::from_secs(5))
+                .map_max_age(Duration::from_secs(1))
+                .build()?,
+        )
+    }
+
+    /// Starts node `i` and waits until it listens; while its previous
+    /// registration is still live (a restart right after a kill), the node
+    /// exits refused and is started again.
+    async fn spawn(&self, i: usize) -> anyhow::Result<NodeProcess> {
+        let id = self.node_id(i);
+        let lake = self.dir.join("lake");
+        std::fs::create_dir_all(&lake)?;
+        let config = format!(
+            "data_dir = \"{data}\"\npipeline = \"{pipeline}\"\n\n[topology]\nshards = {shards}\n\n\
+             [kafka]\nrequest_timeout_ms = 5000\n\n[lake]\nenabled = true\nsink = true\n\
+             catalog = \"sqlite://{catalog}\"\nwarehouse = \"file://{warehouse}\"\n\
+             commit_interval_ms = 1000\n\n[serve]\nauth = \"disabled\"\n\n[cluster]\n{cluster}",
+            data = self.dir.join(&id).join("data").display(),
+            pipeline = self.pipeline,
+            shards = self.shards,
+            catalog = lake.join("catalog.db").display(),
+            warehouse = lake.join("warehouse").display(),
+            cluster = toml::to_string(&self.etcd_config[i])?,
+        );
+        let path = self.dir.join(format!("{id}.toml"));
+        std::fs::write(&path, config)?;
+        let exe = std::env::current_exe()?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(format!("{id}.log")))?;
+            let mut child = Command::new(&exe)
+                .arg("serve")
+                .arg("--config")
+                .arg(&path)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", self.ports[i]))
+                .env("RUST_LOG", "warn")
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .context("starting floe serve")?;
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    if Instant::now() > deadline {
+                        bail!(
+                            "node {id} keeps exiting ({status}); see {}",
+                            self.dir.display()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+                if ready(self.ports[i]).await {
+                    return Ok(NodeProcess(Some(child)));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// shard -> owning node, from etcd.
+    async fn grants(&self) -> anyhow::Result<BTreeMap<u32, String>> {
+        let client = floe_cluster::connect(&self.cluster).await?;
+        Ok(floe_cluster::read_grants(&client, &self.cluster)
+            .await?
+            .into_iter()
+            .map(|(s, g)| (s, g.node_id))
+            .collect())
+    }
+
+    /// Waits until every node holds its share of the shards and a write to
+    /// every shard is acknowledged.
+    async fn wait_balanced(&self, client: &Client, within: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + within;
+        let nodes = self.ports.len();
+        loop {
+            let grants = self.grants().await?;
+            let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+            for node in grants.values() {
+                *per_node.entry(node.as_str()).or_default() += 1;
+            }
+            let floor = self.shards as usize / nodes;
+            if grants.len() == self.shards as usize
+                && per_node.len() == nodes
+                && per_node.values().all(|n| *n >= floor)
+            {
+                break;
+            }
+            if Instant::now() > until {
+                bail!(
+                    "the cluster did not balance within {within:?}: {grants:?} (etcd {})",
+                    self.etcd
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Every shard serves: one write per namespace reaches all of them.
+        for ns in 0..64 {
+            put(
+                client,
+                EntityKey::new(format!("ns{ns}"), "Warmup", "w"),
+                json!({}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request =
+        format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut head)).await,
+        Ok(Ok(_))
+    ) && &head[9..12] == b"200"
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
