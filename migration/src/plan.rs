@@ -516,10 +516,18 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
             plan.to.overrides.len()
         ));
     }
+    let leaving = match plan.kind {
+        PlanKind::RemoveShard { shard } => Some(shard),
+        PlanKind::Merge { from, .. } => Some(from),
+        _ => None,
+    };
     for shard in plan.removed_shards() {
-        v.warnings.push(format!(
-            "shard {shard} leaves; its keys are copied to the remaining shards"
-        ));
+        v.warnings.push(match leaving {
+            Some(leaving) if leaving != shard => format!(
+                "shard {leaving} leaves; shard {shard} takes its id (its keys move there, pinned by overrides)"
+            ),
+            _ => format!("shard {shard} leaves; its keys are copied to the remaining shards"),
+        });
     }
     if plan.estimated_duration_ms > 60_000 {
         v.warnings.push(format!(

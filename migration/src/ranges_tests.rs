@@ -209,8 +209,7 @@ fn bad_range_plans_are_typed_errors() {
     let err = plan_add_range(&t, &keys, Some(int(5)), Some(int(5)), None).unwrap_err();
     assert!(matches!(err, Error::RangeBound(_)), "{err}");
     // A merge across a gap: [0, 100) and [150, 200) do not touch.
-    let gap = integer_ranges(&[0, 100], 2, false);
-    let mut gap = gap;
+    let mut gap = integer_ranges(&[0, 100], 2, false);
     if let Strategy::Range { ranges, .. } = &mut gap.strategy {
         ranges.push(RangeRule::integers(Some(150), Some(200), 1));
     }
