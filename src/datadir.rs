@@ -141,12 +141,12 @@ impl floe_engine::TopologyStore for FileTopologyStore {
 /// rebuilds its state from it) and a SQLite catalog inside the directory (a
 /// shared catalog holds other directories' events).
 pub(crate) async fn history_without_topology(
-    config: &crate::config::Config,
+    config: &floe_config::Config,
     pipeline: &dyn Pipeline,
     lake: Option<&Lake>,
 ) -> Result<Vec<String>> {
     let dir = config.data_dir.as_path();
-    let local_pipeline = matches!(config.pipeline_url()?, crate::config::PipelineUrl::File(_));
+    let local_pipeline = matches!(config.pipeline_url()?, floe_config::PipelineUrl::File(_));
     let data_dir = std::path::absolute(dir)
         .map_err(|e| Error::io(format!("resolving {}", dir.display()), e))?;
     let lake = lake.filter(|lake| {

@@ -215,3 +215,21 @@ impl From<floe_emitter::Error> for Error {
         Error::Engine(e.into())
     }
 }
+
+/// A configuration error keeps the variant floe always answered with, so
+/// callers matching `Error::Config` or `Error::ConfigFile` see no change.
+impl From<floe_config::Error> for Error {
+    fn from(e: floe_config::Error) -> Self {
+        match e {
+            floe_config::Error::File { path, message } => Error::ConfigFile { path, message },
+            floe_config::Error::Invalid(message) => Error::Config(message),
+            floe_config::Error::Engine(e) => Error::Engine(e),
+            floe_config::Error::Migration(e) => e.into(),
+            floe_config::Error::Cluster(e) => Error::Cluster(e),
+            floe_config::Error::ClusterNeedsKafka { pipeline } => {
+                Error::ClusterNeedsKafka { pipeline }
+            }
+            floe_config::Error::Io { context, cause } => Error::Io { context, cause },
+        }
+    }
+}

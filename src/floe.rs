@@ -15,20 +15,24 @@ use floe_query::CrossShardQuery;
 use serde_json::Value;
 
 use crate::cluster::ClusterNode;
-use crate::config::{Config, PipelineUrl};
 use crate::datadir::{self, DirLock};
 use crate::error::Result;
 use crate::lake::{self, SinkTask};
 use crate::telemetry::{Outcome, Telemetry};
+use floe_config::{Config, PipelineUrl};
 use floe_emitter::replay::RecoveryStats;
 
 mod batch;
 mod checks;
+mod export;
 mod item;
 mod probes;
 mod sql;
 
 use checks::display;
+#[cfg(feature = "server")]
+pub(crate) use export::ExportPage;
+pub use export::ExportReport;
 
 /// A write, with every option. Build one with [`WriteRequest::create`],
 /// [`WriteRequest::upsert`], [`WriteRequest::update`] or [`WriteRequest::delete`].
@@ -47,6 +51,7 @@ enum WriteOp {
     Upsert(Data),
     Update(Value),
     Delete,
+    Restore(Data, u64),
 }
 
 /// Entity data as the caller has it: a tree, JSON text already checked to
@@ -114,6 +119,20 @@ impl WriteRequest {
     /// Deletes an existing entity.
     pub fn delete(key: EntityKey) -> Self {
         Self::new(key, WriteOp::Delete)
+    }
+
+    /// Sets an entity to `data` at exactly `version` (at least 1), unless it
+    /// is already at or past that version here, which is
+    /// [`floe_engine::Error::AlreadyRestored`] and changes nothing: a line of
+    /// `floe export`, imported into another deployment.
+    pub fn restore(key: EntityKey, data: Value, version: u64) -> Self {
+        Self::new(key, WriteOp::Restore(Data::Value(data), version))
+    }
+
+    /// [`WriteRequest::restore`] for JSON text not checked yet (see
+    /// [`WriteRequest::upsert_text`]).
+    pub fn restore_text(key: EntityKey, text: impl Into<Arc<str>>, version: u64) -> Self {
+        Self::new(key, WriteOp::Restore(Data::Text(text.into()), version))
     }
 
     /// Fails with a version conflict unless the entity is at `version`
@@ -442,6 +461,23 @@ impl Floe {
                 (Operation::Update(patch.clone()), Some(patch))
             }
             WriteOp::Delete => (Operation::Delete, None),
+            WriteOp::Restore(data, version) => {
+                if version == 0 {
+                    return Err(floe_engine::Error::InvalidEntity {
+                        entity: display(&request.key),
+                        reason: "a restore carries the exported version, at least 1".into(),
+                    }
+                    .into());
+                }
+                let (json, value) = self.prepare_data(&request.key, data, limits)?;
+                (
+                    Operation::Restore {
+                        data: json,
+                        version,
+                    },
+                    value,
+                )
+            }
         };
         let partition_key = match request.partition_key {
             Some(key) => {

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
-use crate::config::HealthConfig;
 use crate::telemetry::{ProbeState, WriteWindow};
+use floe_config::HealthConfig;
 use floe_emitter::sink::SinkLag;
 
 /// A shard's (or the system's) state, worst last.

@@ -9,9 +9,9 @@ use floe_engine::Pipeline;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
 use crate::datadir::DirLock;
 use crate::error::{Error, Result};
+use floe_config::Config;
 
 /// Where a data directory keeps the name its sinks hold the lease under.
 const INSTANCE_FILE: &str = "sink.id";

@@ -23,7 +23,6 @@
 #![deny(missing_docs)]
 
 mod cluster;
-mod config;
 mod datadir;
 mod error;
 mod floe;
@@ -37,13 +36,13 @@ pub mod serve;
 mod telemetry;
 
 pub use cluster::ClusterNode;
-pub use config::{
+pub use error::{Error, Result};
+pub use floe::{ExportReport, Floe, WriteRequest};
+pub use floe_config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
     MaintenanceConfig, PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig,
     TOKENS_ENV, Token, TokenConfig, TopologyConfig,
 };
-pub use error::{Error, Result};
-pub use floe::{Floe, WriteRequest};
 pub use floe_emitter::lake::{CompactReport, ExpireOptions, ExpireReport};
 pub use floe_emitter::replay::RecoveryStats;
 pub use floe_emitter::sink::{LandStats, SinkLag};

@@ -10,8 +10,8 @@ use floe_emitter::lake::{
 };
 use floe_emitter::sink::{CatalogUrl, Lake};
 
-use crate::config::Config;
 use crate::error::{Error, Result};
+use floe_config::Config;
 
 /// Opens the configured lake for maintenance (it must exist already).
 async fn open(config: &Config, needs: &'static str) -> Result<Lake> {

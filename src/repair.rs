@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use floe_emitter::{LogRepair, PartitionScan, RepairReport};
 use floe_engine::{Offset, Record};
 
-use crate::config::{Config, PipelineUrl};
 use crate::datadir::DirLock;
 use crate::error::{Error, Result};
 use crate::lake;
+use floe_config::{Config, PipelineUrl};
 
 /// Rebuilds the embedded log's damaged partitions (or only `partition`):
 /// what the lake holds (its events below its committed offsets, at their

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::HealthConfig;
+use floe_config::HealthConfig;
 
 #[cfg(not(feature = "server"))]
 #[path = "telemetry/metrics_off.rs"]

@@ -15,6 +15,16 @@ pub enum Operation {
     Upsert(Json),
     /// Delete an existing entity, leaving a versioned tombstone.
     Delete,
+    /// Set the entity to this state at exactly this version, unless it is
+    /// already there or past it: how an export of another deployment is
+    /// imported (`floe export` / `floe import`), so versions carry over and
+    /// importing twice changes nothing.
+    Restore {
+        /// The state.
+        data: Json,
+        /// The version it had where it was exported.
+        version: u64,
+    },
 }
 
 impl Operation {
@@ -25,6 +35,7 @@ impl Operation {
             Operation::Update(_) => "update",
             Operation::Upsert(_) => "upsert",
             Operation::Delete => "delete",
+            Operation::Restore { .. } => "restore",
         }
     }
 }
@@ -65,6 +76,11 @@ impl Command {
             Operation::Update(patch) => (1, Some(canonical_value(patch))),
             Operation::Upsert(data) => (2, Some(canonical(data.as_str()))),
             Operation::Delete => (3, None),
+            Operation::Restore { data, version } => {
+                let mut body = version.to_le_bytes().to_vec();
+                body.extend_from_slice(&canonical(data.as_str()));
+                (4, Some(body))
+            }
         };
         buf.push(tag);
         for part in [
@@ -103,6 +119,7 @@ impl Command {
             Operation::Update(_) => kind == EventKind::Updated,
             Operation::Upsert(_) => kind != EventKind::Deleted,
             Operation::Delete => kind == EventKind::Deleted,
+            Operation::Restore { .. } => kind != EventKind::Deleted,
         };
         kind_fits && *event_key == self.key && key_hash == self.key_hash
     }

@@ -122,6 +122,20 @@ pub enum Error {
         actual: u64,
     },
 
+    /// A restore (an imported export) of a version this deployment's history
+    /// already covers: nothing to do.
+    #[error(
+        "{entity} is already at version {current}, at or past the restored version {version}: nothing changed"
+    )]
+    AlreadyRestored {
+        /// `namespace/type/id` of the entity.
+        entity: EntityKeyDisplay,
+        /// The version the restore carried.
+        version: u64,
+        /// The entity's version here (its tombstone's included).
+        current: u64,
+    },
+
     /// Create of an entity that already exists (and is not deleted).
     #[error("entity {entity} already exists at version {version}")]
     AlreadyExists {

@@ -245,6 +245,25 @@ impl ShardState {
                 }
                 (EventKind::Deleted, None)
             }
+            Operation::Restore { data, version } => {
+                // At or past the version here (or on another shard, a
+                // tombstone included): this deployment's history already
+                // covers it, so the restore changes nothing.
+                let current_version = stored_version.max(version_floor);
+                if *version <= current_version {
+                    return Err(Error::AlreadyRestored {
+                        entity: key.display(),
+                        version: *version,
+                        current: current_version,
+                    });
+                }
+                let kind = if current.is_some() {
+                    EventKind::Updated
+                } else {
+                    EventKind::Created
+                };
+                (kind, Some(data.clone()))
+            }
         };
         if let Some(state) = &state
             && state.len() > limits.max_payload_bytes
@@ -257,7 +276,10 @@ impl ShardState {
         }
         // Versions continue past a tombstone so that a re-created entity
         // outranks its own deletion on replay, on this shard or another.
-        let version = stored_version.max(version_floor) + 1;
+        let version = match &command.op {
+            Operation::Restore { version, .. } => *version,
+            _ => stored_version.max(version_floor) + 1,
+        };
         Ok(Event {
             event_id: Uuid::now_v7(),
             idempotency_key: command
@@ -335,6 +357,37 @@ impl ShardState {
                     data: r.data.clone()?,
                     updated_at_us: r.updated_at_us,
                 })
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Live entities of one namespace, every type, in (type, id) order after
+    /// the key `after`, at most `limit`, each with its partition key, whose
+    /// record passes `keep`: a tenant's export, page by page.
+    pub fn list_namespace_where(
+        &self,
+        namespace: &str,
+        after: Option<&EntityKey>,
+        limit: usize,
+        keep: impl Fn(&EntityRecord) -> bool,
+    ) -> Vec<(Entity, String)> {
+        let lower = match after {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Included(EntityKey::new(namespace, "", "")),
+        };
+        self.entities
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.namespace == namespace)
+            .filter(|(_, r)| keep(r))
+            .filter_map(|(k, r)| {
+                let entity = Entity {
+                    key: k.clone(),
+                    version: r.version,
+                    data: r.data.clone()?,
+                    updated_at_us: r.updated_at_us,
+                };
+                Some((entity, r.partition_key.clone()))
             })
             .take(limit)
             .collect()
@@ -421,6 +474,44 @@ mod tests {
         let event = state.prepare(&PendingChanges::new(), cmd, 0, 1, LIMITS, 0)?;
         assert!(state.apply(&event));
         Ok(event)
+    }
+
+    #[test]
+    fn a_restore_sets_its_version_and_never_goes_back() {
+        let mut state = ShardState::new();
+        let restore = |v: u64| {
+            command(
+                "o1",
+                Operation::Restore {
+                    data: data(json!({ "v": v })),
+                    version: v,
+                },
+            )
+        };
+        let first = run(&mut state, &restore(4)).unwrap();
+        assert_eq!((first.kind, first.version), (EventKind::Created, 4));
+        let next = run(&mut state, &restore(6)).unwrap();
+        assert_eq!((next.kind, next.version), (EventKind::Updated, 6));
+        for v in [2, 6] {
+            let refused = state.prepare(&PendingChanges::new(), &restore(v), 0, 1, LIMITS, 0);
+            assert!(
+                matches!(refused, Err(Error::AlreadyRestored { current: 6, .. })),
+                "{refused:?}"
+            );
+        }
+        // A version another shard holds (a tombstone after a move) counts.
+        let floor = state.prepare(&PendingChanges::new(), &restore(7), 0, 1, LIMITS, 9);
+        assert!(matches!(
+            floor,
+            Err(Error::AlreadyRestored { current: 9, .. })
+        ));
+        // The restored entity goes on from its version.
+        let update = run(
+            &mut state,
+            &command("o1", Operation::Update(json!({ "w": 1 }))),
+        )
+        .unwrap();
+        assert_eq!(update.version, 7);
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub(crate) struct ImportArgs {
 struct Position {
     /// Lines settled from the start of the input.
     lines: u64,
+    /// xxh3 of those lines' bytes: a re-run checks that the input it skips
+    /// is the one settled, so another file under the same name (a newer
+    /// export written over an older one) is refused instead of having its
+    /// first lines skipped. Absent in positions older than the check.
+    #[serde(default)]
+    digest: Option<u64>,
 }
 
 /// One line that was not applied.
@@ -85,6 +91,9 @@ struct Summary {
     applied: u64,
     /// Blank lines.
     blank: u64,
+    /// `restore` lines this deployment was already at or past: nothing to
+    /// change (an export imported again).
+    unchanged: u64,
     /// Lines refused or malformed.
     failed: u64,
     /// The first failures.
@@ -148,10 +157,10 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> 
         .data_dir
         .join(IMPORTS_DIR)
         .join(format!("{prefix}.json"));
-    let start = if args.from_start {
-        0
+    let resume = if args.from_start {
+        Position::default()
     } else {
-        load_position(&position_path)?.lines
+        load_position(&position_path)?
     };
     let bar = match (args.quiet, total_bytes) {
         (true, _) => ProgressBar::hidden(),
@@ -166,7 +175,7 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> 
         .progress_chars("=> "),
     );
     let floe = Floe::open(config).await?;
-    let result = import(&floe, reader, &prefix, start, &args, &position_path, &bar).await;
+    let result = import(&floe, reader, &prefix, &resume, &args, &position_path, &bar).await;
     bar.finish_and_clear();
     floe.close().await?;
     let summary = result?;
@@ -186,19 +195,21 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A batch on its way: its lines' numbers, and how many lines it settles.
-type Sent = (Vec<u64>, u64, Vec<floe::Result<WriteAck>>);
+/// A batch on its way: its lines' numbers, how many lines it settles and
+/// the digest of those, and the outcomes.
+type Sent = (Vec<u64>, (u64, u64), Vec<floe::Result<WriteAck>>);
 
 #[allow(clippy::too_many_arguments, reason = "one caller")]
 async fn import(
     floe: &Floe,
     mut reader: Box<dyn BufRead + Send>,
     prefix: &str,
-    start: u64,
+    resume: &Position,
     args: &ImportArgs,
     position_path: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<Summary> {
+    let start = resume.lines;
     let mut summary = Summary {
         resumed_after: start,
         ..Summary::default()
@@ -212,6 +223,7 @@ async fn import(
     let mut pending_malformed = Vec::new();
     let mut buf = Vec::new();
     let mut line_no = 0u64;
+    let mut digest = xxhash_rust::xxh3::Xxh3::new();
     let mut done = false;
     let mut stopped = false;
     while (!done && !stopped) || !in_flight.is_empty() {
@@ -224,8 +236,23 @@ async fn import(
             bar.inc(read as u64);
             if read == 0 {
                 done = true;
+                anyhow::ensure!(
+                    line_no >= start,
+                    "the input has {line_no} lines, fewer than the {start} an earlier import of it settled ({}): it is another input under the same name; pass --from-start and a new --key-prefix",
+                    position_path.display()
+                );
             } else {
                 line_no += 1;
+                digest.update(&buf);
+                if line_no == start
+                    && let Some(settled) = resume.digest
+                {
+                    anyhow::ensure!(
+                        digest.digest() == settled,
+                        "the first {start} lines of the input differ from the ones an earlier import settled ({}): it is another input under the same name; pass --from-start and a new --key-prefix to import it from its first line",
+                        position_path.display()
+                    );
+                }
                 if line_no > start {
                     match parse_line(&buf, prefix, line_no) {
                         Ok(Some(request)) => batch.push((line_no, request)),
@@ -242,7 +269,7 @@ async fn import(
             {
                 let (lines, requests): (Vec<u64>, Vec<WriteRequest>) =
                     std::mem::take(&mut batch).into_iter().unzip();
-                let through = line_no;
+                let through = (line_no, digest.digest());
                 malformed.push_back(std::mem::take(&mut pending_malformed));
                 in_flight.push_back(async move {
                     let outcomes = floe.write_many(requests).await;
@@ -259,6 +286,9 @@ async fn import(
         for (line, outcome) in lines.into_iter().zip(outcomes) {
             match outcome {
                 Ok(_) => summary.applied += 1,
+                Err(floe::Error::Engine(floe_engine::Error::AlreadyRestored { .. })) => {
+                    summary.unchanged += 1
+                }
                 Err(e) if e.is_retryable() && !stopped => {
                     summary.fail(line, e.to_string());
                     summary.stopped_at_line = Some(line);
@@ -268,11 +298,12 @@ async fn import(
             }
         }
         if !stopped {
-            settled_through = through;
+            settled_through = through.0;
             save_position(
                 position_path,
                 &Position {
-                    lines: settled_through,
+                    lines: through.0,
+                    digest: Some(through.1),
                 },
             )?;
         }
@@ -284,7 +315,8 @@ async fn import(
 }
 
 /// One input line as a write: `None` for a blank line. A line without its
-/// own idempotency key gets `PREFIX:LINE`.
+/// own idempotency key gets `PREFIX:LINE`, except a restore: it is
+/// idempotent by its version, so a repeat is reported unchanged.
 fn parse_line(bytes: &[u8], prefix: &str, line: u64) -> Result<Option<WriteRequest>, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
     let text = text.trim();
@@ -292,11 +324,13 @@ fn parse_line(bytes: &[u8], prefix: &str, line: u64) -> Result<Option<WriteReque
         return Ok(None);
     }
     let request = WriteRequest::from_item(text).map_err(|e| e.to_string())?;
-    Ok(Some(if request.idempotency_key_ref().is_some() {
-        request
-    } else {
-        request.idempotency_key(format!("{prefix}:{line}"))
-    }))
+    Ok(Some(
+        if request.idempotency_key_ref().is_some() || request.is_restore() {
+            request
+        } else {
+            request.idempotency_key(format!("{prefix}:{line}"))
+        },
+    ))
 }
 
 fn load_position(path: &Path) -> anyhow::Result<Position> {

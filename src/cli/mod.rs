@@ -16,6 +16,7 @@ mod cluster;
 mod demo;
 mod demo_day;
 mod entity;
+mod export;
 mod import;
 mod lake;
 mod migrate;
@@ -62,6 +63,9 @@ enum Command {
     Delete(entity::DeleteArgs),
     /// List the entities of a namespace and type.
     List(entity::ListArgs),
+    /// Write one namespace's live entities as NDJSON `restore` lines, for
+    /// `floe import` into another deployment (versions carry over).
+    Export(export::ExportArgs),
     /// Import NDJSON entities or write commands from a file or stdin
     /// (resumable: a re-run applies nothing twice).
     Import(import::ImportArgs),
@@ -141,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => entity::get(config, args).await,
         Command::Delete(args) => entity::delete(config, args).await,
         Command::List(args) => entity::list(config, args).await,
+        Command::Export(args) => export::run(config, args).await,
         Command::Import(args) => import::run(config, args).await,
         Command::ShardForKey(args) => entity::shard_for_key(config, args).await,
         Command::Topology => entity::topology(config).await,

@@ -6,8 +6,10 @@
 //!   `entity_type`, `id`, `data` (and optionally `version` and
 //!   `updated_at_us`, which are ignored): an upsert of `data`;
 //! - a **command**: the same key fields plus `op` (`put`, `create`,
-//!   `update`, `delete`), `data` for put and create, `patch` for update, and
-//!   optionally `expected_version`, `idempotency_key`, `partition_key`.
+//!   `update`, `delete`, `restore`), `data` for put, create and restore,
+//!   `patch` for update, `version` for restore (what `floe export` writes),
+//!   and optionally `expected_version` (not for restore), `idempotency_key`,
+//!   `partition_key`.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -48,7 +50,9 @@ impl WriteRequest {
         let key = EntityKey::new(item.namespace, item.entity_type, item.id);
         let invalid = |reason: String| Error::InvalidWriteItem(format!("{key}: {reason}"));
         let op = item.op.unwrap_or("entity");
-        if item.op.is_some() && (item.version.is_some() || item.updated_at_us.is_some()) {
+        if item.op.is_some_and(|op| op != "restore")
+            && (item.version.is_some() || item.updated_at_us.is_some())
+        {
             return Err(invalid(format!(
                 "`version` and `updated_at_us` belong to entity lines, not to a {op:?} command (use `expected_version`)"
             )));
@@ -71,14 +75,25 @@ impl WriteRequest {
             ("update", _) => return Err(invalid("an update needs `patch` (and no `data`)".into())),
             ("delete", None) if item.data.is_none() => WriteRequest::delete(key.clone()),
             ("delete", None) => return Err(invalid("a delete takes no `data`".into())),
-            ("entity" | "put" | "upsert" | "create" | "delete", Some(_)) => {
+            ("restore", None) => {
+                let Some(version) = item.version else {
+                    return Err(invalid("a restore needs the exported `version`".into()));
+                };
+                if item.expected_version.is_some() {
+                    return Err(invalid(
+                        "a restore takes `version`, not `expected_version`".into(),
+                    ));
+                }
+                WriteRequest::restore_text(key.clone(), data(item.data)?, version)
+            }
+            ("entity" | "put" | "upsert" | "create" | "delete" | "restore", Some(_)) => {
                 return Err(invalid(format!(
                     "`patch` belongs to updates, not to a {op}"
                 )));
             }
             (other, _) => {
                 return Err(invalid(format!(
-                    "unknown op {other:?} (put, create, update or delete)"
+                    "unknown op {other:?} (put, create, update, delete or restore)"
                 )));
             }
         };
@@ -92,6 +107,11 @@ impl WriteRequest {
             request = request.partition_key(k);
         }
         Ok(request)
+    }
+
+    /// Whether this request is a restore (idempotent by its version).
+    pub fn is_restore(&self) -> bool {
+        matches!(self.op, super::WriteOp::Restore(..))
     }
 
     /// Whether this request creates (and only creates) its entity.
@@ -146,6 +166,12 @@ mod tests {
             WriteRequest::from_item(delete).unwrap(),
             WriteRequest::delete(EntityKey::new("n", "T", "1"))
         );
+        let restore = r#"{"op":"restore","namespace":"n","entity_type":"T","id":"1","data":{"a":1},"version":7,"partition_key":"p"}"#;
+        assert_eq!(
+            WriteRequest::from_item(restore).unwrap(),
+            WriteRequest::restore_text(EntityKey::new("n", "T", "1"), r#"{"a":1}"#, 7)
+                .partition_key("p")
+        );
     }
 
     #[test]
@@ -183,6 +209,18 @@ mod tests {
             (
                 format!(r#"{{{key},"op":"put","data":{{}},"version":2}}"#),
                 "expected_version",
+            ),
+            (
+                format!(r#"{{{key},"op":"restore","data":{{}}}}"#),
+                "needs the exported `version`",
+            ),
+            (
+                format!(r#"{{{key},"op":"restore","data":{{}},"version":2,"expected_version":1}}"#),
+                "not `expected_version`",
+            ),
+            (
+                format!(r#"{{{key},"op":"restore","version":2}}"#),
+                "needs `data`",
             ),
         ] {
             let message = err(&item);

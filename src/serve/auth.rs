@@ -3,7 +3,7 @@
 use axum::http::{HeaderMap, header};
 
 use super::errors::ApiError;
-use crate::config::{AuthMode, Role, Token};
+use floe_config::{AuthMode, Role, Token};
 
 /// Who made a call: the token's name (never its secret) and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +86,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
     use axum::http::HeaderValue;
+    use floe_config::Secret;
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -209,6 +209,7 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         E::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
         E::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
         E::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
+        E::AlreadyRestored { .. } => (StatusCode::CONFLICT, "already_restored"),
         E::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
         E::StaleRouting { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stale_routing"),
         // Cluster mode: the shard is owned elsewhere or changing hands; the

@@ -15,9 +15,9 @@ use super::audit::AuditLog;
 use super::auth::Authenticator;
 use super::metrics::Metrics;
 use super::{AppState, Phase, health, routes};
-use crate::config::{AuthMode, TOKENS_ENV};
 use crate::error::{Error, Result};
 use crate::{ClusterNode, Config, Floe};
+use floe_config::{AuthMode, TOKENS_ENV};
 
 /// A bound `floe serve`: [`Server::bind`], then [`Server::run`].
 #[derive(Debug)]

@@ -14,6 +14,7 @@ mod batch;
 mod cluster;
 mod entities;
 mod errors;
+mod export;
 mod health;
 mod lifecycle;
 mod metrics;

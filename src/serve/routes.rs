@@ -14,8 +14,10 @@ use axum::routing::MethodRouter;
 use super::audit::{AuditEntry, rfc3339};
 use super::auth::{self, Caller};
 use super::errors::ApiError;
-use super::{AppState, admin, batch, cluster, entities, health, metrics, migrations, sql, things};
-use crate::config::Role;
+use super::{
+    AppState, admin, batch, cluster, entities, export, health, metrics, migrations, sql, things,
+};
+use floe_config::Role;
 
 /// What a route needs and whether its calls go to the audit log.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +105,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .merge(metrics::routes(&state))
         .merge(entities::routes(&state))
         .merge(batch::routes(&state))
+        .merge(export::routes(&state))
         .merge(admin::routes(&state))
         .merge(cluster::routes(&state))
         .merge(migrations::routes(&state))

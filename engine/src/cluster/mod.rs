@@ -497,6 +497,34 @@ impl ShardCluster {
         Ok(all)
     }
 
+    /// Live entities of a namespace, every type, in (type, id) order after
+    /// `after`, at most `limit`, each with its partition key; asks every
+    /// shard and merges, each listing only what the current topology gives
+    /// it (as [`ShardCluster::list`]).
+    pub async fn list_namespace(
+        &self,
+        namespace: &str,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<(Entity, String)>> {
+        let routing = self.routing();
+        let requests = routing.shards.iter().map(|shard| {
+            shard.list_namespace_owned(
+                (*routing.router).clone(),
+                namespace.to_string(),
+                after.cloned(),
+                limit,
+            )
+        });
+        let mut all = Vec::new();
+        for page in futures::future::join_all(requests).await {
+            all.extend(page?);
+        }
+        all.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+        all.truncate(limit);
+        Ok(all)
+    }
+
     /// [`ShardCluster::list`] on one shard.
     pub async fn list_shard(
         &self,

@@ -144,6 +144,24 @@ impl Shard {
         .await
     }
 
+    /// [`crate::ShardState::list_namespace_where`] of the entities the router gives
+    /// this shard.
+    pub async fn list_namespace_owned(
+        &self,
+        router: Router,
+        namespace: String,
+        after: Option<EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<(Entity, String)>> {
+        let shard = self.id;
+        self.run(move |state, _| {
+            state.list_namespace_where(&namespace, after.as_ref(), limit, |r| {
+                router.route(&r.partition_key, r.key_hash) == shard
+            })
+        })
+        .await
+    }
+
     /// The shard's counters.
     pub async fn stats(&self) -> Result<ShardStats> {
         match &self.link {

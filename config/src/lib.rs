@@ -2,10 +2,12 @@
 
 #[cfg(test)]
 mod defaults_tests;
+mod error;
 mod kafka;
 mod maintenance;
 mod serve;
 
+pub use self::error::{Error, Result};
 pub use self::kafka::KafkaConfig;
 pub use self::maintenance::MaintenanceConfig;
 pub use self::serve::{
@@ -22,8 +24,6 @@ use floe_engine::{
     HashFunction, KeyExtractor, PartitionKeySpec, ShardConfig, ShardLimits, Strategy, Topology,
 };
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
 
 /// Everything floe needs to open a data directory. Every field has a default;
 /// `docs/configuration.md` lists them.
@@ -128,7 +128,7 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    pub(crate) fn options(&self) -> LogOptions {
+    pub fn options(&self) -> LogOptions {
         LogOptions {
             partitions: self.partitions,
             segment_bytes: self.segment_bytes,
@@ -417,7 +417,7 @@ impl LakeConfig {
     pub fn location(&self, data_dir: &Path) -> Result<LakeLocation> {
         let data_dir = std::path::absolute(data_dir)
             .map_err(|e| Error::io(format!("resolving {}", data_dir.display()), e))?;
-        let lake_error = |e: floe_emitter::Error| Error::Config(format!("lake: {e}"));
+        let lake_error = |e: floe_emitter::Error| Error::Invalid(format!("lake: {e}"));
         let catalog =
             CatalogUrl::parse(&self.catalog, data_dir.join("catalog.db")).map_err(lake_error)?;
         let warehouse = if self.warehouse.trim().is_empty() {
@@ -492,7 +492,6 @@ impl Config {
 
 /// Where the pipeline lives, parsed from [`Config::pipeline`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum PipelineUrl {
     /// The embedded log in this directory.
     File(PathBuf),
@@ -513,11 +512,11 @@ pub enum PipelineUrl {
 impl Config {
     /// Reads a TOML file; absent keys take their defaults.
     pub fn from_toml_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::File {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Config::from_toml(&text).map_err(|e| Error::ConfigFile {
+        Config::from_toml(&text).map_err(|e| Error::File {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
@@ -525,7 +524,7 @@ impl Config {
 
     /// Parses TOML text and validates it.
     pub fn from_toml(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| Error::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -541,26 +540,26 @@ impl Config {
     /// Checks every value; `Floe::open` calls it too.
     pub fn validate(&self) -> Result<()> {
         if self.data_dir.as_os_str().is_empty() {
-            return Err(Error::Config("data_dir must not be empty".into()));
+            return Err(Error::Invalid("data_dir must not be empty".into()));
         }
         self.pipeline_url()?;
         #[cfg(feature = "kafka")]
         self.kafka_options()?;
         if self.kafka.request_timeout_ms == 0 {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "kafka.request_timeout_ms must be at least 1".into(),
             ));
         }
         if self.log.partitions == 0 {
-            return Err(Error::Config("log.partitions must be at least 1".into()));
+            return Err(Error::Invalid("log.partitions must be at least 1".into()));
         }
         if self.log.segment_bytes < 4096 {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "log.segment_bytes must be at least 4096".into(),
             ));
         }
         if self.log.fsync == FsyncMode::Interval && self.log.fsync_interval_ms == 0 {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "log.fsync_interval_ms must be at least 1 with fsync = \"interval\"".into(),
             ));
         }
@@ -570,7 +569,7 @@ impl Config {
         self.health.validate()?;
         self.serve.validate()?;
         if self.query.timeout_ms == 0 {
-            return Err(Error::Config("query.timeout_ms must be at least 1".into()));
+            return Err(Error::Invalid("query.timeout_ms must be at least 1".into()));
         }
         if let Some(cluster) = &self.cluster {
             self.validate_cluster(cluster)?;
@@ -580,10 +579,10 @@ impl Config {
             self.lake
                 .sink_options()
                 .validate()
-                .map_err(|e| Error::Config(format!("lake: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("lake: {e}")))?;
             if let Some(m) = self.lake.maintenance_options() {
                 m.validate()
-                    .map_err(|e| Error::Config(format!("lake.maintenance: {e}")))?;
+                    .map_err(|e| Error::Invalid(format!("lake.maintenance: {e}")))?;
             }
         }
         Ok(())
@@ -600,7 +599,7 @@ impl Config {
             });
         }
         if self.lake.enabled && self.lake.sink {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "cluster mode: lake.sink must be false on every node; the sink runs once per \
                  cluster as `floe sink` (docs/cluster.md)"
                     .into(),
@@ -623,7 +622,7 @@ impl Config {
             return self.kafka_url(url, rest);
         }
         let scheme = url.split("://").next().unwrap_or(url);
-        Err(Error::Config(format!(
+        Err(Error::Invalid(format!(
             "pipeline URL {url:?}: unsupported scheme {scheme:?} (expected file:// or kafka://)"
         )))
     }
@@ -707,7 +706,7 @@ mod tests {
     /// and equal `Config::default()` apart from the example per-type spec.
     #[test]
     fn the_documented_configuration_is_the_default() {
-        let doc = include_str!("../docs/configuration.md");
+        let doc = include_str!("../../docs/configuration.md");
         let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
         let block = &doc[start..start + doc[start..].find("```").expect("closed block")];
         let mut config = Config::from_toml(block).unwrap();

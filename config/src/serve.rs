@@ -162,7 +162,7 @@ impl ServeConfig {
     /// The listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr> {
         self.listen.parse().map_err(|e| {
-            Error::Config(format!(
+            Error::Invalid(format!(
                 "serve.listen {:?} is not host:port: {e}",
                 self.listen
             ))
@@ -182,23 +182,23 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
         if self.max_body_bytes == 0 {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "serve.max_body_bytes must be at least 1".into(),
             ));
         }
         if self.max_batch_items == 0 || self.max_batch_bytes == 0 {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "serve.max_batch_items and serve.max_batch_bytes must be at least 1".into(),
             ));
         }
         if self.max_list_limit == 0 {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "serve.max_list_limit must be at least 1".into(),
             ));
         }
         for token in &self.tokens {
             if token.secret.is_some() == token.secret_env.is_some() {
-                return Err(Error::Config(format!(
+                return Err(Error::Invalid(format!(
                     "serve.tokens {:?}: set exactly one of secret and secret_env",
                     token.name
                 )));
@@ -217,13 +217,13 @@ impl ServeConfig {
             let secret = match (&token.secret, &token.secret_env) {
                 (Some(secret), None) => secret.clone(),
                 (None, Some(var)) => Secret(env(var).ok_or_else(|| {
-                    Error::Config(format!(
+                    Error::Invalid(format!(
                         "serve.tokens {:?}: environment variable {var} is not set",
                         token.name
                     ))
                 })?),
                 _ => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Invalid(format!(
                         "serve.tokens {:?}: set exactly one of secret and secret_env",
                         token.name
                     )));
@@ -244,13 +244,13 @@ impl ServeConfig {
                 let (Some(name), Some(role), Some(secret)) =
                     (parts.next(), parts.next(), parts.next())
                 else {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Invalid(format!(
                         "{TOKENS_ENV} entry {} is not name:role:secret",
                         i + 1
                     )));
                 };
                 let role = Role::parse(role).ok_or_else(|| {
-                    Error::Config(format!(
+                    Error::Invalid(format!(
                         "{TOKENS_ENV} entry {name:?}: role {role:?} is not viewer, operator or admin"
                     ))
                 })?;
@@ -263,26 +263,26 @@ impl ServeConfig {
         }
         for (i, token) in tokens.iter().enumerate() {
             if token.name.is_empty() || token.name.chars().any(char::is_control) {
-                return Err(Error::Config(format!(
+                return Err(Error::Invalid(format!(
                     "token {:?}: a name must be non-empty printable text",
                     token.name
                 )));
             }
             if token.secret.0.len() < MIN_SECRET_LEN {
-                return Err(Error::Config(format!(
+                return Err(Error::Invalid(format!(
                     "token {:?}: the secret must be at least {MIN_SECRET_LEN} characters",
                     token.name
                 )));
             }
             for other in &tokens[..i] {
                 if other.name == token.name {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Invalid(format!(
                         "token name {:?} is used twice",
                         token.name
                     )));
                 }
                 if other.secret == token.secret {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Invalid(format!(
                         "tokens {:?} and {:?} share a secret",
                         other.name, token.name
                     )));
@@ -340,7 +340,7 @@ impl Default for HealthConfig {
 impl HealthConfig {
     /// Checks that the thresholds are ordered and positive.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Config(format!("health.{m}")));
+        let bad = |m: &str| Err(Error::Invalid(format!("health.{m}")));
         if self.window_ms < 10 {
             return bad("window_ms must be at least 10");
         }

@@ -90,12 +90,12 @@ impl Config {
         };
         options
             .validate()
-            .map_err(|e| Error::Config(format!("pipeline URL {:?}: {e}", self.pipeline)))?;
+            .map_err(|e| Error::Invalid(format!("pipeline URL {:?}: {e}", self.pipeline)))?;
         Ok(Some(options))
     }
 
     pub(super) fn kafka_url(&self, url: &str, rest: &str) -> Result<PipelineUrl> {
-        let bad = |why: String| Err(Error::Config(format!("pipeline URL {url:?}: {why}")));
+        let bad = |why: String| Err(Error::Invalid(format!("pipeline URL {url:?}: {why}")));
         let (brokers, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (topic, query) = path.split_once('?').unwrap_or((path, ""));
         if brokers.is_empty() {
