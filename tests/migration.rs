@@ -190,9 +190,18 @@ async fn under_load_with(
     kind: impl FnOnce(&Floe) -> PlanKind,
     shards: u32,
 ) -> floe::MigrationReport {
+    under_load_in(|c| c.topology.shards = shards, kind).await.0
+}
+
+/// [`under_load_with`] on a configuration `configure` changes; also returns
+/// the plan.
+async fn under_load_in(
+    configure: impl FnOnce(&mut Config),
+    kind: impl FnOnce(&Floe) -> PlanKind,
+) -> (floe::MigrationReport, floe::MigrationPlan) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.topology.shards = shards;
+    configure(&mut config);
     let floe = Floe::open(config.clone()).await.unwrap();
     let mut oracle = seed(&floe, 0..1500).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -223,7 +232,7 @@ async fn under_load_with(
     assert_eq!(floe.topology(), plan.to);
     check_placement(&floe, &oracle).await;
     floe.close().await.unwrap();
-    report
+    (report, plan)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -606,7 +615,36 @@ async fn invalid_plans_are_typed_errors() {
     seed(&floe, 0..50).await;
     let m = floe.migrations();
     let err = m
-        .plan(PlanKind::RemoveShard { shard: 1 })
+        .plan(PlanKind::RemoveShard { shard: 4 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.as_migration(),
+            Some(MigrationError::UnknownShard {
+                shard: 4,
+                shard_count: 4
+            })
+        ),
+        "{err}"
+    );
+    let err = m
+        .plan(PlanKind::Merge { from: 2, into: 2 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.as_migration(),
+            Some(MigrationError::MergeWithItself { shard: 2 })
+        ),
+        "{err}"
+    );
+    // Range plans need a range topology.
+    let err = m
+        .plan(PlanKind::SplitRange {
+            at: floe::RangeBound::Integer(5),
+            shard: None,
+        })
         .await
         .unwrap_err();
     assert!(
@@ -620,5 +658,197 @@ async fn invalid_plans_are_typed_errors() {
         .unwrap();
     let err = m.run(plan, MigrationOptions::default()).await.unwrap_err();
     assert!(err.to_string().contains("plan again"), "{err}");
+    floe.close().await.unwrap();
+}
+
+/// The shards that own the given keys now.
+fn owners(floe: &Floe, ids: impl Iterator<Item = u64>) -> BTreeMap<String, u32> {
+    ids.map(|i| {
+        let key = format!("k-{i:05}");
+        let shard = floe.shard_for_key(&key).shard;
+        (key, shard)
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_a_middle_shard_under_load() {
+    let (report, plan) = under_load_in(
+        |c| c.topology.shards = 5,
+        |_| PlanKind::RemoveShard { shard: 2 },
+    )
+    .await;
+    assert_eq!(plan.to.shard_count, 4);
+    // Shard 2's keys left it; shard 4's keys took its id; nothing else moved.
+    assert!(plan.moves.iter().all(|m| m.from == 2 || m.from == 4));
+    assert!(plan.moves.iter().any(|m| m.from == 2 && m.to != 2));
+    assert!(plan.moves.iter().any(|m| m.from == 4 && m.to == 2));
+    assert!(report.keys_moved > 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merge_two_non_adjacent_shards_under_load() {
+    let before = std::sync::Mutex::new(BTreeMap::new());
+    let (_, plan) = under_load_in(
+        |c| c.topology.shards = 5,
+        |floe| {
+            *before.lock().unwrap() = owners(floe, 0..1500);
+            PlanKind::Merge { from: 1, into: 3 }
+        },
+    )
+    .await;
+    assert_eq!(plan.to.shard_count, 4);
+    let router = floe_engine::Router::new(plan.to.clone()).unwrap();
+    let before = before.into_inner().unwrap();
+    let now = |key: &str| router.route(key, router.key_hash(key));
+    let merged: BTreeSet<u32> = before
+        .iter()
+        .filter(|(_, s)| **s == 1 || **s == 3)
+        .map(|(k, _)| now(k))
+        .collect();
+    assert_eq!(merged, BTreeSet::from([3]), "shards 1 and 3 became one");
+    for (key, &shard) in &before {
+        match shard {
+            4 => assert_eq!(now(key), 1, "{key}: the highest shard takes id 1"),
+            0 | 2 => assert_eq!(now(key), shard, "{key} moved"),
+            _ => {}
+        }
+    }
+}
+
+/// Ids `k-NNNNN` routed by their number: `[0, 400)` on 0, `[400, 800)` on
+/// 1, `[800, ..)` on 2.
+fn by_ranges(config: &mut Config) {
+    use floe::{RangeKey, RangeRule, Strategy};
+    config.topology.shards = 3;
+    config.topology.strategy = Strategy::Range {
+        key: RangeKey::Integer {
+            separator: Some("-".into()),
+            field: 1,
+        },
+        default_shard: 0,
+        ranges: vec![
+            RangeRule::integers(Some(0), Some(400), 0),
+            RangeRule::integers(Some(400), Some(800), 1),
+            RangeRule::integers(Some(800), None, 2),
+        ],
+    };
+}
+
+/// A range change under load moves exactly the keys whose range changed
+/// owner, to the shard `expect` names for a key number.
+async fn range_change(kind: PlanKind, expect: impl Fn(u64) -> u32) -> floe::MigrationPlan {
+    let (_, plan) = under_load_in(by_ranges, |_| kind).await;
+    let router = floe_engine::Router::new(plan.to.clone()).unwrap();
+    for i in 0..1600u64 {
+        let key = format!("k-{i:05}");
+        assert_eq!(
+            router.route(&key, router.key_hash(&key)),
+            expect(i),
+            "{key}"
+        );
+    }
+    plan
+}
+
+fn initial(i: u64) -> u32 {
+    match i {
+        0..400 => 0,
+        400..800 => 1,
+        _ => 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_split_under_load() {
+    let plan = range_change(
+        PlanKind::SplitRange {
+            at: floe::RangeBound::Integer(1200),
+            shard: None,
+        },
+        |i| if i >= 1200 { 3 } else { initial(i) },
+    )
+    .await;
+    assert_eq!(plan.to.shard_count, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_add_under_load() {
+    // A window inside [400, 800) on a new shard; the CLI passes text.
+    range_change(
+        PlanKind::AddRange {
+            start: Some("500".into()),
+            end: Some("600".into()),
+            shard: None,
+        },
+        |i| {
+            if (500..600).contains(&i) {
+                3
+            } else {
+                initial(i)
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_merge_under_load() {
+    range_change(
+        PlanKind::MergeRanges {
+            at: floe::RangeBound::Integer(800),
+            shard: None,
+        },
+        |i| if i >= 400 { 1 } else { 0 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_move_under_load() {
+    range_change(
+        PlanKind::MoveRange {
+            at: floe::RangeBound::Integer(10),
+            shard: 2,
+        },
+        |i| if i < 400 { 2 } else { initial(i) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn range_plans_that_overlap_or_leave_gaps_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    by_ranges(&mut config);
+    let floe = Floe::open(config).await.unwrap();
+    seed(&floe, 0..50).await;
+    let m = floe.migrations();
+    let err = m
+        .plan(PlanKind::AddRange {
+            start: Some(floe::RangeBound::Integer(300)),
+            end: Some(floe::RangeBound::Integer(500)),
+            shard: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.as_migration(), Some(MigrationError::RangeOverlap(_))),
+        "{err}"
+    );
+    let err = m
+        .plan(PlanKind::MergeRanges {
+            at: floe::RangeBound::Integer(500),
+            shard: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.as_migration(), Some(MigrationError::RangeGap(_))),
+        "{err}"
+    );
+    let err = m.plan(PlanKind::AddShard).await.unwrap_err();
+    assert!(err.to_string().contains("split-range"), "{err}");
+    assert_eq!(floe.topology().version, 1, "nothing changed");
     floe.close().await.unwrap();
 }

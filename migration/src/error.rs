@@ -27,6 +27,46 @@ pub enum Error {
     #[error("invalid migration plan: {0}")]
     InvalidPlan(String),
 
+    /// A plan names a shard the topology does not have.
+    #[error(
+        "invalid migration plan: shard {shard} does not exist (the topology has shards 0..{shard_count})"
+    )]
+    UnknownShard {
+        /// The shard named.
+        shard: u32,
+        /// Shards in the topology.
+        shard_count: u32,
+    },
+
+    /// A merge names the same shard twice.
+    #[error("invalid migration plan: shard {shard} cannot be merged with itself")]
+    MergeWithItself {
+        /// The shard named twice.
+        shard: u32,
+    },
+
+    /// The only shard of a topology cannot leave.
+    #[error(
+        "invalid migration plan: shard {shard} is the last one and cannot leave (a topology keeps at least one shard)"
+    )]
+    LastShard {
+        /// The shard.
+        shard: u32,
+    },
+
+    /// A range change would make two ranges overlap.
+    #[error("invalid range plan: {0}")]
+    RangeOverlap(String),
+
+    /// A range change names a range boundary that is not one (two ranges
+    /// to merge that do not touch, a split point outside every range).
+    #[error("invalid range plan: {0}")]
+    RangeGap(String),
+
+    /// A range bound that does not fit the topology's range key.
+    #[error("invalid range plan: {0}")]
+    RangeBound(String),
+
     /// The migration did not finish within its timeout; it was rolled back.
     #[error("migration {id} timed out after {seconds:.1} s in phase {phase}; rolled back")]
     Timeout {

@@ -36,7 +36,9 @@ mod coordinator;
 mod error;
 mod job;
 mod plan;
+mod ranges;
 mod replay;
+mod shrink;
 
 pub use balance::{BalanceAnalysis, ShardLoad, analyze_balance};
 pub use buffer::{BufferStats, WriteBuffer};
@@ -55,6 +57,7 @@ pub use floe_engine::{
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,
-    plan_add_shard, plan_merge, plan_move_keys, plan_rebalance, plan_remove_shard, plan_split,
-    plan_unpin, shard_loads, validate,
+    plan_add_shard, plan_move_keys, plan_rebalance, plan_split, plan_unpin, shard_loads, validate,
 };
+pub use ranges::{plan_add_range, plan_merge_ranges, plan_move_range, plan_split_range};
+pub use shrink::{plan_merge, plan_remove_shard};

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use floe_engine::{Router, Strategy, Topology};
+use floe_engine::{RangeBound, Router, Strategy, Topology};
 use serde::{Deserialize, Serialize};
 
 use crate::balance::{ShardLoad, analyze_balance, measure};
@@ -24,7 +24,8 @@ pub use floe_engine::KeyLoad;
 pub enum PlanKind {
     /// One more shard; the strategy hands it its share of keys.
     AddShard,
-    /// The highest shard leaves; its keys go where the strategy puts them.
+    /// A shard leaves (any one: the highest takes its id, so ids stay
+    /// `0..n`); its keys go to the least loaded remaining shards.
     RemoveShard {
         /// The shard that leaves.
         shard: u32,
@@ -39,7 +40,7 @@ pub enum PlanKind {
         /// The shard split.
         shard: u32,
     },
-    /// The highest shard leaves and all of its keys go to one shard.
+    /// Two shards become one (any two: the highest takes the freed id).
     Merge {
         /// The shard that leaves.
         from: u32,
@@ -66,6 +67,44 @@ pub enum PlanKind {
         /// The partition keys.
         keys: Vec<String>,
     },
+    /// Range topologies: the range `[start, end)` on `shard`, or on a new
+    /// shard when `shard` is absent.
+    AddRange {
+        /// Inclusive lower bound; absent: unbounded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<RangeBound>,
+        /// Exclusive upper bound; absent: unbounded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<RangeBound>,
+        /// The owner; absent: a new shard.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+    },
+    /// Range topologies: the range holding `at` is cut there; the upper
+    /// part goes to `shard`, or to a new shard when `shard` is absent.
+    SplitRange {
+        /// The first key of the upper part.
+        at: RangeBound,
+        /// The upper part's owner; absent: a new shard.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+    },
+    /// Range topologies: the ranges ending and starting at `at` become one,
+    /// owned by `shard` (absent: the lower range's shard).
+    MergeRanges {
+        /// Where the two ranges touch.
+        at: RangeBound,
+        /// The merged range's owner; absent: the lower range's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+    },
+    /// Range topologies: the range holding `at` goes to `shard`.
+    MoveRange {
+        /// A key of the range.
+        at: RangeBound,
+        /// Its owner from now on.
+        shard: u32,
+    },
 }
 
 impl PlanKind {
@@ -80,6 +119,10 @@ impl PlanKind {
             PlanKind::Pin { .. } => "pin",
             PlanKind::MoveKeys { .. } => "move-keys",
             PlanKind::Unpin { .. } => "unpin",
+            PlanKind::AddRange { .. } => "add-range",
+            PlanKind::SplitRange { .. } => "split-range",
+            PlanKind::MergeRanges { .. } => "merge-ranges",
+            PlanKind::MoveRange { .. } => "move-range",
         }
     }
 }
@@ -228,63 +271,12 @@ pub fn plan_add_shard(topology: &Topology, keys: &[KeyLoad]) -> Result<Migration
     finish(PlanKind::AddShard, topology, to, keys)
 }
 
-/// Removes `shard`, which must be the highest (shard ids are `0..n`);
-/// overrides that pinned keys to it are dropped so those keys follow the
-/// strategy.
-pub fn plan_remove_shard(
-    topology: &Topology,
-    keys: &[KeyLoad],
-    shard: u32,
-) -> Result<MigrationPlan> {
-    no_ranges(topology, "remove a shard")?;
-    check_last(topology, shard)?;
-    let mut to = topology.clone();
-    to.overrides.retain(|_, &mut s| s != shard);
-    to.shard_count -= 1;
-    let to = next(topology, to)?;
-    finish(PlanKind::RemoveShard { shard }, topology, to, keys)
-}
-
-/// Merges the highest shard `from` into `into`: every key it holds is
-/// pinned to `into`, and it leaves the topology.
-pub fn plan_merge(
-    topology: &Topology,
-    keys: &[KeyLoad],
-    from: u32,
-    into: u32,
-) -> Result<MigrationPlan> {
-    no_ranges(topology, "merge shards")?;
-    check_last(topology, from)?;
-    if into >= from {
-        return Err(Error::InvalidPlan(format!(
-            "merge target shard {into} must be one of the remaining shards 0..{from}"
-        )));
-    }
-    let mut to = topology.clone();
-    for shard in to.overrides.values_mut() {
-        if *shard == from {
-            *shard = into;
-        }
-    }
-    for key in keys.iter().filter(|k| k.shard == from) {
-        to.overrides.insert(key.partition_key.clone(), into);
-    }
-    to.shard_count -= 1;
-    let to = next(topology, to)?;
-    finish(PlanKind::Merge { from, into }, topology, to, keys)
-}
-
 /// Splits `shard`: a new shard takes about half of its bytes (largest keys
 /// first), pinned by overrides, and the keys of other shards that the larger
 /// shard count would move are pinned where they are, so nothing else moves.
 pub fn plan_split(topology: &Topology, keys: &[KeyLoad], shard: u32) -> Result<MigrationPlan> {
     no_ranges(topology, "split a shard")?;
-    if shard >= topology.shard_count {
-        return Err(Error::InvalidPlan(format!(
-            "shard {shard} does not exist (the topology has {} shards)",
-            topology.shard_count
-        )));
-    }
+    check_shard(topology, shard)?;
     let new_shard = topology.shard_count;
     let mut to = topology.clone();
     to.shard_count += 1;
@@ -415,12 +407,7 @@ pub fn plan_move_keys(
                 "an empty partition key cannot be pinned".into(),
             ));
         }
-        if shard >= topology.shard_count {
-            return Err(Error::InvalidPlan(format!(
-                "partition key {key:?}: shard {shard} does not exist (the topology has {} shards)",
-                topology.shard_count
-            )));
-        }
+        check_shard(topology, shard)?;
         to.overrides.insert(key.clone(), shard);
     }
     if to.overrides == topology.overrides {
@@ -529,10 +516,18 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
             plan.to.overrides.len()
         ));
     }
+    let leaving = match plan.kind {
+        PlanKind::RemoveShard { shard } => Some(shard),
+        PlanKind::Merge { from, .. } => Some(from),
+        _ => None,
+    };
     for shard in plan.removed_shards() {
-        v.warnings.push(format!(
-            "shard {shard} leaves; its keys are copied to the remaining shards"
-        ));
+        v.warnings.push(match leaving {
+            Some(leaving) if leaving != shard => format!(
+                "shard {leaving} leaves; shard {shard} takes its id (its keys move there, pinned by overrides)"
+            ),
+            _ => format!("shard {shard} leaves; its keys are copied to the remaining shards"),
+        });
     }
     if plan.estimated_duration_ms > 60_000 {
         v.warnings.push(format!(
@@ -543,32 +538,28 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
     v
 }
 
-fn no_ranges(topology: &Topology, what: &str) -> Result<()> {
+pub(crate) fn no_ranges(topology: &Topology, what: &str) -> Result<()> {
     if matches!(topology.strategy, Strategy::Range { .. }) {
         return Err(Error::InvalidPlan(format!(
-            "cannot {what} of a range topology automatically: ranges name their shards (change them with a new range strategy)"
+            "cannot {what} of a range topology: ranges name their shards (use add-range, split-range, merge-ranges or move-range)"
         )));
     }
     Ok(())
 }
 
-fn check_last(topology: &Topology, shard: u32) -> Result<()> {
-    if topology.shard_count <= 1 {
-        return Err(Error::InvalidPlan(
-            "the last remaining shard cannot leave".into(),
-        ));
-    }
-    if shard != topology.shard_count - 1 {
-        return Err(Error::InvalidPlan(format!(
-            "only the highest shard ({}) can leave: shard ids are 0..n (to empty shard {shard}, rebalance its keys away)",
-            topology.shard_count - 1
-        )));
+/// [`Error::UnknownShard`] unless `shard` is one of the topology's.
+pub(crate) fn check_shard(topology: &Topology, shard: u32) -> Result<()> {
+    if shard >= topology.shard_count {
+        return Err(Error::UnknownShard {
+            shard,
+            shard_count: topology.shard_count,
+        });
     }
     Ok(())
 }
 
 /// `to` as the version after `from`, validated.
-fn next(from: &Topology, mut to: Topology) -> Result<Topology> {
+pub(crate) fn next(from: &Topology, mut to: Topology) -> Result<Topology> {
     to.version = from
         .version
         .checked_add(1)
@@ -577,7 +568,7 @@ fn next(from: &Topology, mut to: Topology) -> Result<Topology> {
     Ok(to)
 }
 
-fn finish(
+pub(crate) fn finish(
     kind: PlanKind,
     from: &Topology,
     to: Topology,

@@ -1,5 +1,8 @@
 use super::*;
+use crate::shrink::{plan_merge, plan_remove_shard};
 use floe_engine::HashFunction;
+use std::collections::BTreeSet;
+
 use proptest::prelude::{Just, prop_assert, prop_assert_eq, prop_oneof, proptest};
 use proptest::strategy::Strategy as Gen;
 
@@ -132,18 +135,28 @@ proptest! {
 fn invalid_requests_are_typed() {
     let t = Topology::new(4, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
     let keys = keys(&t, 50, |_| 1);
-    for result in [
-        plan_remove_shard(&t, &keys, 1),
-        plan_merge(&t, &keys, 3, 3),
-        plan_split(&t, &keys, 9),
-        plan_remove_shard(
-            &Topology::new(1, HashFunction::Xxh3, Strategy::JumpBack).unwrap(),
-            &[],
-            0,
+    assert!(
+        matches!(
+            plan_merge(&t, &keys, 3, 3),
+            Err(Error::MergeWithItself { shard: 3 })
         ),
+        "merge with itself"
+    );
+    for result in [
+        plan_split(&t, &keys, 9),
+        plan_remove_shard(&t, &keys, 4),
+        plan_merge(&t, &keys, 4, 1),
+        plan_merge(&t, &keys, 1, 4),
     ] {
-        assert!(matches!(result, Err(Error::InvalidPlan(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(Error::UnknownShard { shard_count: 4, .. })),
+            "{result:?}"
+        );
     }
+    let one = Topology::new(1, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+    let err = plan_remove_shard(&one, &[], 0).unwrap_err();
+    assert!(matches!(err, Error::LastShard { shard: 0 }), "{err}");
+    assert!(err.to_string().contains("last one"), "{err}");
     // Balanced: nothing to move.
     let err = plan_rebalance(&t, &keys, 10.0).unwrap_err();
     assert!(err.to_string().contains("balanced"), "{err}");
@@ -256,4 +269,103 @@ fn pins_and_unpins_refuse_what_cannot_be_done() {
 
 fn keys_for(t: &Topology) -> Vec<KeyLoad> {
     keys(t, 10, |_| 1)
+}
+
+proptest! {
+    /// Removing any shard: its keys leave it for the other shards (the
+    /// highest takes its id), only its keys and the highest shard's move,
+    /// every other key stays, and overrides pinning keys to it are gone.
+    #[test]
+    fn remove_any_shard_moves_only_it_and_the_highest(
+        shards in 2u32..12,
+        n in 0usize..300,
+        leaving in 0u32..12,
+        s in strategy(),
+    ) {
+        let leaving = leaving % shards;
+        let last = shards - 1;
+        let mut t = Topology::new(shards, HashFunction::Xxh3, s.clone()).unwrap();
+        t.overrides.insert("pinned-to-leaving".into(), leaving);
+        t.overrides.insert("pinned-to-last".into(), last);
+        let keys = keys(&t, n, |i| 1 + i as u64 % 13);
+        let plan = plan_remove_shard(&t, &keys, leaving).unwrap();
+        prop_assert_eq!(plan.to.shard_count, last);
+        prop_assert!(!plan.to.overrides.contains_key("pinned-to-leaving"));
+        if leaving != last {
+            prop_assert_eq!(plan.to.overrides.get("pinned-to-last"), Some(&leaving));
+        }
+        let router = Router::new(plan.to.clone()).unwrap();
+        for k in &keys {
+            let to = router.route(&k.partition_key, k.key_hash);
+            if k.shard == last && leaving != last {
+                // The highest shard's keys take the freed id, together.
+                prop_assert_eq!(to, leaving);
+            } else if s != Strategy::Modulo {
+                prop_assert_eq!(to, k.shard, "{} moved", &k.partition_key);
+            }
+        }
+        if leaving != last && !keys.is_empty() {
+            // Greedy placement: no shard ends up heavier than the heaviest
+            // one it could have been given to plus one key.
+            let mut after = vec![0u64; last as usize];
+            for k in &keys {
+                after[router.route(&k.partition_key, k.key_hash) as usize] += k.bytes;
+            }
+            let mut kept = vec![0u64; shards as usize];
+            for k in keys.iter().filter(|k| k.shard != leaving) {
+                kept[k.shard as usize] += k.bytes;
+            }
+            let heaviest_key = keys.iter().map(|k| k.bytes).max().unwrap_or(0);
+            // LPT: at most the heaviest kept shard, or the mean plus one key.
+            let total: u64 = keys.iter().map(|k| k.bytes).sum();
+            let bound = kept.iter().max().copied().unwrap_or(0).max(total / u64::from(last) + heaviest_key);
+            prop_assert!(after.iter().all(|&l| l <= bound), "{:?} > {}", after, bound);
+        }
+        let listed: Vec<String> = plan.moves.iter().map(|m| m.partition_key.clone()).collect();
+        prop_assert_eq!(&listed, &changed(&t, &plan.to, &keys));
+        prop_assert!(validate(&plan, &t).is_valid());
+    }
+
+    /// Merging any two shards puts the union of their keys on one shard
+    /// and leaves every other key where it is.
+    #[test]
+    fn merge_any_two_shards_joins_exactly_them(
+        shards in 2u32..12,
+        n in 0usize..300,
+        a in 0u32..12,
+        b in 0u32..12,
+        s in strategy(),
+    ) {
+        let (from, into) = (a % shards, b % shards);
+        if from == into {
+            return Ok(());
+        }
+        let last = shards - 1;
+        let t = Topology::new(shards, HashFunction::Xxh3, s.clone()).unwrap();
+        let keys = keys(&t, n, |_| 3);
+        let plan = plan_merge(&t, &keys, from, into).unwrap();
+        prop_assert_eq!(plan.to.shard_count, last);
+        let router = Router::new(plan.to.clone()).unwrap();
+        let merged: BTreeSet<u32> = keys
+            .iter()
+            .filter(|k| k.shard == from || k.shard == into)
+            .map(|k| router.route(&k.partition_key, k.key_hash))
+            .collect();
+        prop_assert!(merged.len() <= 1, "{:?}", merged);
+        for k in &keys {
+            let to = router.route(&k.partition_key, k.key_hash);
+            if k.shard == last && from != last && into != last {
+                prop_assert_eq!(to, from);
+            } else if k.shard != from && k.shard != into && s != Strategy::Modulo {
+                prop_assert_eq!(to, k.shard);
+            }
+        }
+        // The merged keys share no shard with anyone else.
+        if let Some(&m) = merged.iter().next() {
+            for k in keys.iter().filter(|k| k.shard != from && k.shard != into) {
+                prop_assert!(router.route(&k.partition_key, k.key_hash) != m || s == Strategy::Modulo);
+            }
+        }
+        prop_assert!(validate(&plan, &t).is_valid());
+    }
 }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use floe::{
     Config, Floe, JobStatus, MigrationConfig, MigrationJob, MigrationOptions, MigrationPlan,
-    MigrationReport, PlanKind,
+    MigrationReport, PlanKind, RangeBound,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -33,9 +33,9 @@ enum Which {
     },
     /// Add a shard live: the strategy hands it its share of keys.
     AddShard(RunArgs),
-    /// Remove the highest shard live; its keys go where the strategy puts them.
+    /// Remove a shard live (any one; the highest takes its id); its keys go to the least loaded shards.
     RemoveShard {
-        /// The shard (default and only choice with hash strategies: the highest).
+        /// The shard (default: the highest).
         #[arg(long)]
         shard: Option<u32>,
         #[command(flatten)]
@@ -57,9 +57,9 @@ enum Which {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// The highest shard leaves and all its keys go to one shard.
+    /// Merge any two shards live: all of `from`'s keys go to `into` (the highest takes the freed id).
     Merge {
-        /// The shard that leaves (the highest).
+        /// The shard that leaves.
         #[arg(long)]
         from: u32,
         /// The shard that takes its keys.
@@ -93,6 +93,36 @@ enum Which {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Range topologies, live: a new range [--start, --end) on a new shard (or --shard).
+    AddRange {
+        #[command(flatten)]
+        range: NewRange,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Range topologies, live: cut the range holding AT there; the upper part goes to a new shard (or --shard).
+    SplitRange {
+        #[command(flatten)]
+        at: AtBound,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Range topologies, live: the ranges ending and starting at AT become one (the lower one's shard, or --shard).
+    MergeRanges {
+        #[command(flatten)]
+        at: AtBound,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Range topologies, live: the range holding AT goes to SHARD.
+    MoveRange {
+        /// A key of the range.
+        at: String,
+        /// Its shard from now on.
+        shard: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The balance analysis: imbalance, hot and cold shards, mean load.
     Balance {
         /// Tolerance: a shard this fraction above the mean is hot.
@@ -120,7 +150,7 @@ enum Which {
 enum Change {
     /// Add one shard.
     AddShard,
-    /// Remove the highest shard.
+    /// Remove a shard.
     RemoveShard {
         /// The shard (default: the highest).
         #[arg(long)]
@@ -138,7 +168,7 @@ enum Change {
         #[arg(long)]
         shard: u32,
     },
-    /// Merge the highest shard into another.
+    /// Merge two shards.
     Merge {
         /// The shard that leaves.
         #[arg(long)]
@@ -166,6 +196,74 @@ enum Change {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Add a range (range topologies).
+    AddRange(NewRange),
+    /// Split the range holding a key (range topologies).
+    SplitRange(AtBound),
+    /// Merge the two ranges touching at a key (range topologies).
+    MergeRanges(AtBound),
+    /// Move the range holding a key (range topologies).
+    MoveRange {
+        /// A key of the range.
+        at: String,
+        /// Its shard from now on.
+        shard: u32,
+    },
+}
+
+/// A new range `[start, end)`; bounds are read as the range key's kind.
+#[derive(Debug, Args, Clone)]
+struct NewRange {
+    /// Inclusive lower bound (default: unbounded).
+    #[arg(long)]
+    start: Option<String>,
+    /// Exclusive upper bound (default: unbounded).
+    #[arg(long)]
+    end: Option<String>,
+    /// Its shard (default: a new shard).
+    #[arg(long)]
+    shard: Option<u32>,
+}
+
+/// A range boundary and an optional owner.
+#[derive(Debug, Args, Clone)]
+struct AtBound {
+    /// The key (read as the range key's kind: integer or string).
+    at: String,
+    /// The shard that gets the part (default: a new shard for a split, the lower range's for a merge).
+    #[arg(long)]
+    shard: Option<u32>,
+}
+
+impl NewRange {
+    fn kind(self) -> PlanKind {
+        PlanKind::AddRange {
+            start: self.start.map(RangeBound::String),
+            end: self.end.map(RangeBound::String),
+            shard: self.shard,
+        }
+    }
+}
+
+fn split_range(at: AtBound) -> PlanKind {
+    PlanKind::SplitRange {
+        at: RangeBound::String(at.at),
+        shard: at.shard,
+    }
+}
+
+fn merge_ranges(at: AtBound) -> PlanKind {
+    PlanKind::MergeRanges {
+        at: RangeBound::String(at.at),
+        shard: at.shard,
+    }
+}
+
+fn move_range(at: String, shard: u32) -> PlanKind {
+    PlanKind::MoveRange {
+        at: RangeBound::String(at),
+        shard,
+    }
 }
 
 /// `KEY=SHARD`, split at the last `=` (keys may hold `=`).
@@ -228,6 +326,12 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()>
         Which::Unpin { keys, run } => {
             execute(config, PlanKind::Unpin { keys }, (&run).into()).await
         }
+        Which::AddRange { range, run } => execute(config, range.kind(), (&run).into()).await,
+        Which::SplitRange { at, run } => execute(config, split_range(at), (&run).into()).await,
+        Which::MergeRanges { at, run } => execute(config, merge_ranges(at), (&run).into()).await,
+        Which::MoveRange { at, shard, run } => {
+            execute(config, move_range(at, shard), (&run).into()).await
+        }
         Which::Balance { threshold } => balance(config, threshold).await,
         Which::Status { id, json } => status(&config, id, json),
         Which::Cancel { id } => cancel(&config, id),
@@ -253,6 +357,10 @@ fn kind_of(change: Change, shard_count: u32) -> PlanKind {
         Change::Pin { key, shard } => PlanKind::Pin { key, shard },
         Change::MoveKeys { moves } => move_keys(moves),
         Change::Unpin { keys } => PlanKind::Unpin { keys },
+        Change::AddRange(range) => range.kind(),
+        Change::SplitRange(at) => split_range(at),
+        Change::MergeRanges(at) => merge_ranges(at),
+        Change::MoveRange { at, shard } => move_range(at, shard),
     }
 }
 

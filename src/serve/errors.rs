@@ -180,6 +180,12 @@ fn migration_status(e: &floe_migration::Error) -> (StatusCode, &'static str) {
     match e {
         M::AlreadyMigrating { .. } => (StatusCode::CONFLICT, "already_migrating"),
         M::InvalidPlan(_) => (StatusCode::BAD_REQUEST, "invalid_plan"),
+        M::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
+        M::MergeWithItself { .. } => (StatusCode::BAD_REQUEST, "merge_with_itself"),
+        M::LastShard { .. } => (StatusCode::CONFLICT, "last_shard"),
+        M::RangeOverlap(_) => (StatusCode::BAD_REQUEST, "range_overlap"),
+        M::RangeGap(_) => (StatusCode::BAD_REQUEST, "range_gap"),
+        M::RangeBound(_) => (StatusCode::BAD_REQUEST, "range_bound"),
         M::NotFound(_) => (StatusCode::NOT_FOUND, "migration_not_found"),
         M::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "migration_timeout"),
         M::Cancelled { .. } => (StatusCode::CONFLICT, "migration_cancelled"),

@@ -60,7 +60,10 @@ pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
 /// `{"kind": "rebalance", "threshold": 0.2}`, `{"kind": "split", "shard": 1}`,
 /// `{"kind": "merge", "from": 4, "into": 2}`, `{"kind": "pin", "key":
 /// "acme", "shard": 3}`, `{"kind": "move_keys", "moves": {"acme": 3, "globex":
-/// 1}}` or `{"kind": "unpin", "keys": ["acme"]}`.
+/// 1}}`, `{"kind": "unpin", "keys": ["acme"]}`, and on range topologies
+/// `{"kind": "add_range", "start": 100, "end": 200}` (optional `"shard"`),
+/// `{"kind": "split_range", "at": 150}`, `{"kind": "merge_ranges", "at":
+/// 150}` or `{"kind": "move_range", "at": 150, "shard": 2}`.
 async fn plan_kind(
     state: &AppState,
     headers: &HeaderMap,
@@ -71,7 +74,7 @@ async fn plan_kind(
         ApiError::bad_request(
             "malformed_json",
             format!(
-                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\" | \"pin\" | \"move_keys\" | \"unpin\", ...}}: {e}"
+                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\" | \"pin\" | \"move_keys\" | \"unpin\" | \"add_range\" | \"split_range\" | \"merge_ranges\" | \"move_range\", ...}}: {e}"
             ),
         )
     })

@@ -28,9 +28,11 @@ use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
 use crate::plan::{
-    MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_merge, plan_move_keys,
-    plan_rebalance, plan_remove_shard, plan_split, plan_unpin, shard_loads, validate,
+    MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_move_keys, plan_rebalance,
+    plan_split, plan_unpin, shard_loads, validate,
 };
+use crate::ranges::{plan_add_range, plan_merge_ranges, plan_move_range, plan_split_range};
+use crate::shrink::{plan_merge, plan_remove_shard};
 
 /// Where a data directory keeps its migration jobs.
 pub const JOBS_DIR: &str = "migrations";
@@ -178,6 +180,12 @@ impl Migrator {
             }
             PlanKind::Unpin { keys: ref unpin } => plan_unpin(&topology, &keys, unpin),
             PlanKind::Merge { from, into } => plan_merge(&topology, &keys, from, into),
+            PlanKind::AddRange { start, end, shard } => {
+                plan_add_range(&topology, &keys, start, end, shard)
+            }
+            PlanKind::SplitRange { at, shard } => plan_split_range(&topology, &keys, at, shard),
+            PlanKind::MergeRanges { at, shard } => plan_merge_ranges(&topology, &keys, at, shard),
+            PlanKind::MoveRange { at, shard } => plan_move_range(&topology, &keys, at, shard),
         }
     }
 
