@@ -277,6 +277,7 @@ async fn update_entity(
     .await
 }
 
+#[allow(clippy::too_many_arguments, reason = "one axum extractor per argument")]
 async fn delete_entity(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -370,8 +371,8 @@ async fn get_entity(
     forward::serve(state_ref, &call, None, move || async move {
         let floe = state_ref.floe()?;
         let entity = match &params.partition_key {
-            Some(pk) => floe.get_routed(&key, pk).await?,
-            None => floe.get(&key).await?,
+            Some(pk) => floe.get_routed(key, pk).await?,
+            None => floe.get(key).await?,
         };
         entity
             .map(AxumJson)
