@@ -98,7 +98,9 @@ pub fn plan_merge(
         keys,
         PlanKind::Merge { from, into },
         from,
-        |k| (k.shard == from || k.shard == last).then(|| merged(k.shard)),
+        // `into`'s own keys are named too: a strategy that moves keys when
+        // the shard count falls (modulo) would scatter them otherwise.
+        |k| (k.shard == from || k.shard == into || k.shard == last).then(|| merged(k.shard)),
         |s| Some(merged(s)),
     )
 }
