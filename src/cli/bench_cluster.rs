@@ -292,12 +292,17 @@ impl Bench {
         let ports: Vec<u16> = (0..args.nodes)
             .map(|_| free_port())
             .collect::<Result<_, _>>()?;
+        // Every node of the run shares one token for its forwarded calls;
+        // a node refuses to start without one.
+        let token =
+            floe_cluster::ClusterToken::new(format!("bench-{}", uuid::Uuid::new_v4().simple()));
         let etcd_config = ports
             .iter()
             .enumerate()
             .map(|(i, port)| {
                 let mut c = etcd.node_config("bench", &format!("n{}", i + 1), *port);
                 c.lease_ttl_secs = args.lease_ttl_secs;
+                c.token = Some(token.clone());
                 c
             })
             .collect();
