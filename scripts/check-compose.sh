@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validates docker-compose.yml with whichever Compose client is installed
 # (`docker compose` or the standalone `docker-compose`); no engine needed.
-# tests/serve_ops.rs checks the same file's wiring without any client.
+# tests/integration/serve_ops.rs checks the same file's wiring without any client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FLOE_TOKENS="${FLOE_TOKENS:-check:admin:compose-check-secret-0123}"

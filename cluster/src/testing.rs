@@ -59,6 +59,27 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Harness(format!("no free port: {e}")))
 }
 
+/// A temporary directory for one etcd server's data, in memory where the
+/// machine has a tmpfs at `/dev/shm`.
+///
+/// etcd preallocates 64 MiB for its write-ahead log at start. The cluster
+/// tests start a dozen servers at once, and on a machine whose disk is
+/// nearly full (CI machines can be) those allocations failed with "no space
+/// left on device" before any test ran. A test's etcd never outlives the
+/// machine, so memory is as durable as it needs: a killed and restarted
+/// server finds its data.
+fn data_dir() -> Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("floe-etcd-")
+            .tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    tempfile::tempdir().map_err(|e| Error::Harness(format!("temp dir: {e}")))
+}
+
 /// One etcd server owned by a test.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -73,7 +94,7 @@ impl EtcdServer {
     /// Starts etcd and waits until it answers a KV read.
     pub async fn start() -> Result<EtcdServer> {
         let bin = etcd_bin()?;
-        let dir = tempfile::tempdir().map_err(|e| Error::Harness(format!("temp dir: {e}")))?;
+        let dir = data_dir()?;
         let mut server = EtcdServer {
             dir,
             bin,

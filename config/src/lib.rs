@@ -450,6 +450,10 @@ pub struct QueryConfig {
     pub cache_max_bytes: u64,
     /// Parallel scan partitions; 0 = one per core.
     pub target_partitions: usize,
+    /// Files read at once from an object store (`s3://` warehouses): the
+    /// scan is spread over at least this many groups, since remote reads
+    /// wait on the network rather than a core. At least 1.
+    pub remote_read_concurrency: usize,
     /// Let a namespace filter prune the `bucket(partition_key)` partitions
     /// when the configured partition key is the namespace for every type.
     /// Turn off if writes pass explicit partition keys other than the namespace.
@@ -466,6 +470,7 @@ impl Default for QueryConfig {
             cache_max_entries: options.cache_max_entries,
             cache_max_bytes: options.cache_max_bytes as u64,
             target_partitions: options.target_partitions,
+            remote_read_concurrency: options.remote_read_concurrency,
             namespace_pruning: true,
         }
     }
@@ -483,6 +488,7 @@ impl Config {
             cache_max_entries: q.cache_max_entries,
             cache_max_bytes: q.cache_max_bytes as usize,
             target_partitions: q.target_partitions,
+            remote_read_concurrency: q.remote_read_concurrency,
             namespace_is_partition_key: q.namespace_pruning
                 && self.partition_key.default == PartitionKeySpec::tenant()
                 && self.partition_key.types.is_empty(),
@@ -570,6 +576,11 @@ impl Config {
         self.serve.validate()?;
         if self.query.timeout_ms == 0 {
             return Err(Error::Invalid("query.timeout_ms must be at least 1".into()));
+        }
+        if self.query.remote_read_concurrency == 0 {
+            return Err(Error::Invalid(
+                "query.remote_read_concurrency must be at least 1".into(),
+            ));
         }
         if let Some(cluster) = &self.cluster {
             self.validate_cluster(cluster)?;
@@ -659,6 +670,18 @@ mod tests {
             let err = Config::from_toml(&format!("[topology]\nstrategy = {bad}")).unwrap_err();
             assert!(!err.to_string().is_empty(), "{bad}");
         }
+    }
+
+    #[test]
+    fn query_settings_reach_the_query_options_and_zero_concurrency_is_refused() {
+        let config = Config::from_toml("[query]\nremote_read_concurrency = 4").unwrap();
+        assert_eq!(config.query_options().remote_read_concurrency, 4);
+        let err = Config::from_toml("[query]\nremote_read_concurrency = 0").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("query.remote_read_concurrency must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -136,12 +136,21 @@ enum Request {
     /// been appended and applied (so it doubles as a barrier: every write
     /// queued before it is durable and applied when it runs).
     Run(StateTask),
+    /// A caller's read of the state (lists), answered like `Get`: only
+    /// while this node serves the shard. Unlike `Run`, which migrations use
+    /// on shards they drive, it never reads a state this node does not own
+    /// (in cluster mode, an empty or stale copy).
+    ReadOwned(OwnedRead),
     /// Finish what is queued, refuse anything new, then stop.
     Stop,
 }
 
 /// A closure run by a shard worker on its state (see [`ShardHandle::with_state`]).
 type StateTask = Box<dyn FnOnce(&mut ShardState, &mut DedupWindow) + Send>;
+
+/// A read run by a shard worker on its state, or told why it may not (see
+/// [`ShardHandle::read_owned`]).
+type OwnedRead = Box<dyn FnOnce(Result<&ShardState>) + Send>;
 
 /// The sending side of a shard's inbox. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -174,6 +183,7 @@ impl std::fmt::Debug for Request {
             Request::List { .. } => f.write_str("List"),
             Request::Stats { .. } => f.write_str("Stats"),
             Request::Run(_) => f.write_str("Run"),
+            Request::ReadOwned(_) => f.write_str("ReadOwned"),
             Request::Stop => f.write_str("Stop"),
         }
     }
@@ -334,6 +344,23 @@ impl ShardHandle {
         rx.await.map_err(|_| self.stopped())
     }
 
+    /// Runs `read` on the worker's state after every request queued before
+    /// it has been answered, if this node serves the shard now; otherwise
+    /// [`Error::NotOwner`], as a get would answer. For callers' reads
+    /// (lists) in cluster mode, where a shard's worker runs on every node
+    /// but only the owner's holds its state.
+    pub(crate) async fn read_owned<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&ShardState) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::ReadOwned(Box::new(move |state| {
+            let _ = reply.send(state.map(read));
+        })))
+        .await?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
     /// Asks the worker to stop once the requests queued before this one are
     /// done; requests sent afterwards fail with [`Error::Closed`].
     pub(crate) async fn stop(&self) {
@@ -473,6 +500,7 @@ impl ShardWorker {
         let mut group = GroupCommit::default();
         let mut outbox = Outbox::default();
         let mut tasks: Vec<StateTask> = Vec::new();
+        let mut reads: Vec<OwnedRead> = Vec::new();
         let limits = PrepareLimits {
             max_payload_bytes: self.config.max_payload_bytes,
             max_json_depth: self.config.max_json_depth,
@@ -569,16 +597,23 @@ impl ShardWorker {
                     let _ = reply.send(*stats);
                 }
                 Request::Run(task) => tasks.push(task),
+                Request::ReadOwned(read) => reads.push(read),
                 Request::Stop => {}
             }
         }
         if !group.events.is_empty() {
-            self.commit(group, &mut outbox, stats, probe, owner.unwrap_or_default())
-                .await;
+            let epoch = *owner.as_ref().unwrap_or(&0);
+            self.commit(group, &mut outbox, stats, probe, epoch).await;
         }
         outbox.flush();
         for task in tasks {
             task(&mut self.state, &mut self.dedup);
+        }
+        for read in reads {
+            match &owner {
+                Ok(_) => read(Ok(&self.state)),
+                Err(refusal) => read(Err(self.not_owner(refusal))),
+            }
         }
     }
 

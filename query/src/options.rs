@@ -17,6 +17,11 @@ pub struct QueryOptions {
     pub cache_max_bytes: usize,
     /// Parallel scan partitions (0: one per core).
     pub target_partitions: usize,
+    /// Files read at once from an object store (`s3://`): the scan is
+    /// spread over at least this many file groups. A remote read spends
+    /// its time waiting on the network, so one group per core leaves the
+    /// cores idle between requests; local files use `target_partitions`.
+    pub remote_read_concurrency: usize,
     /// Every event's partition key is its namespace (floe's default
     /// `$namespace` partition key with no per-type override), so a namespace
     /// filter can prune the `bucket(partition_key)` partitions. Wrong
@@ -33,6 +38,7 @@ impl Default for QueryOptions {
             cache_max_entries: 100,
             cache_max_bytes: 64 << 20,
             target_partitions: 0,
+            remote_read_concurrency: 16,
             namespace_is_partition_key: false,
         }
     }

@@ -143,6 +143,7 @@ pub(crate) struct EventsTable {
     translation: Translation,
     pending: Vec<RecordBatch>,
     planned: Arc<Mutex<PlannedScan>>,
+    remote_read_concurrency: usize,
 }
 
 impl EventsTable {
@@ -162,7 +163,15 @@ impl EventsTable {
             translation,
             pending,
             planned: Arc::default(),
+            remote_read_concurrency: 1,
         }
+    }
+
+    /// Spreads scans of files in an object store over at least `files`
+    /// groups (see [`crate::QueryOptions::remote_read_concurrency`]).
+    pub(crate) fn with_remote_read_concurrency(mut self, files: usize) -> Self {
+        self.remote_read_concurrency = files.max(1);
+        self
     }
 
     /// What planning decided so far, over every scan of this table.
@@ -170,12 +179,13 @@ impl EventsTable {
         *self.planned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The planned files in `groups` balanced groups, and the one object
-    /// store they are all in (the warehouse's).
+    /// The planned files in balanced groups, and the one object store they
+    /// are all in (the warehouse's): `target_partitions` groups for local
+    /// files, at least `remote_read_concurrency` for an object store.
     fn parquet_files(
         &self,
         tasks: &[FileScanTask],
-        groups: usize,
+        target_partitions: usize,
     ) -> Result<(ObjectStoreUrl, Vec<FileGroup>)> {
         let mut store: Option<ObjectStoreUrl> = None;
         // Largest first onto the lightest group: balanced bytes per partition.
@@ -200,6 +210,12 @@ impl EventsTable {
                 ))
             })
             .collect::<Result<_>>()?;
+        let store = store.unwrap_or_else(ObjectStoreUrl::local_filesystem);
+        let groups = if store == ObjectStoreUrl::local_filesystem() {
+            target_partitions
+        } else {
+            target_partitions.max(self.remote_read_concurrency)
+        };
         files.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups.max(1)];
         for (size, file) in files {
@@ -215,10 +231,7 @@ impl EventsTable {
             .filter(|(_, files)| !files.is_empty())
             .map(|(_, files)| FileGroup::new(files))
             .collect();
-        Ok((
-            store.unwrap_or_else(ObjectStoreUrl::local_filesystem),
-            groups,
-        ))
+        Ok((store, groups))
     }
 
     async fn scan_files(

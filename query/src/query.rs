@@ -292,16 +292,19 @@ impl CrossShardQuery {
             });
         }
         let totals = self.totals(&table, snapshot).await?;
-        let events = Arc::new(EventsTable::new(
-            table,
-            schema,
-            snapshot,
-            totals,
-            Translation {
-                namespace_is_partition_key: self.options.namespace_is_partition_key,
-            },
-            pending,
-        ));
+        let events = Arc::new(
+            EventsTable::new(
+                table,
+                schema,
+                snapshot,
+                totals,
+                Translation {
+                    namespace_is_partition_key: self.options.namespace_is_partition_key,
+                },
+                pending,
+            )
+            .with_remote_read_concurrency(self.options.remote_read_concurrency),
+        );
         ctx.register_table("events", events.clone())?;
         if let Some(router) = &router {
             ctx.register_udf(owner::udf(router.clone()));

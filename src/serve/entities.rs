@@ -386,13 +386,27 @@ async fn get_entity(
 struct ListParams {
     after: Option<String>,
     limit: Option<usize>,
+    /// List only this shard's entities (what a cluster-wide list asks of
+    /// each shard's owner).
+    shard: Option<u32>,
+}
+
+/// A page of entities in id order, and where the next one starts: a full
+/// page may have more after it.
+fn page<T: serde::Serialize>(entities: &[T], limit: usize, id: impl Fn(&T) -> Value) -> Value {
+    let next_after = (entities.len() == limit)
+        .then(|| entities.last().map(id))
+        .flatten();
+    json!({ "entities": entities, "next_after": next_after })
 }
 
 async fn list_entities(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
+    mut headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<AxumJson<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path((namespace, entity_type)) =
         path.map_err(|e| ApiError::bad_request("bad_path", e.body_text()))?;
     let params = query(params)?;
@@ -404,17 +418,65 @@ async fn list_entities(
             format!("limit must be 1..={max} (serve.max_list_limit)"),
         ));
     }
-    let entities = state
-        .floe()?
-        .list(&namespace, &entity_type, params.after.as_deref(), limit)
-        .await?;
-    // A full page may have more after it: hand back where to continue.
-    let next_after = (entities.len() == limit)
-        .then(|| entities.last().map(|e| e.key.id.clone()))
-        .flatten();
-    Ok(AxumJson(
-        json!({ "entities": entities, "next_after": next_after }),
-    ))
+    let (ns, ty, after) = (&namespace, &entity_type, params.after.as_deref());
+    let one_shard = |shard: u32| {
+        let state = &state;
+        async move {
+            let entities = state
+                .floe()?
+                .list_shard(shard, ns, ty, after, limit)
+                .await?;
+            Ok::<_, ApiError>(AxumJson(page(&entities, limit, |e| json!(e.key.id))))
+        }
+    };
+    let call = Call::new(&state, Method::GET, &uri, &mut headers, false, false);
+    if let Some(shard) = params.shard {
+        return forward::serve(&state, &call, None, || one_shard(shard)).await;
+    }
+    if !call.may_forward(&state) {
+        let entities = state.floe()?.list(ns, ty, after, limit).await?;
+        return Ok(AxumJson(page(&entities, limit, |e| json!(e.key.id))).into_response());
+    }
+    // Cluster mode: every shard's page from its owner (here or forwarded,
+    // waiting out handovers as any call does), merged in id order.
+    let shards = state.floe()?.topology().shard_count;
+    let calls = (0..shards).map(|shard| {
+        let call = call.for_shard_list(shard);
+        let one_shard = &one_shard;
+        let state = &state;
+        async move { forward::serve(state, &call, None, || one_shard(shard)).await }
+    });
+    let mut entities = Vec::new();
+    for answer in futures::future::join_all(calls).await {
+        let answer = answer?;
+        if answer.status() != StatusCode::OK {
+            return Ok(answer);
+        }
+        let unreadable = |e: String| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_shard_page",
+                format!("a shard's page of the list could not be read: {e}"),
+            )
+        };
+        let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        let mut shard_page: Value =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        if let Value::Array(items) = shard_page["entities"].take() {
+            entities.extend(items);
+        }
+    }
+    // An entity's key is flattened into it: `id` is the list's order.
+    entities.sort_by(|a, b| {
+        a["id"]
+            .as_str()
+            .unwrap_or_default()
+            .cmp(b["id"].as_str().unwrap_or_default())
+    });
+    entities.truncate(limit);
+    Ok(AxumJson(page(&entities, limit, |e| e["id"].clone())).into_response())
 }
 
 #[derive(Debug, Deserialize)]

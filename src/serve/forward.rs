@@ -222,6 +222,29 @@ impl Call {
         self
     }
 
+    /// Whether this call may be sent on to other nodes: cluster mode, and it
+    /// did not come from another node (one hop).
+    pub(super) fn may_forward(&self, state: &AppState) -> bool {
+        state.forwarder.is_some() && !self.forwarded
+    }
+
+    /// The list call this one is, restricted to `shard` (`?shard=N` added):
+    /// what a cluster-wide list asks of each shard's owner.
+    pub(super) fn for_shard_list(&self, shard: u32) -> Call {
+        let separator = if self.path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        Call {
+            method: Method::GET,
+            path_and_query: format!("{}{separator}shard={shard}", self.path_and_query),
+            idempotency_key: None,
+            content_type: None,
+            forwarded: false,
+        }
+    }
+
     /// The forwarder, unless this call must be served here.
     fn forwarder<'a>(&self, state: &'a AppState) -> Option<&'a Forwarder> {
         if self.forwarded {

@@ -1,5 +1,5 @@
-//! Helpers of the library-level write tests (`tests/writes.rs`,
-//! `tests/write_integrity.rs`).
+//! Helpers of the library-level write tests (`tests/integration/writes.rs`,
+//! `tests/integration/write_integrity.rs`).
 
 use floe::{Error, Floe};
 

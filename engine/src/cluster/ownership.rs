@@ -169,6 +169,27 @@ mod tests {
         cluster.close().await;
     }
 
+    /// A node keeps the worker (and its last copy of the state) of a shard
+    /// it lost: a list must refuse, as a get does, rather than answer from
+    /// that copy, which the new owner's writes no longer reach.
+    #[tokio::test]
+    async fn a_shard_served_elsewhere_refuses_lists_instead_of_answering_from_its_copy() {
+        let (cluster, _log, gate) = gated(7);
+        cluster.write(put("a")).await.result.unwrap();
+        let listed = cluster.list("t", "T", None, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        gate.0.store(-1, Ordering::SeqCst);
+        let error = cluster.list("t", "T", None, 10).await.unwrap_err();
+        assert!(matches!(error, Error::NotOwner { shard: 0, .. }), "{error}");
+        let error = cluster.list_shard(0, "t", "T", None, 10).await.unwrap_err();
+        assert!(matches!(error, Error::NotOwner { shard: 0, .. }), "{error}");
+        let error = cluster.list_namespace("t", None, 10).await.unwrap_err();
+        assert!(matches!(error, Error::NotOwner { shard: 0, .. }), "{error}");
+        gate.0.store(9, Ordering::SeqCst);
+        assert_eq!(cluster.list("t", "T", None, 10).await.unwrap(), listed);
+        cluster.close().await;
+    }
+
     #[tokio::test]
     async fn events_carry_the_owner_epoch_they_were_acknowledged_under() {
         let (cluster, log, _) = gated(7);

@@ -136,7 +136,7 @@ impl Shard {
         limit: usize,
     ) -> Result<Vec<Entity>> {
         let shard = self.id;
-        self.run(move |state, _| {
+        self.read_owned(move |state| {
             state.list_where(&namespace, &entity_type, after.as_deref(), limit, |r| {
                 router.route(&r.partition_key, r.key_hash) == shard
             })
@@ -154,7 +154,7 @@ impl Shard {
         limit: usize,
     ) -> Result<Vec<(Entity, String)>> {
         let shard = self.id;
-        self.run(move |state, _| {
+        self.read_owned(move |state| {
             state.list_namespace_where(&namespace, after.as_ref(), limit, |r| {
                 router.route(&r.partition_key, r.key_hash) == shard
             })
@@ -319,6 +319,17 @@ impl Shard {
 
     /// Runs `task` on a local worker with its state. Crate-private: the
     /// methods above are the protocol, each of which a remote link would carry.
+    /// Reads the state if this node serves the shard now (see
+    /// `ShardHandle::read_owned`).
+    async fn read_owned<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&crate::ShardState) -> R + Send + 'static,
+    ) -> Result<R> {
+        match &self.link {
+            Link::Local(h) => h.read_owned(read).await,
+        }
+    }
+
     pub(super) async fn run<R: Send + 'static>(
         &self,
         task: impl FnOnce(&mut crate::ShardState, &mut crate::dedup::DedupWindow) -> R + Send + 'static,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-mod support;
+use crate::support;
 use support::Oracle;
 
 #[cfg(feature = "failpoints")]
@@ -17,7 +17,7 @@ use floe::{
 };
 use serde_json::json;
 
-#[path = "migration/harness.rs"]
+#[path = "../migration/harness.rs"]
 mod harness;
 use harness::*;
 

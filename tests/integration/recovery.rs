@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-mod support;
+use crate::support;
 use support::{Oracle, live, state_of};
 
 use floe::{Config, EntityKey, Floe, FsyncMode, PartitionKeySpec};

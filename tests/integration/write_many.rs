@@ -12,7 +12,7 @@ use floe::{Config, EntityKey, Floe, FsyncMode, PartitionKeySpec, WriteRequest};
 use floe_engine::Error as EngineError;
 use serde_json::json;
 
-#[path = "support/writes.rs"]
+#[path = "../support/writes.rs"]
 #[allow(dead_code, reason = "shared with other tests")]
 mod writes_support;
 
@@ -264,7 +264,7 @@ async fn a_crash_in_the_middle_of_batches_loses_nothing_acknowledged() {
         .args([
             "--ignored",
             "--exact",
-            "write_many_child",
+            "write_many::write_many_child",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-#[path = "support/lakes.rs"]
+#[path = "../support/lakes.rs"]
 mod lakes;
 use lakes::{Backend, TestLake, pyiceberg};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 use server::{ADMIN, FloeServer, OPERATOR, VIEWER};
 

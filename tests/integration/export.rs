@@ -273,7 +273,7 @@ async fn a_restore_never_goes_back_and_bad_restores_are_refused() {
     floe.close().await.unwrap();
 }
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 use server::{ADMIN, FloeServer, OPERATOR, VIEWER};
 

@@ -12,7 +12,7 @@ use floe_engine::{Event, EventKind, KeyField};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-#[path = "support/writes.rs"]
+#[path = "../support/writes.rs"]
 mod writes_support;
 
 use writes_support::{engine_error, high_watermarks};

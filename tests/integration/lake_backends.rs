@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-mod support;
+use crate::support;
 use support::{Oracle, live, state_of};
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 use server::{FloeServer, VIEWER};
-#[path = "support/lakes.rs"]
+#[path = "../support/lakes.rs"]
 mod lakes;
 use lakes::{Backend, TestLake, pyiceberg};
 

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-mod support;
+use crate::support;
 use support::{Oracle, live, state_of};
 
-#[path = "support/run.rs"]
+#[path = "../support/run.rs"]
 mod run;
 
 use floe::{Config, EntityKey, Floe, FsyncMode, PartitionKeySpec, RepairReport};

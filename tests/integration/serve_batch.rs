@@ -2,7 +2,7 @@
 //! and NDJSON, one status per item, bad items failing alone, the batch
 //! bounds of `[serve]`, and the same authentication as single writes.
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 
 use reqwest::{Method, StatusCode};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 
 use floe::{Config, EntityKey, Error, Floe, FsyncMode, PartitionKeySpec};

@@ -2,7 +2,7 @@
 //! malformed bodies, each a 4xx that changes nothing (a real process on
 //! 127.0.0.1, see tests/support/server.rs).
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 
 use floe::Config;

@@ -4,7 +4,7 @@
 use floe::{Config, EntityKey, Error, Floe, FsyncMode, PartitionKeySpec, WriteRequest};
 use serde_json::json;
 
-#[path = "support/writes.rs"]
+#[path = "../support/writes.rs"]
 mod writes_support;
 
 use writes_support::{engine_error, high_watermarks};

@@ -6,7 +6,7 @@ use floe_query::arrow::array::AsArray;
 use floe_query::arrow::datatypes::Int64Type;
 use serde_json::{Value, json};
 
-#[path = "support/run.rs"]
+#[path = "../support/run.rs"]
 mod run;
 use run::{floe, ok};
 

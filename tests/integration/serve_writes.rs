@@ -3,7 +3,7 @@
 //! reused for another request, partition keys of existing entities, and the
 //! JSON limits on PUT, POST and PATCH.
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `floe serve` over HTTP: a real process on 127.0.0.1 with an ephemeral
 //! port per test (see tests/support/server.rs).
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 use support::{Oracle, live, state_of};
 
 use floe::{Config, EntityKey, Floe, FsyncMode, PartitionKeySpec};

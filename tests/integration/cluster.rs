@@ -3,7 +3,7 @@
 //! cannot work is refused at start with a clear error, and a refused node
 //! leaves nothing registered. Without etcd or the broker these tests fail.
 
-#[path = "support/cluster.rs"]
+#[path = "../support/cluster.rs"]
 mod cluster;
 
 use std::time::Duration;

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[path = "support/run.rs"]
+#[path = "../support/run.rs"]
 mod run;
 use run::floe;
 

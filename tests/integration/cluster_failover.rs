@@ -4,9 +4,9 @@
 //! write reads back as acknowledged, and a paused owner acknowledges nothing
 //! once it has lost its lease. Without etcd or the broker these tests fail.
 
-#[path = "support/cluster.rs"]
+#[path = "../support/cluster.rs"]
 mod cluster;
-#[path = "support/cluster_lake.rs"]
+#[path = "../support/cluster_lake.rs"]
 mod cluster_lake;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,7 +5,7 @@
 //! owners; a writer that talks to one node only loses nothing across a
 //! SIGKILL of another. Without etcd or the broker these tests fail.
 
-#[path = "support/cluster.rs"]
+#[path = "../support/cluster.rs"]
 mod cluster;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -632,4 +632,110 @@ async fn a_writer_talking_to_one_node_loses_no_acknowledged_write_when_another_i
             node.output()
         );
     }
+}
+
+/// Every entity of a type, listed page by page through `node`.
+async fn listed_through(caller: &Caller, node: &Node, page: usize) -> Vec<(String, u64, Value)> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/v1/entities/t/Listed?limit={page}&after={a}"),
+            None => format!("/api/v1/entities/t/Listed?limit={page}"),
+        };
+        let answer = caller
+            .once(Method::GET, &node.addr(), &path, None, None)
+            .await
+            .expect("the node answers");
+        assert_eq!(
+            answer.status, 200,
+            "GET {path} on {}: {}",
+            node.id, answer.body
+        );
+        for e in answer.body["entities"].as_array().unwrap() {
+            all.push((
+                e["id"].as_str().unwrap().to_string(),
+                e["version"].as_u64().unwrap(),
+                e["data"].clone(),
+            ));
+        }
+        match answer.body["next_after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return all,
+        }
+    }
+}
+
+/// A list is a read of every shard: in cluster mode the shards live on
+/// different nodes, and a node answering from its own memory alone would
+/// leave out (or, for a shard it once owned, serve stale copies of) the
+/// entities other nodes own. Each node's list, page by page, equals the
+/// oracle of what was acknowledged, in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_list_on_any_node_returns_every_entity_wherever_its_shard_lives() {
+    let harness = Harness::start().await;
+    let nodes = [harness.node("n1"), harness.node("n2"), harness.node("n3")];
+    let caller = Caller::new();
+    let map = settled(&caller, &nodes.iter().collect::<Vec<_>>()).await;
+    let per_node: BTreeSet<String> = owners(&map).into_values().collect();
+    assert_eq!(per_node.len(), 3, "every node owns shards: {map}");
+
+    let mut oracle: BTreeMap<String, (u64, Value)> = BTreeMap::new();
+    let addrs: Vec<String> = nodes.iter().map(Node::addr).collect();
+    for i in 0..40 {
+        let key = format!("e{i:02}");
+        let data = json!({ "i": i });
+        let answer = caller
+            .call(
+                Method::PUT,
+                &addrs,
+                &format!("/api/v1/entities/t/Listed/{key}"),
+                Some(&data),
+                None,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "PUT {key}: {}", answer.body);
+        oracle.insert(key, (answer.body["version"].as_u64().unwrap(), data));
+    }
+    // A delete through another node: the list leaves it out.
+    let answer = caller
+        .call(
+            Method::DELETE,
+            &addrs[1..],
+            "/api/v1/entities/t/Listed/e07",
+            None,
+            None,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "DELETE e07: {}", answer.body);
+    oracle.remove("e07");
+    let expected: Vec<(String, u64, Value)> = oracle
+        .iter()
+        .map(|(k, (v, d))| (k.clone(), *v, d.clone()))
+        .collect();
+    for node in &nodes {
+        for page in [7, 100] {
+            assert_eq!(
+                listed_through(&caller, node, page).await,
+                expected,
+                "the list through {} in pages of {page}",
+                node.id
+            );
+        }
+    }
+    // Bad input is refused on every node before anything is asked of the
+    // others.
+    let bad = caller
+        .once(
+            Method::GET,
+            &nodes[2].addr(),
+            "/api/v1/entities/t/Listed?limit=0",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.body);
 }

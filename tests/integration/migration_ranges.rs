@@ -2,11 +2,9 @@
 //! moving exactly the keys whose range changed owner; plans that overlap or leave gaps are
 //! typed errors.
 
-mod support;
-
 use floe::{Config, Floe, MigrationError, PlanKind};
 
-#[path = "migration/harness.rs"]
+#[path = "../migration/harness.rs"]
 mod harness;
 use harness::*;
 

@@ -2,7 +2,7 @@
 //! fault, the metrics scrape and the alert rules, SIGTERM under load. A real
 //! process on 127.0.0.1 with an ephemeral port per test.
 
-#[path = "support/server.rs"]
+#[path = "../support/server.rs"]
 mod server;
 
 use std::collections::BTreeMap;
