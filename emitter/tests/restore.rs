@@ -14,8 +14,8 @@ use floe_emitter::MemPipeline;
 use floe_emitter::replay::{recover, restore_shards};
 use floe_emitter::sink::{CatalogUrl, Lake, LakeLocation, Sink, SinkOptions};
 use floe_engine::{
-    EntityKey, Event, EventKind, HashFunction, Json, Pipeline, RecoveredShard, Router, Strategy,
-    Topology,
+    EntityKey, Event, EventKind, HashFunction, Json, Pipeline, RecoveredShard, Router,
+    Strategy as Routing, Topology,
 };
 use proptest::prelude::*;
 
@@ -113,7 +113,7 @@ struct Case {
 
 async fn check(case: Case) {
     let dir = tempfile::tempdir().unwrap();
-    let topology = Topology::new(case.shards, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+    let topology = Topology::new(case.shards, HashFunction::Xxh3, Routing::JumpBack).unwrap();
     let router = Arc::new(Router::new(topology).unwrap());
     let all = events(&case.changes, case.keys, &router);
     let store = MemPipeline::new(case.partitions);
@@ -157,10 +157,15 @@ async fn check(case: Case) {
     let (full, _) = recover(pipeline.clone(), router.clone(), WINDOW, lake.as_ref())
         .await
         .unwrap();
-    let (restored, stats) =
-        restore_shards(pipeline.clone(), router.clone(), &wanted, WINDOW, lake.as_ref())
-            .await
-            .unwrap();
+    let (restored, stats) = restore_shards(
+        pipeline.clone(),
+        router.clone(),
+        &wanted,
+        WINDOW,
+        lake.as_ref(),
+    )
+    .await
+    .unwrap();
 
     let caller_keys: BTreeSet<String> = all.iter().map(|e| e.idempotency_key.clone()).collect();
     assert_eq!(
@@ -238,7 +243,7 @@ proptest! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_the_topology_does_not_have_is_refused() {
-    let topology = Topology::new(3, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+    let topology = Topology::new(3, HashFunction::Xxh3, Routing::JumpBack).unwrap();
     let router = Arc::new(Router::new(topology).unwrap());
     let pipeline: Arc<dyn Pipeline> = Arc::new(MemPipeline::new(2));
     let err = restore_shards(pipeline, router, &[1, 3], 16, None)
@@ -258,7 +263,7 @@ async fn a_shard_the_topology_does_not_have_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_lake_deleted_history_is_refused() {
-    let topology = Topology::new(2, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+    let topology = Topology::new(2, HashFunction::Xxh3, Routing::JumpBack).unwrap();
     let router = Arc::new(Router::new(topology).unwrap());
     let store = MemPipeline::new(1);
     let pipeline: Arc<dyn Pipeline> = Arc::new(store.reopen());

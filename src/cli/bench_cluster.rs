@@ -457,9 +457,9 @@ impl Bench {
         let until = since + Duration::from_secs(120);
         loop {
             let now = floe_cluster::read_grants(&client, &self.cluster).await?;
-            let moved = shards.iter().all(|s| {
-                now.get(s).is_some_and(|g| g.node_id != victim)
-            });
+            let moved = shards
+                .iter()
+                .all(|s| now.get(s).is_some_and(|g| g.node_id != victim));
             if moved {
                 return Ok(since.elapsed());
             }

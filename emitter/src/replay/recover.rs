@@ -93,7 +93,11 @@ pub async fn recover(
     Ok((shards, stats))
 }
 
-pub(super) fn group(records: Vec<floe_engine::Record>, router: &Router, by_shard: &mut [Vec<Event>]) {
+pub(super) fn group(
+    records: Vec<floe_engine::Record>,
+    router: &Router,
+    by_shard: &mut [Vec<Event>],
+) {
     for record in records {
         let event = record.event;
         let shard = router.route(&event.partition_key, event.key_hash) as usize;

@@ -145,8 +145,12 @@ pub async fn restore_shards(
             heads[partition as usize],
             READ_CHUNK,
         );
-        let (pipeline, router, shards, due) =
-            (pipeline.clone(), router.clone(), shards.clone(), due.clone());
+        let (pipeline, router, shards, due) = (
+            pipeline.clone(),
+            router.clone(),
+            shards.clone(),
+            due.clone(),
+        );
         tasks.spawn(async move { tail_partition(&*pipeline, tail, &router, &shards, &due).await });
     }
     while let Some(joined) = tasks.join_next().await {
@@ -237,6 +241,9 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(err.to_string().contains("lost events the lake has"), "{err}");
+        assert!(
+            err.to_string().contains("lost events the lake has"),
+            "{err}"
+        );
     }
 }
