@@ -415,6 +415,32 @@ pub enum Error {
         low_watermark: u64,
     },
 
+    /// Replay: a per-shard restore was asked for a shard the topology does
+    /// not have.
+    #[error("shard {shard} does not exist: the topology has {shard_count} shards")]
+    UnknownShard {
+        /// The shard asked for.
+        shard: u32,
+        /// Shards of the topology.
+        shard_count: u32,
+    },
+
+    /// Replay: the lake's committed offset of a partition is beyond the
+    /// pipeline's high watermark (the topic was recreated or truncated under
+    /// a lake that outlived it), so the tail cannot start where the lake
+    /// ends.
+    #[error(
+        "the lake holds partition {partition} up to offset {committed}, beyond the pipeline's high watermark {head}: the pipeline lost events the lake has"
+    )]
+    CommittedBeyondHead {
+        /// The partition.
+        partition: u32,
+        /// The lake's committed offset for it.
+        committed: u64,
+        /// The pipeline's high watermark.
+        head: u64,
+    },
+
     /// A background task failed.
     #[error("{0}")]
     Task(String),

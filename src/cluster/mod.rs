@@ -238,23 +238,33 @@ impl ClusterNode {
         due: &[(u32, OwnerEpoch)],
     ) -> Result<()> {
         let started = std::time::Instant::now();
-        let (mut recovered, stats) =
-            floe_emitter::replay::recover(pipeline.clone(), router.clone(), dedup_window, lake)
-                .await
-                .map_err(Error::from)?;
+        // Only the granted shards, from the lake's snapshot and the pipeline
+        // after it (`restore_shards`), read after the grants became active.
+        let wanted: Vec<u32> = due.iter().map(|&(shard, _)| shard).collect();
+        let (mut recovered, stats) = floe_emitter::replay::restore_shards(
+            pipeline.clone(),
+            router.clone(),
+            &wanted,
+            dedup_window,
+            lake,
+        )
+        .await
+        .map_err(Error::from)?;
         for &(shard, epoch) in due {
-            let Some(slot) = recovered.get_mut(shard as usize) else {
+            let Some(slot) = recovered.remove(&shard) else {
                 continue;
             };
-            cluster
-                .restore(shard, std::mem::take(slot))
-                .await
-                .map_err(Error::Engine)?;
+            cluster.restore(shard, slot).await.map_err(Error::Engine)?;
             self.gate.mark_restored(shard, epoch);
             tracing::info!(
                 shard,
                 epoch = %epoch,
                 events = stats.events,
+                from_lake = stats.from_lake,
+                tail_events = stats.tail_events,
+                key_scan_ms = stats.key_scan_us / 1000,
+                lake_ms = stats.lake_us / 1000,
+                tail_ms = stats.tail_us / 1000,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "restored shard; serving it"
             );

@@ -136,6 +136,74 @@ impl LakeScan {
         stats.bytes_read = metrics.bytes_read();
         Ok(stats)
     }
+
+    /// The distinct `key_hash`es in snapshot `at` of the keys that pass
+    /// `keep`, sorted, reading only the `partition_key` and `key_hash`
+    /// columns: what a per-shard restore pushes down to [`LakeScan::run`]
+    /// when it does not know the shards' keys beforehand (the previous
+    /// owner is gone). `stats` counts the rows and bytes this read.
+    pub async fn key_hashes(
+        &self,
+        lake: &Lake,
+        at: &CommittedOffsets,
+        keep: &(dyn Fn(&str, u64) -> bool + Send + Sync),
+    ) -> Result<(Vec<u64>, ScanStats)> {
+        let mut stats = ScanStats::default();
+        let Some(snapshot) = at.snapshot_id else {
+            return Ok((Vec::new(), stats));
+        };
+        let table = lake.load_table().await?;
+        let scan = table
+            .scan()
+            .snapshot_id(snapshot)
+            .select(["partition_key", "key_hash"])
+            .with_batch_size(Some(self.batch_size))
+            .build()
+            .map_err(|e| Error::iceberg("planning the key scan", e))?;
+        let tasks: Vec<_> = scan
+            .plan_files()
+            .await
+            .map_err(|e| Error::iceberg("planning the key scan", e))?
+            .try_collect()
+            .await
+            .map_err(|e| Error::iceberg("planning the key scan", e))?;
+        stats.files = tasks.len() as u64;
+        let reader = ArrowReaderBuilder::new(table.file_io().clone(), iceberg::Runtime::current())
+            .with_batch_size(self.batch_size)
+            .with_data_file_concurrency_limit(self.concurrency.max(1))
+            .build();
+        let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
+        let result = reader
+            .read(tasks)
+            .map_err(|e| Error::iceberg("reading the lake's keys", e))?;
+        let metrics = result.metrics().clone();
+        let mut batches = result.stream();
+        let layout = |what: &str| Error::Layout(format!("key scan batch: {what}"));
+        let mut hashes = std::collections::BTreeSet::new();
+        while let Some(batch) = batches
+            .try_next()
+            .await
+            .map_err(|e| Error::iceberg("reading the lake's keys", e))?
+        {
+            stats.rows_scanned += batch.num_rows() as u64;
+            let key_hashes = batch
+                .column_by_name("key_hash")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .ok_or_else(|| layout("no long column key_hash"))?;
+            let keys = batch
+                .column_by_name("partition_key")
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| layout("no string column partition_key"))?;
+            for row in 0..batch.num_rows() {
+                let hash = key_hashes.value(row) as u64;
+                if keep(keys.value(row), hash) {
+                    hashes.insert(hash);
+                }
+            }
+        }
+        stats.bytes_read = metrics.bytes_read();
+        Ok((hashes.into_iter().collect(), stats))
+    }
 }
 
 use futures::StreamExt as _;

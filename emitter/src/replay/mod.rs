@@ -18,16 +18,20 @@
 //!
 //! Every offset below the head is then read exactly once, from one source.
 //! Each violated invariant is its own [`crate::Error`] variant. [`recover`]
-//! is the whole of recovery built from these parts.
+//! is the whole of recovery built from these parts; [`restore_shards`] the
+//! restore of some shards (a cluster node taking shards over), from the
+//! lake whenever it has a snapshot.
 
 mod lake;
 mod recover;
+mod restore;
 mod tail;
 
 use floe_engine::{Offset, Pipeline, Record};
 
 pub use lake::{KeyFilter, LakeScan, LakeSize, MAX_PUSHED_KEYS, ScanStats, lake_size};
 pub use recover::{RecoveryStats, recover};
+pub use restore::{RestoreStats, check_committed_within_heads, restore_shards};
 pub use tail::{PartitionTail, PipelineTail, heads, low_watermarks};
 
 use crate::error::{Error, Result};

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::sink::Lake;
 
 /// Events read per pipeline call during recovery.
-const READ_CHUNK: usize = 8192;
+pub(super) const READ_CHUNK: usize = 8192;
 
 /// Figures about a recovery, for logs and the reopen benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -93,7 +93,11 @@ pub async fn recover(
     Ok((shards, stats))
 }
 
-fn group(records: Vec<floe_engine::Record>, router: &Router, by_shard: &mut [Vec<Event>]) {
+pub(super) fn group(
+    records: Vec<floe_engine::Record>,
+    router: &Router,
+    by_shard: &mut [Vec<Event>],
+) {
     for record in records {
         let event = record.event;
         let shard = router.route(&event.partition_key, event.key_hash) as usize;
@@ -101,7 +105,7 @@ fn group(records: Vec<floe_engine::Record>, router: &Router, by_shard: &mut [Vec
     }
 }
 
-fn apply_grouped(by_shard: &mut [Vec<Event>], shards: &[Mutex<RecoveredShard>]) -> u64 {
+pub(super) fn apply_grouped(by_shard: &mut [Vec<Event>], shards: &[Mutex<RecoveredShard>]) -> u64 {
     let mut applied = 0;
     for (shard, events) in by_shard.iter_mut().enumerate() {
         if events.is_empty() {

@@ -149,6 +149,11 @@ impl RecoveredShard {
     pub fn state(&self) -> &ShardState {
         &self.state
     }
+
+    /// The idempotency window rebuilt so far.
+    pub fn dedup(&self) -> &DedupWindow {
+        &self.dedup
+    }
 }
 
 impl ShardCluster {
