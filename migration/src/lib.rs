@@ -35,6 +35,7 @@ mod config;
 mod coordinator;
 mod error;
 mod job;
+mod periods;
 mod plan;
 mod ranges;
 mod replay;
@@ -59,5 +60,6 @@ pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,
     plan_add_shard, plan_move_keys, plan_rebalance, plan_split, plan_unpin, shard_loads, validate,
 };
+pub use periods::{due_periods, plan_add_period, plan_isolate, plan_move_period};
 pub use ranges::{plan_add_range, plan_merge_ranges, plan_move_range, plan_split_range};
 pub use shrink::{plan_merge, plan_remove_shard};

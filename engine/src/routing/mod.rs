@@ -32,7 +32,7 @@ pub(crate) use hash::fmix64;
 pub use metrics::{RoutingMetrics, RoutingMetricsSnapshot};
 pub use range_rules::{KeyTransform, RangeBound, RangeKey, RangeRule};
 pub use strategy::Strategy;
-pub use time::{Period, TimeMiss, cmp_labels, parse_instant};
+pub use time::{Period, TimeMiss, cmp_labels, parse_instant, parse_offset};
 
 use range::RangeTable;
 use ring::Ring;

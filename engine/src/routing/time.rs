@@ -196,7 +196,7 @@ pub fn parse_instant(text: &str) -> Option<i64> {
 }
 
 /// A fixed UTC offset in minutes from `+HH:MM` / `-HH:MM` / `Z`.
-pub(crate) fn parse_offset(text: &str) -> Option<i32> {
+pub fn parse_offset(text: &str) -> Option<i32> {
     let b = text.as_bytes();
     if text == "Z" || text == "z" {
         return Some(0);

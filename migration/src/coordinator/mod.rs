@@ -31,6 +31,7 @@ use crate::plan::{
     MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_move_keys, plan_rebalance,
     plan_split, plan_unpin, shard_loads, validate,
 };
+use crate::periods::{plan_add_period, plan_isolate, plan_move_period};
 use crate::ranges::{plan_add_range, plan_merge_ranges, plan_move_range, plan_split_range};
 use crate::shrink::{plan_merge, plan_remove_shard};
 
@@ -186,6 +187,13 @@ impl Migrator {
             PlanKind::SplitRange { at, shard } => plan_split_range(&topology, &keys, at, shard),
             PlanKind::MergeRanges { at, shard } => plan_merge_ranges(&topology, &keys, at, shard),
             PlanKind::MoveRange { at, shard } => plan_move_range(&topology, &keys, at, shard),
+            PlanKind::AddPeriod { ref period, shard } => {
+                plan_add_period(&topology, &keys, period, shard)
+            }
+            PlanKind::MovePeriod { ref period, shard } => {
+                plan_move_period(&topology, &keys, period, shard)
+            }
+            PlanKind::Isolate { ref tenant } => plan_isolate(&topology, &keys, tenant),
         }
     }
 
