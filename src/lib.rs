@@ -69,7 +69,6 @@ pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{
     Entity, EntityKey, EventKind, HashFunction, Json, KeyExtractor, PartitionKeySpec, Period,
-    RangeBound,
-    RangeKey, RangeRule, RebalanceHint, RoutingMetricsSnapshot, ShardConfig, ShardInfo,
+    RangeBound, RangeKey, RangeRule, RebalanceHint, RoutingMetricsSnapshot, ShardConfig, ShardInfo,
     ShardLimits, ShardStats, ShardUtilization, Strategy, Topology, WriteAck,
 };

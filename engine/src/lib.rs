@@ -55,7 +55,7 @@ pub use pipeline::{Offset, Pipeline, Record, partition_for};
 pub use routing::{
     HashFunction, KeyTransform, Period, RangeBound, RangeKey, RangeRule, RoutedBy, Router,
     RoutingMetrics, RoutingMetricsSnapshot, ShardInfo, Strategy, TimeMiss, cmp_labels,
-    measure_route_ns, parse_instant, shard_name,
+    measure_route_ns, parse_instant, parse_offset, shard_name,
 };
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
 pub use topology::{MAX_SHARDS, Topology};

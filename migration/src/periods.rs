@@ -192,8 +192,7 @@ pub fn plan_isolate(topology: &Topology, keys: &[KeyLoad], tenant: &str) -> Resu
         let (before, grown) = (Router::new(topology.clone())?, Router::new(to.clone())?);
         for key in keys {
             let now = before.route(&key.partition_key, key.key_hash);
-            if key.partition_key != tenant && grown.route(&key.partition_key, key.key_hash) != now
-            {
+            if key.partition_key != tenant && grown.route(&key.partition_key, key.key_hash) != now {
                 to.overrides.insert(key.partition_key.clone(), now);
             }
         }

@@ -144,7 +144,10 @@ fn isolate_on_a_hash_topology_moves_only_the_tenant() {
         (plan.moves[0].partition_key.as_str(), plan.moves[0].to),
         ("tenant-7", 4)
     );
-    assert!(matches!(plan_isolate(&t, &keys, ""), Err(Error::InvalidPlan(_))));
+    assert!(matches!(
+        plan_isolate(&t, &keys, ""),
+        Err(Error::InvalidPlan(_))
+    ));
 }
 
 #[test]

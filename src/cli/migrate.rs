@@ -382,7 +382,12 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()>
             execute(config, PlanKind::AddPeriod { period, shard }, (&run).into()).await
         }
         Which::MovePeriod { period, shard, run } => {
-            execute(config, PlanKind::MovePeriod { period, shard }, (&run).into()).await
+            execute(
+                config,
+                PlanKind::MovePeriod { period, shard },
+                (&run).into(),
+            )
+            .await
         }
         Which::Isolate { tenant, run } => {
             execute(config, PlanKind::Isolate { tenant }, (&run).into()).await

@@ -96,7 +96,8 @@ impl Migrations {
     /// topologies, or when every due period has its shard: calling it again
     /// is harmless.
     pub async fn ensure_periods(&self, now_ms: i64) -> Result<Vec<String>> {
-        let lead = i64::try_from(self.floe.config().migration.period_lead_time_ms).unwrap_or(i64::MAX);
+        let lead =
+            i64::try_from(self.floe.config().migration.period_lead_time_ms).unwrap_or(i64::MAX);
         let mut added = Vec::new();
         for period in floe_migration::due_periods(&self.floe.topology(), now_ms, lead) {
             let plan = self

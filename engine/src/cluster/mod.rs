@@ -507,8 +507,11 @@ impl ShardCluster {
             }
         }
         if let Some((_, partition_key)) = &found {
-            let shard = routing.router.route(partition_key, routing.router.key_hash(partition_key));
-            self.load.record_access(shard, AccessKind::Read, self.now_ms());
+            let shard = routing
+                .router
+                .route(partition_key, routing.router.key_hash(partition_key));
+            self.load
+                .record_access(shard, AccessKind::Read, self.now_ms());
         }
         Ok(found)
     }

@@ -27,11 +27,11 @@ use crate::balance::{BalanceAnalysis, analyze_balance};
 use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
+use crate::periods::{plan_add_period, plan_isolate, plan_move_period};
 use crate::plan::{
     MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_move_keys, plan_rebalance,
     plan_split, plan_unpin, shard_loads, validate,
 };
-use crate::periods::{plan_add_period, plan_isolate, plan_move_period};
 use crate::ranges::{plan_add_range, plan_merge_ranges, plan_move_range, plan_split_range};
 use crate::shrink::{plan_merge, plan_remove_shard};
 
