@@ -27,6 +27,8 @@ mod checks;
 mod erase;
 mod export;
 mod item;
+mod locate;
+mod periods;
 mod probes;
 mod request;
 mod sql;
@@ -191,7 +193,7 @@ impl Floe {
             config.migration.clone(),
         )?;
         let telemetry = Telemetry::new(shard_count, &config.health);
-        Ok(Floe {
+        let floe = Floe {
             inner: Arc::new(Inner {
                 extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
                 config,
@@ -207,7 +209,9 @@ impl Floe {
                 lock: Mutex::new(Some(lock)),
                 node: None,
             }),
-        })
+        };
+        floe.start_period_task();
+        Ok(floe)
     }
 
     /// [`Floe::open_with`] for a cluster node: the topology from etcd, every
@@ -315,6 +319,7 @@ impl Floe {
     /// Performs a write; returns once its event is durable and applied.
     pub async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
         self.check_open()?;
+        let request = self.resolve_partition_key(request).await?;
         let command = self.command(request)?;
         let routed = self.inner.cluster.write(command).await;
         self.record_write(&routed);
@@ -446,7 +451,12 @@ impl Floe {
 
     /// Reads a live entity from the shard that owns it (so a caller always
     /// reads its own acknowledged writes).
+    /// Time-routed entities are found without their time field (see
+    /// `docs/configuration.md`, *Time sharding*).
     pub async fn get(&self, key: &EntityKey) -> Result<Option<Entity>> {
+        if let Some(located) = self.get_located(key).await {
+            return located;
+        }
         let partition_key = self.inner.extractor.extract(key, None)?;
         self.get_routed(key, &partition_key).await
     }

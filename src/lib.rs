@@ -68,7 +68,7 @@ pub use repair::repair;
 pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{
-    Entity, EntityKey, EventKind, HashFunction, Json, KeyExtractor, PartitionKeySpec, RangeBound,
-    RangeKey, RangeRule, RebalanceHint, RoutingMetricsSnapshot, ShardConfig, ShardInfo,
+    Entity, EntityKey, EventKind, HashFunction, Json, KeyExtractor, PartitionKeySpec, Period,
+    RangeBound, RangeKey, RangeRule, RebalanceHint, RoutingMetricsSnapshot, ShardConfig, ShardInfo,
     ShardLimits, ShardStats, ShardUtilization, Strategy, Topology, WriteAck,
 };

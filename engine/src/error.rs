@@ -176,6 +176,19 @@ pub enum Error {
         refusal: crate::cluster::OwnerRefusal,
     },
 
+    /// A time-routed write whose partition key has no shard: its time is
+    /// missing or does not parse, or its period has no shard yet. Nothing
+    /// was written.
+    #[error("partition key {partition_key:?} cannot be routed: {reason}")]
+    Unroutable {
+        /// The partition key.
+        partition_key: String,
+        /// Why, in words (the text of `miss`).
+        reason: String,
+        /// Why, for matching.
+        miss: crate::routing::TimeMiss,
+    },
+
     /// A topology document that cannot be used.
     #[error("invalid topology: {0}")]
     InvalidTopology(String),

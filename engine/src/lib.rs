@@ -53,8 +53,9 @@ pub use keyindex::{ClaimRefused, PartitionKeyIndex};
 pub use limits::{JsonLimits, JsonRole, MAX_JSON_DEPTH_CEILING, depth_exceeds};
 pub use pipeline::{Offset, Pipeline, Record, partition_for};
 pub use routing::{
-    HashFunction, KeyTransform, RangeBound, RangeKey, RangeRule, RoutedBy, Router, RoutingMetrics,
-    RoutingMetricsSnapshot, ShardInfo, Strategy, measure_route_ns, shard_name,
+    HashFunction, KeyTransform, Period, RangeBound, RangeKey, RangeRule, RoutedBy, Router,
+    RoutingMetrics, RoutingMetricsSnapshot, ShardInfo, Strategy, TimeMiss, cmp_labels,
+    measure_route_ns, parse_instant, parse_offset, shard_name,
 };
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
 pub use topology::{MAX_SHARDS, Topology};

@@ -118,6 +118,12 @@ impl Topology {
                     .into(),
             ));
         }
+        if matches!(self.strategy, Strategy::Time { .. }) {
+            return Err(Error::InvalidTopology(
+                "time strategy: the shard count changes only with new periods (with_strategy)"
+                    .into(),
+            ));
+        }
         if shard_count == self.shard_count {
             return Err(Error::InvalidTopology(format!(
                 "the topology already has {shard_count} shards"

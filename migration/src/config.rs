@@ -28,6 +28,13 @@ pub struct MigrationConfig {
     /// Compare source and target digests of the moved entities before the
     /// cutover.
     pub verify: bool,
+    /// Time topologies: how long before a period starts its shard is added
+    /// by the background task (a migration that moves nothing); 0 turns the
+    /// task off.
+    pub period_lead_time_ms: u64,
+    /// Time topologies: how often the background task looks for due
+    /// periods.
+    pub period_check_interval_ms: u64,
 }
 
 impl Default for MigrationConfig {
@@ -39,6 +46,8 @@ impl Default for MigrationConfig {
             lake_concurrency: 4,
             catch_up_rounds: 8,
             verify: true,
+            period_lead_time_ms: 7 * 24 * 3_600_000,
+            period_check_interval_ms: 60_000,
         }
     }
 }
@@ -51,6 +60,10 @@ impl MigrationConfig {
             ("migration.batch_size", self.batch_size),
             ("migration.buffer_capacity", self.buffer_capacity),
             ("migration.lake_concurrency", self.lake_concurrency),
+            (
+                "migration.period_check_interval_ms",
+                self.period_check_interval_ms as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(Error::InvalidConfig(format!("{name} must be at least 1")));

@@ -105,6 +105,29 @@ pub enum PlanKind {
         /// Its owner from now on.
         shard: u32,
     },
+    /// Time topologies: period `period` (its label, `2024-03`) gets `shard`,
+    /// or a new shard when `shard` is absent. What the background task runs
+    /// before a period starts.
+    AddPeriod {
+        /// The period's label.
+        period: String,
+        /// The owner; absent: a new shard.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+    },
+    /// Time topologies: period `period` goes to `shard`.
+    MovePeriod {
+        /// The period's label.
+        period: String,
+        /// Its owner from now on.
+        shard: u32,
+    },
+    /// A tenant gets a new shard of its own and all its keys move there, in
+    /// one migration (seed 002's "large team"): `floe migrate isolate TENANT`.
+    Isolate {
+        /// The tenant (a time topology's tenant part, else a partition key).
+        tenant: String,
+    },
 }
 
 impl PlanKind {
@@ -123,6 +146,9 @@ impl PlanKind {
             PlanKind::SplitRange { .. } => "split-range",
             PlanKind::MergeRanges { .. } => "merge-ranges",
             PlanKind::MoveRange { .. } => "move-range",
+            PlanKind::AddPeriod { .. } => "add-period",
+            PlanKind::MovePeriod { .. } => "move-period",
+            PlanKind::Isolate { .. } => "isolate",
         }
     }
 }
@@ -542,6 +568,11 @@ pub(crate) fn no_ranges(topology: &Topology, what: &str) -> Result<()> {
     if matches!(topology.strategy, Strategy::Range { .. }) {
         return Err(Error::InvalidPlan(format!(
             "cannot {what} of a range topology: ranges name their shards (use add-range, split-range, merge-ranges or move-range)"
+        )));
+    }
+    if matches!(topology.strategy, Strategy::Time { .. }) {
+        return Err(Error::InvalidPlan(format!(
+            "cannot {what} of a time topology: periods name their shards (use add-period, move-period or isolate)"
         )));
     }
     Ok(())

@@ -123,6 +123,32 @@ enum Which {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Time topologies, live: PERIOD (`2024-03`) gets a new shard (or --shard). The background task does this ahead of time.
+    AddPeriod {
+        /// The period's label: `2024-03` (month), `2024-03-15` (day), `2024-W11` (week), `2024` (year).
+        period: String,
+        /// Its shard (default: a new shard).
+        #[arg(long)]
+        shard: Option<u32>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Time topologies, live: PERIOD goes to SHARD.
+    MovePeriod {
+        /// The period's label.
+        period: String,
+        /// Its shard from now on.
+        shard: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Give TENANT a new shard of its own and move all its keys there, in one live migration (seed 002's "large team").
+    Isolate {
+        /// The tenant: a time topology's tenant part, else a partition key (the namespace with the tenant pattern).
+        tenant: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The balance analysis: imbalance, hot and cold shards, mean load.
     Balance {
         /// Tolerance: a shard this fraction above the mean is hot.
@@ -208,6 +234,26 @@ enum Change {
         at: String,
         /// Its shard from now on.
         shard: u32,
+    },
+    /// Give a period a shard (time topologies).
+    AddPeriod {
+        /// The period's label.
+        period: String,
+        /// Its shard (default: a new shard).
+        #[arg(long)]
+        shard: Option<u32>,
+    },
+    /// Move a period to a shard (time topologies).
+    MovePeriod {
+        /// The period's label.
+        period: String,
+        /// Its shard from now on.
+        shard: u32,
+    },
+    /// Give a tenant a shard of its own.
+    Isolate {
+        /// The tenant.
+        tenant: String,
     },
 }
 
@@ -332,6 +378,20 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()>
         Which::MoveRange { at, shard, run } => {
             execute(config, move_range(at, shard), (&run).into()).await
         }
+        Which::AddPeriod { period, shard, run } => {
+            execute(config, PlanKind::AddPeriod { period, shard }, (&run).into()).await
+        }
+        Which::MovePeriod { period, shard, run } => {
+            execute(
+                config,
+                PlanKind::MovePeriod { period, shard },
+                (&run).into(),
+            )
+            .await
+        }
+        Which::Isolate { tenant, run } => {
+            execute(config, PlanKind::Isolate { tenant }, (&run).into()).await
+        }
         Which::Balance { threshold } => balance(config, threshold).await,
         Which::Status { id, json } => status(&config, id, json),
         Which::Cancel { id } => cancel(&config, id),
@@ -361,6 +421,9 @@ fn kind_of(change: Change, shard_count: u32) -> PlanKind {
         Change::SplitRange(at) => split_range(at),
         Change::MergeRanges(at) => merge_ranges(at),
         Change::MoveRange { at, shard } => move_range(at, shard),
+        Change::AddPeriod { period, shard } => PlanKind::AddPeriod { period, shard },
+        Change::MovePeriod { period, shard } => PlanKind::MovePeriod { period, shard },
+        Change::Isolate { tenant } => PlanKind::Isolate { tenant },
     }
 }
 

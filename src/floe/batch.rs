@@ -34,7 +34,11 @@ impl Floe {
         let mut commands = Vec::with_capacity(requests.len());
         let mut sent = Vec::with_capacity(requests.len());
         for (index, request) in requests.into_iter().enumerate() {
-            match self.command(request) {
+            let command = match self.resolve_partition_key(request).await {
+                Ok(request) => self.command(request),
+                Err(e) => Err(e),
+            };
+            match command {
                 Ok(command) => {
                     commands.push(command);
                     sent.push(index);

@@ -88,6 +88,30 @@ impl Migrations {
         Ok(self.migrator().plan(request).await?)
     }
 
+    /// Time topologies: adds the shard of every period that starts within
+    /// `migration.period_lead_time_ms` of `now_ms` (or has started) and has
+    /// none, one migration each, in time order; returns their labels. Such
+    /// a migration moves no entity (none can be in a period without a
+    /// shard), so it only changes the topology. Nothing to do on other
+    /// topologies, or when every due period has its shard: calling it again
+    /// is harmless.
+    pub async fn ensure_periods(&self, now_ms: i64) -> Result<Vec<String>> {
+        let lead =
+            i64::try_from(self.floe.config().migration.period_lead_time_ms).unwrap_or(i64::MAX);
+        let mut added = Vec::new();
+        for period in floe_migration::due_periods(&self.floe.topology(), now_ms, lead) {
+            let plan = self
+                .plan(PlanKind::AddPeriod {
+                    period: period.clone(),
+                    shard: None,
+                })
+                .await?;
+            self.run(plan, MigrationOptions::default()).await?;
+            added.push(period);
+        }
+        Ok(added)
+    }
+
     /// Errors and warnings about a plan now.
     pub fn validate(&self, plan: &MigrationPlan) -> Validation {
         self.migrator().validate(plan)

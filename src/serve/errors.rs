@@ -203,6 +203,8 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
     use floe_engine::Error as E;
     match e {
         E::MissingPartitionKey { .. } => (StatusCode::BAD_REQUEST, "missing_partition_key"),
+        // The request is well-formed but its time has no shard (yet).
+        E::Unroutable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unroutable"),
         E::InvalidEntity { .. } => (StatusCode::BAD_REQUEST, "invalid_entity"),
         E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
         E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),

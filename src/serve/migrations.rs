@@ -63,7 +63,11 @@ pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
 /// 1}}`, `{"kind": "unpin", "keys": ["acme"]}`, and on range topologies
 /// `{"kind": "add_range", "start": 100, "end": 200}` (optional `"shard"`),
 /// `{"kind": "split_range", "at": 150}`, `{"kind": "merge_ranges", "at":
-/// 150}` or `{"kind": "move_range", "at": 150, "shard": 2}`.
+/// 150}` or `{"kind": "move_range", "at": 150, "shard": 2}`, on time
+/// topologies `{"kind": "add_period", "period": "2024-04"}` (optional
+/// `"shard"`) or `{"kind": "move_period", "period": "2024-04", "shard": 2}`,
+/// and on every topology `{"kind": "isolate", "tenant": "acme"}` (a new
+/// shard, and all of the tenant's keys move there).
 async fn plan_kind(
     state: &AppState,
     headers: &HeaderMap,
@@ -74,7 +78,7 @@ async fn plan_kind(
         ApiError::bad_request(
             "malformed_json",
             format!(
-                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\" | \"pin\" | \"move_keys\" | \"unpin\" | \"add_range\" | \"split_range\" | \"merge_ranges\" | \"move_range\", ...}}: {e}"
+                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\" | \"pin\" | \"move_keys\" | \"unpin\" | \"add_range\" | \"split_range\" | \"merge_ranges\" | \"move_range\" | \"add_period\" | \"move_period\" | \"isolate\", ...}}: {e}"
             ),
         )
     })

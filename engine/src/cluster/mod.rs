@@ -333,6 +333,16 @@ impl ShardCluster {
             let router = &routing.router;
             command.key_hash = router.key_hash(&command.partition_key);
             let shard = router.route(&command.partition_key, command.key_hash);
+            // A time-routed key without a shard is refused before anything
+            // is written.
+            if let Err(e) = router.check(&command.partition_key) {
+                self.metrics.record_error();
+                return Routed {
+                    shard,
+                    elapsed: Duration::ZERO,
+                    result: Err(e),
+                };
+            }
             let mut _guard = None;
             if let Some(admission) = &routing.admission
                 && admission.holds(&command.partition_key, command.key_hash)
@@ -397,6 +407,15 @@ impl ShardCluster {
             let mut held = Vec::new();
             for (index, mut command) in todo.drain(..) {
                 command.key_hash = router.key_hash(&command.partition_key);
+                if let Err(e) = router.check(&command.partition_key) {
+                    self.metrics.record_error();
+                    out[index] = Routed {
+                        shard: router.route(&command.partition_key, command.key_hash),
+                        elapsed: Duration::ZERO,
+                        result: Err(e),
+                    };
+                    continue;
+                }
                 if let Some(admission) = &routing.admission
                     && admission.holds(&command.partition_key, command.key_hash)
                 {
@@ -466,10 +485,40 @@ impl ShardCluster {
     pub async fn get(&self, key: &EntityKey, partition_key: &str) -> Result<Option<Entity>> {
         let routing = self.routing();
         let router = &routing.router;
+        router.check(partition_key)?;
         let shard = router.route(partition_key, router.key_hash(partition_key));
         self.load
             .record_access(shard, AccessKind::Read, self.now_ms());
         routing.shards[shard as usize].get(key.clone()).await
+    }
+
+    /// The live entity `key` with its partition key, found by asking every
+    /// shard (each answers only for what the routing in force gives it, so
+    /// a migration's copies never answer). What gets, updates and deletes of
+    /// time-routed entities use when the request does not carry the time
+    /// field: the shards' own records are the entity -> partition key index,
+    /// rebuilt with them on every restore and replay. One in-memory lookup
+    /// per shard.
+    pub async fn locate(&self, key: &EntityKey) -> Result<Option<(Entity, String)>> {
+        let routing = self.routing();
+        let requests = routing
+            .shards
+            .iter()
+            .map(|shard| shard.locate_owned((*routing.router).clone(), key.clone()));
+        let mut found = None;
+        for answer in futures::future::join_all(requests).await {
+            if let Some(hit) = answer? {
+                found = Some(hit);
+            }
+        }
+        if let Some((_, partition_key)) = &found {
+            let shard = routing
+                .router
+                .route(partition_key, routing.router.key_hash(partition_key));
+            self.load
+                .record_access(shard, AccessKind::Read, self.now_ms());
+        }
+        Ok(found)
     }
 
     /// Live entities of a namespace and type in id order, after `after`, at

@@ -162,6 +162,26 @@ impl Shard {
         .await
     }
 
+    /// The live entity `key` and its partition key, if this shard holds it
+    /// and `router` routes it here (a copy a migration made for its future
+    /// owner is not answered).
+    pub async fn locate_owned(
+        &self,
+        router: Router,
+        key: EntityKey,
+    ) -> Result<Option<(Entity, String)>> {
+        let shard = self.id;
+        self.run(move |state, _| {
+            let record = state.record(&key)?;
+            if router.route(&record.partition_key, record.key_hash) != shard {
+                return None;
+            }
+            let partition_key = record.partition_key.clone();
+            state.get(&key).map(|entity| (entity, partition_key))
+        })
+        .await
+    }
+
     /// The shard's counters.
     pub async fn stats(&self) -> Result<ShardStats> {
         match &self.link {

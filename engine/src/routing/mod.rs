@@ -11,6 +11,7 @@ mod range;
 mod range_rules;
 mod ring;
 mod strategy;
+mod time;
 
 #[cfg(test)]
 mod golden;
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::topology::Topology;
 
 pub use hash::HashFunction;
@@ -31,9 +32,11 @@ pub(crate) use hash::fmix64;
 pub use metrics::{RoutingMetrics, RoutingMetricsSnapshot};
 pub use range_rules::{KeyTransform, RangeBound, RangeKey, RangeRule};
 pub use strategy::Strategy;
+pub use time::{Period, TimeMiss, cmp_labels, parse_instant, parse_offset};
 
 use range::RangeTable;
 use ring::Ring;
+use time::{TimeRoute, TimeTable};
 
 /// Routes partition keys to shards under one topology version.
 ///
@@ -81,6 +84,7 @@ enum Algorithm {
     JumpBack { buckets: u32, mask: u32 },
     Ring(Ring),
     Range(RangeTable),
+    Time(TimeTable),
 }
 
 /// Where a key was routed and why, for logs, the admin API and debugging.
@@ -96,7 +100,8 @@ pub struct ShardInfo {
     pub shard_name: String,
     /// The topology version the answer holds for.
     pub topology_version: u64,
-    /// The strategy's name (`modulo`, `jump`, `jump_back`, `ring`, `range`).
+    /// The strategy's name (`modulo`, `jump`, `jump_back`, `ring`, `range`,
+    /// `time`).
     pub strategy: String,
     /// What decided the shard.
     pub routed_by: RoutedBy,
@@ -113,6 +118,12 @@ pub enum RoutedBy {
     /// A range strategy's default shard: no range holds the key, or a numeric
     /// key did not parse.
     DefaultShard,
+    /// A time strategy's isolated tenant.
+    Tenant,
+    /// A time strategy found no shard (no time, or a period without a
+    /// shard): writes are refused ([`Router::check`]); `shard` is the
+    /// fallback that only replayed history can reach.
+    Unroutable,
 }
 
 /// The name of shard `shard`: `shard-{shard}`.
@@ -141,6 +152,12 @@ impl Router {
                 default_shard,
                 ranges,
             } => Algorithm::Range(RangeTable::new(key, *default_shard, ranges)),
+            Strategy::Time { .. } => {
+                let spec = topology.strategy.time_spec().ok_or_else(|| {
+                    Error::InvalidTopology("time: the strategy has no period table".into())
+                })?;
+                Algorithm::Time(spec.compile(n)?)
+            }
         };
         let overrides = Overrides::new(&topology);
         Ok(Router {
@@ -209,8 +226,39 @@ impl Router {
                     None => (table.default_shard(), RoutedBy::DefaultShard),
                 };
             }
+            Algorithm::Time(table) => {
+                return match table.lookup(partition_key) {
+                    TimeRoute::Period(shard) => (shard, RoutedBy::Strategy),
+                    TimeRoute::Tenant(shard) => (shard, RoutedBy::Tenant),
+                    TimeRoute::Miss(_) => (table.fallback(), RoutedBy::Unroutable),
+                };
+            }
         };
         (shard, RoutedBy::Strategy)
+    }
+
+    /// Whether a write may be routed by `partition_key`: always for the hash
+    /// and range strategies (a range key that does not parse has the default
+    /// shard); for a time strategy the key must carry a time whose period
+    /// has a shard, else [`Error::Unroutable`] (an override counts as a
+    /// shard). Callers check before a write so that a refused key changes
+    /// nothing.
+    pub fn check(&self, partition_key: &str) -> Result<()> {
+        let Algorithm::Time(table) = &self.inner.algorithm else {
+            return Ok(());
+        };
+        let hash = self.key_hash(partition_key);
+        if self.inner.overrides.get(partition_key, hash).is_some() {
+            return Ok(());
+        }
+        match table.lookup(partition_key) {
+            TimeRoute::Miss(miss) => Err(Error::Unroutable {
+                partition_key: partition_key.to_owned(),
+                reason: miss.to_string(),
+                miss,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

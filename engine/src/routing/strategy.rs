@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+use std::collections::BTreeMap;
+
 use super::range_rules::{RangeKey, RangeRule, validate_ranges};
+use super::time::{Period, TimeSpec};
 
 /// How a partition key (or its hash) is mapped to a shard.
 ///
@@ -55,6 +58,41 @@ pub enum Strategy {
         /// Non-overlapping half-open ranges, in any order.
         ranges: Vec<RangeRule>,
     },
+    /// Routes by a time in the partition key (seed 002's time-based and
+    /// hybrid team + time sharding): the key, or part `time_part` of a
+    /// composite key, is an RFC 3339 date-time or epoch milliseconds; its
+    /// period (a calendar month by default) names the shard in `periods`.
+    /// With `tenant_part`, tenants listed in `tenants` have a shard of their
+    /// own for every period (seed 002's "large team"). A key whose time does
+    /// not parse, or whose period has no shard, is refused with
+    /// [`Error::Unroutable`]: nothing is written.
+    ///
+    /// TOML: `strategy = { kind = "time", period = "month", time_part = 1,
+    /// tenant_part = 0, periods = { "2024-01" = 0, "2024-02" = 1 } }` with
+    /// `[partition_key] fields = ["team_id", "created_at"]`.
+    Time {
+        /// The length of a period.
+        #[serde(default)]
+        period: Period,
+        /// The fixed UTC offset period boundaries are at (`"+02:00"`);
+        /// absent: UTC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<String>,
+        /// The part of a composite partition key that holds the time
+        /// (0-based); absent: the whole key is the time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_part: Option<u32>,
+        /// The part of a composite partition key that holds the tenant;
+        /// needed by `tenants`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant_part: Option<u32>,
+        /// Period label (`2024-03`, `2024-03-15`, `2024-W11`, `2024`) ->
+        /// the shard that owns the period.
+        periods: BTreeMap<String, u32>,
+        /// Tenant -> the shard that owns all of its periods.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        tenants: BTreeMap<String, u32>,
+    },
 }
 
 fn default_virtual_nodes() -> u32 {
@@ -81,9 +119,14 @@ impl std::str::FromStr for Strategy {
                     "the range strategy needs its ranges: strategy = { kind = \"range\", ranges = [...] }".into(),
                 ));
             }
+            "time" => {
+                return Err(Error::InvalidTopology(
+                    "the time strategy needs its periods: strategy = { kind = \"time\", periods = { \"2024-01\" = 0 } }".into(),
+                ));
+            }
             other => {
                 return Err(Error::InvalidTopology(format!(
-                    "unknown strategy {other:?}: expected modulo (hash, tenant), jump, jump_back, ring (consistent-hash, consistent) or range"
+                    "unknown strategy {other:?}: expected modulo (hash, tenant), jump, jump_back, ring (consistent-hash, consistent), range or time"
                 )));
             }
         })
@@ -106,7 +149,37 @@ impl Strategy {
             Strategy::JumpBack => "jump_back",
             Strategy::Ring { .. } => "ring",
             Strategy::Range { .. } => "range",
+            Strategy::Time { .. } => "time",
         }
+    }
+
+    /// The table parts of a time strategy, `None` for the others.
+    pub(crate) fn time_spec(&self) -> Option<TimeSpec<'_>> {
+        match self {
+            Strategy::Time {
+                period,
+                offset,
+                time_part,
+                tenant_part,
+                periods,
+                tenants,
+            } => Some(TimeSpec {
+                period: *period,
+                offset: offset.as_deref(),
+                time_part: *time_part,
+                tenant_part: *tenant_part,
+                periods,
+                tenants,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the strategy names the shard of each key range or period
+    /// itself (range and time), so that the shard count alone does not
+    /// change routing.
+    pub fn names_shards(&self) -> bool {
+        matches!(self, Strategy::Range { .. } | Strategy::Time { .. })
     }
 
     /// Checks the strategy against a shard count: virtual nodes, range
@@ -134,6 +207,9 @@ impl Strategy {
                 default_shard,
                 ranges,
             } => validate_ranges(key, *default_shard, ranges, shard_count),
+            Strategy::Time { .. } => self
+                .time_spec()
+                .map_or(Ok(()), |spec| spec.compile(shard_count).map(drop)),
         }
     }
 }

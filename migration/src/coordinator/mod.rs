@@ -27,6 +27,7 @@ use crate::balance::{BalanceAnalysis, analyze_balance};
 use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
+use crate::periods::{plan_add_period, plan_isolate, plan_move_period};
 use crate::plan::{
     MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_move_keys, plan_rebalance,
     plan_split, plan_unpin, shard_loads, validate,
@@ -186,6 +187,13 @@ impl Migrator {
             PlanKind::SplitRange { at, shard } => plan_split_range(&topology, &keys, at, shard),
             PlanKind::MergeRanges { at, shard } => plan_merge_ranges(&topology, &keys, at, shard),
             PlanKind::MoveRange { at, shard } => plan_move_range(&topology, &keys, at, shard),
+            PlanKind::AddPeriod { ref period, shard } => {
+                plan_add_period(&topology, &keys, period, shard)
+            }
+            PlanKind::MovePeriod { ref period, shard } => {
+                plan_move_period(&topology, &keys, period, shard)
+            }
+            PlanKind::Isolate { ref tenant } => plan_isolate(&topology, &keys, tenant),
         }
     }
 
