@@ -24,6 +24,7 @@ mod limits;
 mod pipeline;
 mod routing;
 mod slots;
+mod snapshot;
 mod state;
 mod topology;
 mod topology_store;
@@ -55,6 +56,9 @@ pub use pipeline::{Offset, Pipeline, Record, partition_for};
 pub use routing::{
     HashFunction, KeyTransform, RangeBound, RangeKey, RangeRule, RoutedBy, Router, RoutingMetrics,
     RoutingMetricsSnapshot, ShardInfo, Strategy, measure_route_ns, shard_name,
+};
+pub use snapshot::{
+    SnapshotHeader, VerifiedSnapshot, decode_snapshot, encode_snapshot, verify_snapshot,
 };
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
 pub use topology::{MAX_SHARDS, Topology};

@@ -149,6 +149,15 @@ impl RecoveredShard {
     pub fn state(&self) -> &ShardState {
         &self.state
     }
+
+    /// The idempotency window rebuilt so far.
+    pub fn dedup(&self) -> &DedupWindow {
+        &self.dedup
+    }
+
+    pub(crate) fn from_parts(state: ShardState, dedup: DedupWindow) -> Self {
+        RecoveredShard { state, dedup }
+    }
 }
 
 impl ShardCluster {
