@@ -440,3 +440,42 @@ async fn an_erase_leaves_no_snapshot_holding_the_entity_and_no_reopen_undoes_it(
     assert_eq!(state_of(&floe).await, live(&oracle));
     floe.close().await.unwrap();
 }
+
+/// A migration changes which shard owns which key: a snapshot taken under
+/// the old topology is never used under the new one (the shards replay
+/// their history), and snapshots taken under the new one are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_of_another_topology_are_not_used_after_a_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut oracle = Oracle::new();
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    fill(&floe, 0, 400, &mut oracle).await;
+    assert_eq!(floe.snapshot_now().await.unwrap().written.len(), 4);
+    let migrations = floe.migrations();
+    let plan = migrations.plan(floe::PlanKind::AddShard).await.unwrap();
+    migrations
+        .run(plan.clone(), floe::MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(floe.topology(), plan.to);
+    fill(&floe, 400, 100, &mut oracle).await;
+    floe.close().await.unwrap();
+
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    assert_eq!(floe.topology().shard_count, 5);
+    let stats = floe.recovery_stats();
+    assert_eq!(stats.snapshot_shards, 0, "{stats:?}");
+    assert_eq!(state_of(&floe).await, live(&oracle));
+    assert_eq!(floe.snapshot_now().await.unwrap().written.len(), 5);
+    fill(&floe, 500, 50, &mut oracle).await;
+    floe.close().await.unwrap();
+
+    let floe = Floe::open(config(dir.path())).await.unwrap();
+    assert_eq!(floe.recovery_stats().snapshot_shards, 5);
+    let from_snapshots = observed(&floe).await;
+    floe.close().await.unwrap();
+    assert_eq!(from_snapshots.0, live(&oracle));
+    let floe = Floe::open(full_replay(dir.path())).await.unwrap();
+    assert_eq!(observed(&floe).await, from_snapshots);
+    floe.close().await.unwrap();
+}

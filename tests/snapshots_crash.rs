@@ -68,10 +68,15 @@ fn temp_files(data: &Path) -> usize {
 
 /// Puts to random keys over HTTP until the server goes away; returns the
 /// acknowledged (version, data) per key.
-async fn write_until_killed(server: &FloeServer, stop: Arc<AtomicBool>, seed: u64) -> State {
+async fn write_until_killed(
+    client: reqwest::Client,
+    base: String,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> State {
     let mut tasks = tokio::task::JoinSet::new();
     for caller in 0..8u64 {
-        let (client, base, stop) = (server.client.clone(), server.base.clone(), stop.clone());
+        let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
         tasks.spawn(async move {
             let mut acked = State::new();
             let mut x = seed * 8 + caller + 1;
@@ -143,7 +148,12 @@ async fn kill_9_while_snapshots_are_written_loses_nothing_and_matches_a_full_rep
         round += 1;
         let mut server = FloeServer::start(dir.path(), "", "", REST);
         let stop = Arc::new(AtomicBool::new(false));
-        let writing = write_until_killed(&server, stop.clone(), round);
+        let writing = write_until_killed(
+            server.client.clone(),
+            server.base.clone(),
+            stop.clone(),
+            round,
+        );
         let kill_after = Duration::from_millis(300 + (round * 337) % 900);
         let (acked, ()) = tokio::join!(writing, async {
             tokio::time::sleep(kill_after).await;

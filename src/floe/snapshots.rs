@@ -81,10 +81,6 @@ impl Snapshots {
         self.active
     }
 
-    pub(crate) fn store(&self) -> &SnapshotStore {
-        &self.store
-    }
-
     /// A pipeline handle that flags its appends (they bypass the shards, so
     /// no later snapshot of this instance may claim to cover them).
     pub(crate) fn watch(&self, pipeline: Arc<dyn Pipeline>) -> Arc<dyn Pipeline> {
