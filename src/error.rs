@@ -117,6 +117,11 @@ pub enum Error {
     #[error("lake: {0}")]
     Lake(floe_emitter::Error),
 
+    /// Writing or removing shard snapshot files failed (the snapshot is not
+    /// used; the log still holds everything).
+    #[error("shard snapshots: {0}")]
+    Snapshot(floe_emitter::Error),
+
     /// The embedded log holds damaged records (a complete frame that fails
     /// its checksum, or damage that cannot be a torn write): floe refuses to
     /// open rather than serve a smaller state. `floe repair` rebuilds the

@@ -31,6 +31,7 @@ mod locate;
 mod periods;
 mod probes;
 mod request;
+mod snapshots;
 mod sql;
 
 use checks::display;
@@ -40,6 +41,8 @@ pub(crate) use export::ExportPage;
 pub use export::ExportReport;
 pub use request::WriteRequest;
 use request::{Data, WriteOp};
+pub use snapshots::SnapshotReport;
+use snapshots::Snapshots;
 
 /// floe: shard workers over a durable pipeline (the embedded log or Kafka).
 ///
@@ -71,6 +74,8 @@ struct Inner {
     lock: Mutex<Option<DirLock>>,
     /// Cluster mode: this node's membership and shard ownership.
     node: Option<Arc<ClusterNode>>,
+    /// Shard state snapshots (inactive with Kafka and in cluster mode).
+    snapshots: Arc<Snapshots>,
 }
 
 impl Floe {
@@ -142,17 +147,18 @@ impl Floe {
         };
         let router = Arc::new(Router::new(topology)?);
         let started = Instant::now();
-        let (recovered, recovery) = floe_emitter::replay::recover(
-            pipeline.clone(),
-            router.clone(),
-            config.shards.dedup_window,
-            lake.as_ref(),
-        )
-        .await
-        .map_err(replay_error)?;
+        let snapshots = Arc::new(Snapshots::new(
+            &config.data_dir,
+            &config.snapshots,
+            matches!(config.pipeline_url()?, PipelineUrl::File(_)),
+        ));
+        let (recovered, recovery) =
+            snapshots::recover(&snapshots, &pipeline, &router, &config, lake.as_ref()).await?;
         tracing::info!(
             events = recovery.events,
             applied = recovery.applied,
+            snapshot_shards = recovery.snapshot_shards,
+            from_snapshots = recovery.from_snapshots,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered shard state from the pipeline"
         );
@@ -193,6 +199,7 @@ impl Floe {
             config.migration.clone(),
         )?;
         let telemetry = Telemetry::new(shard_count, &config.health);
+        snapshots.start(cluster.clone(), pipeline.clone());
         let floe = Floe {
             inner: Arc::new(Inner {
                 extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
@@ -208,6 +215,7 @@ impl Floe {
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(lock)),
                 node: None,
+                snapshots,
             }),
         };
         floe.start_period_task();
@@ -267,6 +275,7 @@ impl Floe {
             config.migration.clone(),
         )?;
         let telemetry = Telemetry::new(shard_count, &config.health);
+        let (data_dir, snapshot_config) = (config.data_dir.clone(), config.snapshots.clone());
         Ok(Floe {
             inner: Arc::new(Inner {
                 extractor: extractor.unwrap_or_else(|| config.partition_key.extractor()),
@@ -282,6 +291,10 @@ impl Floe {
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(lock)),
                 node: Some(node),
+                // Cluster mode restores granted shards from the shared
+                // pipeline; a local snapshot of an earlier ownership term is
+                // no proof of a prefix of it.
+                snapshots: Arc::new(Snapshots::new(&data_dir, &snapshot_config, false)),
             }),
         })
     }
@@ -578,9 +591,11 @@ impl Floe {
         Ok(self.inner.cluster.shard(shard)?)
     }
 
-    /// The pipeline this instance writes to.
+    /// The pipeline this instance writes to. Events appended through it
+    /// bypass the shards: after one, this instance writes no more shard
+    /// snapshots (the next open replays them from the log).
     pub fn pipeline(&self) -> Arc<dyn Pipeline> {
-        self.inner.pipeline.clone()
+        self.inner.snapshots.watch(self.inner.pipeline.clone())
     }
 
     /// Stops accepting requests, lets every shard finish what is queued,
@@ -589,6 +604,23 @@ impl Floe {
     pub async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        // The last snapshot round runs while the shards still answer, and
+        // ends (files complete, handles closed) before the directory's lock
+        // is released below.
+        let snapshots = &self.inner.snapshots;
+        snapshots.stop().await;
+        if snapshots.active() && self.inner.config.snapshots.on_close {
+            match snapshots
+                .round(&self.inner.cluster, &*self.inner.pipeline)
+                .await
+            {
+                Ok(report) if !report.skipped.is_empty() => {
+                    tracing::warn!(skipped = ?report.skipped, "shard snapshots skipped on close");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "shard snapshots on close failed"),
+            }
         }
         self.inner.cluster.close().await;
         // The shards are stopped: leave the cluster so that the controller
@@ -674,7 +706,7 @@ async fn open_kafka(config: &Config) -> Result<Arc<dyn Pipeline>> {
 /// A failed replay as this crate reports it: the pipeline's own errors as
 /// engine errors, deleted history without a lake as configuration, the rest
 /// (the lake, or retention past what it holds) as the lake's.
-fn replay_error(e: floe_emitter::Error) -> crate::Error {
+pub(crate) fn replay_error(e: floe_emitter::Error) -> crate::Error {
     match e {
         floe_emitter::Error::Pipeline { cause } => crate::Error::Engine(cause),
         e @ floe_emitter::Error::HistoryNeedsLake { .. } => crate::Error::Config(e.to_string()),

@@ -37,11 +37,11 @@ mod telemetry;
 
 pub use cluster::ClusterNode;
 pub use error::{Error, Result};
-pub use floe::{EraseReport, ExportReport, Floe, RemainingCopy, WriteRequest};
+pub use floe::{EraseReport, ExportReport, Floe, RemainingCopy, SnapshotReport, WriteRequest};
 pub use floe_config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
     MaintenanceConfig, PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig,
-    TOKENS_ENV, Token, TokenConfig, TopologyConfig,
+    SnapshotConfig, TOKENS_ENV, Token, TokenConfig, TopologyConfig,
 };
 pub use floe_emitter::lake::{CompactReport, ExpireOptions, ExpireReport};
 pub use floe_emitter::replay::RecoveryStats;

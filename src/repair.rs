@@ -108,6 +108,19 @@ pub async fn repair(
         plans.push(plan);
     }
     if !dry_run {
+        // Shard snapshots describe the log as it was: a rebuilt partition may
+        // hold other events (or fewer) at their offsets, so they all go
+        // before anything is rewritten, and the next open replays in full.
+        if !plans.is_empty() {
+            let store = floe_emitter::SnapshotStore::new(&config.data_dir);
+            let removed = tokio::task::spawn_blocking(move || store.remove_all())
+                .await
+                .map_err(|e| Error::task("removing shard snapshots", e))?
+                .map_err(Error::Snapshot)?;
+            if removed > 0 {
+                tracing::info!(removed, "shard snapshots removed before the repair");
+            }
+        }
         tokio::task::spawn_blocking(move || plans.iter().try_for_each(|plan| log.apply(plan)))
             .await
             .map_err(|e| Error::task("the repair", e))??;

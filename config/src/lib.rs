@@ -6,6 +6,7 @@ mod error;
 mod kafka;
 mod maintenance;
 mod serve;
+mod snapshots;
 
 pub use self::error::{Error, Result};
 pub use self::kafka::KafkaConfig;
@@ -13,6 +14,7 @@ pub use self::maintenance::MaintenanceConfig;
 pub use self::serve::{
     AuthMode, HealthConfig, Role, Secret, ServeConfig, TOKENS_ENV, Token, TokenConfig,
 };
+pub use self::snapshots::{MIN_SNAPSHOT_INTERVAL_MS, SnapshotConfig};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,8 @@ pub struct Config {
     pub migration: floe_migration::MigrationConfig,
     /// Cross-shard SQL over the lake.
     pub query: QueryConfig,
+    /// Shard state snapshots (embedded log, one node).
+    pub snapshots: SnapshotConfig,
     /// Cluster mode (`[cluster]`): this node joins the cluster named there
     /// on etcd and serves the shards granted to it. Absent: one node, no etcd.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,6 +87,7 @@ impl Default for Config {
             serve: ServeConfig::default(),
             migration: floe_migration::MigrationConfig::default(),
             query: QueryConfig::default(),
+            snapshots: SnapshotConfig::default(),
             cluster: None,
         }
     }
@@ -574,6 +579,7 @@ impl Config {
         self.topology.initial()?;
         self.health.validate()?;
         self.serve.validate()?;
+        self.snapshots.validate()?;
         if self.query.timeout_ms == 0 {
             return Err(Error::Invalid("query.timeout_ms must be at least 1".into()));
         }

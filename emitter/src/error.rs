@@ -441,6 +441,105 @@ pub enum Error {
         head: u64,
     },
 
+    /// A shard snapshot file is damaged (checksum, truncation, format).
+    #[error("shard snapshot {}: {cause}", path.display())]
+    ShardSnapshotCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder found.
+        cause: floe_engine::Error,
+    },
+
+    /// A shard snapshot file holds another shard than its directory names.
+    #[error("shard snapshot {} holds shard {found}, expected shard {expected}", path.display())]
+    ShardSnapshotWrongShard {
+        /// The file.
+        path: PathBuf,
+        /// The shard its directory names.
+        expected: u32,
+        /// The shard its header names.
+        found: u32,
+    },
+
+    /// A shard snapshot was taken under another topology than the one in
+    /// force: it may hold keys the shard no longer owns or lack keys it
+    /// gained, so it is not used.
+    #[error(
+        "shard snapshot {} was taken under topology version {snapshot_version}, the topology in force is version {current_version}",
+        path.display()
+    )]
+    ShardSnapshotTopology {
+        /// The file.
+        path: PathBuf,
+        /// The topology version it was taken under.
+        snapshot_version: u64,
+        /// The topology version in force.
+        current_version: u64,
+    },
+
+    /// A shard snapshot names another number of pipeline partitions than
+    /// the pipeline has.
+    #[error("shard snapshot {} covers {snapshot} partitions, the pipeline has {pipeline}", path.display())]
+    ShardSnapshotPartitions {
+        /// The file.
+        path: PathBuf,
+        /// Partitions in the snapshot.
+        snapshot: usize,
+        /// Partitions of the pipeline.
+        pipeline: u32,
+    },
+
+    /// A shard snapshot claims offsets beyond what the log holds (the log
+    /// lost its tail after the snapshot, or was replaced): using it would
+    /// skip whatever is written at those offsets next.
+    #[error(
+        "shard {shard}'s snapshot covers partition {partition} up to offset {offset}, beyond the log's committed end {high}"
+    )]
+    ShardSnapshotBeyondLog {
+        /// The shard.
+        shard: u32,
+        /// The partition.
+        partition: u32,
+        /// What the snapshot covers.
+        offset: u64,
+        /// The log's high watermark.
+        high: u64,
+    },
+
+    /// Retention deleted events above a shard snapshot's offsets: the tail
+    /// it needs is gone from the log.
+    #[error(
+        "shard {shard}'s snapshot needs partition {partition} from offset {offset}, but the log starts at {low}"
+    )]
+    ShardSnapshotBelowRetention {
+        /// The shard.
+        shard: u32,
+        /// The partition.
+        partition: u32,
+        /// Where its tail starts.
+        offset: u64,
+        /// The log's low watermark.
+        low: u64,
+    },
+
+    /// The event just below a shard snapshot's offset is not the one the
+    /// snapshot recorded: the log was rebuilt or replaced since.
+    #[error(
+        "shard {shard}'s snapshot recorded event {expected} at offset {offset} of partition {partition}, the log holds {found}"
+    )]
+    ShardSnapshotFence {
+        /// The shard.
+        shard: u32,
+        /// The partition.
+        partition: u32,
+        /// The offset checked (one below the snapshot's).
+        offset: u64,
+        /// The event id the snapshot recorded.
+        expected: String,
+        /// What the log holds there.
+        found: String,
+    },
+
     /// A background task failed.
     #[error("{0}")]
     Task(String),

@@ -35,6 +35,7 @@ pub mod replay;
 mod s3server;
 #[cfg(feature = "sink")]
 pub mod sink;
+mod snapshot;
 
 pub use error::{Error, Result};
 #[cfg(feature = "kafka")]
@@ -49,3 +50,4 @@ pub use mem::MemPipeline;
 pub use outage::{Outage, outage};
 #[cfg(feature = "test-util")]
 pub use s3server::{S3Server, S3ServerError};
+pub use snapshot::{SNAPSHOTS_DIR, SnapshotFile, SnapshotStore};

@@ -11,14 +11,14 @@ use crate::event::{Event, EventKind};
 
 /// What the window remembers about one key.
 #[derive(Debug, Clone)]
-struct Outcome {
-    ack: WriteAck,
+pub(crate) struct Outcome {
+    pub(crate) ack: WriteAck,
     /// Hash of the partition key the request routed by.
-    key_hash: u64,
+    pub(crate) key_hash: u64,
     /// The request's fingerprint, when the event stored one (see
     /// [`Command::fingerprint`]); `None` for events of older builds and
     /// events read back from the lake.
-    fingerprint: Option<u64>,
+    pub(crate) fingerprint: Option<u64>,
 }
 
 /// Caller idempotency keys a shard has acknowledged recently, with their
@@ -122,6 +122,30 @@ impl DedupWindow {
             let fingerprint = self.outcomes.get(key)?.fingerprint?;
             Some((key.as_str(), fingerprint))
         })
+    }
+
+    /// Every remembered key with its outcome, oldest first (what a shard
+    /// snapshot stores).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &Outcome)> {
+        self.order
+            .iter()
+            .filter_map(|key| Some((key.as_str(), self.outcomes.get(key)?)))
+    }
+
+    /// Appends a key read back from a snapshot (oldest first, as
+    /// [`DedupWindow::entries`] gave them), with the same eviction as a live
+    /// insert.
+    pub(crate) fn push_restored(&mut self, key: String, outcome: Outcome) {
+        if self.capacity == 0 || self.outcomes.contains_key(&key) {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.outcomes.remove(&oldest);
+        }
+        self.order.push_back(key.clone());
+        self.outcomes.insert(key, outcome);
     }
 
     /// Keys remembered.

@@ -201,6 +201,14 @@ pub enum Error {
     #[error("event codec: {0}")]
     Codec(String),
 
+    /// A shard snapshot is damaged (truncated, a flipped bit, not a
+    /// snapshot): it is refused as a whole.
+    #[error("corrupt shard snapshot: {reason}")]
+    CorruptSnapshot {
+        /// What was wrong.
+        reason: String,
+    },
+
     /// The pipeline (the write-ahead log) failed.
     #[error("pipeline {backend}: {message}")]
     Pipeline {

@@ -24,6 +24,7 @@ mod limits;
 mod pipeline;
 mod routing;
 mod slots;
+mod snapshot;
 mod state;
 mod topology;
 mod topology_store;
@@ -56,6 +57,9 @@ pub use routing::{
     HashFunction, KeyTransform, Period, RangeBound, RangeKey, RangeRule, RoutedBy, Router,
     RoutingMetrics, RoutingMetricsSnapshot, ShardInfo, Strategy, TimeMiss, cmp_labels,
     measure_route_ns, parse_instant, parse_offset, shard_name,
+};
+pub use snapshot::{
+    SnapshotHeader, VerifiedSnapshot, decode_snapshot, encode_snapshot, verify_snapshot,
 };
 pub use state::{EntityRecord, PendingChanges, PrepareLimits, ShardState};
 pub use topology::{MAX_SHARDS, Topology};

@@ -104,6 +104,10 @@ pub struct ShardStats {
     pub batches: u64,
     /// Requests waiting in the inbox.
     pub inbox_depth: u64,
+    /// Appends that failed since start. Their events may be durable without
+    /// being applied (the outcome is unknown until a restart replays the
+    /// log), so a shard that had one takes no snapshot until then.
+    pub append_failures: u64,
 }
 
 enum Request {

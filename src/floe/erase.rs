@@ -104,6 +104,17 @@ impl Floe {
                 .await?;
             tombstone_version = Some(ack.version);
         }
+        // Shard snapshots taken before the tombstone hold the entity's data:
+        // they all go, and a fresh round (holding the tombstone) replaces
+        // them, so neither a file nor a later reopen brings the data back.
+        let replaced = self
+            .inner
+            .snapshots
+            .replace_all(&self.inner.cluster, &*self.inner.pipeline)
+            .await?;
+        if !replaced.skipped.is_empty() {
+            tracing::warn!(skipped = ?replaced.skipped, "shard snapshots after an erase skipped (the next reopen replays those shards' log)");
+        }
         // Everything of the entity up to the tombstone is in the lake before
         // the lake is rewritten.
         let head = pipeline.high_watermark(partition).await?;

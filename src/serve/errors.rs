@@ -116,6 +116,7 @@ impl From<Error> for ApiError {
             Error::SinkNotStarted => (StatusCode::SERVICE_UNAVAILABLE, "sink_starting"),
             Error::TaskFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            Error::Snapshot(_) => (StatusCode::INTERNAL_SERVER_ERROR, "snapshot"),
             Error::CorruptLog(_) | Error::LogBehindLake { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log")
             }

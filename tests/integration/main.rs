@@ -48,8 +48,12 @@ mod serve_input;
 mod serve_ops;
 mod serve_things;
 mod serve_writes;
+mod snapshots;
+#[cfg(all(feature = "server", feature = "cli"))]
+mod snapshots_crash;
 #[cfg(feature = "cli")]
 mod sql;
+mod time_sharding;
 mod write_integrity;
 mod write_many;
 mod writes;

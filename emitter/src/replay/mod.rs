@@ -17,6 +17,10 @@
 //!    head read with [`heads`].
 //!
 //! Every offset below the head is then read exactly once, from one source.
+//! With shard snapshots ([`load_snapshots`], [`recover_from_snapshots`]) a
+//! shard starts from its snapshot and reads only the events at or above
+//! its offsets ([`check_snapshot_within_log`]: never beyond what the log
+//! holds).
 //! Each violated invariant is its own [`crate::Error`] variant. [`recover`]
 //! is the whole of recovery built from these parts; [`restore_shards`] the
 //! restore of some shards (a cluster node taking shards over), from the
@@ -25,13 +29,17 @@
 mod lake;
 mod recover;
 mod restore;
+mod snapshots;
 mod tail;
 
 use floe_engine::{Offset, Pipeline, Record};
 
 pub use lake::{KeyFilter, LakeScan, LakeSize, MAX_PUSHED_KEYS, ScanStats, lake_size};
-pub use recover::{RecoveryStats, recover};
+pub use recover::{RecoveryStats, recover, recover_from_snapshots};
 pub use restore::{RestoreStats, check_committed_within_heads, restore_shards};
+pub use snapshots::{
+    LoadedSnapshots, ShardStart, check_snapshot_within_log, fences_at, load_snapshots,
+};
 pub use tail::{PartitionTail, PipelineTail, heads, low_watermarks};
 
 use crate::error::{Error, Result};

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use floe_engine::{Event, Pipeline, RecoveredShard, Router};
 use tokio::sync::mpsc;
 
-use super::{LakeScan, LakeUse, PartitionTail, ReplaySource};
+use super::{LakeScan, LakeUse, PartitionTail, ReplaySource, ShardStart};
 use crate::error::{Error, Result};
 use crate::sink::Lake;
 
@@ -22,6 +22,10 @@ pub struct RecoveryStats {
     pub applied: u64,
     /// Of `events`, those read from the Iceberg lake rather than the pipeline.
     pub from_lake: u64,
+    /// Shards that started from a snapshot (their tail alone was replayed).
+    pub snapshot_shards: u32,
+    /// Records (entities and tombstones) loaded from those snapshots.
+    pub from_snapshots: u64,
 }
 
 /// Replays every event into the shards `router` names (shard `i` of the
@@ -142,6 +146,119 @@ async fn replay_partition(
     {
         stats.events += records.len() as u64;
         group(records, router, &mut by_shard);
+        stats.applied += apply_grouped(&mut by_shard, shards);
+    }
+    Ok(stats)
+}
+
+/// [`recover`] starting from shard snapshots where `starts` has one (see
+/// [`super::load_snapshots`]): those shards take the snapshot's state and
+/// replay only their events at or above its offsets; the others replay in
+/// full. When the pipeline alone no longer holds all history (retention)
+/// and some shard has no snapshot, the snapshots are not used and this is
+/// [`recover`] (the lake path rebuilds every shard); the second value says
+/// whether the snapshots were used.
+pub async fn recover_from_snapshots(
+    pipeline: Arc<dyn Pipeline>,
+    router: Arc<Router>,
+    dedup_window: usize,
+    lake: Option<&Lake>,
+    starts: Vec<Option<ShardStart>>,
+) -> Result<(Vec<RecoveredShard>, RecoveryStats, bool)> {
+    let shard_count = router.topology().shard_count as usize;
+    let partitions = pipeline.partitions() as usize;
+    let usable = starts.len() == shard_count && starts.iter().any(Option::is_some);
+    let complete = starts.iter().all(Option::is_some);
+    if !usable
+        || (!complete
+            && ReplaySource::resolve(&*pipeline, lake, LakeUse::WhenTrimmed)
+                .await?
+                .snapshot
+                .is_some())
+    {
+        let (shards, stats) = recover(pipeline, router, dedup_window, lake).await?;
+        return Ok((shards, stats, false));
+    }
+    if !complete {
+        // Shards without a snapshot replay from 0: the pipeline holds all
+        // history (no lake snapshot was needed above).
+        super::check_history_complete(
+            &super::low_watermarks(&*pipeline)
+                .await
+                .map_err(|cause| Error::Pipeline { cause })?,
+        )?;
+    }
+    let mut stats = RecoveryStats::default();
+    let mut floors: Vec<Vec<u64>> = Vec::with_capacity(shard_count);
+    let mut recovered = Vec::with_capacity(shard_count);
+    for start in starts {
+        match start {
+            Some(start) => {
+                stats.snapshot_shards += 1;
+                stats.from_snapshots += start.shard.state().iter().count() as u64;
+                floors.push(start.from);
+                recovered.push(Mutex::new(start.shard));
+            }
+            None => {
+                floors.push(vec![0; partitions]);
+                recovered.push(Mutex::new(RecoveredShard::new(dedup_window)));
+            }
+        }
+    }
+    let (shards, floors) = (Arc::new(recovered), Arc::new(floors));
+    let mut tasks = tokio::task::JoinSet::new();
+    for partition in 0..pipeline.partitions() {
+        let (pipeline, router) = (pipeline.clone(), router.clone());
+        let (shards, floors) = (shards.clone(), floors.clone());
+        tasks.spawn(async move {
+            replay_partition_above(&*pipeline, partition, &router, &shards, &floors).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let partition = joined.map_err(|e| Error::Task(format!("recovery task failed: {e}")))??;
+        stats.events += partition.events;
+        stats.applied += partition.applied;
+    }
+    let shards = Arc::into_inner(shards)
+        .expect("every recovery task has finished")
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect();
+    Ok((shards, stats, true))
+}
+
+/// One partition's tail from the lowest floor of any shard; an event goes
+/// to its shard only at or above that shard's floor (below it, the shard's
+/// snapshot holds it already).
+async fn replay_partition_above(
+    pipeline: &dyn Pipeline,
+    partition: u32,
+    router: &Router,
+    shards: &[Mutex<RecoveredShard>],
+    floors: &[Vec<u64>],
+) -> Result<RecoveryStats> {
+    let p = partition as usize;
+    let start = floors.iter().map(|f| f[p]).min().unwrap_or(0);
+    let mut stats = RecoveryStats::default();
+    let end = pipeline
+        .high_watermark(partition)
+        .await
+        .map_err(|cause| Error::Pipeline { cause })?;
+    let mut tail = PartitionTail::new(partition, start, end, READ_CHUNK);
+    let mut by_shard: Vec<Vec<Event>> = vec![Vec::new(); shards.len()];
+    while let Some(records) = tail
+        .next(pipeline)
+        .await
+        .map_err(|cause| Error::Pipeline { cause })?
+    {
+        for record in records {
+            let event = record.event;
+            let shard = router.route(&event.partition_key, event.key_hash) as usize;
+            if record.offset >= floors[shard][p] {
+                stats.events += 1;
+                by_shard[shard].push(event);
+            }
+        }
         stats.applied += apply_grouped(&mut by_shard, shards);
     }
     Ok(stats)

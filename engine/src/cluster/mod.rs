@@ -154,6 +154,10 @@ impl RecoveredShard {
     pub fn dedup(&self) -> &DedupWindow {
         &self.dedup
     }
+
+    pub(crate) fn from_parts(state: ShardState, dedup: DedupWindow) -> Self {
+        RecoveredShard { state, dedup }
+    }
 }
 
 impl ShardCluster {

@@ -222,6 +222,20 @@ impl Shard {
         .await
     }
 
+    /// Encodes a snapshot of the records `router` routes to this shard, with
+    /// their idempotency keys, under `header` (see
+    /// [`crate::encode_snapshot`]). It runs on the worker between group
+    /// commits, so every write the shard applied before this call is in it.
+    pub async fn snapshot(&self, router: Router, header: crate::SnapshotHeader) -> Result<Vec<u8>> {
+        let shard = self.id;
+        self.run(move |state, window| {
+            crate::encode_snapshot(&header, state, window, |r| {
+                router.route(&r.partition_key, r.key_hash) == shard
+            })
+        })
+        .await
+    }
+
     /// Drops everything the shard holds; returns how many records.
     pub async fn clear(&self) -> Result<u64> {
         self.run(|state, _| state.retain(|_, _| false) as u64).await

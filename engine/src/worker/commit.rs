@@ -100,6 +100,7 @@ impl ShardWorker {
                 // The outcome is unknown (some events may be durable); nothing
                 // is applied here, and a restart replays whatever was durable.
                 stats.write_errors += waiting.len() as u64;
+                stats.append_failures += 1;
                 for event in &events {
                     self.keys.settle_event(event, false);
                     if event.request_fingerprint.is_some() {
