@@ -128,6 +128,9 @@ mod tests {
             stats.waited_for_slot, 3,
             "capacity 2: three wait for a slot"
         );
+        // Every hold has begun (all five are holding), so each lasts at
+        // least this long however late its task was first polled.
+        tokio::time::sleep(Duration::from_millis(40)).await;
         buffer.release();
         for h in held {
             assert!(h.await.unwrap() >= Duration::from_millis(40));
