@@ -4,10 +4,10 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{BooleanArray, RecordBatch};
+use arrow_array::{BooleanArray, Int64Array, RecordBatch, StringArray};
 use floe_engine::Record;
 use futures::TryStreamExt;
-use iceberg::arrow::ArrowReaderBuilder;
+use iceberg::arrow::{ArrowReaderBuilder, ScanResult};
 use iceberg::expr::{Predicate, Reference};
 use iceberg::spec::Datum;
 use serde::{Deserialize, Serialize};
@@ -77,46 +77,22 @@ impl LakeScan {
         let Some(snapshot) = at.snapshot_id else {
             return Ok(stats);
         };
-        let table = lake.load_table().await?;
-        let mut scan = table
-            .scan()
-            .snapshot_id(snapshot)
-            .with_batch_size(Some(self.batch_size));
-        if let Some(hashes) = hashes.filter(|h| h.len() <= MAX_PUSHED_KEYS) {
-            if hashes.is_empty() {
-                return Ok(stats);
-            }
-            let predicate: Predicate =
-                Reference::new("key_hash").is_in(hashes.iter().map(|&h| Datum::long(h as i64)));
-            scan = scan.with_filter(predicate);
-        }
-        let scan = scan
-            .build()
-            .map_err(|e| Error::iceberg("planning the replay scan", e))?;
-        let tasks: Vec<_> = scan
-            .plan_files()
-            .await
-            .map_err(|e| Error::iceberg("planning the replay scan", e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::iceberg("planning the replay scan", e))?;
-        stats.files = tasks.len() as u64;
-        let reader = ArrowReaderBuilder::new(table.file_io().clone(), iceberg::Runtime::current())
-            .with_batch_size(self.batch_size)
-            .with_data_file_concurrency_limit(self.concurrency.max(1))
-            .with_row_group_filtering_enabled(true)
-            .with_row_selection_enabled(true)
-            .build();
-        let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        let result = reader
-            .read(tasks)
-            .map_err(|e| Error::iceberg("reading the lake", e))?;
+        let filter = match hashes.filter(|h| h.len() <= MAX_PUSHED_KEYS) {
+            Some([]) => return Ok(stats),
+            Some(hashes) => Some(
+                Reference::new("key_hash").is_in(hashes.iter().map(|&h| Datum::long(h as i64))),
+            ),
+            None => None,
+        };
+        let result = self
+            .read(lake, snapshot, None, filter, &REPLAY, &mut stats)
+            .await?;
         let metrics = result.metrics().clone();
         let mut batches = result.stream();
         while let Some(batch) = batches
             .try_next()
             .await
-            .map_err(|e| Error::iceberg("reading the lake", e))?
+            .map_err(|e| Error::iceberg(REPLAY.read, e))?
         {
             stats.rows_scanned += batch.num_rows() as u64;
             let selected = match keep {
@@ -152,48 +128,20 @@ impl LakeScan {
         let Some(snapshot) = at.snapshot_id else {
             return Ok((Vec::new(), stats));
         };
-        let table = lake.load_table().await?;
-        let scan = table
-            .scan()
-            .snapshot_id(snapshot)
-            .select(["partition_key", "key_hash"])
-            .with_batch_size(Some(self.batch_size))
-            .build()
-            .map_err(|e| Error::iceberg("planning the key scan", e))?;
-        let tasks: Vec<_> = scan
-            .plan_files()
-            .await
-            .map_err(|e| Error::iceberg("planning the key scan", e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::iceberg("planning the key scan", e))?;
-        stats.files = tasks.len() as u64;
-        let reader = ArrowReaderBuilder::new(table.file_io().clone(), iceberg::Runtime::current())
-            .with_batch_size(self.batch_size)
-            .with_data_file_concurrency_limit(self.concurrency.max(1))
-            .build();
-        let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        let result = reader
-            .read(tasks)
-            .map_err(|e| Error::iceberg("reading the lake's keys", e))?;
+        let columns = ["partition_key", "key_hash"];
+        let result = self
+            .read(lake, snapshot, Some(&columns), None, &KEYS, &mut stats)
+            .await?;
         let metrics = result.metrics().clone();
         let mut batches = result.stream();
-        let layout = |what: &str| Error::Layout(format!("key scan batch: {what}"));
         let mut hashes = std::collections::BTreeSet::new();
         while let Some(batch) = batches
             .try_next()
             .await
-            .map_err(|e| Error::iceberg("reading the lake's keys", e))?
+            .map_err(|e| Error::iceberg(KEYS.read, e))?
         {
             stats.rows_scanned += batch.num_rows() as u64;
-            let key_hashes = batch
-                .column_by_name("key_hash")
-                .and_then(|c| c.as_primitive_opt::<Int64Type>())
-                .ok_or_else(|| layout("no long column key_hash"))?;
-            let keys = batch
-                .column_by_name("partition_key")
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| layout("no string column partition_key"))?;
+            let (keys, key_hashes) = key_columns(&batch, "key scan batch")?;
             for row in 0..batch.num_rows() {
                 let hash = key_hashes.value(row) as u64;
                 if keep(keys.value(row), hash) {
@@ -204,6 +152,82 @@ impl LakeScan {
         stats.bytes_read = metrics.bytes_read();
         Ok((hashes.into_iter().collect(), stats))
     }
+
+    /// Plans snapshot `snapshot` (only `columns` when given; the files,
+    /// row groups and pages that can hold rows passing `filter`) and starts
+    /// reading it; `stats` counts the files opened.
+    async fn read(
+        &self,
+        lake: &Lake,
+        snapshot: i64,
+        columns: Option<&[&str]>,
+        filter: Option<Predicate>,
+        what: &Contexts,
+        stats: &mut ScanStats,
+    ) -> Result<ScanResult> {
+        let table = lake.load_table().await?;
+        let mut scan = table
+            .scan()
+            .snapshot_id(snapshot)
+            .with_batch_size(Some(self.batch_size));
+        if let Some(columns) = columns {
+            scan = scan.select(columns.iter().copied());
+        }
+        if let Some(filter) = filter {
+            scan = scan.with_filter(filter);
+        }
+        let tasks: Vec<_> = scan
+            .build()
+            .map_err(|e| Error::iceberg(what.plan, e))?
+            .plan_files()
+            .await
+            .map_err(|e| Error::iceberg(what.plan, e))?
+            .try_collect()
+            .await
+            .map_err(|e| Error::iceberg(what.plan, e))?;
+        stats.files = tasks.len() as u64;
+        let reader = ArrowReaderBuilder::new(table.file_io().clone(), iceberg::Runtime::current())
+            .with_batch_size(self.batch_size)
+            .with_data_file_concurrency_limit(self.concurrency.max(1))
+            .with_row_group_filtering_enabled(true)
+            .with_row_selection_enabled(true)
+            .build();
+        let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
+        reader.read(tasks).map_err(|e| Error::iceberg(what.read, e))
+    }
+}
+
+/// What a failed plan or read of a scan was doing, for its error.
+struct Contexts {
+    plan: &'static str,
+    read: &'static str,
+}
+
+const REPLAY: Contexts = Contexts {
+    plan: "planning the replay scan",
+    read: "reading the lake",
+};
+
+const KEYS: Contexts = Contexts {
+    plan: "planning the key scan",
+    read: "reading the lake's keys",
+};
+
+/// The `partition_key` and `key_hash` columns of `batch`.
+fn key_columns<'a>(
+    batch: &'a RecordBatch,
+    what: &str,
+) -> Result<(&'a StringArray, &'a Int64Array)> {
+    let layout = |missing: &str| Error::Layout(format!("{what}: {missing}"));
+    let hashes = batch
+        .column_by_name("key_hash")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| layout("no long column key_hash"))?;
+    let keys = batch
+        .column_by_name("partition_key")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| layout("no string column partition_key"))?;
+    Ok((keys, hashes))
 }
 
 use futures::StreamExt as _;
@@ -215,15 +239,7 @@ fn select(
     batch: &RecordBatch,
     keep: &(dyn Fn(&str, u64) -> bool + Send + Sync),
 ) -> Result<Option<RecordBatch>> {
-    let layout = |what: &str| Error::Layout(format!("replayed batch: {what}"));
-    let hashes = batch
-        .column_by_name("key_hash")
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| layout("no long column key_hash"))?;
-    let keys = batch
-        .column_by_name("partition_key")
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| layout("no string column partition_key"))?;
+    let (keys, hashes) = key_columns(batch, "replayed batch")?;
     let mask: BooleanArray = (0..batch.num_rows())
         .map(|row| Some(keep(keys.value(row), hashes.value(row) as u64)))
         .collect();
@@ -234,7 +250,7 @@ fn select(
         return Ok(Some(batch.clone()));
     }
     let filtered = arrow_select::filter::filter_record_batch(batch, &mask)
-        .map_err(|e| layout(&format!("filtering rows: {e}")))?;
+        .map_err(|e| Error::Layout(format!("replayed batch: filtering rows: {e}")))?;
     Ok(Some(filtered))
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use floe_engine::{Event, Pipeline, RecoveredShard, Router};
+use floe_engine::{Event, Offset, Pipeline, RecoveredShard, Router};
 use tokio::sync::mpsc;
 
 use super::{LakeScan, LakeUse, PartitionTail, ReplaySource, ShardStart};
@@ -81,20 +81,16 @@ pub async fn recover(
         let (pipeline, router, shards) = (pipeline.clone(), router.clone(), shards.clone());
         let start = source.from[partition as usize];
         tasks.spawn(async move {
-            replay_partition(&*pipeline, partition, start, &router, &shards).await
+            let tail = tail_to_head(&*pipeline, partition, start).await?;
+            apply_tail(&*pipeline, tail, &router, &shards, |_, _| true).await
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let partition = joined.map_err(|e| Error::Task(format!("recovery task failed: {e}")))??;
-        stats.events += partition.events;
-        stats.applied += partition.applied;
+        let tail = joined.map_err(|e| Error::Task(format!("recovery task failed: {e}")))??;
+        stats.events += tail.routed;
+        stats.applied += tail.applied;
     }
-    let shards = Arc::into_inner(shards)
-        .expect("every recovery task has finished")
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect();
-    Ok((shards, stats))
+    Ok((into_shards(shards), stats))
 }
 
 pub(super) fn group(
@@ -125,30 +121,69 @@ pub(super) fn apply_grouped(by_shard: &mut [Vec<Event>], shards: &[Mutex<Recover
     applied
 }
 
-async fn replay_partition(
+/// What one partition's replay read and applied.
+#[derive(Debug, Default)]
+pub(super) struct TailCount {
+    /// Events read from the partition.
+    pub(super) read: u64,
+    /// Of those, the events handed to their shard.
+    pub(super) routed: u64,
+    /// Of those, the events that changed state.
+    pub(super) applied: u64,
+}
+
+/// Partition `partition` from `start` to its high watermark, read now.
+pub(super) async fn tail_to_head(
     pipeline: &dyn Pipeline,
     partition: u32,
-    start: u64,
-    router: &Router,
-    shards: &[Mutex<RecoveredShard>],
-) -> Result<RecoveryStats> {
-    let mut stats = RecoveryStats::default();
+    start: Offset,
+) -> Result<PartitionTail> {
     let end = pipeline
         .high_watermark(partition)
         .await
         .map_err(|cause| Error::Pipeline { cause })?;
-    let mut tail = PartitionTail::new(partition, start, end, READ_CHUNK);
+    Ok(PartitionTail::new(partition, start, end, READ_CHUNK))
+}
+
+/// Reads `tail` to its end and applies each event to the shard `router`
+/// gives it if `wanted(shard, offset)`: the one pipeline replay of
+/// recovery, recovery from snapshots and the per-shard restore. Each chunk
+/// is grouped by shard so a shard's lock is taken once per chunk.
+pub(super) async fn apply_tail(
+    pipeline: &dyn Pipeline,
+    mut tail: PartitionTail,
+    router: &Router,
+    shards: &[Mutex<RecoveredShard>],
+    wanted: impl Fn(usize, Offset) -> bool,
+) -> Result<TailCount> {
+    let mut count = TailCount::default();
     let mut by_shard: Vec<Vec<Event>> = vec![Vec::new(); shards.len()];
     while let Some(records) = tail
         .next(pipeline)
         .await
         .map_err(|cause| Error::Pipeline { cause })?
     {
-        stats.events += records.len() as u64;
-        group(records, router, &mut by_shard);
-        stats.applied += apply_grouped(&mut by_shard, shards);
+        count.read += records.len() as u64;
+        for record in records {
+            let event = record.event;
+            let shard = router.route(&event.partition_key, event.key_hash) as usize;
+            if wanted(shard, record.offset) {
+                count.routed += 1;
+                by_shard[shard].push(event);
+            }
+        }
+        count.applied += apply_grouped(&mut by_shard, shards);
     }
-    Ok(stats)
+    Ok(count)
+}
+
+/// The shards a replay filled, once every task using them has finished.
+pub(super) fn into_shards(shards: Arc<Vec<Mutex<RecoveredShard>>>) -> Vec<RecoveredShard> {
+    Arc::into_inner(shards)
+        .expect("every replay task has finished")
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect()
 }
 
 /// [`recover`] starting from shard snapshots where `starts` has one (see
@@ -210,56 +245,22 @@ pub async fn recover_from_snapshots(
     for partition in 0..pipeline.partitions() {
         let (pipeline, router) = (pipeline.clone(), router.clone());
         let (shards, floors) = (shards.clone(), floors.clone());
+        // From the lowest floor of any shard; an event goes to its shard only
+        // at or above that shard's floor (below it, the snapshot holds it).
+        let p = partition as usize;
+        let start = floors.iter().map(|f| f[p]).min().unwrap_or(0);
         tasks.spawn(async move {
-            replay_partition_above(&*pipeline, partition, &router, &shards, &floors).await
+            let tail = tail_to_head(&*pipeline, partition, start).await?;
+            apply_tail(&*pipeline, tail, &router, &shards, |shard, offset| {
+                offset >= floors[shard][p]
+            })
+            .await
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let partition = joined.map_err(|e| Error::Task(format!("recovery task failed: {e}")))??;
-        stats.events += partition.events;
-        stats.applied += partition.applied;
+        let tail = joined.map_err(|e| Error::Task(format!("recovery task failed: {e}")))??;
+        stats.events += tail.routed;
+        stats.applied += tail.applied;
     }
-    let shards = Arc::into_inner(shards)
-        .expect("every recovery task has finished")
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect();
-    Ok((shards, stats, true))
-}
-
-/// One partition's tail from the lowest floor of any shard; an event goes
-/// to its shard only at or above that shard's floor (below it, the shard's
-/// snapshot holds it already).
-async fn replay_partition_above(
-    pipeline: &dyn Pipeline,
-    partition: u32,
-    router: &Router,
-    shards: &[Mutex<RecoveredShard>],
-    floors: &[Vec<u64>],
-) -> Result<RecoveryStats> {
-    let p = partition as usize;
-    let start = floors.iter().map(|f| f[p]).min().unwrap_or(0);
-    let mut stats = RecoveryStats::default();
-    let end = pipeline
-        .high_watermark(partition)
-        .await
-        .map_err(|cause| Error::Pipeline { cause })?;
-    let mut tail = PartitionTail::new(partition, start, end, READ_CHUNK);
-    let mut by_shard: Vec<Vec<Event>> = vec![Vec::new(); shards.len()];
-    while let Some(records) = tail
-        .next(pipeline)
-        .await
-        .map_err(|cause| Error::Pipeline { cause })?
-    {
-        for record in records {
-            let event = record.event;
-            let shard = router.route(&event.partition_key, event.key_hash) as usize;
-            if record.offset >= floors[shard][p] {
-                stats.events += 1;
-                by_shard[shard].push(event);
-            }
-        }
-        stats.applied += apply_grouped(&mut by_shard, shards);
-    }
-    Ok(stats)
+    Ok((into_shards(shards), stats, true))
 }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use floe_engine::{Event, Offset, Pipeline, RecoveredShard, Router};
 use tokio::sync::mpsc;
 
-use super::recover::{READ_CHUNK, apply_grouped, group};
+use super::recover::{READ_CHUNK, apply_grouped, apply_tail, group, into_shards};
 use super::{LakeScan, LakeUse, MAX_PUSHED_KEYS, PartitionTail, ReplaySource, heads};
 use crate::error::{Error, Result};
 use crate::sink::Lake;
@@ -151,7 +151,9 @@ pub async fn restore_shards(
             shards.clone(),
             due.clone(),
         );
-        tasks.spawn(async move { tail_partition(&*pipeline, tail, &router, &shards, &due).await });
+        tasks.spawn(async move {
+            apply_tail(&*pipeline, tail, &router, &shards, |shard, _| due[shard]).await
+        });
     }
     while let Some(joined) = tasks.join_next().await {
         let tail = joined.map_err(|e| Error::Task(format!("restore task failed: {e}")))??;
@@ -161,10 +163,8 @@ pub async fn restore_shards(
     }
     stats.tail_us = started.elapsed().as_micros() as u64;
 
-    let restored: BTreeMap<u32, RecoveredShard> = Arc::into_inner(shards)
-        .expect("every restore task has finished")
+    let restored: BTreeMap<u32, RecoveredShard> = into_shards(shards)
         .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
         .enumerate()
         .filter(|(shard, _)| due[*shard])
         .map(|(shard, recovered)| (shard as u32, recovered))
@@ -185,41 +185,6 @@ pub fn check_committed_within_heads(from: &[Offset], heads: &[Offset]) -> Result
         }
     }
     Ok(())
-}
-
-#[derive(Debug, Default)]
-struct TailCount {
-    read: u64,
-    routed: u64,
-    applied: u64,
-}
-
-async fn tail_partition(
-    pipeline: &dyn Pipeline,
-    mut tail: PartitionTail,
-    router: &Router,
-    shards: &[Mutex<RecoveredShard>],
-    due: &[bool],
-) -> Result<TailCount> {
-    let mut count = TailCount::default();
-    let mut by_shard: Vec<Vec<Event>> = vec![Vec::new(); shards.len()];
-    while let Some(records) = tail
-        .next(pipeline)
-        .await
-        .map_err(|cause| Error::Pipeline { cause })?
-    {
-        count.read += records.len() as u64;
-        group(records, router, &mut by_shard);
-        for (events, &wanted) in by_shard.iter_mut().zip(due) {
-            if wanted {
-                count.routed += events.len() as u64;
-            } else {
-                events.clear();
-            }
-        }
-        count.applied += apply_grouped(&mut by_shard, shards);
-    }
-    Ok(count)
 }
 
 #[cfg(test)]

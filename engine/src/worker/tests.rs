@@ -1,5 +1,6 @@
 use super::*;
 use crate::command::Operation;
+use crate::entity::EntityKey;
 use crate::json::Json;
 use crate::pipeline::{Offset, Record};
 use tokio::sync::Semaphore;
