@@ -1,6 +1,5 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -175,7 +174,7 @@ impl ShardWorker {
             {
                 let delay = probe.fault_delay_us.load(Ordering::Acquire);
                 if delay > 0 {
-                    tokio::time::sleep(Duration::from_micros(delay)).await;
+                    tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
                 }
             }
             // While stopping, the batch may exceed `max_batch` (by at most the
