@@ -167,10 +167,15 @@ pub(crate) async fn has_let_go(
 /// with the controller's term, so a deposed controller writes nothing.
 #[derive(Clone)]
 pub struct Controller {
-    client: Client,
-    config: ClusterConfig,
-    keys: Keys,
-    term: LeaderTerm,
+    pub(crate) client: Client,
+    pub(crate) config: ClusterConfig,
+    pub(crate) keys: Keys,
+    pub(crate) term: LeaderTerm,
+    /// Planned moves this controller waits on: shard -> (epoch of the grant replaced,
+    /// target node, lease, since when), for the handover timeout.
+    pub(crate) pending: std::sync::Arc<
+        std::sync::Mutex<BTreeMap<ShardId, (OwnerEpoch, String, i64, std::time::Instant)>>,
+    >,
 }
 
 impl std::fmt::Debug for Controller {
@@ -189,6 +194,7 @@ impl Controller {
             keys: config.keys(),
             config: config.clone(),
             term,
+            pending: Default::default(),
         }
     }
 

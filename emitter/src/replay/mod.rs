@@ -22,12 +22,14 @@
 
 mod lake;
 mod recover;
+mod shards;
 mod tail;
 
 use floe_engine::{Offset, Pipeline, Record};
 
 pub use lake::{KeyFilter, LakeScan, LakeSize, MAX_PUSHED_KEYS, ScanStats, lake_size};
 pub use recover::{RecoveryStats, recover};
+pub use shards::ShardReplay;
 pub use tail::{PartitionTail, PipelineTail, heads, low_watermarks};
 
 use crate::error::{Error, Result};
