@@ -248,6 +248,10 @@ impl Follower {
     }
 
     async fn follow(&mut self, all: &BTreeMap<ShardId, Grant>) {
+        // First: a drain waiting for "nothing held" must not see the shards step 1
+        // drops as settled before their releases are written.
+        self.note_unreleased(all);
+
         // 1. Stop serving every shard whose latest grant is no longer ours at the epoch
         //    held, and take new grants as waiting. This happens before any release below
         //    is written.
@@ -291,13 +295,7 @@ impl Follower {
             }
         }
 
-        let unreleased = all.iter().any(|(shard, g)| {
-            g.previous.iter().any(|p| {
-                self.is_me(&p.node_id, p.lease_id) && !self.released.contains(&(*shard, p.epoch))
-            })
-        });
-        self.unreleased
-            .store(unreleased, std::sync::atomic::Ordering::Release);
+        self.note_unreleased(all);
 
         // 3. Activate waiting grants whose previous owners have all let go.
         let waiting: Vec<Grant> = self
@@ -340,6 +338,18 @@ impl Follower {
             }
         }
         Ok(true)
+    }
+
+    /// Publishes whether a grant lists this node as a previous owner it has not
+    /// released yet.
+    fn note_unreleased(&self, all: &BTreeMap<ShardId, Grant>) {
+        let unreleased = all.iter().any(|(shard, g)| {
+            g.previous.iter().any(|p| {
+                self.is_me(&p.node_id, p.lease_id) && !self.released.contains(&(*shard, p.epoch))
+            })
+        });
+        self.unreleased
+            .store(unreleased, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether the mirrored release records show `p` released `shard`.

@@ -189,6 +189,9 @@ impl Warmer {
             let mut entries = self.lock();
             let entry = entries.get_mut(&shard)?;
             if !entry.stage.keeps_warm_state() {
+                // Not warm (yet): the caller restores in full, and this warm-up is of
+                // no use any more.
+                entries.remove(&shard);
                 return None;
             }
             // Granted first if the grant was not noted yet.
