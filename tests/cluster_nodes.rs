@@ -131,13 +131,21 @@ async fn check(harness: &Harness, load: &Load, bases: &[String]) {
 
 /// Latencies (first send to acknowledgement) of the writes on `shards` in
 /// flight during `[from, to]`: (p50, p99, max, count).
-fn pause(acked: &[Acked], shards: &BTreeSet<u32>, from: Instant, to: Instant) -> (Duration, Duration, Duration, usize) {
+fn pause(
+    acked: &[Acked],
+    shards: &BTreeSet<u32>,
+    from: Instant,
+    to: Instant,
+) -> (Duration, Duration, Duration, usize) {
     let mut waits: Vec<Duration> = acked
         .iter()
         .filter(|a| shards.contains(&a.shard) && a.at >= from && a.sent <= to)
         .map(|a| a.at - a.sent)
         .collect();
-    assert!(!waits.is_empty(), "no write on shards {shards:?} in the window");
+    assert!(
+        !waits.is_empty(),
+        "no write on shards {shards:?} in the window"
+    );
     waits.sort();
     let at = |p: f64| waits[((waits.len() - 1) as f64 * p).round() as usize];
     (at(0.5), at(0.99), *waits.last().unwrap(), waits.len())
@@ -176,15 +184,20 @@ async fn balanced(harness: &Harness, nodes: &[&Node], within: Duration) -> BTree
                 .await;
             serving &= map.is_some_and(|m| {
                 m.status == 200
-                    && m.body["shards"].as_array().unwrap().iter().all(|s| {
-                        s["node_id"] != node.id.as_str() || s["state"] == "serving"
-                    })
+                    && m.body["shards"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|s| s["node_id"] != node.id.as_str() || s["state"] == "serving")
             });
         }
         if serving {
             return owners;
         }
-        assert!(Instant::now() < until, "not balanced within {within:?}: {owners:?}");
+        assert!(
+            Instant::now() < until,
+            "not balanced within {within:?}: {owners:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -240,8 +253,9 @@ async fn a_joining_node_takes_its_share_with_a_short_write_pause_on_the_moved_sh
     let out = n3.output();
     for shard in &moved {
         assert!(
-            out.lines().any(|l| l.contains("took a warm shard over; serving it")
-                && l.contains(&format!("shard={shard} "))),
+            out.lines()
+                .any(|l| l.contains("took a warm shard over; serving it")
+                    && l.contains(&format!("shard={shard} "))),
             "n3 took shard {shard} over warm: {out}"
         );
     }
@@ -254,7 +268,10 @@ async fn a_joining_node_takes_its_share_with_a_short_write_pause_on_the_moved_sh
         load.acked.len(),
         load.failed.len()
     );
-    assert!(max <= PAUSE_BOUND, "a write on a moved shard waited {max:?}");
+    assert!(
+        max <= PAUSE_BOUND,
+        "a write on a moved shard waited {max:?}"
+    );
     check(&harness, &load, &[n1.base(), n3.base()]).await;
     assert_clean(&[&n1, &n2, &n3]);
 }
@@ -273,7 +290,12 @@ fn drain_cli(harness: &Harness, node: &str) -> std::process::Output {
 async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_refused() {
     let harness = Harness::start().await.with_lake();
     let mut nodes = vec![harness.node("n1"), harness.node("n2"), harness.node("n3")];
-    let before = balanced(&harness, &nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60)).await;
+    let before = balanced(
+        &harness,
+        &nodes.iter().collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    )
+    .await;
     let bases: Vec<String> = nodes.iter().map(Node::base).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(bases.clone(), stop.clone());
@@ -310,29 +332,61 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
     // answers the same, and refuses the last node that is not draining.
     let caller = Caller::new();
     let answer = caller
-        .once(Method::GET, &nodes[0].addr(), "/api/v1/cluster/nodes/n2/drain", None, None)
+        .once(
+            Method::GET,
+            &nodes[0].addr(),
+            "/api/v1/cluster/nodes/n2/drain",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["drained"], true, "{}", answer.body);
     let answer = caller
-        .once(Method::POST, &nodes[0].addr(), "/api/v1/cluster/nodes/n9/drain", None, None)
+        .once(
+            Method::POST,
+            &nodes[0].addr(),
+            "/api/v1/cluster/nodes/n9/drain",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, 404, "{}", answer.body);
-    assert_eq!(answer.body["error"]["code"], "unknown_node", "{}", answer.body);
+    assert_eq!(
+        answer.body["error"]["code"], "unknown_node",
+        "{}",
+        answer.body
+    );
     let answer = caller
-        .once(Method::POST, &nodes[0].addr(), "/api/v1/cluster/nodes/n1/drain", None, None)
+        .once(
+            Method::POST,
+            &nodes[0].addr(),
+            "/api/v1/cluster/nodes/n1/drain",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["draining"], true, "{}", answer.body);
     let answer = caller
-        .once(Method::POST, &nodes[2].addr(), "/api/v1/cluster/nodes/n3/drain", None, None)
+        .once(
+            Method::POST,
+            &nodes[2].addr(),
+            "/api/v1/cluster/nodes/n3/drain",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, 409, "{}", answer.body);
-    assert_eq!(answer.body["error"]["code"], "last_live_node", "{}", answer.body);
+    assert_eq!(
+        answer.body["error"]["code"], "last_live_node",
+        "{}",
+        answer.body
+    );
     // n1 drains onto n3 (n2 drains too), then n1 is put back.
     let until = Instant::now() + Duration::from_secs(60);
     loop {
@@ -344,7 +398,13 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let answer = caller
-        .once(Method::DELETE, &nodes[0].addr(), "/api/v1/cluster/nodes/n1/drain", None, None)
+        .once(
+            Method::DELETE,
+            &nodes[0].addr(),
+            "/api/v1/cluster/nodes/n1/drain",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -366,7 +426,10 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
          over {count} writes; n2 stopped in {stop_took:?}; {} writes acknowledged",
         load.acked.len()
     );
-    assert!(max <= PAUSE_BOUND, "a write on a moved shard waited {max:?}");
+    assert!(
+        max <= PAUSE_BOUND,
+        "a write on a moved shard waited {max:?}"
+    );
     check(&harness, &load, &[nodes[0].base(), nodes[2].base()]).await;
     assert_clean(&[&nodes[0], &nodes[2]]);
 }
@@ -375,7 +438,12 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
 async fn a_rolling_restart_of_every_node_under_load_loses_and_fails_nothing() {
     let harness = Harness::start().await.with_lake();
     let mut nodes = vec![harness.node("n1"), harness.node("n2"), harness.node("n3")];
-    balanced(&harness, &nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60)).await;
+    balanced(
+        &harness,
+        &nodes.iter().collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    )
+    .await;
     let bases: Vec<String> = nodes.iter().map(Node::base).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(bases.clone(), stop.clone());
@@ -389,7 +457,9 @@ async fn a_rolling_restart_of_every_node_under_load_loses_and_fails_nothing() {
         let status = tokio::task::block_in_place(|| nodes[i].stop(Duration::from_secs(60)));
         assert!(status.success(), "{}", nodes[i].output());
         assert!(
-            nodes[i].output().contains("drained: this node holds no shard"),
+            nodes[i]
+                .output()
+                .contains("drained: this node holds no shard"),
             "{} drained before leaving: {}",
             nodes[i].id,
             nodes[i].output()
@@ -401,7 +471,12 @@ async fn a_rolling_restart_of_every_node_under_load_loses_and_fails_nothing() {
             tokio::task::block_in_place(|| harness.node_on(&id, port)),
         );
         assert_clean(&[&old]);
-        balanced(&harness, &nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60)).await;
+        balanced(
+            &harness,
+            &nodes.iter().collect::<Vec<_>>(),
+            Duration::from_secs(60),
+        )
+        .await;
         windows.push((id, before, started, Instant::now(), stopped));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -419,9 +494,16 @@ async fn a_rolling_restart_of_every_node_under_load_loses_and_fails_nothing() {
             "rolling restart of {id}: stopped (drained) in {stopped:?}; its shards {moved:?}: write pause \
              p50 {p50:?} p99 {p99:?} max {max:?} over {count} writes"
         );
-        assert!(max <= PAUSE_BOUND, "{id}: a write on a moved shard waited {max:?}");
+        assert!(
+            max <= PAUSE_BOUND,
+            "{id}: a write on a moved shard waited {max:?}"
+        );
     }
-    println!("rolling restart: {} writes acknowledged, {} failed", load.acked.len(), load.failed.len());
+    println!(
+        "rolling restart: {} writes acknowledged, {} failed",
+        load.acked.len(),
+        load.failed.len()
+    );
     check(&harness, &load, &bases).await;
     assert_clean(&nodes.iter().collect::<Vec<_>>());
 }

@@ -101,9 +101,18 @@ pub(crate) async fn read_planned(client: &Client, config: &ClusterConfig) -> Res
     let keys = config.keys();
     let timeout = config.etcd_timeout();
     let mut client = client.clone();
-    let draining = draining_of(&keys, &list(&mut client, &keys.drainings(), true, timeout).await?);
-    let intents = intents_of(&keys, &list(&mut client, &keys.handovers(), true, timeout).await?);
-    let readies = readies_of(&keys, &list(&mut client, &keys.readies(), true, timeout).await?);
+    let draining = draining_of(
+        &keys,
+        &list(&mut client, &keys.drainings(), true, timeout).await?,
+    );
+    let intents = intents_of(
+        &keys,
+        &list(&mut client, &keys.handovers(), true, timeout).await?,
+    );
+    let readies = readies_of(
+        &keys,
+        &list(&mut client, &keys.readies(), true, timeout).await?,
+    );
     Ok(PlannedMoves {
         draining,
         intents,
@@ -139,11 +148,7 @@ pub async fn drain(client: &Client, config: &ClusterConfig, node_id: &str) -> Re
         });
     };
     let draining = draining_nodes(client, config).await?;
-    if !draining.contains(node_id)
-        && !nodes
-            .keys()
-            .any(|n| n != node_id && !draining.contains(n))
-    {
+    if !draining.contains(node_id) && !nodes.keys().any(|n| n != node_id && !draining.contains(n)) {
         return Err(Error::LastLiveNode {
             node_id: node_id.to_owned(),
         });

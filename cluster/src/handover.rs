@@ -300,15 +300,34 @@ mod tests {
         for (event, expected) in [
             (Ev::WarmedUp, S::Warm),
             (Ev::WarmedUp, S::Warm),
-            (Ev::Granted(E), S::Granted { epoch: E, warm: true }),
-            (Ev::LetGo, S::CatchingUp { epoch: E, warm: true }),
+            (
+                Ev::Granted(E),
+                S::Granted {
+                    epoch: E,
+                    warm: true,
+                },
+            ),
+            (
+                Ev::LetGo,
+                S::CatchingUp {
+                    epoch: E,
+                    warm: true,
+                },
+            ),
             (Ev::CaughtUp, S::Serving { epoch: E }),
         ] {
             stage = stage.on(event).unwrap();
             assert_eq!(stage, expected);
         }
         // No shortcut to serving: not from warm, not from granted, not before the tail.
-        for stage in [S::Warming, S::Warm, S::Granted { epoch: E, warm: true }] {
+        for stage in [
+            S::Warming,
+            S::Warm,
+            S::Granted {
+                epoch: E,
+                warm: true,
+            },
+        ] {
             let err = stage.on(Ev::CaughtUp).unwrap_err();
             assert_eq!(err.stage, stage);
         }
@@ -322,26 +341,47 @@ mod tests {
         use HandoverEvent as Ev;
         use HandoverStage as S;
         let granted = S::Warming.on(Ev::Granted(E)).unwrap();
-        assert_eq!(granted, S::Granted { epoch: E, warm: false });
+        assert_eq!(
+            granted,
+            S::Granted {
+                epoch: E,
+                warm: false
+            }
+        );
         assert!(!granted.keeps_warm_state());
         // The warm-up may still finish before the old owner lets go.
         let warm = granted.on(Ev::WarmedUp).unwrap();
-        assert_eq!(warm, S::Granted { epoch: E, warm: true });
+        assert_eq!(
+            warm,
+            S::Granted {
+                epoch: E,
+                warm: true
+            }
+        );
         assert!(warm.keeps_warm_state());
         assert_eq!(
             warm.on(Ev::Failed).unwrap(),
-            S::Granted { epoch: E, warm: false }
+            S::Granted {
+                epoch: E,
+                warm: false
+            }
         );
         let catching = warm.on(Ev::LetGo).unwrap();
         assert_eq!(
             catching.on(Ev::Failed).unwrap(),
-            S::CatchingUp { epoch: E, warm: false }
+            S::CatchingUp {
+                epoch: E,
+                warm: false
+            }
         );
         assert_eq!(S::Warm.on(Ev::Failed).unwrap(), S::Warming);
         // A newer grant to the same node keeps the warm state.
         assert_eq!(
             warm.on(Ev::Granted(OwnerEpoch(12))).unwrap(),
-            S::Granted { epoch: OwnerEpoch(12), warm: true }
+            S::Granted {
+                epoch: OwnerEpoch(12),
+                warm: true
+            }
         );
     }
 
@@ -352,8 +392,14 @@ mod tests {
         for stage in [
             S::Warming,
             S::Warm,
-            S::Granted { epoch: E, warm: true },
-            S::CatchingUp { epoch: E, warm: true },
+            S::Granted {
+                epoch: E,
+                warm: true,
+            },
+            S::CatchingUp {
+                epoch: E,
+                warm: true,
+            },
             S::Serving { epoch: E },
         ] {
             assert_eq!(stage.on(Ev::Withdrawn).unwrap(), S::Abandoned);
@@ -377,12 +423,25 @@ mod tests {
             MoveStep::Cutover
         );
         // A ready record of another node, or of the target's earlier lease, is not it.
-        assert_eq!(step(Some(&current), Some(&ready("c", 2)), Duration::ZERO), MoveStep::Wait);
-        assert_eq!(step(Some(&current), Some(&ready("b", 1)), Duration::ZERO), MoveStep::Wait);
+        assert_eq!(
+            step(Some(&current), Some(&ready("c", 2)), Duration::ZERO),
+            MoveStep::Wait
+        );
+        assert_eq!(
+            step(Some(&current), Some(&ready("b", 1)), Duration::ZERO),
+            MoveStep::Wait
+        );
         assert_eq!(step(Some(&current), None, T), MoveStep::CutoverUnwarmed);
         // An intent for another target, another lease or an older grant is replaced.
-        for stale in [intent("c", 3, E), intent("b", 1, E), intent("b", 2, OwnerEpoch(9))] {
-            assert_eq!(step(Some(&stale), Some(&ready("b", 2)), T), MoveStep::Propose);
+        for stale in [
+            intent("c", 3, E),
+            intent("b", 1, E),
+            intent("b", 2, OwnerEpoch(9)),
+        ] {
+            assert_eq!(
+                step(Some(&stale), Some(&ready("b", 2)), T),
+                MoveStep::Propose
+            );
         }
     }
 
@@ -424,6 +483,9 @@ mod tests {
         let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         assert_eq!(placeable(&live, &set(&[])), set(&["a", "b", "c"]));
         assert_eq!(placeable(&live, &set(&["b", "zz"])), set(&["a", "c"]));
-        assert_eq!(placeable(&live, &set(&["a", "b", "c"])), set(&["a", "b", "c"]));
+        assert_eq!(
+            placeable(&live, &set(&["a", "b", "c"])),
+            set(&["a", "b", "c"])
+        );
     }
 }

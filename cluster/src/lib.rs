@@ -49,11 +49,11 @@ pub type ShardId = u32;
 
 pub use config::{ClusterConfig, MAX_ID_LEN};
 pub use controller_loop::run_controller;
+pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
 pub use drain::{
     DrainStatus, HandoverWatch, drain, drain_and_wait, drain_status, draining_nodes, record_ready,
     undrain,
 };
-pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
 pub use election::{Election, LeaderTerm, current_leader, current_sink};
 pub use error::{Error, Result};
 pub use fence::{EpochFence, EventStamp, FenceVerdict};
@@ -62,11 +62,11 @@ pub use forward::{
     ForwardRefusal, Forwarded, MIN_TOKEN_LEN, backoff as forward_backoff, check_forwarded,
     is_retry_answer,
 };
+pub use grants::{Controller, Grant, OwnerEpoch, PreviousOwner, read_grants};
 pub use handover::{
     HandoverEvent, HandoverIntent, HandoverStage, InvalidTransition, MoveStep, ReadyRecord,
     move_step, placeable,
 };
-pub use grants::{Controller, Grant, OwnerEpoch, PreviousOwner, read_grants};
 pub use keys::Keys;
 pub use lease::{LeaseClock, LeaseState};
 pub use membership::{

@@ -283,7 +283,10 @@ impl Follower {
                             .await
                             .is_err()
                     {
-                        tracing::warn!(shard, "the shard's writes in flight did not settle within the safety margin; releasing anyway");
+                        tracing::warn!(
+                            shard,
+                            "the shard's writes in flight did not settle within the safety margin; releasing anyway"
+                        );
                     }
                     match self.release(*shard, p).await {
                         Ok(()) => {

@@ -58,12 +58,18 @@ impl Controller {
         let timeout = self.config.handover_timeout();
         let mut done = Reconciled::default();
         let mut withdraw: Vec<ShardId> = Vec::new();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut still_pending = BTreeMap::new();
         for (shard, node_id) in &target {
             let to = &nodes[node_id];
             let grant = grants.get(shard);
-            let owner_lease = grant.and_then(|g| nodes.get(&g.node_id)).map(|n| n.lease_id);
+            let owner_lease = grant
+                .and_then(|g| nodes.get(&g.node_id))
+                .map(|n| n.lease_id);
             let intent = planned.intents.get(shard);
             let ready = grant.and_then(|g| planned.readies.get(&(*shard, g.epoch)));
             let waited = match (grant, pending.remove(shard)) {

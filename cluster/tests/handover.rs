@@ -139,8 +139,15 @@ async fn a_drained_node_gets_nothing_and_the_last_node_cannot_be_drained() -> Re
     assert_eq!(moves.proposed.len(), 2, "n2's shards are proposed to n1");
     let grants = read_grants(&client, &config).await?;
     for shard in held_by(&grants, "n2") {
-        floe_cluster::record_ready(&client, &config, "n1", n1.record().lease_id, shard, grants[&shard].epoch)
-            .await?;
+        floe_cluster::record_ready(
+            &client,
+            &config,
+            "n1",
+            n1.record().lease_id,
+            shard,
+            grants[&shard].epoch,
+        )
+        .await?;
     }
     let moved = controller.reconcile_planned(4, &nodes).await?;
     assert_eq!(moved.granted.len(), 2);
@@ -156,6 +163,10 @@ async fn a_drained_node_gets_nothing_and_the_last_node_cannot_be_drained() -> Re
     // The mark is bound to the node's lease: it goes when the node leaves.
     floe_cluster::drain(&client, &config, "n2").await?;
     n2.leave().await?;
-    assert!(floe_cluster::draining_nodes(&client, &config).await?.is_empty());
+    assert!(
+        floe_cluster::draining_nodes(&client, &config)
+            .await?
+            .is_empty()
+    );
     Ok(())
 }

@@ -60,7 +60,9 @@ impl ClusterNode {
                     tracing::info!(shard = intent.shard, from = %intent.from_node, "warm: ready to take the shard over");
                     self.warmer.recorded(&intent);
                 }
-                Err(e) => tracing::debug!(shard = intent.shard, error = %e, "recording ready failed"),
+                Err(e) => {
+                    tracing::debug!(shard = intent.shard, error = %e, "recording ready failed")
+                }
             }
         }
     }

@@ -250,7 +250,9 @@ async fn warm(
             sources.lake.as_ref(),
         )
         .await;
-        let Some(strong) = group.upgrade() else { return };
+        let Some(strong) = group.upgrade() else {
+            return;
+        };
         match recovered {
             Ok(replay) => {
                 tracing::info!(
@@ -275,7 +277,9 @@ async fn warm(
     }
     loop {
         tokio::time::sleep(FOLLOW_INTERVAL).await;
-        let Some(strong) = group.upgrade() else { return };
+        let Some(strong) = group.upgrade() else {
+            return;
+        };
         let mut replay = strong.replay.lock().await;
         if let Some(r) = replay.as_mut()
             && let Err(e) = r.catch_up(&sources.pipeline, &sources.router).await

@@ -82,7 +82,9 @@ async fn undrain(
     Path(node): Path<String>,
 ) -> Result<AxumJson<serde_json::Value>, ApiError> {
     node_of(&state)?.undrain(&node).await?;
-    Ok(AxumJson(serde_json::json!({ "node_id": node, "draining": false })))
+    Ok(AxumJson(
+        serde_json::json!({ "node_id": node, "draining": false }),
+    ))
 }
 
 /// The answer of `GET /api/v1/cluster`.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use floe_engine::{Event, Offset, Pipeline, RecoveredShard, Router};
 use tokio::sync::mpsc;
 
-use super::{LakeScan, LakeUse, PartitionTail, ReplaySource, RecoveryStats};
+use super::{LakeScan, LakeUse, PartitionTail, RecoveryStats, ReplaySource};
 use crate::error::{Error, Result};
 use crate::sink::Lake;
 
@@ -83,7 +83,11 @@ impl ShardReplay {
 
     /// Reads every partition from its position to the high watermark read
     /// now and applies the wanted shards' events; returns the events read.
-    pub async fn catch_up(&mut self, pipeline: &Arc<dyn Pipeline>, router: &Arc<Router>) -> Result<u64> {
+    pub async fn catch_up(
+        &mut self,
+        pipeline: &Arc<dyn Pipeline>,
+        router: &Arc<Router>,
+    ) -> Result<u64> {
         let wanted: Arc<BTreeSet<u32>> = Arc::new(self.shards.keys().copied().collect());
         let mut tasks = tokio::task::JoinSet::new();
         for (partition, &start) in (0u32..).zip(&self.positions) {
@@ -102,9 +106,11 @@ impl ShardReplay {
                     .map_err(|cause| Error::Pipeline { cause })?
                 {
                     read += records.len() as u64;
-                    events.extend(records.into_iter().map(|r| r.event).filter(|e| {
-                        wanted.contains(&router.route(&e.partition_key, e.key_hash))
-                    }));
+                    events.extend(
+                        records.into_iter().map(|r| r.event).filter(|e| {
+                            wanted.contains(&router.route(&e.partition_key, e.key_hash))
+                        }),
+                    );
                 }
                 Ok::<_, Error>((partition, end.max(start), read, events))
             });
