@@ -130,7 +130,7 @@ impl Warmer {
         // served here: a grant to this node that is active needs no warm-up).
         let fresh: BTreeSet<ShardId> = mine
             .keys()
-            .filter(|s| !entries.contains_key(s) && !held.get(s).is_some_and(|h| h.active))
+            .filter(|s| !entries.contains_key(*s) && !held.get(*s).is_some_and(|h| h.active))
             .copied()
             .collect();
         if !fresh.is_empty() {
@@ -160,7 +160,7 @@ impl Warmer {
         }
         mine.iter()
             .filter(|(shard, intent)| {
-                entries.get(shard).is_some_and(|e| {
+                entries.get(*shard).is_some_and(|e| {
                     e.stage.keeps_warm_state() && e.ready_for != Some(intent.from_epoch)
                 })
             })
