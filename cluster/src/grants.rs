@@ -171,12 +171,13 @@ pub struct Controller {
     pub(crate) config: ClusterConfig,
     pub(crate) keys: Keys,
     pub(crate) term: LeaderTerm,
-    /// Planned moves this controller waits on: shard -> (epoch of the grant replaced,
-    /// target node, lease, since when), for the handover timeout.
-    pub(crate) pending: std::sync::Arc<
-        std::sync::Mutex<BTreeMap<ShardId, (OwnerEpoch, String, i64, std::time::Instant)>>,
-    >,
+    /// Planned moves this controller waits on, for the handover timeout.
+    pub(crate) pending: std::sync::Arc<std::sync::Mutex<BTreeMap<ShardId, PendingMove>>>,
 }
+
+/// A planned move a controller waits on: (epoch of the grant replaced, target node,
+/// its lease, since when).
+pub(crate) type PendingMove = (OwnerEpoch, String, i64, std::time::Instant);
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
