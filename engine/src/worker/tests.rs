@@ -1,4 +1,6 @@
 use super::*;
+use std::time::Duration;
+
 use crate::command::Operation;
 use crate::entity::EntityKey;
 use crate::json::Json;
