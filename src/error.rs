@@ -179,6 +179,14 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A warm-up group handed over a shard it does not hold (a bug: the
+    /// caller restores the shard in full instead).
+    #[error("shard {shard} is not in its warm-up group")]
+    WarmShardMissing {
+        /// The shard asked for.
+        shard: u32,
+    },
+
     /// An I/O failure with what floe was doing.
     #[error("{context}: {cause}")]
     Io {

@@ -59,6 +59,13 @@ pub struct ClusterConfig {
     /// How long a node keeps trying to hand a call to its shard's owner (waiting
     /// out a handover) before it answers `503 not_owner`.
     pub forward_timeout_ms: u64,
+    /// How long the placement controller waits for a shard's new owner to warm up
+    /// (restore while the old owner still serves) before it moves the shard anyway; the
+    /// new owner then restores after the old one released it, a longer pause.
+    pub handover_timeout_ms: u64,
+    /// How long a node stopped with SIGTERM waits for its shards to be handed over
+    /// (a drain) before it leaves anyway (then its shards move without warm-up).
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -77,6 +84,8 @@ impl Default for ClusterConfig {
             handover_poll_ms: 250,
             token: None,
             forward_timeout_ms: 10_000,
+            handover_timeout_ms: 30_000,
+            drain_timeout_ms: 30_000,
         }
     }
 }
@@ -115,6 +124,16 @@ impl ClusterConfig {
     /// How long a call may wait for its shard's owner.
     pub fn forward_timeout(&self) -> Duration {
         Duration::from_millis(self.forward_timeout_ms)
+    }
+
+    /// How long a planned handover waits for the new owner's warm-up.
+    pub fn handover_timeout(&self) -> Duration {
+        Duration::from_millis(self.handover_timeout_ms)
+    }
+
+    /// How long a stopping node waits for its shards to move off.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 
     /// The cluster token: `FLOE_CLUSTER_TOKEN` (read through `env`) if set, else
@@ -175,6 +194,8 @@ impl ClusterConfig {
             ("etcd_timeout_ms", self.etcd_timeout()),
             ("handover_poll_ms", self.handover_poll()),
             ("forward_timeout_ms", self.forward_timeout()),
+            ("handover_timeout_ms", self.handover_timeout()),
+            ("drain_timeout_ms", self.drain_timeout()),
         ] {
             if value.is_zero() {
                 return Err(Error::InvalidDuration {

@@ -10,18 +10,34 @@ use crate::election::Election;
 use crate::error::{Error, Result};
 use crate::grants::Controller;
 use crate::lease::LeaseState;
-use crate::membership::{Member, NodeWatch};
+use crate::membership::{Member, NodeWatch, timing};
+use crate::watch as mirror;
 
 /// Runs the controller for `member` over shards `0..shard_count` until the member's
 /// lease is lost (then returns [`Error::LeaseLost`]). On every change of the live
-/// nodes, and at least every `resync`, the leader reconciles the grants.
+/// nodes, of the draining marks and of the ready records, and at least every `resync`
+/// (every `handover_poll` while a planned move is under way), the leader reconciles the
+/// grants with planned handovers ([`Controller::reconcile_planned`]).
 pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration) -> Result<()> {
     let election = Election::new(member);
     let config = member.config().clone();
+    let keys = config.keys();
     loop {
         let term = election.campaign().await?;
         let controller = Controller::new(member.client(), &config, term);
         let mut nodes = NodeWatch::start(member.client(), &config);
+        let (mut readies, _readies_task) = mirror::spawn(
+            member.client().clone(),
+            keys.readies(),
+            true,
+            timing(&config),
+        );
+        let (mut draining, _draining_task) = mirror::spawn(
+            member.client().clone(),
+            keys.drainings(),
+            true,
+            timing(&config),
+        );
         // The watch lists asynchronously: wait until it shows at least this node.
         let own = config.node_id.clone();
         if nodes
@@ -39,16 +55,22 @@ pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration)
                 });
             }
             let live = nodes.current();
+            let mut next = resync;
             if !live.is_empty() {
-                match controller.reconcile(shard_count, &live).await {
-                    Ok(written) if !written.is_empty() => {
-                        let moved: Vec<String> = written
-                            .iter()
-                            .map(|g| format!("{}->{}@{}", g.shard, g.node_id, g.epoch))
-                            .collect();
-                        tracing::info!(grants = ?moved, "placed shards");
+                match controller.reconcile_planned(shard_count, &live).await {
+                    Ok(done) => {
+                        if !done.granted.is_empty() {
+                            let moved: Vec<String> = done
+                                .granted
+                                .iter()
+                                .map(|g| format!("{}->{}@{}", g.shard, g.node_id, g.epoch))
+                                .collect();
+                            tracing::info!(grants = ?moved, "placed shards");
+                        }
+                        if done.pending() {
+                            next = config.handover_poll();
+                        }
                     }
-                    Ok(_) => {}
                     Err(Error::NotLeader { .. }) => break,
                     Err(e) => {
                         // A node that left between listing and granting, a lost race,
@@ -61,7 +83,9 @@ pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration)
             }
             tokio::select! {
                 _ = nodes.changed() => {}
-                _ = tokio::time::sleep(resync) => {}
+                _ = readies.changed() => {}
+                _ = draining.changed() => {}
+                _ = tokio::time::sleep(next) => {}
             }
         }
     }

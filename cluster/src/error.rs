@@ -187,6 +187,35 @@ pub enum Error {
         /// Why.
         reason: crate::Refusal,
     },
+    /// A drain named a node that is not a live member of the cluster.
+    #[error("node {node_id:?} is not a live member of cluster {cluster_id:?} (live: {live:?})")]
+    UnknownNode {
+        /// The cluster.
+        cluster_id: String,
+        /// The node asked for.
+        node_id: String,
+        /// The live nodes.
+        live: Vec<String>,
+    },
+    /// Draining this node would leave no live node to place shards on.
+    #[error(
+        "node {node_id:?} is the last live node that is not draining: draining it would leave \
+         its shards nowhere to go (start another node first)"
+    )]
+    LastLiveNode {
+        /// The node asked for.
+        node_id: String,
+    },
+    /// The drained node still held shards when the wait ended.
+    #[error("node {node_id:?} still holds shards {shards:?} after {waited:?} of draining")]
+    DrainTimeout {
+        /// The node.
+        node_id: String,
+        /// The shards granted to it still.
+        shards: Vec<crate::ShardId>,
+        /// How long was waited.
+        waited: Duration,
+    },
     /// The etcd harness could not start or stop etcd.
     #[error("etcd test server: {0}")]
     Harness(String),

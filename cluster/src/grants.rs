@@ -167,11 +167,17 @@ pub(crate) async fn has_let_go(
 /// with the controller's term, so a deposed controller writes nothing.
 #[derive(Clone)]
 pub struct Controller {
-    client: Client,
-    config: ClusterConfig,
-    keys: Keys,
-    term: LeaderTerm,
+    pub(crate) client: Client,
+    pub(crate) config: ClusterConfig,
+    pub(crate) keys: Keys,
+    pub(crate) term: LeaderTerm,
+    /// Planned moves this controller waits on, for the handover timeout.
+    pub(crate) pending: std::sync::Arc<std::sync::Mutex<BTreeMap<ShardId, PendingMove>>>,
 }
+
+/// A planned move a controller waits on: (epoch of the grant replaced, target node,
+/// its lease, since when).
+pub(crate) type PendingMove = (OwnerEpoch, String, i64, std::time::Instant);
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,6 +195,7 @@ impl Controller {
             keys: config.keys(),
             config: config.clone(),
             term,
+            pending: Default::default(),
         }
     }
 

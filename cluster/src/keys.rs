@@ -8,6 +8,9 @@
 //! <root>/sink                      the node running the lake's sink, attached to its lease
 //! <root>/shards/<shard>            ownership grant of a shard (written by the leader)
 //! <root>/released/<shard>/<epoch>  a previous owner's "I stopped serving at this epoch"
+//! <root>/handover/<shard>          a planned move: who should warm the shard up (the leader's)
+//! <root>/ready/<shard>/<epoch>     the new owner's "warm, caught up" (attached to its lease)
+//! <root>/draining/<node>           a node being drained (attached to that node's lease)
 //! <root>/docs/<name>               versioned documents (the topology)
 //! ```
 
@@ -73,6 +76,37 @@ impl Keys {
         format!("{}{shard:05}/{epoch}", self.releases())
     }
 
+    /// `<root>/handover/`.
+    pub fn handovers(&self) -> String {
+        format!("{}/handover/", self.root)
+    }
+
+    /// `<root>/handover/<shard>`: the planned move of a shard, written by the leader.
+    pub fn handover(&self, shard: ShardId) -> String {
+        format!("{}{shard:05}", self.handovers())
+    }
+
+    /// `<root>/ready/`.
+    pub fn readies(&self) -> String {
+        format!("{}/ready/", self.root)
+    }
+
+    /// `<root>/ready/<shard>/<epoch>`: the warmed-up new owner of a shard whose grant
+    /// is at `epoch` now.
+    pub fn ready(&self, shard: ShardId, from: OwnerEpoch) -> String {
+        format!("{}{shard:05}/{from}", self.readies())
+    }
+
+    /// `<root>/draining/`.
+    pub fn drainings(&self) -> String {
+        format!("{}/draining/", self.root)
+    }
+
+    /// `<root>/draining/<node>`.
+    pub fn draining(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.drainings())
+    }
+
     /// `<root>/docs/<name>`.
     pub fn doc(&self, name: &str) -> String {
         format!("{}/docs/{name}", self.root)
@@ -105,6 +139,9 @@ mod tests {
             "/floe/prod/released/00007/42"
         );
         assert_eq!(k.doc("topology"), "/floe/prod/docs/topology");
+        assert_eq!(k.handover(3), "/floe/prod/handover/00003");
+        assert_eq!(k.ready(3, OwnerEpoch(9)), "/floe/prod/ready/00003/9");
+        assert_eq!(k.draining("n2"), "/floe/prod/draining/n2");
         assert_eq!(Keys::shard_of(&k.shards(), &k.shard(65535)), Some(65535));
         assert_eq!(Keys::tail(&k.nodes(), "/floe/prod/nodes/a/b"), None);
         // A cluster whose id extends another's does not see its keys as its own.

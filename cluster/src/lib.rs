@@ -10,7 +10,8 @@
 //!   cluster ids refused; [`NodeWatch`] follows the live nodes;
 //! - [`Election`]: the placement controller's election; [`LeaderTerm`] fences its writes;
 //! - [`place`]: the pure placement function (balanced, sticky, deterministic);
-//! - [`Controller`]: writes ownership [`Grant`]s (compare-and-swap, fenced by the term);
+//! - [`Controller`]: writes ownership [`Grant`]s (compare-and-swap, fenced by the term),
+//!   with planned handovers ([`HandoverStage`], [`move_step`]) and drains ([`drain`]);
 //! - [`OwnershipLease`]: the node-side answer to "may I acknowledge a write on shard S
 //!   now?", with the [`OwnerEpoch`] to stamp on the event;
 //! - [`EtcdDocStore`]: the versioned topology document ([`TopologyStore`]);
@@ -24,16 +25,19 @@
 mod config;
 mod controller_loop;
 mod docs;
+mod drain;
 mod election;
 mod error;
 mod fence;
 mod forward;
 mod grants;
+mod handover;
 mod keys;
 mod lease;
 mod membership;
 mod ownership;
 mod placement;
+mod planned;
 mod routing;
 mod status;
 #[cfg(feature = "test-util")]
@@ -46,6 +50,10 @@ pub type ShardId = u32;
 pub use config::{ClusterConfig, MAX_ID_LEN};
 pub use controller_loop::run_controller;
 pub use docs::{DocWatch, EtcdDocStore, TopologyStore, Versioned};
+pub use drain::{
+    DrainStatus, HandoverWatch, drain, drain_and_wait, drain_status, draining_nodes, record_ready,
+    undrain,
+};
 pub use election::{Election, LeaderTerm, current_leader, current_sink};
 pub use error::{Error, Result};
 pub use fence::{EpochFence, EventStamp, FenceVerdict};
@@ -55,13 +63,18 @@ pub use forward::{
     is_retry_answer,
 };
 pub use grants::{Controller, Grant, OwnerEpoch, PreviousOwner, read_grants};
+pub use handover::{
+    HandoverEvent, HandoverIntent, HandoverStage, InvalidTransition, MoveStep, ReadyRecord,
+    move_step, placeable,
+};
 pub use keys::Keys;
 pub use lease::{LeaseClock, LeaseState};
 pub use membership::{
     ClusterMeta, LeaseHandle, Member, NodeRecord, NodeWatch, connect, live_nodes,
 };
-pub use ownership::{Held, OwnershipLease, Refusal};
+pub use ownership::{Held, OwnershipLease, Refusal, StopBarrier};
 pub use placement::{Assignment, moves, place};
+pub use planned::Reconciled;
 pub use routing::{LeaderWatch, NodeRoute, RouteState, RoutingView, ShardRoute, routing_view};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus, status};
 pub use watch::{Entry, Snapshot};

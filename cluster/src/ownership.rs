@@ -52,6 +52,18 @@ pub enum Refusal {
     LeaseLost,
 }
 
+/// What a node waits for between stopping a shard and writing its release: until no
+/// write of the shard accepted before it stopped can still become durable. The new
+/// owner reads the pipeline to its high watermark after the release, so with this
+/// barrier it finds every event the old owner ever appended for the shard, not only
+/// the acknowledged ones (a write refused as `not_owner` after it became durable is
+/// then found by its idempotency key when the caller retries on the new owner).
+#[async_trait::async_trait]
+pub trait StopBarrier: Send + Sync + 'static {
+    /// Returns once the shard's writes in flight are settled (durable or failed).
+    async fn stopped(&self, shard: ShardId);
+}
+
 /// One shard this node holds a grant for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
@@ -67,19 +79,37 @@ pub struct OwnershipLease {
     lease: LeaseHandle,
     state: Arc<watch::Sender<BTreeMap<ShardId, Held>>>,
     grants: Arc<watch::Sender<BTreeMap<ShardId, Grant>>>,
+    unreleased: Arc<std::sync::atomic::AtomicBool>,
     _task: Arc<TaskGuard>,
 }
 
 impl OwnershipLease {
     /// Starts following the grants of `member`.
     pub fn start(member: &Member) -> OwnershipLease {
+        Self::start_with(member, None)
+    }
+
+    /// [`OwnershipLease::start`] with a [`StopBarrier`] waited on (at most the safety
+    /// margin: by then every append started under the lease has completed or failed)
+    /// before each release is written.
+    pub fn start_with(member: &Member, barrier: Option<Arc<dyn StopBarrier>>) -> OwnershipLease {
         let config = member.config();
         let keys = config.keys();
         let (grants, grants_task) =
             mirror::spawn(member.client().clone(), keys.shards(), true, timing(config));
+        // The release records, so that a new owner hears a release at once instead of
+        // at its next poll.
+        let (releases, releases_task) = mirror::spawn(
+            member.client().clone(),
+            keys.releases(),
+            true,
+            timing(config),
+        );
         let state = Arc::new(watch::channel(BTreeMap::new()).0);
         let all_grants = Arc::new(watch::channel(BTreeMap::new()).0);
+        let unreleased = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let follower = Follower {
+            unreleased: unreleased.clone(),
             grants: all_grants.clone(),
             client: member.client().clone(),
             keys,
@@ -89,16 +119,20 @@ impl OwnershipLease {
             poll: config.handover_poll(),
             state: state.clone(),
             released: BTreeSet::new(),
+            releases,
+            barrier,
+            margin: config.safety_margin(),
         };
         let task = tokio::spawn(async move {
-            // The grant mirror lives exactly as long as the follower.
-            let _grants_task = grants_task;
+            // The mirrors live exactly as long as the follower.
+            let (_grants_task, _releases_task) = (grants_task, releases_task);
             follower.run(grants).await;
         });
         OwnershipLease {
             lease: member.lease().clone(),
             state,
             grants: all_grants,
+            unreleased,
             _task: Arc::new(TaskGuard(task)),
         }
     }
@@ -124,6 +158,12 @@ impl OwnershipLease {
             }),
             None => refuse(Refusal::NotGranted),
         }
+    }
+
+    /// Whether a later grant lists this node as a previous owner it has not written the
+    /// release for yet (as of the last time the grants were followed).
+    pub fn releases_pending(&self) -> bool {
+        self.unreleased.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The shards this node holds grants for (active or waiting for a handover).
@@ -173,6 +213,11 @@ struct Follower {
     state: Arc<watch::Sender<BTreeMap<ShardId, Held>>>,
     /// (shard, epoch) this node has written a release for.
     released: BTreeSet<(ShardId, OwnerEpoch)>,
+    /// Every release record, mirrored.
+    releases: watch::Receiver<Snapshot>,
+    barrier: Option<Arc<dyn StopBarrier>>,
+    margin: Duration,
+    unreleased: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Follower {
@@ -189,8 +234,10 @@ impl Follower {
                 self.follow(&all).await;
                 self.grants.send_replace(all);
             }
+            let waiting = self.state.borrow().values().any(|h| !h.active);
             tokio::select! {
                 changed = grants.changed() => if changed.is_err() { return },
+                _ = self.releases.changed(), if waiting => {}
                 _ = tokio::time::sleep(self.poll) => {}
             }
         }
@@ -201,6 +248,10 @@ impl Follower {
     }
 
     async fn follow(&mut self, all: &BTreeMap<ShardId, Grant>) {
+        // First: a drain waiting for "nothing held" must not see the shards step 1
+        // drops as settled before their releases are written.
+        self.note_unreleased(all);
+
         // 1. Stop serving every shard whose latest grant is no longer ours at the epoch
         //    held, and take new grants as waiting. This happens before any release below
         //    is written.
@@ -226,6 +277,17 @@ impl Follower {
             for p in &g.previous {
                 if self.is_me(&p.node_id, p.lease_id) && !self.released.contains(&(*shard, p.epoch))
                 {
+                    // Step 1 stopped new batches; wait for the one in flight.
+                    if let Some(barrier) = &self.barrier
+                        && tokio::time::timeout(self.margin, barrier.stopped(*shard))
+                            .await
+                            .is_err()
+                    {
+                        tracing::warn!(
+                            shard,
+                            "the shard's writes in flight did not settle within the safety margin; releasing anyway"
+                        );
+                    }
                     match self.release(*shard, p).await {
                         Ok(()) => {
                             self.released.insert((*shard, p.epoch));
@@ -235,6 +297,8 @@ impl Follower {
                 }
             }
         }
+
+        self.note_unreleased(all);
 
         // 3. Activate waiting grants whose previous owners have all let go.
         let waiting: Vec<Grant> = self
@@ -269,11 +333,37 @@ impl Follower {
             if self.is_me(&p.node_id, p.lease_id) {
                 continue;
             }
+            if self.released_in_mirror(g.shard, p) {
+                continue;
+            }
             if !has_let_go(&mut self.client, &self.keys, g.shard, p, self.timeout).await? {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Publishes whether a grant lists this node as a previous owner it has not
+    /// released yet.
+    fn note_unreleased(&self, all: &BTreeMap<ShardId, Grant>) {
+        let unreleased = all.iter().any(|(shard, g)| {
+            g.previous.iter().any(|p| {
+                self.is_me(&p.node_id, p.lease_id) && !self.released.contains(&(*shard, p.epoch))
+            })
+        });
+        self.unreleased
+            .store(unreleased, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the mirrored release records show `p` released `shard`.
+    fn released_in_mirror(&self, shard: ShardId, p: &PreviousOwner) -> bool {
+        let key = self.keys.released(shard, p.epoch);
+        self.releases
+            .borrow()
+            .entries
+            .get(&key)
+            .and_then(|e| serde_json::from_slice::<ReleaseValue>(&e.value).ok())
+            .is_some_and(|r| r.node_id == p.node_id && r.lease_id == p.lease_id)
     }
 
     async fn release(&mut self, shard: ShardId, epoch_of: &PreviousOwner) -> Result<()> {

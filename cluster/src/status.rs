@@ -37,6 +37,8 @@ pub struct NodeStatus {
     pub lease: String,
     /// The shards granted to it under that lease.
     pub shards: Vec<ShardId>,
+    /// Whether it is being drained (placement puts nothing on it).
+    pub draining: bool,
 }
 
 /// One shard's grant.
@@ -60,6 +62,7 @@ pub async fn status(client: &Client, config: &ClusterConfig) -> Result<ClusterSt
     let nodes = live_nodes(client, config).await?;
     let grants = read_grants(client, config).await?;
     let leader = current_leader(client, config).await?;
+    let draining = crate::drain::draining_nodes(client, config).await?;
     let mut view: BTreeMap<String, NodeStatus> = nodes
         .values()
         .map(|n| {
@@ -69,6 +72,7 @@ pub async fn status(client: &Client, config: &ClusterConfig) -> Result<ClusterSt
                     advertised_addr: n.advertised_addr.clone(),
                     lease: format!("{:x}", n.lease_id),
                     shards: Vec::new(),
+                    draining: draining.contains(&n.node_id),
                 },
             )
         })

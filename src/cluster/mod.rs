@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use floe_cluster::{
-    ClusterConfig, EtcdDocStore, LeaderWatch, Member, NodeRecord, NodeWatch, OwnerEpoch,
-    OwnershipLease, RoutingView,
+    ClusterConfig, EtcdDocStore, HandoverWatch, LeaderWatch, Member, NodeRecord, NodeWatch,
+    OwnerEpoch, OwnershipLease, RoutingView,
 };
 use floe_emitter::sink::Lake;
 use floe_engine::{OwnerRefusal, OwnershipGate, Pipeline, Router, ShardCluster, Topology};
@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
+mod handover;
 mod sink;
+mod warm;
 
 /// The etcd document holding the cluster's topology.
 const TOPOLOGY_DOC: &str = "topology";
@@ -34,6 +36,11 @@ pub struct ClusterNode {
     nodes: Arc<NodeWatch>,
     leader: LeaderWatch,
     gate: Arc<Gate>,
+    /// The leader's handover intents (planned moves) and this node's warm-ups.
+    handovers: HandoverWatch,
+    warmer: warm::Warmer,
+    /// What a release waits for: the shard's in-flight writes (set at start).
+    barrier: Arc<handover::ShardBarrier>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The sink's election and the sink, on a candidate (`sink.rs`).
     sink: Mutex<Option<sink::SinkSeat>>,
@@ -50,7 +57,9 @@ impl ClusterNode {
         let member = Member::join(&client, config)
             .await
             .map_err(Error::Cluster)?;
-        let ownership = OwnershipLease::start(&member);
+        let barrier = Arc::new(handover::ShardBarrier::default());
+        let ownership = OwnershipLease::start_with(&member, Some(barrier.clone()));
+        let handovers = HandoverWatch::start(&client, config);
         let nodes = Arc::new(NodeWatch::start(&client, config));
         let leader = LeaderWatch::start(&client, config);
         let gate = Arc::new(Gate {
@@ -64,6 +73,9 @@ impl ClusterNode {
             nodes,
             leader,
             gate,
+            handovers,
+            warmer: warm::Warmer::default(),
+            barrier,
             tasks: Mutex::new(Vec::new()),
             sink: Mutex::new(None),
         })
@@ -164,6 +176,7 @@ impl ClusterNode {
         dedup_window: usize,
     ) {
         let shard_count = cluster.topology().shard_count;
+        self.barrier.set(cluster.clone());
         let node = self.clone();
         let controller = tokio::spawn(async move {
             let resync = node.config().lease_ttl();
@@ -196,15 +209,26 @@ impl ClusterNode {
         let poll = self.config().handover_poll();
         let router = cluster.router();
         let mut changes = self.ownership.subscribe();
+        let mut intents = self.handovers.subscribe();
+        let warmed = self.warmer.warmed();
+        let sources = warm::Sources {
+            pipeline: pipeline.clone(),
+            router: router.clone(),
+            lake: lake.clone(),
+            dedup_window,
+        };
         loop {
             let held = self.ownership.held();
             self.gate.forget_unless_held(&held);
+            self.follow_handovers(&held, &sources).await;
             let restored = self.gate.restored();
             let due: Vec<(u32, OwnerEpoch)> = held
                 .iter()
                 .filter(|(shard, h)| h.active && restored.get(shard) != Some(&h.grant.epoch))
                 .map(|(shard, h)| (*shard, h.grant.epoch))
                 .collect();
+            // Planned handovers first: their warm state needs only the rest of the tail.
+            let due = self.take_warm(&cluster, &sources, due).await;
             if !due.is_empty()
                 && let Err(e) = self
                     .restore(
@@ -223,6 +247,8 @@ impl ClusterNode {
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
+                _ = intents.changed() => {}
+                _ = warmed.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
         }

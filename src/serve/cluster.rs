@@ -11,8 +11,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::routing::{delete, get, post};
 use axum::{Json as AxumJson, Router};
 use serde::{Deserialize, Serialize};
 
@@ -25,10 +25,66 @@ use crate::{ClusterNode, Topology};
 pub(crate) const LOCAL_NODE_ID: &str = "local";
 
 pub(super) fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new().route(
-        "/api/v1/cluster",
-        guarded(state, policy::data_read("cluster.map"), get(cluster_map)),
-    )
+    Router::new()
+        .route(
+            "/api/v1/cluster",
+            guarded(state, policy::data_read("cluster.map"), get(cluster_map)),
+        )
+        .route(
+            "/api/v1/cluster/nodes/{node}/drain",
+            guarded(state, policy::admin("cluster.drain"), post(drain))
+                .merge(guarded(
+                    state,
+                    policy::admin("cluster.undrain"),
+                    delete(undrain),
+                ))
+                .merge(guarded(
+                    state,
+                    policy::control_read("cluster.drain_status"),
+                    get(drain_status),
+                )),
+        )
+}
+
+/// The cluster node of this process, or `409 cluster_unsupported`.
+fn node_of(state: &AppState) -> Result<Arc<ClusterNode>, ApiError> {
+    state
+        .floe()?
+        .cluster_node()
+        .cloned()
+        .ok_or_else(|| ApiError::from(crate::Error::ClusterUnsupported { what: "drain" }))
+}
+
+/// `POST /api/v1/cluster/nodes/{node}/drain`: marks the node draining (the
+/// controller moves its shards off with planned handovers) and answers its
+/// drain status; `drained: true` once it holds no shard. Idempotent: call it
+/// again (or `GET`) to follow the drain.
+async fn drain(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+) -> Result<AxumJson<floe_cluster::DrainStatus>, ApiError> {
+    let status = node_of(&state)?.drain(&node).await?;
+    Ok(AxumJson(status))
+}
+
+/// `GET /api/v1/cluster/nodes/{node}/drain`: whether it drains, what it holds.
+async fn drain_status(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+) -> Result<AxumJson<floe_cluster::DrainStatus>, ApiError> {
+    let status = node_of(&state)?.drain_status(&node).await?;
+    Ok(AxumJson(status))
+}
+
+/// `DELETE /api/v1/cluster/nodes/{node}/drain`: takes the mark off.
+async fn undrain(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+) -> Result<AxumJson<serde_json::Value>, ApiError> {
+    node_of(&state)?.undrain(&node).await?;
+    Ok(AxumJson(
+        serde_json::json!({ "node_id": node, "draining": false }),
+    ))
 }
 
 /// The answer of `GET /api/v1/cluster`.

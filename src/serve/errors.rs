@@ -127,9 +127,16 @@ impl From<Error> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
             }
             Error::ClusterUnsupported { .. } => (StatusCode::CONFLICT, "cluster_unsupported"),
+            Error::Cluster(floe_cluster::Error::UnknownNode { .. }) => {
+                (StatusCode::NOT_FOUND, "unknown_node")
+            }
+            Error::Cluster(floe_cluster::Error::LastLiveNode { .. }) => {
+                (StatusCode::CONFLICT, "last_live_node")
+            }
             Error::Cluster(_) | Error::ClusterNeedsKafka { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "configuration")
             }
+            Error::WarmShardMissing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status.is_server_error() && code != "not_owner" {
             tracing::warn!(code, error = %message, "request failed");

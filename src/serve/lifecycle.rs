@@ -125,7 +125,9 @@ impl Server {
                 let _ = stop_tx.send(true);
             });
         }
-        let mut http_stop = stop_rx.clone();
+        // The HTTP server stops after the cluster drain (below), so the node
+        // serves and forwards while its shards move off.
+        let (http_tx, mut http_stop) = watch::channel(false);
         let server = tokio::spawn(
             axum::serve(
                 listener,
@@ -146,6 +148,7 @@ impl Server {
             Err(e) => {
                 state.set_phase(Phase::Failed);
                 let _ = stop_tx.send(true);
+                let _ = http_tx.send(true);
                 let _ = server.await;
                 state.audit.close();
                 return Err(e);
@@ -164,6 +167,12 @@ impl Server {
 
         let mut stopped = stop_rx.clone();
         let _ = stopped.wait_for(|stop| *stop).await;
+        // Cluster mode: hand this node's shards over (planned, warmed up on
+        // their new owners) while it still serves and forwards, then stop.
+        if let Some(node) = floe.cluster_node() {
+            node.drain_before_leaving().await;
+        }
+        let _ = http_tx.send(true);
         state.set_phase(Phase::Draining);
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         let grace = Duration::from_millis(state.config.serve.shutdown_timeout_ms);

@@ -22,6 +22,7 @@ mod catalog_rest;
 mod cli;
 mod cluster;
 mod cluster_failover;
+mod cluster_nodes;
 mod cluster_routing;
 mod corruption;
 mod erase;

@@ -117,6 +117,20 @@ impl Harness {
         node
     }
 
+    /// Starts node `id` on `port` (a restart keeps its port and data
+    /// directory) and waits until it is ready.
+    pub(crate) fn node_on(&self, id: &str, port: u16) -> Node {
+        let cluster = self.cluster_config(id, port);
+        let node = Node::spawn(
+            self.dir.path(),
+            id,
+            port,
+            &self.config_text(id, &cluster, &self.pipeline()),
+        );
+        node.wait_ready(Duration::from_secs(60));
+        node
+    }
+
     /// The node records registered in etcd now.
     pub(crate) async fn registered(&self) -> Vec<floe_cluster::NodeRecord> {
         let client = self.etcd.client().await.unwrap();

@@ -36,7 +36,7 @@ use floe_engine::{Offset, Pipeline, Record};
 
 pub use lake::{KeyFilter, LakeScan, LakeSize, MAX_PUSHED_KEYS, ScanStats, lake_size};
 pub use recover::{RecoveryStats, recover, recover_from_snapshots};
-pub use restore::{RestoreStats, check_committed_within_heads, restore_shards};
+pub use restore::{RestoreStats, ShardReplay, check_committed_within_heads, restore_shards};
 pub use snapshots::{
     LoadedSnapshots, ShardStart, check_snapshot_within_log, fences_at, load_snapshots,
 };

@@ -11,6 +11,8 @@
 //! committed offsets, applying only events routed to the wanted shards.
 //! The result equals those shards of a full `recover` over the same
 //! history (`emitter/tests/restore.rs` checks it against a real lake).
+//! Kept as a [`ShardReplay`], the state can be kept current by reading on
+//! ([`ShardReplay::catch_up`]): the warm-up of a planned handover.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -50,20 +52,200 @@ pub struct RestoreStats {
     pub tail_us: u64,
 }
 
-/// Rebuilds shards `wanted` (and no other) from history under `router`:
-/// the lake's snapshot when it has one, then each pipeline partition from
-/// the lake's committed offset (0 without a snapshot) up to its high
-/// watermark read here, at the start of the call.
-///
-/// The caller calls it only once the shards' grant is active (the previous
-/// owner stopped acknowledging), so the watermarks read here cover every
-/// event the previous owner acknowledged. Checked on the way, each with
-/// its own error: retention never deleted past the lake's committed offsets
-/// ([`Error::RetentionAboveCommitted`]; without a lake nothing was deleted,
-/// [`Error::HistoryNeedsLake`]), the committed offsets are within the
-/// pipeline ([`Error::CommittedBeyondHead`]), no lake row is at or beyond
-/// them ([`Error::SnapshotBeyondCommitted`]), and every wanted shard exists
-/// ([`Error::UnknownShard`]).
+/// Some shards' state rebuilt from history, and the pipeline position it
+/// is current to: what a node restores the shards it was granted from, and
+/// what it warms up with in a planned handover while the old owner still
+/// serves ([`ShardReplay::catch_up`] then reads only what was appended
+/// since).
+#[derive(Debug)]
+pub struct ShardReplay {
+    router: Arc<Router>,
+    /// `due[s]`: shard `s` is kept (the others have an empty slot that
+    /// nothing is applied to, so the grouping helpers of `recover` index
+    /// them as they do there).
+    due: Vec<bool>,
+    shards: Arc<Vec<Mutex<RecoveredShard>>>,
+    /// Where each partition's next read starts: every event of the kept
+    /// shards below these offsets is applied.
+    positions: Vec<Offset>,
+    /// What was read so far.
+    pub stats: RestoreStats,
+}
+
+impl ShardReplay {
+    /// Rebuilds shards `wanted` (and no other) from history under `router`:
+    /// the lake's snapshot when it has one, then each pipeline partition
+    /// from the lake's committed offset (0 without a snapshot) up to its
+    /// high watermark read here, at the start of the call.
+    ///
+    /// A caller restoring granted shards calls it only once their grant is
+    /// active (the previous owner stopped acknowledging), so the watermarks
+    /// read here cover every event the previous owner acknowledged. Checked
+    /// on the way, each with its own error: retention never deleted past
+    /// the lake's committed offsets ([`Error::RetentionAboveCommitted`];
+    /// without a lake nothing was deleted, [`Error::HistoryNeedsLake`]), the
+    /// committed offsets are within the pipeline
+    /// ([`Error::CommittedBeyondHead`]), no lake row is at or beyond them
+    /// ([`Error::SnapshotBeyondCommitted`]), and every wanted shard exists
+    /// ([`Error::UnknownShard`]).
+    pub async fn recover(
+        pipeline: Arc<dyn Pipeline>,
+        router: Arc<Router>,
+        wanted: &[u32],
+        dedup_window: usize,
+        lake: Option<&Lake>,
+    ) -> Result<ShardReplay> {
+        let shard_count = router.topology().shard_count;
+        if let Some(&shard) = wanted.iter().find(|&&s| s >= shard_count) {
+            return Err(Error::UnknownShard { shard, shard_count });
+        }
+        let mut due = vec![false; shard_count as usize];
+        for &shard in wanted {
+            due[shard as usize] = true;
+        }
+        let shards: Arc<Vec<Mutex<RecoveredShard>>> = Arc::new(
+            due.iter()
+                .map(|&d| Mutex::new(RecoveredShard::new(if d { dedup_window } else { 0 })))
+                .collect(),
+        );
+        let mut stats = RestoreStats::default();
+        let source = ReplaySource::resolve(&*pipeline, lake, LakeUse::Always).await?;
+        // Read after the committed offsets: every offset the lake covers was
+        // appended before, so it is below these unless the pipeline lost events.
+        let heads = heads(&*pipeline)
+            .await
+            .map_err(|cause| Error::Pipeline { cause })?;
+        check_committed_within_heads(&source.from, &heads)?;
+
+        if let (Some(lake), Some(snapshot)) = (lake, &source.snapshot) {
+            let scan = LakeScan::default();
+            let due: Arc<[bool]> = due.clone().into();
+            let keep = {
+                let router = router.clone();
+                move |key: &str, hash: u64| due[router.route(key, hash) as usize]
+            };
+            let started = Instant::now();
+            let (hashes, _) = scan.key_hashes(lake, snapshot, &keep).await?;
+            stats.key_scan_us = started.elapsed().as_micros() as u64;
+            let pushed = (hashes.len() <= MAX_PUSHED_KEYS).then_some(hashes);
+            stats.pushed_hashes = pushed.as_ref().map(|h| h.len() as u64);
+
+            let started = Instant::now();
+            let (tx, mut rx) = mpsc::channel(4);
+            let read = async {
+                let scanned = scan
+                    .run(lake, snapshot, Some(&keep), pushed.as_deref(), &tx)
+                    .await;
+                drop(tx);
+                scanned
+            };
+            let apply = async {
+                let mut by_shard: Vec<Vec<Event>> = vec![Vec::new(); shard_count as usize];
+                let (mut events, mut applied) = (0, 0);
+                while let Some(records) = rx.recv().await {
+                    events += records.len() as u64;
+                    group(records, &router, &mut by_shard);
+                    applied += apply_grouped(&mut by_shard, &shards);
+                }
+                (events, applied)
+            };
+            let (scanned, (events, applied)) = tokio::join!(read, apply);
+            let scanned = scanned?;
+            stats.lake_rows_scanned = scanned.rows_scanned;
+            stats.events += events;
+            stats.from_lake += events;
+            stats.applied += applied;
+            stats.lake_us = started.elapsed().as_micros() as u64;
+        }
+
+        let mut replay = ShardReplay {
+            router,
+            due,
+            shards,
+            positions: source.from,
+            stats,
+        };
+        let started = Instant::now();
+        replay.read_to(&pipeline, &heads).await?;
+        replay.stats.tail_us = started.elapsed().as_micros() as u64;
+        Ok(replay)
+    }
+
+    /// Reads every partition from its position to the high watermark read
+    /// now and applies the kept shards' events; returns the events read.
+    /// After a failure the positions are those of the partitions read in
+    /// full; an event read twice is applied once (replay is idempotent).
+    pub async fn catch_up(&mut self, pipeline: &Arc<dyn Pipeline>) -> Result<u64> {
+        let heads = heads(&**pipeline)
+            .await
+            .map_err(|cause| Error::Pipeline { cause })?;
+        let before = self.stats.tail_events;
+        self.read_to(pipeline, &heads).await?;
+        Ok(self.stats.tail_events - before)
+    }
+
+    /// Reads each partition `p` from its position up to `ends[p]`.
+    async fn read_to(&mut self, pipeline: &Arc<dyn Pipeline>, ends: &[Offset]) -> Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (partition, (&start, &end)) in (0u32..).zip(self.positions.iter().zip(ends)) {
+            let end = end.max(start);
+            let tail = PartitionTail::new(partition, start, end, READ_CHUNK);
+            let (pipeline, router, shards) =
+                (pipeline.clone(), self.router.clone(), self.shards.clone());
+            let due: Arc<[bool]> = self.due.clone().into();
+            tasks.spawn(async move {
+                let count =
+                    apply_tail(&*pipeline, tail, &router, &shards, |shard, _| due[shard]).await?;
+                Ok::<_, Error>((partition, end, count))
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (partition, end, tail) =
+                joined.map_err(|e| Error::Task(format!("restore task failed: {e}")))??;
+            self.stats.tail_events += tail.read;
+            self.stats.events += tail.routed;
+            self.stats.applied += tail.applied;
+            self.positions[partition as usize] = end;
+        }
+        Ok(())
+    }
+
+    /// The shards kept, in order.
+    pub fn shards(&self) -> impl Iterator<Item = u32> + '_ {
+        (0u32..).zip(&self.due).filter(|(_, d)| **d).map(|(s, _)| s)
+    }
+
+    /// Where each partition's next read starts.
+    pub fn positions(&self) -> &[Offset] {
+        &self.positions
+    }
+
+    /// Takes shard `shard`'s state out (it is no longer kept current);
+    /// `None` when it is not kept.
+    pub fn take(&mut self, shard: u32) -> Option<RecoveredShard> {
+        let due = self.due.get_mut(shard as usize).filter(|d| **d)?;
+        *due = false;
+        let mut slot = self.shards[shard as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Some(std::mem::replace(&mut *slot, RecoveredShard::new(0)))
+    }
+
+    /// The kept shards' state.
+    pub fn into_shards(self) -> BTreeMap<u32, RecoveredShard> {
+        let due = self.due;
+        into_shards(self.shards)
+            .into_iter()
+            .enumerate()
+            .filter(|(shard, _)| due[*shard])
+            .map(|(shard, recovered)| (shard as u32, recovered))
+            .collect()
+    }
+}
+
+/// Rebuilds shards `wanted` (and no other) from history: a
+/// [`ShardReplay::recover`] whose state is then taken out, for a node
+/// restoring the shards it was just granted.
 pub async fn restore_shards(
     pipeline: Arc<dyn Pipeline>,
     router: Arc<Router>,
@@ -71,105 +253,9 @@ pub async fn restore_shards(
     dedup_window: usize,
     lake: Option<&Lake>,
 ) -> Result<(BTreeMap<u32, RecoveredShard>, RestoreStats)> {
-    let shard_count = router.topology().shard_count;
-    if let Some(&shard) = wanted.iter().find(|&&s| s >= shard_count) {
-        return Err(Error::UnknownShard { shard, shard_count });
-    }
-    let mut due = vec![false; shard_count as usize];
-    for &shard in wanted {
-        due[shard as usize] = true;
-    }
-    let due: Arc<[bool]> = due.into();
-    // Shards not wanted keep an empty slot that nothing is applied to, so
-    // the grouping helpers of `recover` index them as they do there.
-    let shards: Arc<Vec<Mutex<RecoveredShard>>> = Arc::new(
-        due.iter()
-            .map(|&d| Mutex::new(RecoveredShard::new(if d { dedup_window } else { 0 })))
-            .collect(),
-    );
-    let mut stats = RestoreStats::default();
-    let source = ReplaySource::resolve(&*pipeline, lake, LakeUse::Always).await?;
-    // Read after the committed offsets: every offset the lake covers was
-    // appended before, so it is below these unless the pipeline lost events.
-    let heads = heads(&*pipeline)
-        .await
-        .map_err(|cause| Error::Pipeline { cause })?;
-    check_committed_within_heads(&source.from, &heads)?;
-
-    if let (Some(lake), Some(snapshot)) = (lake, &source.snapshot) {
-        let scan = LakeScan::default();
-        let keep = {
-            let (router, due) = (router.clone(), due.clone());
-            move |key: &str, hash: u64| due[router.route(key, hash) as usize]
-        };
-        let started = Instant::now();
-        let (hashes, _) = scan.key_hashes(lake, snapshot, &keep).await?;
-        stats.key_scan_us = started.elapsed().as_micros() as u64;
-        let pushed = (hashes.len() <= MAX_PUSHED_KEYS).then_some(hashes);
-        stats.pushed_hashes = pushed.as_ref().map(|h| h.len() as u64);
-
-        let started = Instant::now();
-        let (tx, mut rx) = mpsc::channel(4);
-        let read = async {
-            let scanned = scan
-                .run(lake, snapshot, Some(&keep), pushed.as_deref(), &tx)
-                .await;
-            drop(tx);
-            scanned
-        };
-        let apply = async {
-            let mut by_shard: Vec<Vec<Event>> = vec![Vec::new(); shard_count as usize];
-            let (mut events, mut applied) = (0, 0);
-            while let Some(records) = rx.recv().await {
-                events += records.len() as u64;
-                group(records, &router, &mut by_shard);
-                applied += apply_grouped(&mut by_shard, &shards);
-            }
-            (events, applied)
-        };
-        let (scanned, (events, applied)) = tokio::join!(read, apply);
-        let scanned = scanned?;
-        stats.lake_rows_scanned = scanned.rows_scanned;
-        stats.events += events;
-        stats.from_lake += events;
-        stats.applied += applied;
-        stats.lake_us = started.elapsed().as_micros() as u64;
-    }
-
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for partition in 0..pipeline.partitions() {
-        let tail = PartitionTail::new(
-            partition,
-            source.from[partition as usize],
-            heads[partition as usize],
-            READ_CHUNK,
-        );
-        let (pipeline, router, shards, due) = (
-            pipeline.clone(),
-            router.clone(),
-            shards.clone(),
-            due.clone(),
-        );
-        tasks.spawn(async move {
-            apply_tail(&*pipeline, tail, &router, &shards, |shard, _| due[shard]).await
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        let tail = joined.map_err(|e| Error::Task(format!("restore task failed: {e}")))??;
-        stats.tail_events += tail.read;
-        stats.events += tail.routed;
-        stats.applied += tail.applied;
-    }
-    stats.tail_us = started.elapsed().as_micros() as u64;
-
-    let restored: BTreeMap<u32, RecoveredShard> = into_shards(shards)
-        .into_iter()
-        .enumerate()
-        .filter(|(shard, _)| due[*shard])
-        .map(|(shard, recovered)| (shard as u32, recovered))
-        .collect();
-    Ok((restored, stats))
+    let replay = ShardReplay::recover(pipeline, router, wanted, dedup_window, lake).await?;
+    let stats = replay.stats;
+    Ok((replay.into_shards(), stats))
 }
 
 /// The lake's committed offsets must be within the pipeline: `from[p] <=

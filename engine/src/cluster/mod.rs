@@ -178,6 +178,14 @@ impl ShardCluster {
             })
             .await
     }
+
+    /// Returns once every request queued on shard `shard` before this call
+    /// has been answered: its group commits are durable or failed. Cluster
+    /// mode: a node that stopped serving a shard waits for this before it
+    /// releases the shard to the next owner.
+    pub async fn quiesce(&self, shard: u32) -> Result<()> {
+        self.shard(shard)?.run(|_, _| ()).await
+    }
 }
 
 /// The shards of a deployment, their routing table and load.

@@ -1,0 +1,298 @@
+//! The new owner's side of a planned handover (the rules are
+//! `floe_cluster::HandoverStage`): warm the shards the leader asks this node to
+//! take over while their old owners still serve, keep them current by reading
+//! the pipeline on, record "ready" in etcd, and at cutover hand the warm state
+//! over after one last catch-up to the high watermark read then.
+//!
+//! Shards asked for together are warmed together (one read of the history for
+//! all of them). A warm state is only a read of the log up to some offsets: it
+//! stays valid whatever happens to the intent, so it is used by whichever grant
+//! of the shard to this node activates first, and dropped once the shard is
+//! neither intended for nor granted to this node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use floe_cluster::{
+    HandoverEvent, HandoverIntent, HandoverStage, Held, NodeRecord, OwnerEpoch, ShardId,
+};
+use floe_emitter::replay::ShardReplay;
+use floe_emitter::sink::Lake;
+use floe_engine::{Pipeline, RecoveredShard, Router};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// How often a warm state reads the pipeline on: the cutover then reads at
+/// most this much of the tail.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// The pause before a failed warm-up starts over.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What a warm-up reads from.
+#[derive(Clone)]
+pub(crate) struct Sources {
+    pub(crate) pipeline: Arc<dyn Pipeline>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) lake: Option<Lake>,
+    pub(crate) dedup_window: usize,
+}
+
+/// Shards warmed together: one replay, one task reading on.
+struct Group {
+    replay: tokio::sync::Mutex<Option<ShardReplay>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+struct Entry {
+    stage: HandoverStage,
+    group: Arc<Group>,
+    /// The grant epoch the ready record was written for.
+    ready_for: Option<OwnerEpoch>,
+}
+
+/// The warm-ups of this node.
+#[derive(Default)]
+pub(crate) struct Warmer {
+    entries: Arc<Mutex<BTreeMap<ShardId, Entry>>>,
+    /// Woken when a warm-up finishes (the restore loop records it in etcd).
+    warmed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Warmer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stages: BTreeMap<ShardId, HandoverStage> =
+            self.lock().iter().map(|(s, e)| (*s, e.stage)).collect();
+        f.debug_struct("Warmer").field("stages", &stages).finish()
+    }
+}
+
+impl Warmer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ShardId, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes when a warm-up has finished.
+    pub(crate) fn warmed(&self) -> Arc<Notify> {
+        self.warmed.clone()
+    }
+
+    /// Follows the leader's intents and this node's grants: starts warming
+    /// the shards newly asked of `me`, notes grants, drops warm states no
+    /// intent or grant needs. Returns the intents (to `me`, current) whose
+    /// shard is warm and not yet recorded as ready for that epoch.
+    pub(crate) fn sync(
+        &self,
+        me: &NodeRecord,
+        intents: &BTreeMap<ShardId, HandoverIntent>,
+        held: &BTreeMap<ShardId, Held>,
+        sources: &Sources,
+    ) -> Vec<HandoverIntent> {
+        let mine: BTreeMap<ShardId, &HandoverIntent> = intents
+            .iter()
+            .filter(|(_, i)| i.to_node == me.node_id && i.to_lease == me.lease_id)
+            .map(|(s, i)| (*s, i))
+            .collect();
+        let mut entries = self.lock();
+        // Warm states nobody needs any more.
+        entries.retain(|shard, entry| {
+            let needed = mine.contains_key(shard) || held.contains_key(shard);
+            if !needed {
+                entry.stage = entry
+                    .stage
+                    .on(HandoverEvent::Withdrawn)
+                    .unwrap_or(HandoverStage::Abandoned);
+                tracing::info!(shard, "handover withdrawn; dropping the warm state");
+            }
+            needed
+        });
+        for (shard, h) in held {
+            if let Some(entry) = entries.get_mut(shard)
+                && !matches!(entry.stage, HandoverStage::Granted { epoch, .. } if epoch == h.grant.epoch)
+            {
+                match entry.stage.on(HandoverEvent::Granted(h.grant.epoch)) {
+                    Ok(next) => entry.stage = next,
+                    Err(e) => tracing::debug!(shard, error = %e, "ignoring a grant"),
+                }
+            }
+        }
+        // Shards asked of this node that are not warming yet (and not already
+        // served here: a grant to this node that is active needs no warm-up).
+        let fresh: BTreeSet<ShardId> = mine
+            .keys()
+            .filter(|s| !entries.contains_key(*s) && !held.get(*s).is_some_and(|h| h.active))
+            .copied()
+            .collect();
+        if !fresh.is_empty() {
+            let group = Arc::new(Group {
+                replay: tokio::sync::Mutex::new(None),
+                task: Mutex::new(None),
+            });
+            for shard in &fresh {
+                entries.insert(
+                    *shard,
+                    Entry {
+                        stage: HandoverStage::Warming,
+                        group: group.clone(),
+                        ready_for: None,
+                    },
+                );
+            }
+            tracing::info!(shards = ?fresh, "warming shards up while their owners serve");
+            let task = tokio::spawn(warm(
+                Arc::downgrade(&group),
+                fresh,
+                self.entries.clone(),
+                self.warmed.clone(),
+                sources.clone(),
+            ));
+            *group.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
+        mine.iter()
+            .filter(|(shard, intent)| {
+                entries.get(*shard).is_some_and(|e| {
+                    e.stage.keeps_warm_state() && e.ready_for != Some(intent.from_epoch)
+                })
+            })
+            .map(|(_, intent)| (*intent).clone())
+            .collect()
+    }
+
+    /// Notes that the ready record of `intent` is written.
+    pub(crate) fn recorded(&self, intent: &HandoverIntent) {
+        if let Some(entry) = self.lock().get_mut(&intent.shard) {
+            entry.ready_for = Some(intent.from_epoch);
+        }
+    }
+
+    /// The grant of `shard` at `epoch` became active here (the old owner let
+    /// go): reads the rest of the tail to the high watermark read now and
+    /// hands the state over. `None` when the shard has no warm state (the
+    /// caller restores it in full).
+    pub(crate) async fn take(
+        &self,
+        shard: ShardId,
+        epoch: OwnerEpoch,
+        sources: &Sources,
+    ) -> Option<Result<RecoveredShard>> {
+        let group = {
+            let mut entries = self.lock();
+            let entry = entries.get_mut(&shard)?;
+            if !entry.stage.keeps_warm_state() {
+                // Not warm (yet): the caller restores in full, and this warm-up is of
+                // no use any more.
+                entries.remove(&shard);
+                return None;
+            }
+            // Granted first if the grant was not noted yet.
+            if !matches!(entry.stage, HandoverStage::Granted { .. }) {
+                entry.stage = entry.stage.on(HandoverEvent::Granted(epoch)).ok()?;
+            }
+            entry.stage = entry.stage.on(HandoverEvent::LetGo).ok()?;
+            entry.group.clone()
+        };
+        let started = std::time::Instant::now();
+        let mut replay = group.replay.lock().await;
+        let locked_ms = started.elapsed().as_millis() as u64;
+        let result = match replay.as_mut() {
+            None => None,
+            Some(replay) => Some(match replay.catch_up(&sources.pipeline).await {
+                Ok(read) => {
+                    tracing::debug!(
+                        shard,
+                        locked_ms,
+                        read,
+                        catch_up_ms = started.elapsed().as_millis() as u64,
+                        "caught a warm shard up"
+                    );
+                    replay.take(shard).ok_or(Error::WarmShardMissing { shard })
+                }
+                Err(e) => Err(Error::from(e)),
+            }),
+        };
+        drop(replay);
+        // Served from here on, or (on failure) restored in full by the caller:
+        // either way this shard's warm state is of no use any more.
+        self.lock().remove(&shard);
+        result
+    }
+}
+
+/// Warms `shards` up, then reads on every [`FOLLOW_INTERVAL`] while the group
+/// lives; starts over after a failure.
+async fn warm(
+    group: std::sync::Weak<Group>,
+    shards: BTreeSet<ShardId>,
+    entries: Arc<Mutex<BTreeMap<ShardId, Entry>>>,
+    warmed: Arc<Notify>,
+    sources: Sources,
+) {
+    let mark = |event: HandoverEvent| {
+        let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
+        for shard in &shards {
+            if let Some(entry) = entries.get_mut(shard)
+                && let Ok(next) = entry.stage.on(event)
+            {
+                entry.stage = next;
+            }
+        }
+    };
+    loop {
+        let started = std::time::Instant::now();
+        let recovered = ShardReplay::recover(
+            sources.pipeline.clone(),
+            sources.router.clone(),
+            &shards.iter().copied().collect::<Vec<_>>(),
+            sources.dedup_window,
+            sources.lake.as_ref(),
+        )
+        .await;
+        let Some(strong) = group.upgrade() else {
+            return;
+        };
+        match recovered {
+            Ok(replay) => {
+                tracing::info!(
+                    shards = ?shards,
+                    events = replay.stats.events,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "warmed shards up; following the pipeline until the cutover"
+                );
+                *strong.replay.lock().await = Some(replay);
+                mark(HandoverEvent::WarmedUp);
+                warmed.notify_one();
+                drop(strong);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(shards = ?shards, error = %e, "warming shards up failed; retrying");
+                mark(HandoverEvent::Failed);
+                drop(strong);
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let Some(strong) = group.upgrade() else {
+            return;
+        };
+        let mut replay = strong.replay.lock().await;
+        if let Some(r) = replay.as_mut()
+            && let Err(e) = r.catch_up(&sources.pipeline).await
+        {
+            // The positions are unchanged: the next round reads the same again.
+            tracing::debug!(error = %e, "reading on for a warm shard failed");
+        }
+    }
+}
