@@ -7,13 +7,18 @@
 //! SIGKILLs a node, measures how long until every shard it owned acknowledges
 //! a write again (probes write to each of those shards without pause from
 //! the kill on), restarts the node and waits until the cluster is balanced
-//! and every shard serves. Last, it reads back every acknowledged write.
+//! and every shard serves. The restarted node joins with planned handovers
+//! (it warms its share up while the survivors serve), so each restart also
+//! measures the write pause of a join: one writer per shard writes without
+//! pause from the restart until the cluster is balanced, and the latency of
+//! each write on a shard that moved is its pause. Last, it reads back every
+//! acknowledged write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -101,6 +106,9 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     // Kills.
     let mut took = Vec::with_capacity(args.kills);
     let mut regrants = Vec::with_capacity(args.kills);
+    // Latencies of the writes on shards that moved to a joining node, and
+    // of those on shards that stayed, over every join.
+    let (mut join_moved, mut join_stayed) = (Vec::new(), Vec::new());
     for k in 0..args.kills {
         let victim = k % args.nodes;
         let grants = bench.grants().await?;
@@ -149,10 +157,39 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         );
         took.push(worst);
         regrants.push(regrant);
+
+        // The join: the killed node comes back and takes its share.
+        let before = bench.grants().await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = steady_writers(&survivor, &shard_keys, &oracle, &stop);
         nodes[victim] = bench.spawn(victim).await?;
         bench
             .wait_balanced(&survivor, Duration::from_secs(120))
             .await?;
+        // The last moved shard's first writes after its cutover.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Release);
+        let after = bench.grants().await?;
+        let moved: BTreeSet<u32> = after
+            .iter()
+            .filter(|(s, node)| before.get(s) != Some(node))
+            .map(|(s, _)| *s)
+            .collect();
+        let mut worst = Duration::ZERO;
+        for (shard, latencies) in writers.await? {
+            if moved.contains(&shard) {
+                worst = worst.max(latencies.iter().copied().max().unwrap_or_default());
+                join_moved.extend(latencies);
+            } else {
+                join_stayed.extend(latencies);
+            }
+        }
+        println!(
+            "join {:>2}: {} took shards {moved:?} back; longest write on them {:.0} ms",
+            k + 1,
+            bench.node_id(victim),
+            worst.as_secs_f64() * 1000.0
+        );
     }
 
     // Read back every acknowledged write.
@@ -187,6 +224,13 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
     took.sort();
     regrants.sort();
+    join_moved.sort();
+    join_stayed.sort();
+    let ms = |sorted: &[Duration], p: f64| {
+        sorted
+            .get(((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     let pct = |p: f64| took[((took.len() as f64 * p).ceil() as usize).clamp(1, took.len()) - 1];
     let rpct = |p: f64| {
         regrants[((regrants.len() as f64 * p).ceil() as usize).clamp(1, regrants.len()) - 1]
@@ -197,10 +241,20 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         rpct(0.99).as_secs_f64()
     );
     println!(
-        "failover p50 {:.1} s p99 {:.1} s over {} kills, lost {} acknowledged writes ({} nodes, {} shards, {} entities, lease TTL {} s)",
+        "joins: writes on the shards that stayed: p50 {:.0} ms p99 {:.0} ms over {} writes",
+        ms(&join_stayed, 0.50),
+        ms(&join_stayed, 0.99),
+        join_stayed.len()
+    );
+    println!(
+        "failover p50 {:.1} s p99 {:.1} s over {} kills, join write pause p50 {:.0} ms p99 {:.0} ms max {:.0} ms over {} writes on moved shards, lost {} acknowledged writes ({} nodes, {} shards, {} entities, lease TTL {} s)",
         pct(0.50).as_secs_f64(),
         pct(0.99).as_secs_f64(),
         took.len(),
+        ms(&join_moved, 0.50),
+        ms(&join_moved, 0.99),
+        ms(&join_moved, 1.0),
+        join_moved.len(),
         lost.load(Ordering::Relaxed),
         args.nodes,
         args.shards,
@@ -286,6 +340,44 @@ async fn probe(client: &Client, key: &str, oracle: &Oracle, round: u64) -> anyho
         .await
         .insert(key.to_string(), (ack.version, data));
     Ok(())
+}
+
+/// One writer per shard, each writing its shard's probe key again as soon
+/// as the last write is acknowledged, until `stop`; yields each shard's
+/// write latencies (sent to acknowledged, retries included).
+fn steady_writers(
+    client: &Client,
+    shard_keys: &BTreeMap<u32, String>,
+    oracle: &Oracle,
+    stop: &Arc<AtomicBool>,
+) -> impl std::future::Future<Output = anyhow::Result<Vec<(u32, Vec<Duration>)>>> + use<> {
+    let tasks: Vec<_> = shard_keys
+        .iter()
+        .map(|(&shard, key)| {
+            let (client, key, oracle, stop) =
+                (client.clone(), key.clone(), oracle.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    n += 1;
+                    let data = json!({ "steady": n });
+                    let sent = Instant::now();
+                    let ack = put(&client, entity_key(&key), data.clone()).await?;
+                    latencies.push(sent.elapsed());
+                    oracle.lock().await.insert(key.clone(), (ack.version, data));
+                }
+                anyhow::Ok((shard, latencies))
+            })
+        })
+        .collect();
+    async move {
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            out.push(task.await??);
+        }
+        Ok(out)
+    }
 }
 
 /// The processes' shared settings.

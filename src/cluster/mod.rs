@@ -66,6 +66,7 @@ impl ClusterNode {
             ownership: ownership.clone(),
             nodes: nodes.clone(),
             restored: Mutex::new(BTreeMap::new()),
+            served: Arc::new(tokio::sync::Notify::new()),
         });
         Ok(ClusterNode {
             member,
@@ -135,6 +136,13 @@ impl ClusterNode {
     /// of the cluster until it restarts (so it forwards nothing either).
     pub fn lease_lost(&self) -> bool {
         self.member.lease().state() == floe_cluster::LeaseState::Lost
+    }
+
+    /// Woken each time a shard starts serving on this node (restored under
+    /// its grant). A waiter registers (`notified().enable()`) before it
+    /// checks, so a shard served in between is not missed.
+    pub fn shard_served(&self) -> Arc<tokio::sync::Notify> {
+        self.gate.served.clone()
     }
 
     /// The gate every shard worker of this node asks.
@@ -321,6 +329,9 @@ struct Gate {
     nodes: Arc<NodeWatch>,
     /// Shard -> the epoch of the grant it was last restored under.
     restored: Mutex<BTreeMap<u32, OwnerEpoch>>,
+    /// Woken each time a shard starts serving here: calls waiting for a
+    /// shard this node is taking over try again at once.
+    served: Arc<tokio::sync::Notify>,
 }
 
 impl Gate {
@@ -336,6 +347,7 @@ impl Gate {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(shard, epoch);
+        self.served.notify_waiters();
     }
 
     /// A shard no longer held must be restored again if it comes back.

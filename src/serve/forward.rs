@@ -258,6 +258,14 @@ impl Call {
 /// Serves `call` by `local` (one attempt here, callable again), or, while
 /// this node answers `not_owner`, at the owner its refusal names, until
 /// `cluster.forward_timeout_ms`.
+///
+/// While this node is itself taking the shard over (its refusal names this
+/// node), the call waits here and is tried again as soon as a shard starts
+/// serving on this node, not after a backoff step: a planned handover's
+/// pause is then what the cutover takes, not that rounded up to the next
+/// retry. A call forwarded by another node waits so too (up to
+/// [`HOLD_FORWARDED`]), and is otherwise answered at once: the forwarding
+/// node does the retrying, and a forwarded call is never forwarded again.
 pub(super) async fn serve<R, F, Fut>(
     state: &AppState,
     call: &Call,
@@ -269,12 +277,30 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<R, ApiError>>,
 {
-    let Some(forwarder) = call.forwarder(state) else {
+    let Some(forwarder) = state.forwarder.as_ref() else {
         return local().await.map(IntoResponse::into_response);
+    };
+    if call.forwarded {
+        state.metrics.count_forward("received");
+    }
+    let served = state
+        .floe()
+        .ok()
+        .and_then(|floe| floe.cluster_node())
+        .map(|node| node.shard_served());
+    let timeout = if call.forwarded {
+        HOLD_FORWARDED.min(forwarder.timeout)
+    } else {
+        forwarder.timeout
     };
     let started = Instant::now();
     let mut attempt = 0u32;
     loop {
+        let shard_served = served.as_ref().map(|s| s.notified());
+        tokio::pin!(shard_served);
+        if let Some(notified) = shard_served.as_mut().as_pin_mut() {
+            notified.enable();
+        }
         let refused = match local().await {
             Ok(answer) => return Ok(answer.into_response()),
             Err(e) if e.code == "not_owner" => e,
@@ -285,8 +311,10 @@ where
         if lease_lost(state) {
             return Err(refused);
         }
-        let remaining = forwarder.timeout.saturating_sub(started.elapsed());
+        let taking_over = matches!(&refused.owner, Some((owner, _)) if *owner == forwarder.node_id);
+        let remaining = timeout.saturating_sub(started.elapsed());
         let why = match &refused.owner {
+            _ if call.forwarded && !taking_over => return Err(refused),
             Some((owner, Some(addr))) if *owner != forwarder.node_id => {
                 match forwarder
                     .send(state, owner, addr, call, body, remaining)
@@ -300,13 +328,26 @@ where
             _ => refused.message.clone(),
         };
         let delay = forward_backoff(attempt);
-        if started.elapsed() + delay >= forwarder.timeout {
+        if started.elapsed() + delay >= timeout {
+            if call.forwarded {
+                return Err(refused);
+            }
             return Err(forwarder.gave_up(state, &why));
         }
-        tokio::time::sleep(delay).await;
+        match shard_served.as_pin_mut() {
+            Some(notified) if taking_over => {
+                let _ = tokio::time::timeout(delay, notified).await;
+            }
+            _ => tokio::time::sleep(delay).await,
+        }
         attempt += 1;
     }
 }
+
+/// How long a call forwarded to this node waits for a shard this node is
+/// taking over: well under the forwarding node's own deadline, so that it
+/// can still try elsewhere if the grant moves on.
+const HOLD_FORWARDED: Duration = Duration::from_secs(2);
 
 /// Whether this node has lost its cluster membership (see `ClusterNode::lease_lost`).
 fn lease_lost(state: &AppState) -> bool {
