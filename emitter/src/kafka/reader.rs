@@ -96,6 +96,8 @@ struct Reader {
     /// The next offset the (paused) assignment delivers; `None` when nothing
     /// is assigned.
     next: Option<Offset>,
+    /// Fetching is paused ([`Reader::park`]): the reader stopped at the end.
+    parked: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -113,6 +115,7 @@ impl Reader {
         Ok(Reader {
             consumer,
             next: None,
+            parked: false,
         })
     }
 
@@ -194,20 +197,27 @@ impl Reader {
         Ok((records, next >= high))
     }
 
-    /// Makes the assignment deliver `from` next. Always assigns anew (after
-    /// resuming, for a reader parked at the end): a resume alone leaves the
-    /// partition's fetcher asleep until librdkafka's next one-second wakeup,
-    /// which made every read of a few new records take ~1.1 s (a warm
-    /// shard's cutover, a restore's tail); an assignment starts the fetch at
-    /// once.
+    /// Makes the assignment deliver `from` next. A reader that goes on
+    /// where it stopped, still fetching, keeps its assignment (and what it
+    /// prefetched). Any other is assigned anew, after a resume if it was
+    /// parked: a resume alone left the partition's fetcher asleep until
+    /// librdkafka's next one-second wakeup, so every read of a few new
+    /// records took ~1.1 s (a warm shard's cutover, a restore's tail); an
+    /// assignment starts the fetch at once.
     fn position(&mut self, options: &KafkaOptions, partition: u32, from: Offset) -> Result<()> {
+        if !self.parked && self.next == Some(from) {
+            return Ok(());
+        }
         let topic = &options.topic;
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(topic, partition as i32, KafkaOffset::Offset(from as i64))
             .map_err(|e| kafka_error("building an assignment", e))?;
-        self.consumer
-            .resume(&list)
-            .map_err(|e| kafka_error(format!("resuming {topic}/{partition}"), e))?;
+        if self.parked {
+            self.consumer
+                .resume(&list)
+                .map_err(|e| kafka_error(format!("resuming {topic}/{partition}"), e))?;
+            self.parked = false;
+        }
         self.consumer
             .assign(&list)
             .map_err(|e| kafka_error(format!("assigning {topic}/{partition} at {from}"), e))?;
@@ -216,14 +226,16 @@ impl Reader {
     }
 
     /// Pauses fetching until the next read.
-    fn park(&self, options: &KafkaOptions, partition: u32) -> Result<()> {
-        if self.next.is_none() {
+    fn park(&mut self, options: &KafkaOptions, partition: u32) -> Result<()> {
+        if self.next.is_none() || self.parked {
             return Ok(());
         }
         let mut list = TopicPartitionList::new();
         list.add_partition(&options.topic, partition as i32);
         self.consumer
             .pause(&list)
-            .map_err(|e| kafka_error("pausing a reader", e))
+            .map_err(|e| kafka_error("pausing a reader", e))?;
+        self.parked = true;
+        Ok(())
     }
 }
