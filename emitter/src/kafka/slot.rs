@@ -146,3 +146,55 @@ impl ProducerSlot {
             .map(|(producer, _)| producer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No broker is needed: creating a producer and enqueueing a record do
+    /// not connect (the record would wait in librdkafka's queue).
+    fn options() -> KafkaOptions {
+        KafkaOptions::new("127.0.0.1:1", "t", 1)
+    }
+
+    fn record(value: &Vec<u8>) -> FutureRecord<'_, [u8], Vec<u8>> {
+        FutureRecord::to("t")
+            .key(&b"k"[..])
+            .payload(value)
+            .partition(0)
+    }
+
+    #[test]
+    fn a_retired_generation_sends_nothing_and_a_stale_retirement_changes_nothing() {
+        let options = options();
+        let slot = ProducerSlot::new(options.producer_config().create().unwrap());
+        let value = b"v".to_vec();
+        let (_, first) = slot.current().unwrap();
+        assert!(matches!(
+            slot.send(first, record(&value)),
+            Sent::Enqueued(_)
+        ));
+        assert!(!slot.is_fatal(first));
+
+        slot.retire(&options, first, "records timed out").unwrap();
+        let (_, second) = slot.current().unwrap();
+        assert_ne!(first, second);
+        // A round that began on the retired producer sends nothing more.
+        assert!(matches!(slot.send(first, record(&value)), Sent::Retired));
+        assert!(matches!(
+            slot.send(second, record(&value)),
+            Sent::Enqueued(_)
+        ));
+
+        // Two appends failing on the same producer replace it once.
+        slot.retire(&options, first, "records timed out").unwrap();
+        assert_eq!(slot.current().unwrap().1, second);
+
+        // Closed: nothing is sent and nothing is replaced.
+        assert!(slot.take().is_some());
+        assert!(matches!(slot.current(), Err(Error::Closed)));
+        assert!(matches!(slot.send(second, record(&value)), Sent::Retired));
+        slot.retire(&options, second, "records timed out").unwrap();
+        assert!(matches!(slot.current(), Err(Error::Closed)));
+    }
+}
