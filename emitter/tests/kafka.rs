@@ -144,3 +144,125 @@ async fn reading_on_from_the_end_returns_new_records_without_a_fetch_delay() {
         "reading 30 new records over {PARTITIONS} partitions took up to {slowest:?}"
     );
 }
+
+/// Cluster mode's producer settings (records time out after 1 s, `append`
+/// does not re-send) through a broker killed under load and restarted on
+/// its data 3 s later. Records time out during the outage, and librdkafka
+/// bumps the epoch of such a producer locally; tansu 0.6's storage panics on
+/// the first record carrying that epoch and answers nothing from then on.
+/// The pipeline replaces a producer whose records timed out, so after the
+/// restart appends succeed again, and every acknowledged record reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_succeed_again_after_the_broker_restarts_under_load_with_a_short_message_timeout() {
+    use floe_emitter::conformance::sample_event;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const PARTITIONS: u32 = 4;
+    let mut broker = broker();
+    let mut options = KafkaOptions::new(broker.bootstrap(), topic(), PARTITIONS)
+        .property("message.timeout.ms", "1000");
+    options.append_retry = Duration::ZERO;
+    options.request_timeout = Duration::from_secs(5);
+    let pipeline = Arc::new(KafkaPipeline::open(options).await.unwrap());
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(u32, u64, String)>::new()));
+    let (stop, seq, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (pipeline, acked, stop, seq, failed) = (
+            pipeline.clone(),
+            acked.clone(),
+            stop.clone(),
+            seq.clone(),
+            failed.clone(),
+        );
+        writers.spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let event = sample_event(n, n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let partition = floe_engine::partition_for(event.key_hash, PARTITIONS);
+                match pipeline.append(std::slice::from_ref(&event)).await {
+                    Ok(offsets) => acked.lock().unwrap().push((
+                        partition,
+                        offsets[0],
+                        event.idempotency_key.clone(),
+                    )),
+                    Err(e) => {
+                        assert!(e.is_retryable(), "a broker outage is retryable: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+    }
+    let count = |acked: &std::sync::Mutex<Vec<(u32, u64, String)>>| acked.lock().unwrap().len();
+    while count(&acked) < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker = tokio::task::spawn_blocking(move || {
+        broker.kill().expect("kill the broker");
+        std::thread::sleep(Duration::from_secs(3));
+        broker.restart().expect("restart the broker");
+        broker
+    })
+    .await
+    .unwrap();
+    let restarted = count(&acked);
+    let failed_in_outage = failed.load(Ordering::Relaxed);
+    assert!(
+        failed_in_outage > 0,
+        "appends failed while the broker was down"
+    );
+    // After the restart the writers go on: 200 more acknowledgements, soon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    while count(&acked) < restarted + 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} appends acknowledged within 45 s of the broker's restart ({} failed)\nbroker log:\n{}",
+            count(&acked) - restarted,
+            failed.load(Ordering::Relaxed) - failed_in_outage,
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Release);
+    while let Some(joined) = writers.join_next().await {
+        joined.expect("writer");
+    }
+    // Every acknowledged record is where its offset says.
+    let mut stored = HashSet::new();
+    for partition in 0..PARTITIONS {
+        let head = pipeline.high_watermark(partition).await.unwrap();
+        let mut next = 0;
+        while next < head {
+            let records = pipeline
+                .read(partition, next, 8192, Duration::ZERO)
+                .await
+                .unwrap();
+            next = records.last().map_or(head, |r| r.offset + 1);
+            stored.extend(
+                records
+                    .into_iter()
+                    .map(|r| (partition, r.offset, r.event.idempotency_key)),
+            );
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    for record in &acked {
+        assert!(
+            stored.contains(record),
+            "acknowledged {record:?} not read back"
+        );
+    }
+    eprintln!(
+        "broker restart: {restarted} acked before, {} after, {failed_in_outage} failed during the outage",
+        acked.len() - restarted
+    );
+    pipeline.close().await.unwrap();
+}

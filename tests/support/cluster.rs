@@ -143,6 +143,22 @@ impl Harness {
     }
 }
 
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // The nodes' output is printed as they drop (`Node`); the broker's
+        // tells whether it answered them.
+        if std::thread::panicking() {
+            let kept = std::env::temp_dir().join(format!("{}-broker.log", self.topic));
+            let _ = std::fs::copy(self.broker.dir().join("broker.log"), &kept);
+            eprintln!(
+                "----- the broker's log (its end; all of it in {}) -----\n{}\n----- end of the broker's log -----",
+                kept.display(),
+                self.broker.log()
+            );
+        }
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -291,6 +307,16 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A failing test shows what every node said: the harness keeps the
+        // output, and a panic is the only moment anyone can look at it.
+        if std::thread::panicking() {
+            eprintln!(
+                "----- output of node {} -----\n{}----- end of node {} -----",
+                self.id,
+                self.output(),
+                self.id
+            );
+        }
         if let Some(mut child) = self.child.take() {
             // A paused process must be resumed to die of SIGKILL promptly.
             let _ = Command::new("kill")

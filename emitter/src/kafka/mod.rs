@@ -16,7 +16,10 @@
 //!   `message.timeout.ms`; records that still fail with a retryable error
 //!   (a broker shutting down answers "unknown server error") are re-sent by
 //!   `append` itself for up to `append_retry`, and only then does the append
-//!   fail, with a retryable error.
+//!   fail, with a retryable error. A producer whose records timed out, or
+//!   that librdkafka made fatal, is replaced by a new one (`slot.rs`: the
+//!   local epoch bump that follows a timeout kills tansu 0.6, and a fatal
+//!   producer would fail every later append).
 //! - **Reads** (see `reader.rs`): assigned consumers, no group commits,
 //!   watermarks from `ListOffsets`.
 //! - **Retention**: `delete_before` is Kafka's `DeleteRecords` (unless
@@ -32,15 +35,16 @@ mod errors;
 mod options;
 mod produce;
 mod reader;
+mod slot;
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use floe_engine::{Event, Offset, Pipeline, Record};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 
 use self::admin::Admin;
 pub use self::broker::{BrokerError, TansuBroker};
@@ -48,6 +52,7 @@ pub use self::codec::{HEADER_IDEMPOTENCY_KEY, HEADER_KIND, HEADER_VERSION};
 use self::errors::kafka_error;
 pub use self::options::KafkaOptions;
 use self::reader::{ReadRequest, Readers};
+use self::slot::ProducerSlot;
 use crate::error::{Error, Result};
 
 /// floe's [`Pipeline`] on a Kafka topic. See the module documentation for
@@ -62,8 +67,9 @@ pub struct KafkaPipeline {
 
 struct Shared {
     options: KafkaOptions,
-    /// Taken out (flushed and dropped) by `close`.
-    producer: RwLock<Option<FutureProducer>>,
+    /// The producer (replaced when its records time out or it becomes
+    /// fatal, `slot.rs`); taken out (flushed and dropped) by `close`.
+    producer: ProducerSlot,
     admin: Admin,
     readers: Readers,
     closed: AtomicBool,
@@ -79,7 +85,7 @@ impl KafkaPipeline {
             .create()
             .map_err(|e| kafka_error("creating the Kafka admin client", e))?;
         admin::ensure_topic(&admin, &options).await?;
-        let producer: FutureProducer = options
+        let producer = options
             .producer_config()
             .create()
             .map_err(|e| kafka_error("creating the Kafka producer", e))?;
@@ -87,7 +93,7 @@ impl KafkaPipeline {
             shared: Arc::new(Shared {
                 readers: Readers::new(options.partitions),
                 options,
-                producer: RwLock::new(Some(producer)),
+                producer: ProducerSlot::new(producer),
                 admin,
                 closed: AtomicBool::new(false),
             }),
@@ -114,7 +120,7 @@ impl KafkaPipeline {
             return Ok(Vec::new());
         }
         produce::Batch::encode(events)?
-            .send(&self.shared.options, || self.producer())
+            .send(&self.shared.options, &self.shared.producer)
             .await
     }
 
@@ -173,12 +179,7 @@ impl KafkaPipeline {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let producer = self
-            .shared
-            .producer
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let producer = self.shared.producer.take();
         let shared = Arc::clone(&self.shared);
         blocking(move || {
             shared.readers.clear();
@@ -211,16 +212,11 @@ impl KafkaPipeline {
         .await
     }
 
-    fn producer(&self) -> Result<FutureProducer> {
+    fn producer(&self) -> Result<rdkafka::producer::FutureProducer> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        self.shared
-            .producer
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(Error::Closed)
+        Ok(self.shared.producer.current()?.0)
     }
 
     fn check_partition(&self, partition: u32) -> Result<()> {
