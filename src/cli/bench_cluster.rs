@@ -74,8 +74,13 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         "cluster: {} nodes, {} shards, {} partitions, {} entities, {} kills, lease TTL {} s",
         args.nodes, args.shards, args.partitions, args.entities, args.kills, args.lease_ttl_secs
     );
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let dir = tempfile::Builder::new()
+        .prefix("floe-bench-cluster-")
+        .disable_cleanup(args.keep_dir)
+        .tempdir()
+        .context("creating a temporary directory")?;
     if args.keep_dir {
+        // Kept also when the run fails: its node logs say why.
         println!("run directory (kept): {}", dir.path().display());
     }
     let etcd = EtcdServer::start().await.context("starting etcd")?;
@@ -223,10 +228,6 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         r.await??;
     }
     drop(nodes);
-    if args.keep_dir {
-        let kept = dir.keep();
-        println!("run directory kept: {}", kept.display());
-    }
     took.sort();
     regrants.sort();
     join_moved.sort();
