@@ -131,7 +131,7 @@ impl ClusterNode {
     /// shard and has released every one it held (so their new owners warmed
     /// up while it served), at most `cluster.drain_timeout_ms`. A node alone
     /// in the cluster, or one etcd cannot be reached for, leaves at once.
-    pub(crate) async fn drain_before_leaving(&self) {
+    pub async fn drain_before_leaving(&self) {
         let timeout = self.config().drain_timeout();
         let started = Instant::now();
         let me = self.record().node_id.clone();
