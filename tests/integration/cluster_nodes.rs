@@ -283,6 +283,25 @@ async fn a_joining_node_takes_its_share_with_a_short_write_pause_on_the_moved_sh
     assert_clean(&[&n1, &n2, &n3]);
 }
 
+/// `METHOD /api/v1/cluster/nodes/{target}/drain` sent to `node`.
+async fn drain_route(
+    caller: &Caller,
+    method: Method,
+    node: &Node,
+    target: &str,
+) -> cluster::Answer {
+    caller
+        .once(
+            method,
+            &node.addr(),
+            &format!("/api/v1/cluster/nodes/{target}/drain"),
+            None,
+            None,
+        )
+        .await
+        .unwrap()
+}
+
 /// `floe cluster drain NODE` with n1's configuration.
 fn drain_cli(harness: &Harness, node: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
@@ -338,56 +357,20 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
     // `floe cluster status` shows n2 draining with nothing; the HTTP route
     // answers the same, and refuses the last node that is not draining.
     let caller = Caller::new();
-    let answer = caller
-        .once(
-            Method::GET,
-            &nodes[0].addr(),
-            "/api/v1/cluster/nodes/n2/drain",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let answer = drain_route(&caller, Method::GET, &nodes[0], "n2").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["drained"], true, "{}", answer.body);
-    let answer = caller
-        .once(
-            Method::POST,
-            &nodes[0].addr(),
-            "/api/v1/cluster/nodes/n9/drain",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let answer = drain_route(&caller, Method::POST, &nodes[0], "n9").await;
     assert_eq!(answer.status, 404, "{}", answer.body);
     assert_eq!(
         answer.body["error"]["code"], "unknown_node",
         "{}",
         answer.body
     );
-    let answer = caller
-        .once(
-            Method::POST,
-            &nodes[0].addr(),
-            "/api/v1/cluster/nodes/n1/drain",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let answer = drain_route(&caller, Method::POST, &nodes[0], "n1").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["draining"], true, "{}", answer.body);
-    let answer = caller
-        .once(
-            Method::POST,
-            &nodes[2].addr(),
-            "/api/v1/cluster/nodes/n3/drain",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let answer = drain_route(&caller, Method::POST, &nodes[2], "n3").await;
     assert_eq!(answer.status, 409, "{}", answer.body);
     assert_eq!(
         answer.body["error"]["code"], "last_live_node",
@@ -404,16 +387,7 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
         assert!(Instant::now() < until, "n1 never drained: {owners:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let answer = caller
-        .once(
-            Method::DELETE,
-            &nodes[0].addr(),
-            "/api/v1/cluster/nodes/n1/drain",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let answer = drain_route(&caller, Method::DELETE, &nodes[0], "n1").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let after = balanced(&harness, &[&nodes[0], &nodes[2]], Duration::from_secs(60)).await;
     assert!(after.values().all(|o| o != "n2"), "{after:?}");
