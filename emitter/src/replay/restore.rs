@@ -186,13 +186,17 @@ impl ShardReplay {
 
     /// Reads each partition `p` from its position up to `ends[p]`.
     async fn read_to(&mut self, pipeline: &Arc<dyn Pipeline>, ends: &[Offset]) -> Result<()> {
+        let due: Arc<[bool]> = self.due.clone().into();
         let mut tasks = tokio::task::JoinSet::new();
         for (partition, (&start, &end)) in (0u32..).zip(self.positions.iter().zip(ends)) {
             let end = end.max(start);
             let tail = PartitionTail::new(partition, start, end, READ_CHUNK);
-            let (pipeline, router, shards) =
-                (pipeline.clone(), self.router.clone(), self.shards.clone());
-            let due: Arc<[bool]> = self.due.clone().into();
+            let (pipeline, router, shards, due) = (
+                pipeline.clone(),
+                self.router.clone(),
+                self.shards.clone(),
+                due.clone(),
+            );
             tasks.spawn(async move {
                 let count =
                     apply_tail(&*pipeline, tail, &router, &shards, |shard, _| due[shard]).await?;
