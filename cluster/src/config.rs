@@ -66,6 +66,11 @@ pub struct ClusterConfig {
     /// How long a node stopped with SIGTERM waits for its shards to be handed over
     /// (a drain) before it leaves anyway (then its shards move without warm-up).
     pub drain_timeout_ms: u64,
+    /// Whether a node keeps the shards it would take over if their owner failed
+    /// ([`crate::standbys`]) warm: read from the lake and following the pipeline, so
+    /// a failover reads only the last of the tail instead of restoring. Costs the
+    /// memory of those shards' state on a second node, and their reads.
+    pub warm_standbys: bool,
 }
 
 impl Default for ClusterConfig {
@@ -86,6 +91,7 @@ impl Default for ClusterConfig {
             forward_timeout_ms: 10_000,
             handover_timeout_ms: 30_000,
             drain_timeout_ms: 30_000,
+            warm_standbys: true,
         }
     }
 }

@@ -73,7 +73,7 @@ pub use membership::{
     ClusterMeta, LeaseHandle, Member, NodeRecord, NodeWatch, connect, live_nodes,
 };
 pub use ownership::{Held, OwnershipLease, Refusal, StopBarrier};
-pub use placement::{Assignment, moves, place};
+pub use placement::{Assignment, moves, place, standbys};
 pub use planned::Reconciled;
 pub use routing::{LeaderWatch, NodeRoute, RouteState, RoutingView, ShardRoute, routing_view};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus, status};

@@ -104,6 +104,72 @@ pub fn moves(from: &Assignment, to: &Assignment) -> BTreeSet<ShardId> {
         .collect()
 }
 
+/// The warm standby of every shard: the node the shard goes to if its owner leaves and
+/// nothing else changes, which is what [`place`] answers with that owner gone. A shard
+/// whose owner is not in `nodes` (it just left: its grant has not moved yet) has the node
+/// [`place`] gives it now, so a standby stays one until the grant arrives. A node keeps
+/// its standby shards warm (read from the lake and following the pipeline), so a
+/// failover needs only the last of the tail, not a restore. A shard whose owner is the
+/// only node has none.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use floe_cluster::{Assignment, place, standbys};
+///
+/// let nodes: BTreeSet<String> = ["a".into(), "b".into(), "c".into()].into();
+/// let owners = place(0..6, &nodes, &Assignment::new());
+/// let standby = standbys(0..6, &nodes, &owners);
+/// let mut without_a = nodes.clone();
+/// without_a.remove("a");
+/// let after = place(0..6, &without_a, &owners);
+/// for (shard, owner) in &owners {
+///     assert_ne!(&standby[shard], owner);
+///     if owner == "a" {
+///         assert_eq!(standby[shard], after[shard]);
+///     }
+/// }
+/// ```
+pub fn standbys(
+    shards: impl IntoIterator<Item = ShardId>,
+    nodes: &BTreeSet<String>,
+    current: &Assignment,
+) -> Assignment {
+    let shards: BTreeSet<ShardId> = shards.into_iter().collect();
+    let mut result = Assignment::new();
+    let orphans: Vec<ShardId> = shards
+        .iter()
+        .copied()
+        .filter(|s| !current.get(s).is_some_and(|owner| nodes.contains(owner)))
+        .collect();
+    if !orphans.is_empty() {
+        let now = place(shards.iter().copied(), nodes, current);
+        for shard in orphans {
+            if let Some(node) = now.get(&shard) {
+                result.insert(shard, node.clone());
+            }
+        }
+    }
+    for owner in nodes {
+        let owned: Vec<ShardId> = shards
+            .iter()
+            .copied()
+            .filter(|s| current.get(s) == Some(owner))
+            .collect();
+        if owned.is_empty() {
+            continue;
+        }
+        let mut survivors = nodes.clone();
+        survivors.remove(owner);
+        let after = place(shards.iter().copied(), &survivors, current);
+        for shard in owned {
+            if let Some(node) = after.get(&shard) {
+                result.insert(shard, node.clone());
+            }
+        }
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -128,6 +194,24 @@ mod tests {
         assert_eq!(a.len(), 8);
         assert_eq!(counts(&a, &n), vec![3, 3, 2]);
         assert_eq!(place(0..8, &nodes(&[]), &a), Assignment::new());
+    }
+
+    #[test]
+    fn three_nodes_each_stand_by_for_one_shard_of_each_other_node() {
+        let n = nodes(&["a", "b", "c"]);
+        let owners = place(0..6, &n, &Assignment::new());
+        let standby = standbys(0..6, &n, &owners);
+        assert_eq!(standby.len(), 6);
+        for node in &n {
+            let covered: BTreeSet<&String> = standby
+                .iter()
+                .filter(|(_, s)| *s == node)
+                .map(|(shard, _)| &owners[shard])
+                .collect();
+            assert_eq!(covered.len(), 2, "{node} stands by for both other nodes");
+            assert!(!covered.contains(node));
+        }
+        assert_eq!(standbys(0..6, &nodes(&["a"]), &owners), Assignment::new());
     }
 
     #[test]
@@ -199,6 +283,33 @@ mod tests {
                 .filter(|(s, n)| current.get(s).is_some_and(|o| live.contains(o) && o != *n))
                 .count();
             prop_assert_eq!(moved_from_live, lower_bound);
+        }
+
+        #[test]
+        fn a_standby_is_where_the_shard_goes_when_its_owner_leaves((count, live, current) in scenario()) {
+            let owners = place(0..count, &live, &current);
+            let standby = standbys(0..count, &live, &owners);
+            for (shard, owner) in &owners {
+                let mut survivors = live.clone();
+                survivors.remove(owner);
+                match standby.get(shard) {
+                    None => prop_assert!(survivors.is_empty()),
+                    Some(node) => {
+                        prop_assert_ne!(node, owner);
+                        prop_assert!(survivors.contains(node));
+                        prop_assert_eq!(node, &place(0..count, &survivors, &owners)[shard]);
+                    }
+                }
+            }
+            prop_assert_eq!(&standby, &standbys(0..count, &live, &owners));
+            // A shard whose owner is gone has the node placement gives it now.
+            let raw = standbys(0..count, &live, &current);
+            let now = place(0..count, &live, &current);
+            for shard in 0..count {
+                if !current.get(&shard).is_some_and(|o| live.contains(o)) {
+                    prop_assert_eq!(raw.get(&shard), now.get(&shard));
+                }
+            }
         }
 
         #[test]

@@ -53,6 +53,10 @@ pub(super) struct ClusterArgs {
     /// Concurrent callers of the load.
     #[arg(long, default_value_t = 64)]
     callers: u64,
+    /// Whether the nodes keep warm standbys (`cluster.warm_standbys`): a
+    /// failover then takes a warm state over instead of restoring.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    warm_standbys: bool,
     /// `RUST_LOG` of the nodes (`info` logs each restore's breakdown:
     /// events from the lake and the tail, and the time of each part).
     #[arg(long, default_value = "warn")]
@@ -71,8 +75,14 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         bail!("--nodes must be at least 1, and at least 2 with --kills above 0");
     }
     println!(
-        "cluster: {} nodes, {} shards, {} partitions, {} entities, {} kills, lease TTL {} s",
-        args.nodes, args.shards, args.partitions, args.entities, args.kills, args.lease_ttl_secs
+        "cluster: {} nodes, {} shards, {} partitions, {} entities, {} kills, lease TTL {} s, warm standbys {}",
+        args.nodes,
+        args.shards,
+        args.partitions,
+        args.entities,
+        args.kills,
+        args.lease_ttl_secs,
+        if args.warm_standbys { "on" } else { "off" }
     );
     let dir = tempfile::Builder::new()
         .prefix("floe-bench-cluster-")
@@ -261,7 +271,7 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         join_stayed.len()
     );
     println!(
-        "failover p50 {:.1} s p99 {:.1} s over {} kills, join write pause p50 {:.0} ms p99 {:.0} ms max {:.0} ms over {} writes on moved shards, lost {lost} acknowledged writes ({} nodes, {} shards, {} entities, lease TTL {} s, load {:.0} writes/s)",
+        "failover p50 {:.1} s p99 {:.1} s over {} kills, join write pause p50 {:.0} ms p99 {:.0} ms max {:.0} ms over {} writes on moved shards, lost {lost} acknowledged writes ({} nodes, {} shards, {} entities, lease TTL {} s, warm standbys {}, load {:.0} writes/s)",
         ms(&took, 0.50) / 1000.0,
         ms(&took, 0.99) / 1000.0,
         took.len(),
@@ -273,6 +283,7 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         args.shards,
         args.entities,
         args.lease_ttl_secs,
+        if args.warm_standbys { "on" } else { "off" },
         args.entities as f64 / load_secs
     );
     Ok(())
@@ -444,6 +455,7 @@ impl Bench {
             .map(|(i, port)| {
                 let mut c = etcd.node_config("bench", &format!("n{}", i + 1), *port);
                 c.lease_ttl_secs = args.lease_ttl_secs;
+                c.warm_standbys = args.warm_standbys;
                 c.token = Some(token.clone());
                 c
             })

@@ -44,7 +44,10 @@ impl ClusterNode {
     /// records each warm shard as ready in etcd (the leader then moves it).
     pub(super) async fn follow_handovers(&self, held: &BTreeMap<u32, Held>, sources: &Sources) {
         let intents = self.handovers.current();
-        let ready = self.warmer.sync(self.record(), &intents, held, sources);
+        let standby = self.standby_shards();
+        let ready = self
+            .warmer
+            .sync(self.record(), &intents, held, &standby, sources);
         for intent in ready {
             let written = floe_cluster::record_ready(
                 self.member.client(),

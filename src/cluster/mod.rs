@@ -6,7 +6,7 @@
 //! ownership leases) and `floe-engine` (the [`OwnershipGate`] hook); this
 //! module only connects them to a [`ShardCluster`] and the pipeline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use floe_cluster::{
@@ -130,6 +130,29 @@ impl ClusterNode {
             &serving,
             leader.as_deref(),
         )
+    }
+
+    /// The shards this node stands by for: [`floe_cluster::standbys`] over
+    /// the live nodes and the grants as last seen (no etcd call); none when
+    /// `cluster.warm_standbys` is off. Draining marks are not followed here:
+    /// while a node drains, a standby may be kept warm in vain (the drain's
+    /// own handovers warm what actually moves).
+    pub(crate) fn standby_shards(&self) -> BTreeSet<u32> {
+        if !self.config().warm_standbys {
+            return BTreeSet::new();
+        }
+        let nodes: BTreeSet<String> = self.nodes().into_keys().collect();
+        let current: floe_cluster::Assignment = self
+            .grants()
+            .into_iter()
+            .map(|(shard, grant)| (shard, grant.node_id))
+            .collect();
+        let me = &self.record().node_id;
+        floe_cluster::standbys(current.keys().copied().collect::<Vec<_>>(), &nodes, &current)
+            .into_iter()
+            .filter(|(_, node)| node == me)
+            .map(|(shard, _)| shard)
+            .collect()
     }
 
     /// Whether this node's lease is gone from etcd: it owns nothing and is out

@@ -2,7 +2,10 @@
 //! `floe_cluster::HandoverStage`): warm the shards the leader asks this node to
 //! take over while their old owners still serve, keep them current by reading
 //! the pipeline on, record "ready" in etcd, and at cutover hand the warm state
-//! over after one last catch-up to the high watermark read then.
+//! over after one last catch-up to the high watermark read then. Warm standbys
+//! go the same way without an intent: the shards this node would be granted if
+//! their owner failed are kept warm, and a failover's grant takes the warm
+//! state like a cutover does.
 //!
 //! Shards asked for together are warmed together (one read of the history for
 //! all of them). A warm state is only a read of the log up to some offsets: it
@@ -87,15 +90,19 @@ impl Warmer {
         self.warmed.clone()
     }
 
-    /// Follows the leader's intents and this node's grants: starts warming
-    /// the shards newly asked of `me`, notes grants, drops warm states no
-    /// intent or grant needs. Returns the intents (to `me`, current) whose
-    /// shard is warm and not yet recorded as ready for that epoch.
+    /// Follows the leader's intents, this node's grants and the shards it
+    /// stands by for (`standby`: it would take them over if their owner
+    /// failed, [`floe_cluster::standbys`]): starts warming the shards newly
+    /// asked of `me` or newly in `standby`, notes grants, drops warm states
+    /// that no intent, grant or standby needs. Returns the intents (to `me`,
+    /// current) whose shard is warm and not yet recorded as ready for that
+    /// epoch.
     pub(crate) fn sync(
         &self,
         me: &NodeRecord,
         intents: &BTreeMap<ShardId, HandoverIntent>,
         held: &BTreeMap<ShardId, Held>,
+        standby: &BTreeSet<ShardId>,
         sources: &Sources,
     ) -> Vec<HandoverIntent> {
         let mine: BTreeMap<ShardId, &HandoverIntent> = intents
@@ -106,13 +113,14 @@ impl Warmer {
         let mut entries = self.lock();
         // Warm states nobody needs any more.
         entries.retain(|shard, entry| {
-            let needed = mine.contains_key(shard) || held.contains_key(shard);
+            let needed =
+                mine.contains_key(shard) || held.contains_key(shard) || standby.contains(shard);
             if !needed {
                 entry.stage = entry
                     .stage
                     .on(HandoverEvent::Withdrawn)
                     .unwrap_or(HandoverStage::Abandoned);
-                tracing::info!(shard, "handover withdrawn; dropping the warm state");
+                tracing::info!(shard, "neither handed over nor standing by; dropping the warm state");
             }
             needed
         });
@@ -126,10 +134,12 @@ impl Warmer {
                 }
             }
         }
-        // Shards asked of this node that are not warming yet (and not already
-        // served here: a grant to this node that is active needs no warm-up).
+        // Shards asked of this node or stood by for that are not warming yet
+        // (and not already served here: a grant to this node that is active
+        // needs no warm-up).
         let fresh: BTreeSet<ShardId> = mine
             .keys()
+            .chain(standby)
             .filter(|s| !entries.contains_key(*s) && !held.get(*s).is_some_and(|h| h.active))
             .copied()
             .collect();
@@ -148,7 +158,7 @@ impl Warmer {
                     },
                 );
             }
-            tracing::info!(shards = ?fresh, "warming shards up while their owners serve");
+            tracing::info!(shards = ?fresh, "warming shards up while their owners serve (handovers and standbys)");
             let task = tokio::spawn(warm(
                 Arc::downgrade(&group),
                 fresh,

@@ -181,12 +181,18 @@ async fn a_killed_node_s_shards_serve_again_on_the_survivors_with_every_acknowle
     let addrs: Vec<String> = nodes.lock().unwrap().iter().map(|n| n.addr()).collect();
     let victim = addrs[2].clone();
     let killed_at = Arc::new(Mutex::new(None::<Instant>));
+    // How much each survivor had logged before the kill.
+    let logged_before = Arc::new(Mutex::new(Vec::<usize>::new()));
     let kill = {
         let (nodes, killed_at) = (nodes.clone(), killed_at.clone());
+        let logged_before = logged_before.clone();
         Arc::new(move |total: usize| {
             if total == WRITERS * WRITES / 3 {
-                nodes.lock().unwrap()[2].kill();
+                let mut nodes = nodes.lock().unwrap();
+                nodes[2].kill();
                 *killed_at.lock().unwrap() = Some(Instant::now());
+                *logged_before.lock().unwrap() =
+                    nodes[..2].iter().map(|n| n.output().len()).collect();
             }
         })
     };
@@ -213,6 +219,27 @@ async fn a_killed_node_s_shards_serve_again_on_the_survivors_with_every_acknowle
         "failover: shards {victim_shards:?} of the killed node acknowledged again within {took:?}"
     );
     check_oracle(&acked, &addrs[..2]).await;
+
+    // The survivors stood by for the killed node's shards (warm standbys):
+    // each was taken over warm after the kill, not restored from the lake.
+    let after_kill: String = {
+        let nodes = nodes.lock().unwrap();
+        let before = logged_before.lock().unwrap();
+        nodes[..2]
+            .iter()
+            .zip(before.iter())
+            .map(|(n, &from)| n.output()[from..].to_string())
+            .collect()
+    };
+    for shard in &victim_shards {
+        assert!(
+            after_kill
+                .lines()
+                .any(|l| l.contains("took a warm shard over; serving it")
+                    && l.contains(&format!("shard={shard} "))),
+            "a standby took shard {shard} over warm: {after_kill}"
+        );
+    }
 
     // `floe cluster status` shows the survivors holding every shard.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))

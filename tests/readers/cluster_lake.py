@@ -8,8 +8,11 @@ object the Rust test compares with its oracle of acknowledged writes.
   their counts, at most 20 listed) and `duplicate_key_count`;
 - `conflicts`: (namespace/type/id, version) pairs landed twice with different
   data (at most 20) and `conflict_count`;
-- `latest`: per entity `namespace/type/id`, the version and the data (parsed
-  JSON, `null` when deleted) of its highest version: a replay of the lake.
+- `epochless_count`: rows without a positive `owner_epoch` (every event a
+  cluster node writes carries the epoch of its grant, an etcd revision);
+- `latest`: per entity `namespace/type/id`, the version, owner epoch and data
+  (parsed JSON, `null` when deleted) of its largest (owner epoch, version),
+  the order floe applies events in: a replay of the lake.
 """
 
 import json
@@ -29,16 +32,24 @@ def main() -> None:
     seen = {}
     conflicts = []
     latest = {}
-    for ns, ty, eid, version, state in zip(
-        rows["namespace"], rows["entity_type"], rows["entity_id"], rows["version"], rows["state"]
+    epochs = rows.get("owner_epoch") or [None] * len(rows["version"])
+    epochless = sum(1 for e in epochs if not e)
+    for ns, ty, eid, version, epoch, state in zip(
+        rows["namespace"],
+        rows["entity_type"],
+        rows["entity_id"],
+        rows["version"],
+        epochs,
+        rows["state"],
     ):
         entity = f"{ns}/{ty}/{eid}"
         data = json.loads(state) if state is not None else None
         previous = seen.setdefault((entity, version), data)
         if previous != data:
             conflicts.append([entity, version])
-        if entity not in latest or latest[entity]["version"] < version:
-            latest[entity] = {"version": version, "data": data}
+        rank = (epoch or 0, version)
+        if entity not in latest or (latest[entity]["epoch"], latest[entity]["version"]) < rank:
+            latest[entity] = {"version": version, "epoch": epoch or 0, "data": data}
     print(
         json.dumps(
             {
@@ -47,6 +58,7 @@ def main() -> None:
                 "duplicate_keys": dict(list(duplicates.items())[:20]),
                 "conflict_count": len(conflicts),
                 "conflicts": conflicts[:20],
+                "epochless_count": epochless,
                 "latest": latest,
             }
         )

@@ -1,8 +1,9 @@
 //! The pyiceberg judge of a cluster's shared lake (`tests/readers/cluster_lake.py`):
 //! once the elected sink has landed every acknowledged write, the lake holds
 //! each exactly once (no idempotency key twice, no (entity, version) twice with
-//! different data, as many rows as acknowledged events), and a replay of the
-//! lake (each entity's highest version) equals the oracle.
+//! different data, as many rows as acknowledged events, every row with the
+//! owner epoch it was written under), and a replay of the lake (each
+//! entity's largest (owner epoch, version)) equals the oracle.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -81,6 +82,10 @@ pub(crate) async fn assert_lake_holds_exactly(
         judged["count"].as_u64(),
         Some(acked.len() as u64),
         "rows in the lake vs acknowledged events"
+    );
+    assert_eq!(
+        judged["epochless_count"], 0,
+        "rows landed without the owner epoch they were written under"
     );
     let mut oracle: BTreeMap<String, (u64, &Value)> = BTreeMap::new();
     for a in acked {

@@ -21,7 +21,7 @@ mod files;
 mod policy;
 mod rewrite;
 mod summary;
-mod swap;
+pub(crate) mod swap;
 
 pub use compact::{CompactOptions, CompactReport, PartitionFiles, compact, plan_compaction};
 pub use erase::{EntityRows, EraseOptions, LakeErasure, erase_entity, find_entity};

@@ -23,7 +23,17 @@ pub fn arrow_schema() -> Result<SchemaRef> {
     Ok(Arc::new(arrow))
 }
 
-/// Builds one record batch from the records at `rows` (all of them when
+/// The Arrow schema of `floe.events` as `table` declares it now: without
+/// `owner_epoch` when the table predates it and could not be upgraded
+/// (docs/iceberg.md, "Schema").
+pub fn table_arrow_schema(table: &iceberg::table::Table) -> Result<SchemaRef> {
+    let arrow = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+        .map_err(|e| Error::iceberg("converting the table's schema to Arrow", e))?;
+    Ok(Arc::new(arrow))
+}
+
+/// Builds one record batch of `schema` (the events schema, with or without
+/// its `owner_epoch` column) from the records at `rows` (all of them when
 /// `rows` is every index), sorted by key hash (as a signed long, the order
 /// Parquet statistics of `key_hash` use).
 pub fn records_to_batch(
@@ -55,6 +65,12 @@ pub fn records_to_batch(
     let mut state = text(sum(|e| e.state.as_ref().map_or(0, Json::len)));
     let mut pipeline_partition = Int32Builder::with_capacity(n);
     let mut pipeline_offset = Int64Builder::with_capacity(n);
+    // Tables from before these columns may lack them (`table_arrow_schema`).
+    let has = |column| schema.column_with_name(column).is_some();
+    let with_epoch = has(layout::OWNER_EPOCH_COLUMN);
+    let with_fingerprint = has(layout::REQUEST_FINGERPRINT_COLUMN);
+    let mut owner_epoch = Int64Builder::with_capacity(if with_epoch { n } else { 0 });
+    let mut fingerprint = Int64Builder::with_capacity(if with_fingerprint { n } else { 0 });
     let mut uuid_buf = Uuid::encode_buffer();
     for &i in &order {
         let record = &records[i as usize];
@@ -73,8 +89,14 @@ pub fn records_to_batch(
         state.append_option(e.state.as_ref().map(Json::as_str));
         pipeline_partition.append_value(record.partition as i32);
         pipeline_offset.append_value(to_long(record.offset, "pipeline offset")?);
+        if with_epoch {
+            owner_epoch.append_value(to_long(e.owner_epoch, "owner epoch")?);
+        }
+        if with_fingerprint {
+            fingerprint.append_option(e.request_fingerprint.map(|f| f as i64));
+        }
     }
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(event_id.finish()),
         Arc::new(idempotency_key.finish()),
         Arc::new(kind.finish()),
@@ -90,6 +112,12 @@ pub fn records_to_batch(
         Arc::new(pipeline_partition.finish()),
         Arc::new(pipeline_offset.finish()),
     ];
+    if with_epoch {
+        columns.push(Arc::new(owner_epoch.finish()));
+    }
+    if with_fingerprint {
+        columns.push(Arc::new(fingerprint.finish()));
+    }
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Arrow {
         context: "building a record batch of events",
         cause: e,
@@ -102,7 +130,8 @@ fn to_long(value: u64, what: &'static str) -> Result<i64> {
 
 /// Reads events back from a batch scanned from `floe.events` (any column
 /// order; columns are found by name). Returns each event with its pipeline
-/// partition and offset.
+/// partition and offset. An `owner_epoch` that is null or absent (files and
+/// tables from before the column) is epoch 0.
 pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
     let column = |name: &str| -> Result<&ArrayRef> {
         batch
@@ -139,12 +168,19 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
         c_state,
         c_part,
         c_off,
+        c_epoch,
+        c_fingerprint,
     ] = COLUMNS;
     let (event_id, idempotency_key, kind) = (string(c_id)?, string(c_key)?, string(c_kind)?);
     let (namespace, entity_type, entity_id) = (string(c_ns)?, string(c_type)?, string(c_eid)?);
     let (partition_key, state) = (string(c_pk)?, string(c_state)?);
     let (key_hash, version, offset) = (long(c_hash)?, long(c_ver)?, long(c_off)?);
     let (shard, partition) = (int(c_shard)?, int(c_part)?);
+    // Absent from batches of tables and files from before these columns.
+    let optional_long = |name: &str| -> Result<_> {
+        batch.column_by_name(name).map(|_| long(name)).transpose()
+    };
+    let (owner_epoch, fingerprint) = (optional_long(c_epoch)?, optional_long(c_fingerprint)?);
     let event_time = column(c_ts)?
         .as_primitive_opt::<TimestampMicrosecondType>()
         .ok_or_else(|| Error::Layout(format!("column {c_ts:?} is not a timestamp column")))?;
@@ -166,8 +202,17 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
             shard: shard.value(row) as u32,
             version: version.value(row) as u64,
             timestamp_us: event_time.value(row),
-            request_fingerprint: None,
-            owner_epoch: 0,
+            request_fingerprint: fingerprint
+                .filter(|f| f.is_valid(row))
+                .map(|f| f.value(row) as u64),
+            owner_epoch: match owner_epoch {
+                Some(epochs) if epochs.is_valid(row) => {
+                    u64::try_from(epochs.value(row)).map_err(|_| {
+                        Error::Layout(format!("negative owner_epoch {}", epochs.value(row)))
+                    })?
+                }
+                _ => 0,
+            },
             state: state
                 .is_valid(row)
                 .then(|| Json::from_trusted(state.value(row))),
@@ -228,5 +273,53 @@ mod tests {
             back,
             vec![records[1].clone(), records[0].clone(), records[2].clone()]
         );
+    }
+
+    #[test]
+    fn owner_epochs_and_fingerprints_roundtrip() {
+        let schema = arrow_schema().unwrap();
+        let mut records = vec![record(0, 0, 5, Some("{}")), record(0, 1, 6, None)];
+        records[0].event.owner_epoch = 7;
+        records[1].event.owner_epoch = u64::from(u32::MAX) + 3;
+        records[1].event.request_fingerprint = Some(u64::MAX - 1);
+        let batch = records_to_batch(&schema, &records, vec![0, 1]).unwrap();
+        assert_eq!(batch_to_records(&batch).unwrap(), records);
+    }
+
+    /// A table created before `owner_epoch` and `request_fingerprint`
+    /// existed: its batches have no such columns, its rows read back as
+    /// epoch 0 without a fingerprint, and the upgrade adds both.
+    #[test]
+    fn a_schema_without_the_epoch_column_writes_and_reads_epoch_zero() {
+        let old = layout::schema().unwrap();
+        let fields: Vec<_> = old
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|f| f.id < layout::field::OWNER_EPOCH)
+            .cloned()
+            .collect();
+        let old = iceberg::spec::Schema::builder()
+            .with_fields(fields)
+            .build()
+            .unwrap();
+        let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&old).unwrap());
+        let mut records = vec![record(0, 0, 5, Some("{}"))];
+        records[0].event.owner_epoch = 9;
+        records[0].event.request_fingerprint = Some(4);
+        let batch = records_to_batch(&schema, &records, vec![0]).unwrap();
+        assert_eq!(batch.num_columns(), layout::COLUMNS.len() - 2);
+        records[0].event.owner_epoch = 0;
+        records[0].event.request_fingerprint = None;
+        assert_eq!(batch_to_records(&batch).unwrap(), records);
+
+        let upgraded = layout::upgraded_schema(&old, 1).unwrap().unwrap();
+        assert_eq!(upgraded.schema_id(), 1);
+        assert_eq!(
+            upgraded.as_struct().fields().len(),
+            layout::COLUMNS.len(),
+            "the upgrade adds exactly the missing columns"
+        );
+        assert!(layout::upgraded_schema(&upgraded, 2).unwrap().is_none());
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory, StorageFactory};
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, ErrorKind};
+use iceberg::{Catalog, CatalogBuilder, ErrorKind, TableRequirement, TableUpdate};
 use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
@@ -232,7 +232,8 @@ impl Lake {
             .await
             .map_err(|e| Error::iceberg("looking up floe.events", e))?
         {
-            return self.load_table().await;
+            let table = self.load_table().await?;
+            return self.upgrade(table).await;
         }
         let properties = HashMap::from([
             ("write.format.default".to_string(), "parquet".to_string()),
@@ -250,9 +251,63 @@ impl Lake {
             .await
         {
             Ok(table) => Ok(table),
-            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => self.load_table().await,
+            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
+                let table = self.load_table().await?;
+                self.upgrade(table).await
+            }
             Err(e) => Err(Error::iceberg("creating floe.events", e)),
         }
+    }
+
+    /// Adds the columns a table created by an older floe lacks
+    /// ([`layout::upgraded_schema`]: `owner_epoch`, `request_fingerprint`),
+    /// as a schema change
+    /// committed with a compare-and-swap: a concurrent commit (the sink's,
+    /// another process's upgrade) makes it reload and look again. Columns
+    /// are only ever added, so files written before read them as null.
+    ///
+    /// On a REST catalog floe cannot commit a schema change yet (see
+    /// `lake::swap`): the table stays as it is, and the sink writes the
+    /// columns it has: events read back from the lake then carry epoch 0
+    /// and no fingerprint, as before the upgrade (docs/iceberg.md, "Schema").
+    async fn upgrade(&self, mut table: Table) -> Result<Table> {
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let metadata = table.metadata();
+            let next_id = metadata.schemas_iter().map(|s| s.schema_id()).max().unwrap_or(0) + 1;
+            let Some(schema) = layout::upgraded_schema(metadata.current_schema(), next_id)? else {
+                return Ok(table);
+            };
+            if matches!(self.location.catalog, CatalogUrl::Rest(_)) {
+                tracing::warn!(
+                    catalog = %self.location.catalog,
+                    "floe.events predates the owner_epoch and request_fingerprint columns, and floe cannot change a schema on a REST catalog yet; events read back from the lake carry owner epoch 0 and no fingerprint"
+                );
+                return Ok(table);
+            }
+            let requirements = [
+                TableRequirement::CurrentSchemaIdMatch {
+                    current_schema_id: metadata.current_schema_id(),
+                },
+                TableRequirement::LastAssignedFieldIdMatch {
+                    last_assigned_field_id: metadata.last_column_id(),
+                },
+            ];
+            let updates = vec![
+                TableUpdate::AddSchema { schema },
+                TableUpdate::SetCurrentSchema { schema_id: -1 },
+            ];
+            match crate::lake::swap::swap(self, &table, "upgrade", updates, &requirements).await {
+                Ok(_) => tracing::info!("added the columns floe.events lacked (owner_epoch, request_fingerprint)"),
+                Err(Error::CommitConflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            table = self.load_table().await?;
+        }
+        Err(Error::CommitConflict {
+            operation: "upgrade",
+            reason: format!("the table kept changing over {ATTEMPTS} attempts to add its new columns"),
+        })
     }
 
     /// Writes and deletes a small file under the table's data location.

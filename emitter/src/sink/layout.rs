@@ -40,10 +40,15 @@ pub(crate) mod field {
     pub(crate) const STATE: i32 = 12;
     pub(crate) const PIPELINE_PARTITION: i32 = 13;
     pub(crate) const PIPELINE_OFFSET: i32 = 14;
+    /// Added after the first release, like the next one: tables created
+    /// before them gain them at open ([`super::upgraded_schema`]); their
+    /// older files read them as null.
+    pub(crate) const OWNER_EPOCH: i32 = 15;
+    pub(crate) const REQUEST_FINGERPRINT: i32 = 16;
 }
 
 /// Column names, in schema order.
-pub(crate) const COLUMNS: [&str; 14] = [
+pub(crate) const COLUMNS: [&str; 16] = [
     "event_id",
     "idempotency_key",
     "kind",
@@ -58,7 +63,13 @@ pub(crate) const COLUMNS: [&str; 14] = [
     "state",
     "pipeline_partition",
     "pipeline_offset",
+    "owner_epoch",
+    "request_fingerprint",
 ];
+
+/// Columns that [`upgraded_schema`] adds to tables created without them.
+pub(crate) const OWNER_EPOCH_COLUMN: &str = COLUMNS[14];
+pub(crate) const REQUEST_FINGERPRINT_COLUMN: &str = COLUMNS[15];
 
 /// Snapshot summary property prefix of the committed offsets:
 /// `floe.offsets.<partition>` = the next offset to consume.
@@ -109,11 +120,57 @@ pub fn schema() -> Result<Schema> {
         NestedField::required(f::PIPELINE_PARTITION, COLUMNS[12], int()),
         NestedField::required(f::PIPELINE_OFFSET, COLUMNS[13], long()),
     ];
+    let fields = fields.into_iter().chain(added_fields());
     Schema::builder()
         .with_schema_id(0)
-        .with_fields(fields.into_iter().map(Arc::new))
+        .with_fields(fields.map(Arc::new))
         .build()
         .map_err(|e| Error::iceberg("building the events schema", e))
+}
+
+/// The columns added since the first release, in schema order. Optional, so
+/// that data files written before they existed read as null: epoch 0 (a
+/// single node's), no fingerprint (as for an event written before
+/// fingerprints existed).
+fn added_fields() -> [NestedField; 2] {
+    let long = || Type::Primitive(PrimitiveType::Long);
+    [
+        NestedField::optional(field::OWNER_EPOCH, OWNER_EPOCH_COLUMN, long()).with_doc(
+            "cluster mode: the owner epoch the shard was served under (an etcd revision); \
+             0 or null on a single node",
+        ),
+        NestedField::optional(
+            field::REQUEST_FINGERPRINT,
+            REQUEST_FINGERPRINT_COLUMN,
+            long(),
+        )
+        .with_doc(
+            "fingerprint of the request that made the change when the caller gave its own \
+             idempotency key, bit-cast to a signed long; null otherwise",
+        ),
+    ]
+}
+
+/// The schema `current` becomes when it lacks columns of [`schema`] (a
+/// table created by an older floe): `current` plus the missing columns, with
+/// schema id `next_id`. `None` when nothing is missing.
+pub(crate) fn upgraded_schema(current: &Schema, next_id: i32) -> Result<Option<Schema>> {
+    let missing: Vec<_> = added_fields()
+        .into_iter()
+        .filter(|f| current.field_by_id(f.id).is_none())
+        .map(Arc::new)
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let schema = current
+        .clone()
+        .into_builder()
+        .with_schema_id(next_id)
+        .with_fields(missing)
+        .build()
+        .map_err(|e| Error::iceberg("building the upgraded events schema", e))?;
+    Ok(Some(schema))
 }
 
 /// `day(event_time)`, `bucket(16, partition_key)`.

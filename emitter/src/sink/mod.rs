@@ -21,7 +21,7 @@ mod pinned;
 mod run;
 mod writer;
 
-pub use batch::{arrow_schema, batch_to_records, records_to_batch};
+pub use batch::{arrow_schema, batch_to_records, records_to_batch, table_arrow_schema};
 pub use catalog::{CATALOG_NAME, CatalogUrl, Lake, LakeLocation, check_warehouse, store_endpoint};
 pub use commit::CommittedOffsets;
 pub use fence::CommitFence;

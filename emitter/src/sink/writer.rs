@@ -94,7 +94,13 @@ impl DataWriter {
         // no query either. Statistics stay on everything that prunes:
         // key_hash above all, event_time, version, namespace, partition_key.
         let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(level));
-        for column in ["event_id", "idempotency_key", "state", "pipeline_offset"] {
+        for column in [
+            "event_id",
+            "idempotency_key",
+            "state",
+            "pipeline_offset",
+            "request_fingerprint",
+        ] {
             let path = ColumnPath::from(column);
             props = props
                 .set_column_dictionary_enabled(path.clone(), false)
@@ -111,7 +117,7 @@ impl DataWriter {
             UniqueFileNames,
         );
         Ok(DataWriter {
-            arrow_schema: batch::arrow_schema()?,
+            arrow_schema: batch::table_arrow_schema(table)?,
             spec,
             schema,
             bucket: Arc::new(bucket),
