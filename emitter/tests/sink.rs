@@ -361,7 +361,11 @@ async fn a_lake_from_before_the_epoch_column_is_upgraded_at_open_and_keeps_its_r
     let table = lake.load_table().await.unwrap();
     let metadata = table.metadata();
     let schema = metadata.current_schema();
-    assert_eq!(metadata.schemas_iter().count(), 2, "the old schema and the upgraded one");
+    assert_eq!(
+        metadata.schemas_iter().count(),
+        2,
+        "the old schema and the upgraded one"
+    );
     assert_ne!(schema.schema_id(), 0);
     for column in ["owner_epoch", "request_fingerprint"] {
         let field = schema.field_by_name(column).expect(column);
@@ -434,6 +438,9 @@ async fn a_lake_from_before_the_epoch_column_is_upgraded_at_open_and_keeps_its_r
     ))
     .unwrap();
     assert_eq!(judged["count"], 50);
-    assert_eq!(judged["epochless_count"], 20, "only the old rows lack an epoch");
+    assert_eq!(
+        judged["epochless_count"], 20,
+        "only the old rows lack an epoch"
+    );
     assert_eq!(judged["duplicate_key_count"], 0);
 }

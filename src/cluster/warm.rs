@@ -120,7 +120,10 @@ impl Warmer {
                     .stage
                     .on(HandoverEvent::Withdrawn)
                     .unwrap_or(HandoverStage::Abandoned);
-                tracing::info!(shard, "neither handed over nor standing by; dropping the warm state");
+                tracing::info!(
+                    shard,
+                    "neither handed over nor standing by; dropping the warm state"
+                );
             }
             needed
         });

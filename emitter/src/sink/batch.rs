@@ -177,9 +177,8 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
     let (key_hash, version, offset) = (long(c_hash)?, long(c_ver)?, long(c_off)?);
     let (shard, partition) = (int(c_shard)?, int(c_part)?);
     // Absent from batches of tables and files from before these columns.
-    let optional_long = |name: &str| -> Result<_> {
-        batch.column_by_name(name).map(|_| long(name)).transpose()
-    };
+    let optional_long =
+        |name: &str| -> Result<_> { batch.column_by_name(name).map(|_| long(name)).transpose() };
     let (owner_epoch, fingerprint) = (optional_long(c_epoch)?, optional_long(c_fingerprint)?);
     let event_time = column(c_ts)?
         .as_primitive_opt::<TimestampMicrosecondType>()

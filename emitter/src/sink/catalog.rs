@@ -274,7 +274,12 @@ impl Lake {
         const ATTEMPTS: usize = 5;
         for _ in 0..ATTEMPTS {
             let metadata = table.metadata();
-            let next_id = metadata.schemas_iter().map(|s| s.schema_id()).max().unwrap_or(0) + 1;
+            let next_id = metadata
+                .schemas_iter()
+                .map(|s| s.schema_id())
+                .max()
+                .unwrap_or(0)
+                + 1;
             let Some(schema) = layout::upgraded_schema(metadata.current_schema(), next_id)? else {
                 return Ok(table);
             };
@@ -298,7 +303,9 @@ impl Lake {
                 TableUpdate::SetCurrentSchema { schema_id: -1 },
             ];
             match crate::lake::swap::swap(self, &table, "upgrade", updates, &requirements).await {
-                Ok(_) => tracing::info!("added the columns floe.events lacked (owner_epoch, request_fingerprint)"),
+                Ok(_) => tracing::info!(
+                    "added the columns floe.events lacked (owner_epoch, request_fingerprint)"
+                ),
                 Err(Error::CommitConflict { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -306,7 +313,9 @@ impl Lake {
         }
         Err(Error::CommitConflict {
             operation: "upgrade",
-            reason: format!("the table kept changing over {ATTEMPTS} attempts to add its new columns"),
+            reason: format!(
+                "the table kept changing over {ATTEMPTS} attempts to add its new columns"
+            ),
         })
     }
 
