@@ -211,7 +211,9 @@ mod tests {
             assert_eq!(covered.len(), 2, "{node} stands by for both other nodes");
             assert!(!covered.contains(node));
         }
-        assert_eq!(standbys(0..6, &nodes(&["a"]), &owners), Assignment::new());
+        let alone = nodes(&["a"]);
+        let owners = place(0..6, &alone, &Assignment::new());
+        assert_eq!(standbys(0..6, &alone, &owners), Assignment::new());
     }
 
     #[test]

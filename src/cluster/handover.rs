@@ -135,6 +135,8 @@ impl ClusterNode {
     /// up while it served), at most `cluster.drain_timeout_ms`. A node alone
     /// in the cluster, or one etcd cannot be reached for, leaves at once.
     pub async fn drain_before_leaving(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
         let timeout = self.config().drain_timeout();
         let started = Instant::now();
         let me = self.record().node_id.clone();

@@ -7,6 +7,7 @@
 //! module only connects them to a [`ShardCluster`] and the pipeline.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use floe_cluster::{
@@ -44,6 +45,9 @@ pub struct ClusterNode {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The sink's election and the sink, on a candidate (`sink.rs`).
     sink: Mutex<Option<sink::SinkSeat>>,
+    /// Set once the node drains to leave: it takes no shard over any more,
+    /// so it keeps no standby warm.
+    leaving: AtomicBool,
 }
 
 impl ClusterNode {
@@ -79,6 +83,7 @@ impl ClusterNode {
             barrier,
             tasks: Mutex::new(Vec::new()),
             sink: Mutex::new(None),
+            leaving: AtomicBool::new(false),
         })
     }
 
@@ -134,11 +139,12 @@ impl ClusterNode {
 
     /// The shards this node stands by for: [`floe_cluster::standbys`] over
     /// the live nodes and the grants as last seen (no etcd call); none when
-    /// `cluster.warm_standbys` is off. Draining marks are not followed here:
+    /// `cluster.warm_standbys` is off or the node is leaving. Draining marks
+    /// of other nodes are not followed here:
     /// while a node drains, a standby may be kept warm in vain (the drain's
     /// own handovers warm what actually moves).
     pub(crate) fn standby_shards(&self) -> BTreeSet<u32> {
-        if !self.config().warm_standbys {
+        if !self.config().warm_standbys || self.leaving.load(Ordering::Acquire) {
             return BTreeSet::new();
         }
         let nodes: BTreeSet<String> = self.nodes().into_keys().collect();
@@ -338,6 +344,7 @@ impl ClusterNode {
     /// TTL). The shards must have stopped acknowledging before: the lease
     /// handle reports itself lost first.
     pub(crate) async fn leave(&self) -> Result<()> {
+        self.leaving.store(true, Ordering::Release);
         // The sink lands what the stopped shards wrote while its term holds.
         self.stop_sink().await;
         for task in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner())) {

@@ -24,7 +24,6 @@ use floe_emitter::replay::ShardReplay;
 use floe_emitter::sink::Lake;
 use floe_engine::{Pipeline, RecoveredShard, Router};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
@@ -43,18 +42,13 @@ pub(crate) struct Sources {
     pub(crate) dedup_window: usize,
 }
 
-/// Shards warmed together: one replay, one task reading on.
+/// Shards warmed together: one replay, one task reading on. The task holds
+/// the group weakly: once the group is dropped it sees it gone at its next
+/// check and ends. It is never aborted: aborting it in the middle of a lake
+/// read would cancel iceberg-rust 0.10.1's reader, whose file tasks then panic
+/// on a closed channel (`arrow/reader/pipeline.rs`, `delete_filter_rx.await.unwrap()`).
 struct Group {
     replay: tokio::sync::Mutex<Option<ShardReplay>>,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
-        }
-    }
 }
 
 struct Entry {
@@ -149,7 +143,6 @@ impl Warmer {
         if !fresh.is_empty() {
             let group = Arc::new(Group {
                 replay: tokio::sync::Mutex::new(None),
-                task: Mutex::new(None),
             });
             for shard in &fresh {
                 entries.insert(
@@ -162,14 +155,13 @@ impl Warmer {
                 );
             }
             tracing::info!(shards = ?fresh, "warming shards up while their owners serve (handovers and standbys)");
-            let task = tokio::spawn(warm(
+            tokio::spawn(warm(
                 Arc::downgrade(&group),
                 fresh,
                 self.entries.clone(),
                 self.warmed.clone(),
                 sources.clone(),
             ));
-            *group.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
         mine.iter()
             .filter(|(shard, intent)| {
