@@ -8,12 +8,13 @@ use serde::Serialize;
 
 use crate::ShardId;
 use crate::config::ClusterConfig;
-use crate::election::current_leader;
+use crate::election::{current_leader, current_sink};
 use crate::error::Result;
 use crate::grants::read_grants;
 use crate::membership::live_nodes;
 
-/// The cluster now: live nodes with their shards, the placement leader, every grant.
+/// The cluster now: live nodes with their shards, the placement leader, the sink's node,
+/// every grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterStatus {
     /// The cluster id.
@@ -22,6 +23,11 @@ pub struct ClusterStatus {
     pub leader: Option<String>,
     /// Its term (the revision that created its leader key).
     pub leader_term: Option<i64>,
+    /// The node elected to run the lake's sink, if any (none while the sink's election is
+    /// open, or when no node runs a sink).
+    pub sink: Option<String>,
+    /// Its term (the revision that created its `sink` key).
+    pub sink_term: Option<i64>,
     /// Live nodes by id.
     pub nodes: BTreeMap<String, NodeStatus>,
     /// Every shard's grant.
@@ -62,6 +68,7 @@ pub async fn status(client: &Client, config: &ClusterConfig) -> Result<ClusterSt
     let nodes = live_nodes(client, config).await?;
     let grants = read_grants(client, config).await?;
     let leader = current_leader(client, config).await?;
+    let sink = current_sink(client, config).await?;
     let draining = crate::drain::draining_nodes(client, config).await?;
     let mut view: BTreeMap<String, NodeStatus> = nodes
         .values()
@@ -97,6 +104,8 @@ pub async fn status(client: &Client, config: &ClusterConfig) -> Result<ClusterSt
         cluster_id: config.cluster_id.clone(),
         leader: leader.as_ref().map(|l| l.node_id.clone()),
         leader_term: leader.map(|l| l.term),
+        sink: sink.as_ref().map(|s| s.node_id.clone()),
+        sink_term: sink.map(|s| s.term),
         nodes: view,
         shards,
     })

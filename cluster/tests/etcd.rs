@@ -282,6 +282,12 @@ async fn the_sink_election_is_its_own_and_holds_only_while_the_lease_lives() -> 
     );
     let (client, config) = (n2.client().clone(), n2.config().clone());
     assert_eq!(current_sink(&client, &config).await?, Some(sink.clone()));
+    let shown = floe_cluster::status(&client, &config).await?;
+    assert_eq!(
+        (shown.sink.as_deref(), shown.sink_term),
+        (Some("n1"), Some(sink.term)),
+        "`floe cluster status` names the sink's node"
+    );
 
     // n1 crashes: its own view says no once its deadline passed (before etcd
     // expires the key), and n2 is elected with a larger term.
