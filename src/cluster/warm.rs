@@ -32,6 +32,17 @@ use crate::error::{Error, Result};
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 /// The pause before a failed warm-up starts over.
 const RETRY: Duration = Duration::from_millis(500);
+/// How long the standby set must stay the same before its new shards are
+/// warmed and its old ones dropped: a join or a drain changes the grants in
+/// several steps, and each intermediate set would otherwise start (and soon
+/// drop) a read of the lake. A node's failure leaves the set as it was (the
+/// standby of an orphaned shard is the node it goes to), so failovers wait
+/// for nothing.
+const STANDBY_SETTLE: Duration = Duration::from_secs(1);
+/// How long a grant waits for a warm-up still under way before it restores
+/// in full instead. The warm-up started earlier than a restore would, and
+/// reads the same, so waiting for it is the shorter way unless it is stuck.
+const WARMING_WAIT: Duration = Duration::from_secs(60);
 
 /// What a warm-up reads from.
 #[derive(Clone)]
@@ -49,6 +60,9 @@ pub(crate) struct Sources {
 /// on a closed channel (`arrow/reader/pipeline.rs`, `delete_filter_rx.await.unwrap()`).
 struct Group {
     replay: tokio::sync::Mutex<Option<ShardReplay>>,
+    /// Set when a warm-up attempt failed (it starts over): a grant waiting
+    /// for it restores in full instead.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 struct Entry {
@@ -64,6 +78,33 @@ pub(crate) struct Warmer {
     entries: Arc<Mutex<BTreeMap<ShardId, Entry>>>,
     /// Woken when a warm-up finishes (the restore loop records it in etcd).
     warmed: Arc<Notify>,
+    standby: Mutex<StandbySettle>,
+}
+
+/// The standby set as last computed, since when, and the set in force (the
+/// last one that stayed the same for [`STANDBY_SETTLE`]).
+#[derive(Default)]
+struct StandbySettle {
+    seen: BTreeSet<ShardId>,
+    since: Option<std::time::Instant>,
+    settled: BTreeSet<ShardId>,
+}
+
+impl StandbySettle {
+    fn update(&mut self, now: BTreeSet<ShardId>) -> BTreeSet<ShardId> {
+        let at = std::time::Instant::now();
+        if self.since.is_none() || now != self.seen {
+            self.seen = now;
+            self.since = Some(at);
+        }
+        if self
+            .since
+            .is_some_and(|since| at.duration_since(since) >= STANDBY_SETTLE)
+        {
+            self.settled = self.seen.clone();
+        }
+        self.settled.clone()
+    }
 }
 
 impl std::fmt::Debug for Warmer {
@@ -104,6 +145,11 @@ impl Warmer {
             .filter(|(_, i)| i.to_node == me.node_id && i.to_lease == me.lease_id)
             .map(|(s, i)| (*s, i))
             .collect();
+        let standby = &self
+            .standby
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(standby.clone());
         let mut entries = self.lock();
         // Warm states nobody needs any more.
         entries.retain(|shard, entry| {
@@ -143,6 +189,7 @@ impl Warmer {
         if !fresh.is_empty() {
             let group = Arc::new(Group {
                 replay: tokio::sync::Mutex::new(None),
+                failed: std::sync::atomic::AtomicBool::new(false),
             });
             for shard in &fresh {
                 entries.insert(
@@ -190,23 +237,38 @@ impl Warmer {
         epoch: OwnerEpoch,
         sources: &Sources,
     ) -> Option<Result<RecoveredShard>> {
+        let started = std::time::Instant::now();
         let group = {
             let mut entries = self.lock();
             let entry = entries.get_mut(&shard)?;
-            if !entry.stage.keeps_warm_state() {
-                // Not warm (yet): the caller restores in full, and this warm-up is of
-                // no use any more.
-                entries.remove(&shard);
-                return None;
-            }
             // Granted first if the grant was not noted yet.
             if !matches!(entry.stage, HandoverStage::Granted { .. }) {
                 entry.stage = entry.stage.on(HandoverEvent::Granted(epoch)).ok()?;
             }
-            entry.stage = entry.stage.on(HandoverEvent::LetGo).ok()?;
             entry.group.clone()
         };
-        let started = std::time::Instant::now();
+        // Still warming (a standby whose owner failed soon after the grants
+        // changed, a cutover after handover_timeout_ms): wait for it.
+        loop {
+            let warm = self.lock().get(&shard)?.stage.keeps_warm_state();
+            if warm {
+                break;
+            }
+            if group.failed.load(std::sync::atomic::Ordering::Acquire)
+                || started.elapsed() >= WARMING_WAIT
+            {
+                // The caller restores in full; this warm-up is of no use any more.
+                self.lock().remove(&shard);
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let waited_ms = started.elapsed().as_millis() as u64;
+        {
+            let mut entries = self.lock();
+            let entry = entries.get_mut(&shard)?;
+            entry.stage = entry.stage.on(HandoverEvent::LetGo).ok()?;
+        }
         let mut replay = group.replay.lock().await;
         let locked_ms = started.elapsed().as_millis() as u64;
         let result = match replay.as_mut() {
@@ -215,6 +277,7 @@ impl Warmer {
                 Ok(read) => {
                     tracing::debug!(
                         shard,
+                        waited_ms,
                         locked_ms,
                         read,
                         catch_up_ms = started.elapsed().as_millis() as u64,
@@ -281,6 +344,9 @@ async fn warm(
             }
             Err(e) => {
                 tracing::warn!(shards = ?shards, error = %e, "warming shards up failed; retrying");
+                strong
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::Release);
                 mark(HandoverEvent::Failed);
                 drop(strong);
                 tokio::time::sleep(RETRY).await;
