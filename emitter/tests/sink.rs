@@ -61,7 +61,12 @@ fn xxhash(seq: u64) -> u64 {
 
 /// Every landed record, read back through an Iceberg scan.
 async fn landed(lake: &Lake) -> Vec<Record> {
-    let committed = lake.committed_offsets(PARTITIONS).await.unwrap();
+    landed_of(lake, PARTITIONS).await
+}
+
+/// [`landed`] of a pipeline of `partitions` partitions.
+async fn landed_of(lake: &Lake, partitions: u32) -> Vec<Record> {
+    let committed = lake.committed_offsets(partitions).await.unwrap();
     let mut all = Vec::new();
     lake.scan_landed(&committed, |records| {
         all.extend(records);
@@ -404,14 +409,7 @@ async fn a_lake_from_before_the_epoch_column_is_upgraded_at_open_and_keeps_its_r
     assert_eq!(sink.land_to_head().await.unwrap().events, 30);
     sink.release().await.unwrap();
 
-    let committed = lake.committed_offsets(1).await.unwrap();
-    let mut rows = Vec::new();
-    lake.scan_landed(&committed, |records| {
-        rows.extend(records);
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let mut rows = landed_of(&lake, 1).await;
     rows.sort_by_key(|r| r.offset);
     assert_eq!(rows.len(), 50);
     for row in &rows[..20] {
