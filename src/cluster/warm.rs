@@ -27,9 +27,15 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 
-/// How often a warm state reads the pipeline on: the cutover then reads at
-/// most this much of the tail.
+/// How often a warm state of a planned handover reads the pipeline on: the
+/// cutover then reads at most this much of the tail.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a warm state kept only as a standby reads the pipeline on. A
+/// failover waits out the lease TTL (seconds) anyway, and then reads at most
+/// this much of the tail; every read of each standby on every node is a
+/// fetch the broker serves beside the producers' appends (at 100 ms, the
+/// release `bench cluster` lost half its write throughput to them).
+const STANDBY_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// The pause before a failed warm-up starts over.
 const RETRY: Duration = Duration::from_millis(500);
 /// How long the standby set must stay the same before its new shards are
@@ -202,8 +208,16 @@ impl Warmer {
                 );
             }
             tracing::info!(shards = ?fresh, "warming shards up while their owners serve (handovers and standbys)");
+            // A group with a planned handover in it follows closely (its
+            // cutover pauses writes); one of standbys alone, lazily.
+            let follow = if fresh.iter().any(|s| mine.contains_key(s)) {
+                FOLLOW_INTERVAL
+            } else {
+                STANDBY_FOLLOW_INTERVAL
+            };
             tokio::spawn(warm(
                 Arc::downgrade(&group),
+                follow,
                 fresh,
                 self.entries.clone(),
                 self.warmed.clone(),
@@ -296,10 +310,11 @@ impl Warmer {
     }
 }
 
-/// Warms `shards` up, then reads on every [`FOLLOW_INTERVAL`] while the group
+/// Warms `shards` up, then reads on every `follow` while the group
 /// lives; starts over after a failure.
 async fn warm(
     group: std::sync::Weak<Group>,
+    follow: Duration,
     shards: BTreeSet<ShardId>,
     entries: Arc<Mutex<BTreeMap<ShardId, Entry>>>,
     warmed: Arc<Notify>,
@@ -354,7 +369,7 @@ async fn warm(
         }
     }
     loop {
-        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        tokio::time::sleep(follow).await;
         let Some(strong) = group.upgrade() else {
             return;
         };
