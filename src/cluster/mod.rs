@@ -154,15 +154,11 @@ impl ClusterNode {
             .map(|(shard, grant)| (shard, grant.node_id))
             .collect();
         let me = &self.record().node_id;
-        floe_cluster::standbys(
-            current.keys().copied().collect::<Vec<_>>(),
-            &nodes,
-            &current,
-        )
-        .into_iter()
-        .filter(|(_, node)| node == me)
-        .map(|(shard, _)| shard)
-        .collect()
+        floe_cluster::standbys(current.keys().copied(), &nodes, &current)
+            .into_iter()
+            .filter(|(_, node)| node == me)
+            .map(|(shard, _)| shard)
+            .collect()
     }
 
     /// Whether this node's lease is gone from etcd: it owns nothing and is out

@@ -232,8 +232,7 @@ impl Lake {
             .await
             .map_err(|e| Error::iceberg("looking up floe.events", e))?
         {
-            let table = self.load_table().await?;
-            return self.upgrade(table).await;
+            return self.upgrade(self.load_table().await?).await;
         }
         let properties = HashMap::from([
             ("write.format.default".to_string(), "parquet".to_string()),
@@ -252,8 +251,7 @@ impl Lake {
         {
             Ok(table) => Ok(table),
             Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
-                let table = self.load_table().await?;
-                self.upgrade(table).await
+                self.upgrade(self.load_table().await?).await
             }
             Err(e) => Err(Error::iceberg("creating floe.events", e)),
         }
