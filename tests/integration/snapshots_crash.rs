@@ -144,9 +144,8 @@ async fn kill_9_while_snapshots_are_written_loses_nothing_and_matches_a_full_rep
         floe.close().await.unwrap();
     }
     let (mut mid_write, mut from_snapshots, mut round) = (0, 0, 0u64);
-    // A kill lands inside a snapshot write by chance (the write takes part
-    // of each interval); on a loaded machine 15 rounds once missed it, so up
-    // to 40 are tried before calling that a failure.
+    // Up to 40 rounds are tried for a kill that leaves a snapshot file half
+    // written (the even rounds aim for one; the rename may still win).
     while round < 3 || (mid_write == 0 && round < 40) {
         round += 1;
         let mut server = FloeServer::start(dir.path(), "", "", REST);
@@ -160,6 +159,16 @@ async fn kill_9_while_snapshots_are_written_loses_nothing_and_matches_a_full_rep
         let kill_after = Duration::from_millis(300 + (round * 337) % 900);
         let (acked, ()) = tokio::join!(writing, async {
             tokio::time::sleep(kill_after).await;
+            // Odd rounds kill at that moment, wherever the server is; even
+            // rounds wait (up to 3 s) to see a snapshot file being written
+            // and kill then, so the crash inside a snapshot write is not
+            // left to chance.
+            if round % 2 == 0 {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                while temp_files(&data) == 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
             server.kill();
             stop.store(true, Ordering::Relaxed);
         });

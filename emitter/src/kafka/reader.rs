@@ -199,28 +199,46 @@ impl Reader {
 
     /// Makes the assignment deliver `from` next. A reader that goes on
     /// where it stopped, still fetching, keeps its assignment (and what it
-    /// prefetched). Any other is assigned anew, after a resume if it was
+    /// prefetched). A reader with nothing assigned is assigned `from`. Any
+    /// other keeps its assignment and seeks, after a resume if it was
     /// parked: a resume alone left the partition's fetcher asleep until
-    /// librdkafka's next one-second wakeup, so every read of a few new
-    /// records took ~1.1 s (a warm shard's cutover, a restore's tail); an
-    /// assignment starts the fetch at once.
+    /// librdkafka's next one-second wakeup (every read of a few new records
+    /// took ~1.1 s), and the seek restarts the fetch at once. Re-assigning
+    /// instead crashed the process: librdkafka up to 2.15 asserts
+    /// (`rktp->rktp_started`, rdkafka_assignment.c) when an assignment is
+    /// replaced while the stop of the one before is still pending
+    /// (confluentinc/librdkafka#5573), which a broker outage makes likely.
     fn position(&mut self, options: &KafkaOptions, partition: u32, from: Offset) -> Result<()> {
         if !self.parked && self.next == Some(from) {
             return Ok(());
         }
         let topic = &options.topic;
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition as i32, KafkaOffset::Offset(from as i64))
-            .map_err(|e| kafka_error("building an assignment", e))?;
+        if self.next.is_none() {
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(topic, partition as i32, KafkaOffset::Offset(from as i64))
+                .map_err(|e| kafka_error("building an assignment", e))?;
+            self.consumer
+                .assign(&list)
+                .map_err(|e| kafka_error(format!("assigning {topic}/{partition} at {from}"), e))?;
+            self.next = Some(from);
+            return Ok(());
+        }
         if self.parked {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(topic, partition as i32);
             self.consumer
                 .resume(&list)
                 .map_err(|e| kafka_error(format!("resuming {topic}/{partition}"), e))?;
             self.parked = false;
         }
         self.consumer
-            .assign(&list)
-            .map_err(|e| kafka_error(format!("assigning {topic}/{partition} at {from}"), e))?;
+            .seek(
+                topic,
+                partition as i32,
+                KafkaOffset::Offset(from as i64),
+                options.request_timeout,
+            )
+            .map_err(|e| kafka_error(format!("seeking {topic}/{partition} to {from}"), e))?;
         self.next = Some(from);
         Ok(())
     }
