@@ -65,8 +65,9 @@ wait_for_tansu() {
     rm -f "$tansu_out" "$tansu_log"
     export FLOE_TANSU_BIN
 }
-# The lake tests start their own S3-compatible server (s3s-fs, ~3 minutes to
-# build once, cached like tansu), installed in the background too.
+# The lake tests start their own S3-compatible server (floe-s3-server over
+# s3s-fs, ~3 minutes to build once, cached like tansu), installed in the
+# background too.
 s3s_pid=""
 if [[ -z "${FLOE_S3S_BIN:-}" ]]; then
     s3s_out="$(mktemp)"
@@ -78,7 +79,7 @@ wait_for_s3s() {
     [[ -n "$s3s_pid" ]] || return 0
     if ! wait "$s3s_pid"; then
         cat "$s3s_log" >&2
-        echo "error: installing the test object store (s3s-fs) failed" >&2
+        echo "error: installing the test object store (floe-s3-server) failed" >&2
         exit 1
     fi
     s3s_pid=""
@@ -141,7 +142,7 @@ log "waiting for the test broker and object store"
 wait_for_tansu
 echo "tansu: $FLOE_TANSU_BIN"
 wait_for_s3s
-echo "s3s-fs: $FLOE_S3S_BIN"
+echo "floe-s3-server: $FLOE_S3S_BIN"
 
 log "doc tests"
 cargo test --workspace --all-features --locked --doc

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
+
 use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::spec::TableMetadata;
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
@@ -45,6 +47,39 @@ pub struct CatalogServer {
     /// Commits of this server, one at a time: the swap alone keeps them
     /// correct, this keeps them from failing each other needlessly.
     commits: Arc<tokio::sync::Mutex<()>>,
+    /// Table metadata by metadata file location. A metadata file is never
+    /// rewritten (a commit writes a new one and swaps the pointer), so a
+    /// load whose pointer is unchanged is answered without reading it.
+    metadata: Arc<std::sync::Mutex<MetadataCache>>,
+}
+
+/// Metadata files kept in memory; a few per table cover the current one
+/// while commits land.
+const METADATA_CACHED: usize = 32;
+
+/// The newest [`METADATA_CACHED`] metadata files read or written.
+#[derive(Debug, Default)]
+struct MetadataCache {
+    entries: std::collections::VecDeque<(String, Arc<TableMetadata>)>,
+}
+
+impl MetadataCache {
+    fn get(&self, location: &str) -> Option<Arc<TableMetadata>> {
+        self.entries
+            .iter()
+            .find(|(l, _)| l == location)
+            .map(|(_, m)| m.clone())
+    }
+
+    fn put(&mut self, location: String, metadata: Arc<TableMetadata>) {
+        if self.get(&location).is_some() {
+            return;
+        }
+        if self.entries.len() >= METADATA_CACHED {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((location, metadata));
+    }
 }
 
 impl std::fmt::Debug for CatalogServer {
@@ -103,6 +138,7 @@ impl CatalogServer {
             pool,
             options: Arc::new(options),
             commits: Arc::default(),
+            metadata: Arc::default(),
         })
     }
 
@@ -120,6 +156,13 @@ impl CatalogServer {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, catalog = %self.options.catalog_path.display(), warehouse = %self.options.warehouse, "serving the Iceberg REST catalog");
         }
+        // See floe serve: a response in two writes must not wait for the
+        // client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY refused on an accepted connection");
+            }
+        });
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
@@ -180,11 +223,44 @@ impl CatalogServer {
         &self,
         ident: &TableIdent,
     ) -> std::result::Result<LoadTableResult, ApiError> {
+        // The pointer alone first: an unchanged one is answered from memory
+        // (a query loads the table every time it runs).
+        if let Ok(Some(location)) = self.metadata_location(ident).await
+            && let Some(metadata) = self.cache().get(&location)
+        {
+            return Ok(load_result(Some(location), metadata.as_ref().clone()));
+        }
         let table = self.catalog.load_table(ident).await?;
+        if let Some(location) = table.metadata_location() {
+            self.cache()
+                .put(location.to_string(), Arc::new(table.metadata().clone()));
+        }
         Ok(load_result(
             table.metadata_location().map(str::to_string),
             table.metadata().clone(),
         ))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, MetadataCache> {
+        self.metadata
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where the catalog's row of `ident` points (`None`: no such table;
+    /// the catalog's own load then says why).
+    async fn metadata_location(&self, ident: &TableIdent) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT metadata_location FROM iceberg_tables \
+             WHERE catalog_name = ? AND table_name = ? AND table_namespace = ? \
+             AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)",
+        )
+        .bind(&self.options.catalog_name)
+        .bind(ident.name())
+        .bind(ident.namespace().join("."))
+        .fetch_optional(&self.pool)
+        .await
+        .map(Option::flatten)
     }
 
     /// Checks, applies, writes and swaps (see `commit`).
@@ -228,10 +304,14 @@ impl CatalogServer {
             })?;
         let swapped = self.swap(ident, &current, &next).await;
         match swapped {
-            Ok(true) => Ok(CommitTableResponse {
-                metadata_location: next,
-                metadata: staged.metadata,
-            }),
+            Ok(true) => {
+                self.cache()
+                    .put(next.clone(), Arc::new(staged.metadata.clone()));
+                Ok(CommitTableResponse {
+                    metadata_location: next,
+                    metadata: staged.metadata,
+                })
+            }
             Ok(false) => {
                 let _ = table.file_io().delete(&next).await;
                 Err(ApiError::commit_failed(format!(
@@ -301,5 +381,45 @@ impl From<iceberg::Error> for ApiError {
             }
             _ => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> Arc<TableMetadata> {
+        let schema = iceberg::spec::Schema::builder().build().unwrap();
+        let creation = TableCreation::builder()
+            .name("t".into())
+            .location("file:///w/t".into())
+            .schema(schema)
+            .build();
+        Arc::new(
+            iceberg::spec::TableMetadataBuilder::from_table_creation(creation)
+                .unwrap()
+                .build()
+                .unwrap()
+                .metadata,
+        )
+    }
+
+    #[test]
+    fn the_metadata_cache_keeps_the_newest_files_by_location() {
+        let mut cache = MetadataCache::default();
+        let m = metadata();
+        for i in 0..=METADATA_CACHED {
+            cache.put(format!("m{i}"), m.clone());
+        }
+        assert!(cache.get("m0").is_none(), "the oldest is evicted");
+        assert!(cache.get("m1").is_some());
+        assert!(cache.get(&format!("m{METADATA_CACHED}")).is_some());
+        assert!(cache.get("other").is_none());
+        cache.put("m1".into(), m);
+        assert_eq!(
+            cache.entries.len(),
+            METADATA_CACHED,
+            "a location is kept once"
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! A local S3-compatible object store for tests and benchmarks (feature
-//! `test-util`): `s3s-fs` on 127.0.0.1, a free port, its own temporary
-//! directory and its own credentials.
+//! `test-util`): `floe-s3-server` (tools/s3-server: s3s-fs's store with
+//! TCP_NODELAY set) on 127.0.0.1, a free port, its own temporary directory
+//! and its own credentials.
 //!
-//! The binary is found at `$FLOE_S3S_BIN`, else `s3s-fs` on `PATH`, else
-//! `~/.cargo/floe-tools/bin/s3s-fs` (where `scripts/install-s3s.sh` puts
-//! it). A bucket is a folder of the server's directory. The server is killed
-//! when the [`S3Server`] is dropped; [`S3Server::stop`] and
-//! [`S3Server::start_again`] keep its directory and port, for outage tests.
+//! The binary is found at `$FLOE_S3S_BIN`, else `floe-s3-server` on `PATH`,
+//! else `~/.cargo/floe-tools/bin/floe-s3-server` (where
+//! `scripts/install-s3s.sh` puts it). A bucket is a folder of the server's
+//! directory. The server is killed when the [`S3Server`] is dropped;
+//! [`S3Server::stop`] and [`S3Server::start_again`] keep its directory and
+//! port, for outage tests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,16 +20,16 @@ use crate::process::{self, ProcessError, Readiness, ServerProcess};
 /// How long a starting server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The region the test server's clients sign for (s3s-fs accepts any).
+/// The region the test server's clients sign for (the server accepts any).
 const TEST_REGION: &str = "us-east-1";
 
 /// Why an S3 server could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum S3ServerError {
-    /// No s3s-fs binary was found.
+    /// No floe-s3-server binary was found.
     #[error(
-        "no s3s-fs binary found (looked at $FLOE_S3S_BIN, `s3s-fs` on PATH and {}): install it with `cargo install s3s-fs --version 0.14.1 --locked --features binary --root ~/.cargo/floe-tools` (what scripts/install-s3s.sh does) or export FLOE_S3S_BIN",
+        "no floe-s3-server binary found (looked at $FLOE_S3S_BIN, `floe-s3-server` on PATH and {}): install it with scripts/install-s3s.sh (`cargo install --path tools/s3-server --locked --root ~/.cargo/floe-tools`) or export FLOE_S3S_BIN",
         fallback.display()
     )]
     NotFound {
@@ -43,7 +45,7 @@ pub enum S3ServerError {
         cause: std::io::Error,
     },
     /// The server did not become ready.
-    #[error("the s3s-fs server did not become ready on {addr}: {reason}; its output: {log}")]
+    #[error("the S3 server did not become ready on {addr}: {reason}; its output: {log}")]
     NotReady {
         /// Where it should listen.
         addr: SocketAddr,
@@ -67,7 +69,7 @@ impl From<ProcessError> for S3ServerError {
     }
 }
 
-/// A running (or stopped) s3s-fs server that this process started.
+/// A running (or stopped) S3 server that this process started.
 #[derive(Debug)]
 pub struct S3Server {
     // Declared before `dir`: the process is killed before its directory is
@@ -83,7 +85,7 @@ impl S3Server {
     /// temporary directory with fresh credentials, and waits until it
     /// accepts connections.
     pub fn start() -> Result<S3Server> {
-        let binary = process::find_binary("FLOE_S3S_BIN", "s3s-fs")
+        let binary = process::find_binary("FLOE_S3S_BIN", "floe-s3-server")
             .map_err(|fallback| S3ServerError::NotFound { fallback })?;
         let dir = tempfile::Builder::new()
             .prefix("floe-s3-")
@@ -92,7 +94,7 @@ impl S3Server {
         std::fs::create_dir(dir.path().join("data"))
             .map_err(process::io("creating the S3 server's data directory"))?;
         let addr = process::free_loopback_addr()?;
-        let log = dir.path().join("s3s-fs.log");
+        let log = dir.path().join("s3-server.log");
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let mut server = S3Server {
             process: ServerProcess::new("S3 server", binary, addr, log),
