@@ -20,6 +20,10 @@ const REST_STATUS: &str = "Received response with unexpected status code";
 const REST_REQUEST: &str = "Failed to execute http request";
 /// What object_store prints for an answer that is not a success.
 const STORE_STATUS: &str = "Server returned non-2xx status code: ";
+/// What object_store prints when its last attempt got no answer at all
+/// (`Error performing GET <url> in 364ms, after 3 retries, ... - HTTP
+/// error: error sending request`).
+const STORE_NO_ANSWER: &str = "HTTP error: error sending request";
 
 /// Which of the lake's services did not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +68,15 @@ pub fn outage(e: &(dyn StdError + 'static)) -> Option<Outage> {
             transient |= is_transient(io.kind());
         }
         let text = error.to_string();
-        if let Some(status) = text.strip_prefix(STORE_STATUS) {
+        // Searched in the text, not only at its start: DataFusion's Parquet
+        // reader keeps the object store's error as a string inside its own
+        // ("Failed to fetch metadata for file ...: <the store's error>"), so
+        // the chain ends there.
+        for (at, _) in text.match_indices(STORE_STATUS) {
+            let status = &text[at + STORE_STATUS.len()..];
             transient |= status.starts_with('5') || status.starts_with("429");
         }
+        transient |= text.contains(STORE_NO_ANSWER);
         // reqwest's own timeout error has no io::Error below it.
         transient |= text == "operation timed out";
         link = error.source();
@@ -142,5 +152,29 @@ mod tests {
         assert_eq!(outage(&missing), None);
         let data = iceberg::Error::new(iceberg::ErrorKind::DataInvalid, "bad manifest");
         assert_eq!(outage(&data), None);
+    }
+
+    /// DataFusion's Parquet reader turns the store's error into text inside
+    /// its own; these are the texts it gave with the store stopped, and
+    /// with the store answering 503 and 404.
+    #[test]
+    fn a_store_error_kept_only_as_text_is_still_told_apart() {
+        let stringified = |store: &str| {
+            io::Error::other(format!(
+                "Parquet error: Failed to fetch metadata for file w/x.parquet: Parquet error: External: {store}"
+            ))
+        };
+        let down = stringified(
+            "Generic S3 error: Error performing GET http://127.0.0.1:45913/lake/w/x.parquet in 364.75ms, after 3 retries, max_retries: 3, retry_timeout: 15s  - HTTP error: error sending request",
+        );
+        assert_eq!(outage(&down), Some(Outage::Storage));
+        let busy = stringified(
+            "Generic S3 error: Error performing GET http://h/x in 1s, after 3 retries - Server returned non-2xx status code: 503 Service Unavailable: ",
+        );
+        assert_eq!(outage(&busy), Some(Outage::Storage));
+        let missing = stringified(
+            "Object at location w/x.parquet not found: Server returned non-2xx status code: 404 Not Found: ",
+        );
+        assert_eq!(outage(&missing), None);
     }
 }

@@ -522,12 +522,16 @@ async fn sql_over_http_during_an_object_store_outage_is_a_retryable_503() {
     }
 
     lake.s3.as_mut().unwrap().stop().unwrap();
+    // A statement that must read data files (the count above may be
+    // answered from the result cache, and the table's metadata from the
+    // catalog's memory, without touching the store).
+    let reads_data = sql("SELECT sum(length(state)) AS n FROM events");
     let (status, body) = server
         .call(
             reqwest::Method::POST,
             "/api/v1/sql",
             Some(VIEWER),
-            Some(&count),
+            Some(&reads_data),
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -545,9 +549,9 @@ async fn sql_over_http_during_an_object_store_outage_is_a_retryable_503() {
             reqwest::Method::POST,
             "/api/v1/sql",
             Some(VIEWER),
-            Some(&count),
+            Some(&reads_data),
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    assert_eq!(body["rows"][0]["n"], json!(50), "{body}");
+    assert!(body["rows"][0]["n"].as_i64().unwrap() > 0, "{body}");
 }
