@@ -52,8 +52,9 @@ pub use floe_migration::{
     MigrationPlan, Phase, PlanKind, Progress, ShardLoad, Validation,
 };
 pub use floe_query::{
-    AsOf, Compare, Condition, CrossShardQuery, FilterError, JsonPath, OrderBy, QueryOptions,
-    QueryRequest, QueryResult, QueryStats, Scalar, Thing, ThingsPage, ThingsQuery, parse_filter,
+    AsOf, Compare, Condition, CrossShardQuery, DataCacheStats, FilterError, JsonPath, OrderBy,
+    QueryOptions, QueryRequest, QueryResult, QueryStats, Scalar, Thing, ThingsPage, ThingsQuery,
+    parse_filter,
 };
 pub use health::{HealthStatus, ShardHealth, SinkHealth, SystemHealth};
 pub use lake::{SinkMode, open_query, run_sink};

@@ -459,6 +459,9 @@ pub struct QueryConfig {
     /// scan is spread over at least this many groups, since remote reads
     /// wait on the network rather than a core. At least 1.
     pub remote_read_concurrency: usize,
+    /// Most bytes of an object-store warehouse's data files kept in memory
+    /// for later queries; 0 = no cache. Local files use the page cache.
+    pub data_cache_bytes: u64,
     /// Let a namespace filter prune the `bucket(partition_key)` partitions
     /// when the configured partition key is the namespace for every type.
     /// Turn off if writes pass explicit partition keys other than the namespace.
@@ -476,6 +479,7 @@ impl Default for QueryConfig {
             cache_max_bytes: options.cache_max_bytes as u64,
             target_partitions: options.target_partitions,
             remote_read_concurrency: options.remote_read_concurrency,
+            data_cache_bytes: options.data_cache_bytes,
             namespace_pruning: true,
         }
     }
@@ -494,6 +498,7 @@ impl Config {
             cache_max_bytes: q.cache_max_bytes as usize,
             target_partitions: q.target_partitions,
             remote_read_concurrency: q.remote_read_concurrency,
+            data_cache_bytes: q.data_cache_bytes,
             namespace_is_partition_key: q.namespace_pruning
                 && self.partition_key.default == PartitionKeySpec::tenant()
                 && self.partition_key.types.is_empty(),
@@ -682,6 +687,12 @@ mod tests {
     fn query_settings_reach_the_query_options_and_zero_concurrency_is_refused() {
         let config = Config::from_toml("[query]\nremote_read_concurrency = 4").unwrap();
         assert_eq!(config.query_options().remote_read_concurrency, 4);
+        let config = Config::from_toml("[query]\ndata_cache_bytes = 0").unwrap();
+        assert_eq!(config.query_options().data_cache_bytes, 0);
+        assert_eq!(
+            Config::default().query_options().data_cache_bytes,
+            floe_query::QueryOptions::default().data_cache_bytes
+        );
         let err = Config::from_toml("[query]\nremote_read_concurrency = 0").unwrap_err();
         assert!(
             err.to_string()

@@ -7,7 +7,7 @@
 //! Kafka topic instead, and [`TansuBroker`] starts a local broker for tests
 //! and benchmarks. With the `test-util` feature, [`MemPipeline`] is the
 //! contract in memory, for tests that need a pipeline in milliseconds, and
-//! [`S3Server`] starts a local S3-compatible object store (s3s-fs).
+//! [`S3Server`] starts a local S3-compatible object store (floe-s3-server, over s3s-fs's store).
 //! With the `sink` feature (on by default), [`sink`] lands a pipeline in the
 //! Iceberg table `floe.events` exactly once, and [`replay`] reads history
 //! back (the lake snapshot, then the pipeline after it) for recovery,
@@ -26,7 +26,7 @@ mod log;
 mod mem;
 #[cfg(feature = "sink")]
 mod outage;
-// The server processes the test harnesses start (tansu, s3s-fs).
+// The server processes the test harnesses start (tansu, floe-s3-server).
 #[cfg(any(feature = "kafka", feature = "test-util"))]
 mod process;
 #[cfg(feature = "sink")]

@@ -1,5 +1,5 @@
 //! One server process that a test harness started (the tansu broker, the
-//! s3s-fs object store): found on the machine, run on a loopback port with
+//! S3 server, floe-s3-server): found on the machine, run on a loopback port with
 //! its output appended to a log file, ready when it accepts connections
 //! (and, for some, when its log says so), stopped or killed on demand and
 //! killed when dropped. Stopping keeps the port and the log, so the same

@@ -21,6 +21,7 @@
 mod cache;
 mod cancel;
 mod error;
+mod file_cache;
 mod filter;
 mod fresh;
 mod options;
@@ -36,6 +37,7 @@ mod things;
 /// and JSON writers.
 pub use datafusion::arrow;
 pub use error::{Error, Result};
+pub use file_cache::DataCacheStats;
 pub use filter::{
     Compare, Condition, FilterError, JsonPath, MAX_CONDITIONS, MAX_FILTER_LEN, MAX_IN_VALUES,
     MAX_PATH_DEPTH, PathSegment, Scalar, parse_filter,

@@ -22,6 +22,10 @@ pub struct QueryOptions {
     /// its time waiting on the network, so one group per core leaves the
     /// cores idle between requests; local files use `target_partitions`.
     pub remote_read_concurrency: usize,
+    /// Most bytes of an object-store warehouse's data files kept in memory
+    /// for later queries (0: none). Data files are immutable, so what is
+    /// kept never goes stale; local files rely on the page cache instead.
+    pub data_cache_bytes: u64,
     /// Every event's partition key is its namespace (floe's default
     /// `$namespace` partition key with no per-type override), so a namespace
     /// filter can prune the `bucket(partition_key)` partitions. Wrong
@@ -39,6 +43,7 @@ impl Default for QueryOptions {
             cache_max_bytes: 64 << 20,
             target_partitions: 0,
             remote_read_concurrency: 16,
+            data_cache_bytes: 256 << 20,
             namespace_is_partition_key: false,
         }
     }

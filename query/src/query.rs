@@ -19,6 +19,7 @@ use iceberg::table::Table;
 use crate::cache::{CacheKey, ResultCache};
 use crate::cancel::{self, Cancel, QueryRuntime};
 use crate::error::{Error, Result};
+use crate::file_cache::{CacheHandle, DataCacheStats};
 use crate::fresh::{self, Tail};
 use crate::options::{AsOf, QueryOptions, QueryRequest};
 use crate::owner::{self, RouterSource};
@@ -81,6 +82,8 @@ pub struct CrossShardQuery {
     /// Why the warehouse's object store could not be registered (every
     /// query then fails with it).
     store_error: Option<String>,
+    /// The object-store warehouse's data file cache, if any.
+    data_cache: Option<CacheHandle>,
     /// The topology in force, for `things.shard` (the owner now).
     router: Option<RouterSource>,
 }
@@ -123,11 +126,14 @@ impl CrossShardQuery {
             options.cache_max_bytes,
         );
         let runtime = Arc::new(RuntimeEnv::default());
-        let store_error = store::register(&runtime, lake.location())
-            .err()
-            .map(|e| e.to_string());
+        let (data_cache, store_error) =
+            match store::register(&runtime, lake.location(), options.data_cache_bytes) {
+                Ok(cache) => (cache, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
         CrossShardQuery {
             store_error,
+            data_cache,
             lake,
             options,
             runtime,
@@ -158,6 +164,12 @@ impl CrossShardQuery {
     /// The settings in force.
     pub fn options(&self) -> &QueryOptions {
         &self.options
+    }
+
+    /// What the data file cache holds and how often it answered; `None`
+    /// for a local warehouse or with [`QueryOptions::data_cache_bytes`] 0.
+    pub fn data_cache_stats(&self) -> Option<DataCacheStats> {
+        self.data_cache.as_ref().map(CacheHandle::stats)
     }
 
     /// Runs one SQL statement against the current snapshot.

@@ -14,6 +14,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use crate::error::{Error, Result};
+use crate::file_cache::{CacheHandle, CachedStore};
 
 /// Attempts of one object-store request (the first plus retries) before a
 /// query fails with a retryable error: an unreachable store fails a query
@@ -65,17 +66,28 @@ fn s3_url(bucket: &str) -> Result<ObjectStoreUrl> {
 }
 
 /// Registers the warehouse's object store in `runtime` (nothing to do for
-/// `file://`, which DataFusion always has).
-pub(crate) fn register(runtime: &RuntimeEnv, location: &LakeLocation) -> Result<()> {
+/// `file://`, which DataFusion always has), behind a cache of the data
+/// files' bytes of at most `cache_bytes` (0: none). Returns the cache.
+pub(crate) fn register(
+    runtime: &RuntimeEnv,
+    location: &LakeLocation,
+    cache_bytes: u64,
+) -> Result<Option<CacheHandle>> {
     let warehouse = &location.warehouse;
     let Some(rest) = warehouse.strip_prefix("s3://") else {
-        return Ok(());
+        return Ok(None);
     };
     let bucket = rest.split('/').next().unwrap_or_default();
-    let store = s3_store(bucket, &location.properties)?;
+    let store = Arc::new(s3_store(bucket, &location.properties)?);
     let url = s3_url(bucket)?;
-    runtime.register_object_store(url.as_ref(), Arc::new(store));
-    Ok(())
+    if cache_bytes == 0 {
+        runtime.register_object_store(url.as_ref(), store);
+        return Ok(None);
+    }
+    let cached = CachedStore::new(store, cache_bytes);
+    let handle = cached.handle();
+    runtime.register_object_store(url.as_ref(), Arc::new(cached));
+    Ok(Some(handle))
 }
 
 /// An S3 client for `bucket` from Iceberg's `s3.*` properties.

@@ -55,10 +55,13 @@ pub(super) struct Metrics {
     /// Progress of the running migration (one runs at a time), by figure:
     /// running, events_processed, events_total, keys_processed, keys_total,
     /// buffered_writes. All 0 when none runs.
-    migration: Family<MigrationLabel, Gauge>,
+    migration: Family<FigureLabel, Gauge>,
     /// Cluster mode: calls this node forwarded to their shard's owner, or
     /// served for another node, by outcome (see `forward.rs`).
     forwards: Family<ForwardLabel, Counter>,
+    /// SQL over an object-store warehouse: the data file cache by figure
+    /// (hits, misses, bytes, entries, capacity). Absent for local files.
+    data_cache: Family<FigureLabel, Gauge>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -66,8 +69,9 @@ struct ForwardLabel {
     outcome: &'static str,
 }
 
+/// The `figure` label of a family of related gauges.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct MigrationLabel {
+struct FigureLabel {
     figure: &'static str,
 }
 
@@ -90,6 +94,7 @@ impl Metrics {
             sink_commits: Gauge::default(),
             migration: Family::default(),
             forwards: Family::default(),
+            data_cache: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,6 +172,11 @@ impl Metrics {
                 "floe_forwarded_calls",
                 "Cluster mode: calls by forwarding outcome (forwarded: answered by the owner; retried: the owner was not ready; gave_up: no owner within cluster.forward_timeout_ms; received: served for another node)",
                 m.forwards.clone(),
+            );
+            r.register(
+                "floe_query_data_cache",
+                "SQL over an object store: the in-memory cache of data file bytes by figure (hits, misses: byte ranges since start; bytes, entries: held now; capacity: query.data_cache_bytes)",
+                m.data_cache.clone(),
             );
         }
         m
@@ -254,8 +264,21 @@ impl Metrics {
             ("buffered_writes", progress.buffered_writes as i64),
         ] {
             self.migration
-                .get_or_create(&MigrationLabel { figure })
+                .get_or_create(&FigureLabel { figure })
                 .set(value);
+        }
+        if let Some(cache) = floe.query().ok().and_then(|q| q.data_cache_stats()) {
+            for (figure, value) in [
+                ("hits", cache.hits),
+                ("misses", cache.misses),
+                ("bytes", cache.bytes),
+                ("entries", cache.entries),
+                ("capacity", cache.capacity),
+            ] {
+                self.data_cache
+                    .get_or_create(&FigureLabel { figure })
+                    .set(value as i64);
+            }
         }
         if let Ok(lag) = floe.sink_lag().await {
             self.sink_lag_events.set(lag.events as i64);

@@ -1,5 +1,5 @@
 //! One body per lake contract, run against every lake backend for real:
-//! {SQLite catalog + local files, floe's REST catalog + S3 (s3s-fs)}.
+//! {SQLite catalog + local files, floe's REST catalog + S3 (floe-s3-server)}.
 //! The sink lands exactly once across crashes at both phases, recovery
 //! rebuilds state from the lake after retention, a live migration replays
 //! history from the lake, SQL answers with pruning,
@@ -95,19 +95,33 @@ async fn lands_recovers_and_reads(backend: Backend) {
     );
     assert_eq!(state_of(&floe).await, live(&oracle));
 
-    let once = floe
-        .sql(
-            "SELECT count(*), count(DISTINCT idempotency_key), \
-             count(DISTINCT pipeline_partition * 1000000000 + pipeline_offset), \
-             sum(version), sum(length(state)) FROM events",
-        )
-        .await
-        .unwrap();
+    let once_sql = "SELECT count(*), count(DISTINCT idempotency_key), \
+         count(DISTINCT pipeline_partition * 1000000000 + pipeline_offset), \
+         sum(version), sum(length(state)) FROM events";
+    let once = floe.sql(once_sql).await.unwrap();
     let [count, keys, positions, version_sum, state_bytes] = ints(&once)[..] else {
         panic!("five columns");
     };
     let acked = acked as i64;
     assert_eq!((count, keys, positions), (acked, acked, acked));
+    // The same scan again, past the result cache: on S3 the data files'
+    // bytes now come from the query's data file cache, with the same answer.
+    let cache_before = floe.query().unwrap().data_cache_stats();
+    let again = floe
+        .sql_with(once_sql, &floe::QueryRequest::new().no_cache())
+        .await
+        .unwrap();
+    assert_eq!(ints(&again), ints(&once));
+    let cache_after = floe.query().unwrap().data_cache_stats();
+    match backend {
+        Backend::SqliteLocal => assert_eq!(cache_after, None, "local files use the page cache"),
+        Backend::RestS3 => {
+            let (before, after) = (cache_before.unwrap(), cache_after.unwrap());
+            assert!(before.misses > 0 && before.bytes > 0, "{before:?}");
+            assert!(after.hits > before.hits, "{before:?} -> {after:?}");
+            assert_eq!(after.misses, before.misses, "{before:?} -> {after:?}");
+        }
+    }
     let point = floe
         .sql("SELECT count(*) FROM events WHERE partition_key = 'k-7'")
         .await

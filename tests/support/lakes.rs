@@ -1,7 +1,7 @@
 //! The lake backends the lake tests run every body against, each for real:
 //! floe's SQLite catalog with a local warehouse, and floe's REST catalog
 //! server (`floe_catalog`, what `floe catalog serve` runs) with an `s3://`
-//! warehouse on a local s3s-fs server.
+//! warehouse on a local S3 server (floe-s3-server, s3s-fs's store).
 // Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 
@@ -26,7 +26,7 @@ pub(crate) const WAREHOUSE: &str = "s3://lake/warehouse";
 pub(crate) enum Backend {
     /// `sqlite://` in the data directory, `file://DATA/warehouse`.
     SqliteLocal,
-    /// `rest://` (floe's catalog server) over `s3://` (s3s-fs).
+    /// `rest://` (floe's catalog server) over `s3://` (floe-s3-server).
     RestS3,
 }
 
