@@ -29,8 +29,9 @@ pub(crate) struct SqlArgs {
     /// ("2026-11-21T10:00:00Z") or ms since the epoch.
     #[arg(long)]
     as_of_time: Option<String>,
-    /// Cancel the query after this many ms (default: `query.timeout_ms`).
-    #[arg(long)]
+    /// Cancel the query after this many ms (default: `query.timeout_ms`;
+    /// at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: Option<u64>,
 }
 

@@ -87,13 +87,10 @@ async fn query(
         (None, Some(ms)) => Some(AsOf::TimestampMs(ms)),
         (None, None) => None,
     };
-    let ceiling = state.config.query.timeout_ms;
     let request = QueryRequest {
         as_of,
         fresh: body.fresh,
-        timeout: body
-            .timeout_ms
-            .map(|ms| Duration::from_millis(ms.clamp(1, ceiling))),
+        timeout: request_timeout(body.timeout_ms, state.config.query.timeout_ms, "bad_body")?,
         ..QueryRequest::default()
     };
     let result = state.floe()?.sql_with(&body.sql, &request).await?;
@@ -101,6 +98,23 @@ async fn query(
         arrow_stream(&result)
     } else {
         json_rows(&result)
+    }
+}
+
+/// A caller's `timeout_ms`: at least 1 (0 is refused with `code`, not
+/// run as a query that times out at once), at most `ceiling`
+/// (`query.timeout_ms`).
+pub(super) fn request_timeout(
+    ms: Option<u64>,
+    ceiling: u64,
+    code: &'static str,
+) -> Result<Option<Duration>, ApiError> {
+    match ms {
+        Some(0) => Err(ApiError::bad_request(
+            code,
+            format!("timeout_ms must be at least 1 (at most {ceiling}, query.timeout_ms)"),
+        )),
+        ms => Ok(ms.map(|ms| Duration::from_millis(ms.min(ceiling)))),
     }
 }
 

@@ -7,7 +7,6 @@
 //! &order=total desc&limit=20&offset=40&fresh=true`
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -18,6 +17,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::errors::ApiError;
 use super::routes::{guarded, policy};
+use super::sql::request_timeout;
 use super::sql::stats_json;
 use crate::{OrderBy, QueryRequest, Thing, ThingsQuery};
 
@@ -147,10 +147,9 @@ async fn things(
         };
         ApiError::bad_request(code, message)
     })?;
-    let ceiling = state.config.query.timeout_ms;
     let request = QueryRequest {
         fresh,
-        timeout: timeout_ms.map(|ms| Duration::from_millis(ms.clamp(1, ceiling))),
+        timeout: request_timeout(timeout_ms, state.config.query.timeout_ms, "bad_query")?,
         ..QueryRequest::default()
     };
     let page = state.floe()?.query_things(&query, &request).await?;

@@ -94,6 +94,11 @@ fn errors_are_clear_and_exit_non_zero() {
         "version conflict on acme/Order/o-1: expected version 5, found 1",
     );
     fails_with(data, &["delete", "acme", "Order", "nope"], "not found");
+    fails_with(
+        data,
+        &["sql", "SELECT 1", "--timeout-ms", "0"],
+        "invalid value '0' for '--timeout-ms",
+    );
 }
 
 #[test]

@@ -578,6 +578,12 @@ async fn sql_answers_viewers_in_json_and_arrow_and_refuses_writes() {
             StatusCode::BAD_REQUEST,
             "malformed_json",
         ),
+        // A timeout of 0 is bad input, not a query that timed out.
+        (
+            r#"{"sql": "SELECT 1", "timeout_ms": 0}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
     ] {
         let (got, body) = server
             .call(Method::POST, "/api/v1/sql", Some(ADMIN), Some(sql))

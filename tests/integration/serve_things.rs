@@ -348,6 +348,7 @@ async fn things_answer_every_filter_kind_like_the_oracle_and_refuse_injection() 
         vec![("type", "Order".into()), ("limit", "10001".into())],
         vec![("type", "Order".into()), ("limit", "-1".into())],
         vec![("type", "Order".into()), ("where", "1=1".into())],
+        vec![("type", "Order".into()), ("timeout_ms", "0".into())],
     ] {
         let (status, body) = get(params.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{params:?}: {body}");
