@@ -43,6 +43,16 @@ pub(crate) fn measure(loads: &[ShardLoad]) -> impl Fn(&ShardLoad) -> u64 + use<>
     move |l: &ShardLoad| if by_bytes { l.bytes } else { l.entities }
 }
 
+/// Refuses a tolerance below 0 or not finite: with one, a shard could be
+/// both hot and cold, or none could be either.
+pub fn check_threshold(threshold: f64) -> crate::Result<()> {
+    if threshold.is_finite() && threshold >= 0.0 {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidThreshold { threshold })
+    }
+}
+
 /// Analyzes `loads` with a tolerance of `threshold` (0.2: a shard 20% above
 /// the mean is hot).
 pub fn analyze_balance(loads: &[ShardLoad], threshold: f64) -> BalanceAnalysis {
@@ -102,6 +112,21 @@ mod tests {
         assert_eq!(a.cold_shards, vec![3, 0, 1]);
         assert!((a.imbalance_ratio - 400.0 / 150.0).abs() < 1e-9);
         assert!(!a.is_balanced);
+    }
+
+    #[test]
+    fn a_negative_or_non_finite_threshold_is_refused() {
+        for bad in [-0.1, -3.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let err = check_threshold(bad).unwrap_err();
+            assert!(
+                matches!(err, crate::Error::InvalidThreshold { .. }),
+                "{bad}"
+            );
+            assert!(err.to_string().contains(">= 0"), "{err}");
+        }
+        for good in [0.0, 0.2, 5.0] {
+            check_threshold(good).unwrap();
+        }
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum Error {
         shard: u32,
     },
 
+    /// A balance tolerance that is negative, or not a number: hot and
+    /// cold would overlap, or nothing would compare.
+    #[error(
+        "balance threshold {threshold}: expected a finite number >= 0 (0.2: a shard 20% above the mean is hot)"
+    )]
+    InvalidThreshold {
+        /// The threshold given.
+        threshold: f64,
+    },
+
     /// A range change would make two ranges overlap.
     #[error("invalid range plan: {0}")]
     RangeOverlap(String),

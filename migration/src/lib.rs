@@ -41,7 +41,7 @@ mod ranges;
 mod replay;
 mod shrink;
 
-pub use balance::{BalanceAnalysis, ShardLoad, analyze_balance};
+pub use balance::{BalanceAnalysis, ShardLoad, analyze_balance, check_threshold};
 pub use buffer::{BufferStats, WriteBuffer};
 #[cfg(feature = "failpoints")]
 pub use config::FailPoint;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use floe_engine::{RangeBound, Router, Strategy, Topology};
 use serde::{Deserialize, Serialize};
 
-use crate::balance::{ShardLoad, analyze_balance, measure};
+use crate::balance::{ShardLoad, analyze_balance, check_threshold, measure};
 use crate::error::{Error, Result};
 
 pub use floe_engine::KeyLoad;
@@ -348,6 +348,7 @@ pub fn plan_rebalance(
     keys: &[KeyLoad],
     threshold: f64,
 ) -> Result<MigrationPlan> {
+    check_threshold(threshold)?;
     let loads = shard_loads(topology.shard_count, keys);
     let weigh = measure(&loads);
     let key_weight = |k: &KeyLoad| {

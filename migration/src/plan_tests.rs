@@ -142,6 +142,15 @@ fn invalid_requests_are_typed() {
         ),
         "merge with itself"
     );
+    for threshold in [-1.0, f64::NAN] {
+        assert!(
+            matches!(
+                plan_rebalance(&t, &keys, threshold),
+                Err(Error::InvalidThreshold { .. })
+            ),
+            "rebalance with threshold {threshold}"
+        );
+    }
     for result in [
         plan_split(&t, &keys, 9),
         plan_remove_shard(&t, &keys, 4),

@@ -190,6 +190,7 @@ fn migration_status(e: &floe_migration::Error) -> (StatusCode, &'static str) {
         M::InvalidPlan(_) => (StatusCode::BAD_REQUEST, "invalid_plan"),
         M::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
         M::MergeWithItself { .. } => (StatusCode::BAD_REQUEST, "merge_with_itself"),
+        M::InvalidThreshold { .. } => (StatusCode::BAD_REQUEST, "invalid_threshold"),
         M::LastShard { .. } => (StatusCode::CONFLICT, "last_shard"),
         M::RangeOverlap(_) => (StatusCode::BAD_REQUEST, "range_overlap"),
         M::RangeGap(_) => (StatusCode::BAD_REQUEST, "range_gap"),

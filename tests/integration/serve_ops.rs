@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use floe::{Config, EntityKey, Floe};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use server::{ADMIN, FloeServer, OPERATOR, VIEWER, parse_metrics, sum};
+use server::{ADMIN, FloeServer, OPERATOR, VIEWER, error_code, parse_metrics, sum};
 
 async fn shard_status(server: &FloeServer, shard: u32) -> (String, Value) {
     let (status, body) = server
@@ -547,6 +547,20 @@ async fn a_shard_is_added_over_http_while_writes_go_on() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{balance}");
+    // A negative tolerance would call a shard hot and cold at once.
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/api/v1/migrations/balance?threshold=-3",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_threshold"),
+        "{body}"
+    );
     let (status, planned) = server
         .call(
             Method::POST,

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 pub use stage::{Settle, Stage, Unblock};
 
-use crate::balance::{BalanceAnalysis, analyze_balance};
+use crate::balance::{BalanceAnalysis, analyze_balance, check_threshold};
 use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
@@ -155,6 +155,7 @@ impl Migrator {
     /// How evenly the shards are loaded (`threshold`: 0.2 = a shard 20% above
     /// the mean is hot).
     pub async fn analyze_balance(&self, threshold: f64) -> Result<BalanceAnalysis> {
+        check_threshold(threshold)?;
         let topology = self.inner.deployment.cluster.topology();
         let keys = self.inventory().await?;
         Ok(analyze_balance(
