@@ -1,8 +1,13 @@
 use serde_json::Value;
 
 use crate::entity::EntityKey;
+use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::json::Json;
+
+/// Longest idempotency key a caller may give, in bytes. Keys live in every
+/// shard's window, the cross-shard index and each event in the lake.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 1024;
 
 /// What a write does to its entity.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +64,32 @@ pub struct Command {
 }
 
 impl Command {
+    /// Refuses a caller's idempotency key that cannot serve as one: empty
+    /// (every such write would claim the same key), longer than
+    /// [`MAX_IDEMPOTENCY_KEY_BYTES`], or holding a control character (as an
+    /// [`EntityKey`] may not). Shards check it before anything else.
+    pub fn check_idempotency_key(&self) -> Result<()> {
+        let Some(key) = &self.idempotency_key else {
+            return Ok(());
+        };
+        let reason = if key.is_empty() {
+            "it is empty (leave it out to have floe derive one)".to_string()
+        } else if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            format!(
+                "it is {} bytes, more than {MAX_IDEMPOTENCY_KEY_BYTES}",
+                key.len()
+            )
+        } else if key.chars().any(char::is_control) {
+            "it contains a control character".to_string()
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidIdempotencyKey {
+            entity: self.key.display(),
+            reason,
+        })
+    }
+
     /// A fingerprint of the request, stored with its idempotency key: a
     /// second request with the key is a retry only if its fingerprint is the
     /// same. It covers the operation, the entity, the data or patch, the
@@ -244,6 +275,37 @@ mod tests {
             idempotency_key: Some("k".into()),
             partition_key: "t".into(),
             key_hash: 9,
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_that_cannot_serve_are_refused() {
+        let with = |key: Option<String>| Command {
+            idempotency_key: key,
+            ..upsert("{}")
+        };
+        let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES);
+        for good in [
+            None,
+            Some("k".to_string()),
+            Some("ключ-1".into()),
+            Some(longest.clone()),
+        ] {
+            with(good).check_idempotency_key().unwrap();
+        }
+        for (bad, reason) in [
+            (String::new(), "empty"),
+            (format!("{longest}k"), "1025 bytes"),
+            ("a\nb".into(), "control character"),
+            ("\u{7f}".into(), "control character"),
+        ] {
+            let err = with(Some(bad)).check_idempotency_key().unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidIdempotencyKey { .. }),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(reason), "{err}");
+            assert!(err.to_string().contains("t/T/1"), "{err}");
         }
     }
 

@@ -36,6 +36,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A caller's idempotency key that cannot serve as one: empty, longer
+    /// than [`crate::MAX_IDEMPOTENCY_KEY_BYTES`], or holding a control
+    /// character.
+    #[error("invalid idempotency key for {entity}: {reason}")]
+    InvalidIdempotencyKey {
+        /// `namespace/type/id` of the entity written.
+        entity: EntityKeyDisplay,
+        /// What is wrong with the key.
+        reason: String,
+    },
+
     /// Bytes that should have been JSON were not.
     #[error("malformed JSON: {0}")]
     MalformedJson(serde_json::Error),

@@ -40,7 +40,7 @@ pub use cluster::{
     ShardCluster,
 };
 pub use codec::{decode_event, encode_event, encoded_len, is_truncated_event};
-pub use command::{Command, Operation, WriteAck, merge_patch};
+pub use command::{Command, MAX_IDEMPOTENCY_KEY_BYTES, Operation, WriteAck, merge_patch};
 pub use dedup::DedupWindow;
 pub use digest::{
     DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,

@@ -385,6 +385,7 @@ impl ShardWorker {
         now: i64,
         limits: PrepareLimits,
     ) -> Result<Admission> {
+        command.check_idempotency_key()?;
         let fingerprint = command
             .idempotency_key
             .as_ref()

@@ -93,22 +93,40 @@ struct WriteParams {
 }
 
 impl WriteParams {
-    fn apply(self, headers: &HeaderMap, mut request: WriteRequest) -> WriteRequest {
+    fn apply(
+        self,
+        headers: &HeaderMap,
+        mut request: WriteRequest,
+    ) -> Result<WriteRequest, ApiError> {
         if let Some(v) = self.expected_version {
             request = request.expected_version(v);
         }
         // The `Idempotency-Key` header is the common HTTP spelling.
-        let header_key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header_key = header_idempotency_key(headers)?;
         if let Some(k) = self.idempotency_key.or(header_key) {
             request = request.idempotency_key(k);
         }
         if let Some(k) = self.partition_key {
             request = request.partition_key(k);
         }
-        request
+        Ok(request)
+    }
+}
+
+/// The `Idempotency-Key` header: its bytes, read as UTF-8 (a header may
+/// carry non-ASCII text). A header that is not UTF-8 is refused, never
+/// dropped: without its key a client's retry would write a second time.
+/// The shard checks the key itself (empty, too long, control characters).
+fn header_idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(key) => Ok(Some(key.to_string())),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("the Idempotency-Key header is not UTF-8 text: {e}"),
+        )),
     }
 }
 
@@ -192,6 +210,7 @@ impl WriteCall {
                 .apply(&self.headers, build(self.key.clone()));
             let state = self.state.clone();
             async move {
+                let request = request?;
                 let ack = AxumJson(write(&state, request).await?);
                 let status = if created {
                     StatusCode::CREATED

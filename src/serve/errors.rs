@@ -215,6 +215,7 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         // The request is well-formed but its time has no shard (yet).
         E::Unroutable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unroutable"),
         E::InvalidEntity { .. } => (StatusCode::BAD_REQUEST, "invalid_entity"),
+        E::InvalidIdempotencyKey { .. } => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
         E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
         E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         E::JsonTooDeep { .. } => (StatusCode::BAD_REQUEST, "json_too_deep"),
@@ -316,6 +317,13 @@ mod tests {
                 original: "t/T/1 created at version 1".into()
             }),
             (422, "idempotency_key_reused")
+        );
+        assert_eq!(
+            status(E::InvalidIdempotencyKey {
+                entity: entity(),
+                reason: "it is empty".into()
+            }),
+            (400, "invalid_idempotency_key")
         );
         let pipeline = |retryable| E::Pipeline {
             backend: "file",

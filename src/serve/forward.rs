@@ -174,7 +174,7 @@ pub(super) fn inbound(state: &AppState, headers: &HeaderMap) -> Result<Option<Ca
 pub(super) struct Call {
     method: Method,
     path_and_query: String,
-    idempotency_key: Option<String>,
+    idempotency_key: Option<HeaderValue>,
     content_type: Option<HeaderValue>,
     /// It came from another node: serve it here or refuse, never forward it.
     forwarded: bool,
@@ -193,16 +193,15 @@ impl Call {
         has_key: bool,
     ) -> Call {
         let forwarded = headers.contains_key(FORWARDED_BY);
-        let mut idempotency_key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        // The caller's header goes on as sent (the owner decodes and checks
+        // it): one that is not visible ASCII is still the caller's key.
+        let mut idempotency_key = headers.get("idempotency-key").cloned();
         if state.forwarder.is_some() && !forwarded && write && !has_key && idempotency_key.is_none()
         {
             let key = uuid::Uuid::new_v4().to_string();
             if let Ok(value) = HeaderValue::from_str(&key) {
-                headers.insert("idempotency-key", value);
-                idempotency_key = Some(key);
+                headers.insert("idempotency-key", value.clone());
+                idempotency_key = Some(value);
             }
         }
         Call {

@@ -68,6 +68,87 @@ async fn the_http_api_and_the_library_refuse_the_same_keys() {
     library.close().await.unwrap();
 }
 
+/// A caller's idempotency key is kept exactly or refused, never dropped:
+/// a dropped key turns the caller's retry into a second write. Non-ASCII
+/// keys in the header work; empty, overlong, control-character and
+/// non-UTF-8 keys are a 400 that writes nothing, on every path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_kept_exactly_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloeServer::start(dir.path(), "", "", "");
+    let put = |id: &str, key: reqwest::header::HeaderValue| {
+        server
+            .client
+            .put(server.url(&format!("/api/v1/entities/t/Thing/{id}")))
+            .bearer_auth(OPERATOR)
+            .header("idempotency-key", key)
+            .body(r#"{"v":1}"#)
+            .send()
+    };
+    // The same non-ASCII key twice: one write, the retry answered by it.
+    let key = reqwest::header::HeaderValue::from_bytes("ключ-1".as_bytes()).unwrap();
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        let response = put("u1", key.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        acks.push(response.json::<serde_json::Value>().await.unwrap());
+    }
+    assert_eq!(acks[0]["idempotency_key"], json!("ключ-1"), "{}", acks[0]);
+    assert_eq!(acks[0], acks[1], "the retry is the first write's outcome");
+    assert_eq!(acks[1]["version"], json!(1));
+
+    // Header bytes that are not UTF-8.
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"cl\xe9").unwrap();
+    let response = put("u2", latin1).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "invalid_idempotency_key", "{body}");
+    let empty = reqwest::header::HeaderValue::from_static("");
+    let response = put("u2", empty).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "invalid_idempotency_key", "{body}");
+
+    // In the query string, and in a batch item.
+    let long = "k".repeat(floe_engine::MAX_IDEMPOTENCY_KEY_BYTES + 1);
+    for query in ["", "a%0Ab", long.as_str()] {
+        let path = format!("/api/v1/entities/t/Thing/u2?idempotency_key={query}");
+        let (status, reply) = server
+            .call(Method::PUT, &path, Some(OPERATOR), Some(r#"{"v":1}"#))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}: {reply}");
+        assert_eq!(error_code(&reply), "invalid_idempotency_key", "{reply}");
+    }
+    let batch = r#"[{"op": "put", "namespace": "t", "entity_type": "Thing", "id": "u2", "data": {"v": 1}, "idempotency_key": ""},
+                    {"op": "put", "namespace": "t", "entity_type": "Thing", "id": "u3", "data": {"v": 1}}]"#;
+    let (status, reply) = server
+        .call(
+            Method::POST,
+            "/api/v1/entities:batch",
+            Some(OPERATOR),
+            Some(batch),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["results"][0]["status"], json!(400), "{reply}");
+    assert_eq!(
+        reply["results"][0]["error"]["code"],
+        json!("invalid_idempotency_key"),
+        "{reply}"
+    );
+    assert_eq!(reply["results"][1]["status"], json!(200), "{reply}");
+    // None of the refused writes landed.
+    let (status, _) = server
+        .call(
+            Method::GET,
+            "/api/v1/entities/t/Thing/u2",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_bodies_get_4xx_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
