@@ -463,7 +463,17 @@ impl Client {
             request = request.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
         if let Some(key) = call.idempotency_key {
-            request = request.header("idempotency-key", key);
+            // A key is UTF-8 text, which the server reads back as such; a
+            // `&str` header would take visible ASCII only. What no header
+            // can carry (control characters) the server would refuse too.
+            let value = reqwest::header::HeaderValue::from_bytes(key.as_bytes()).map_err(|_| {
+                Error::BadRequest {
+                    status: 400,
+                    code: "invalid_idempotency_key".into(),
+                    message: format!("idempotency key {key:?}: it contains a control character"),
+                }
+            })?;
+            request = request.header("idempotency-key", value);
         }
         if let Some(body) = &call.body {
             request = request

@@ -85,6 +85,16 @@ async fn every_call_kind_round_trips() {
     let routed = floe.get_routed(&ada, "acme").await.unwrap().unwrap();
     assert_eq!(routed.version, 2);
 
+    // A non-ASCII idempotency key travels as written: the retry is answered
+    // by the first write.
+    let retried =
+        || Write::put(key("unicode", "o-ключ"), json!({"n": 1})).idempotency_key("ключ-7");
+    let first = floe.write(retried()).await.unwrap();
+    let again = floe.write(retried()).await.unwrap();
+    assert_eq!(first.idempotency_key, "ключ-7");
+    assert_eq!((first.version, again.version), (1, 1));
+    assert_eq!(first.event_id, again.event_id);
+
     // Lists page in id order.
     for i in 3..8 {
         floe.put(key("acme", &format!("o-{i}")), json!({"i": i}))
