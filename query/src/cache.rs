@@ -115,6 +115,12 @@ impl ResultCache {
         );
     }
 
+    /// Drops every result.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
     fn remove(&mut self, key: &CacheKey) {
         if let Some(entry) = self.entries.remove(key) {
             self.bytes -= entry.bytes;
@@ -153,6 +159,17 @@ mod tests {
         Arc::new(vec![
             RecordBatch::try_from_iter([("n", Arc::new(array) as _)]).unwrap(),
         ])
+    }
+
+    #[test]
+    fn clearing_forgets_every_result() {
+        let mut cache = ResultCache::new(Duration::from_secs(10), 10, 1 << 20);
+        let t0 = Instant::now();
+        cache.put(key("q", 1), result(3), t0);
+        cache.put(key("r", 1), result(3), t0);
+        cache.clear();
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+        assert!(cache.get(&key("q", 1), t0).is_none());
     }
 
     #[test]

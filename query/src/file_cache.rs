@@ -63,6 +63,14 @@ impl CacheHandle {
     pub(crate) fn stats(&self) -> DataCacheStats {
         lock(&self.0).stats()
     }
+
+    /// Drops every cached range (the counters stay).
+    pub(crate) fn clear(&self) {
+        let mut cache = lock(&self.0);
+        cache.files.clear();
+        cache.recency.clear();
+        cache.bytes = 0;
+    }
 }
 
 impl CachedStore {

@@ -208,3 +208,20 @@ async fn a_read_past_the_end_is_clamped_once_the_size_is_known() {
     inner.delete(&path).await.unwrap();
     assert_eq!(cached.get_range(&path, 900..1200).await.unwrap(), first);
 }
+
+#[tokio::test]
+async fn clearing_drops_every_range_and_keeps_the_counters() {
+    let path = Path::from("data/i.parquet");
+    let (inner, cached) = store_with(&path, 1000, 1 << 20).await;
+    cached.get_range(&path, 0..100).await.unwrap();
+    cached.get_range(&path, 0..100).await.unwrap();
+    cached.handle().clear();
+    let stats = cached.handle().stats();
+    assert_eq!((stats.bytes, stats.entries), (0, 0), "{stats:?}");
+    assert_eq!((stats.hits, stats.misses), (1, 1), "{stats:?}");
+    inner.delete(&path).await.unwrap();
+    assert!(
+        cached.get_range(&path, 0..100).await.is_err(),
+        "nothing left in memory"
+    );
+}

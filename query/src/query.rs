@@ -166,6 +166,17 @@ impl CrossShardQuery {
         &self.options
     }
 
+    /// Drops every cached result and every cached data file byte: after an
+    /// erase, no copy of the erased rows stays in this process's memory
+    /// (they would not be served, as no current snapshot references their
+    /// files, but they would stay until evicted).
+    pub fn forget_cached(&self) {
+        self.cache().clear();
+        if let Some(files) = &self.data_cache {
+            files.clear();
+        }
+    }
+
     /// What the data file cache holds and how often it answered; `None`
     /// for a local warehouse or with [`QueryOptions::data_cache_bytes`] 0.
     pub fn data_cache_stats(&self) -> Option<DataCacheStats> {

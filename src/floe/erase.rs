@@ -127,6 +127,10 @@ impl Floe {
         let erased = erase_entity(&lake, &key, &options)
             .await
             .map_err(Error::Lake)?;
+        // Cached query results and data file bytes may hold the rows.
+        if let Ok(query) = self.query() {
+            query.forget_cached();
+        }
         let remaining = self.remaining_copies(partition, &key).await?;
         Ok(EraseReport {
             namespace: key.namespace,
