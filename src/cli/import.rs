@@ -319,6 +319,12 @@ async fn import(
 /// idempotent by its version, so a repeat is reported unchanged.
 fn parse_line(bytes: &[u8], prefix: &str, line: u64) -> Result<Option<WriteRequest>, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    // Editors on Windows start UTF-8 files with a byte order mark.
+    let text = if line == 1 {
+        text.strip_prefix('\u{feff}').unwrap_or(text)
+    } else {
+        text
+    };
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -358,4 +364,20 @@ fn save_position(path: &Path, position: &Position) -> anyhow::Result<()> {
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_line;
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_on_the_first_line_only() {
+        let line = "\u{feff}{\"namespace\":\"a\",\"entity_type\":\"T\",\"id\":\"1\",\"data\":{}}";
+        assert!(matches!(parse_line(line.as_bytes(), "p", 1), Ok(Some(_))));
+        assert!(parse_line(line.as_bytes(), "p", 2).is_err());
+        assert!(matches!(
+            parse_line("\u{feff}\n".as_bytes(), "p", 1),
+            Ok(None)
+        ));
+    }
 }

@@ -92,9 +92,12 @@ async fn write_batch(
             ),
             _ => e,
         })?;
+    // A leading byte order mark (editors on Windows write one) is not part
+    // of the first item.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     // (line of the body, or none for an array element; the item)
     let items: Vec<(Option<usize>, &str)> = match format {
-        Format::Array => serde_json::from_str::<Vec<&RawValue>>(&text)
+        Format::Array => serde_json::from_str::<Vec<&RawValue>>(text)
             .map_err(|e| {
                 ApiError::bad_request(
                     "malformed_json",

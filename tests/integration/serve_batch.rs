@@ -122,6 +122,29 @@ async fn ndjson_lines_report_their_line_numbers() {
     assert_eq!(results[1]["error"]["code"], "malformed_json");
     assert_eq!(version(&server, "n1").await, Some(1));
     assert_eq!(version(&server, "n3").await, Some(1));
+    // A body that starts with a UTF-8 byte order mark, in either format.
+    let item = |id: &str| {
+        format!(
+            r#"{{"op":"put","namespace":"acme","entity_type":"Order","id":"{id}","data":{{"a":1}}}}"#
+        )
+    };
+    for (content_type, body, id) in [
+        (
+            "application/x-ndjson",
+            format!("\u{feff}{}", item("bom1")),
+            "bom1",
+        ),
+        (
+            "application/json",
+            format!("\u{feff}[{}]", item("bom2")),
+            "bom2",
+        ),
+    ] {
+        let (status, answer) = post(&server, Some(OPERATOR), content_type, body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(statuses(&answer), [200], "{content_type}: {answer}");
+        assert_eq!(version(&server, id).await, Some(1));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
