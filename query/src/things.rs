@@ -188,6 +188,18 @@ impl ThingsQuery {
                 "the entity type must not be empty".into(),
             ));
         }
+        // DataFusion keeps skip and fetch as i64: a larger one would wrap
+        // into a negative OFFSET and fail in the optimizer.
+        for (what, value) in [("offset", Some(self.offset)), ("limit", self.limit)] {
+            if let Some(value) = value
+                && i64::try_from(value).is_err()
+            {
+                return Err(Error::InvalidQuery(format!(
+                    "{what} {value} is larger than {}",
+                    i64::MAX
+                )));
+            }
+        }
         let mut predicate = col("entity_type").eq(lit(self.entity_type.clone()));
         if let Some(namespace) = &self.namespace {
             predicate = predicate.and(col("namespace").eq(lit(namespace.clone())));

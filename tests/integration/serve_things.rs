@@ -358,6 +358,17 @@ async fn things_answer_every_filter_kind_like_the_oracle_and_refuse_injection() 
             "{params:?}: {body}"
         );
     }
+    // An offset DataFusion cannot hold (it keeps OFFSET as i64).
+    let (status, body) = get(vec![
+        ("type", "Order".into()),
+        ("offset", u64::MAX.to_string()),
+    ])
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_query")),
+        "{body}"
+    );
     // Nothing was dropped or changed.
     let (status, body) = get(base()).await;
     assert_eq!(status, StatusCode::OK);
