@@ -428,7 +428,16 @@ impl LakeConfig {
         let warehouse = if self.warehouse.trim().is_empty() {
             format!("file://{}", data_dir.join("warehouse").display())
         } else {
-            self.warehouse.trim().trim_end_matches('/').to_string()
+            // Checked as written, so the error names what the user wrote
+            // (`s3://` names no bucket; trimmed it would be `s3:`).
+            let written = self.warehouse.trim();
+            floe_emitter::sink::check_warehouse(written).map_err(lake_error)?;
+            let trimmed = written.trim_end_matches('/');
+            if trimmed.ends_with(':') {
+                written.to_string()
+            } else {
+                trimmed.to_string()
+            }
         };
         floe_emitter::sink::check_warehouse(&warehouse).map_err(lake_error)?;
         Ok(LakeLocation {
@@ -687,6 +696,25 @@ mod tests {
     fn query_settings_reach_the_query_options_and_zero_concurrency_is_refused() {
         let config = Config::from_toml("[query]\nremote_read_concurrency = 4").unwrap();
         assert_eq!(config.query_options().remote_read_concurrency, 4);
+        for (warehouse, expected) in [
+            ("s3://", "names no bucket"),
+            ("s3:///x", "names no bucket"),
+            ("gs://b/x", "unsupported scheme"),
+        ] {
+            let err = Config::from_toml(&format!("[lake]\nwarehouse = \"{warehouse}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{warehouse}: {err}");
+            assert!(
+                err.contains(&format!("{warehouse:?}")),
+                "{warehouse}: {err}"
+            );
+        }
+        let config = Config::from_toml("[lake]\nwarehouse = \"s3://b/w/\"").unwrap();
+        assert_eq!(
+            config.lake.location(Path::new("/d")).unwrap().warehouse,
+            "s3://b/w"
+        );
         let config = Config::from_toml("[query]\ndata_cache_bytes = 0").unwrap();
         assert_eq!(config.query_options().data_cache_bytes, 0);
         assert_eq!(
