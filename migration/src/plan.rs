@@ -19,8 +19,11 @@ use crate::error::{Error, Result};
 pub use floe_engine::KeyLoad;
 
 /// The kind of topology change.
+///
+/// A field a kind does not take is refused, so a misspelled parameter is an
+/// error rather than a plan made without it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PlanKind {
     /// One more shard; the strategy hands it its share of keys.
     AddShard,

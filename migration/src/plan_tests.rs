@@ -383,3 +383,25 @@ proptest! {
         prop_assert!(validate(&plan, &t).is_valid());
     }
 }
+
+#[test]
+fn plan_kinds_refuse_fields_they_do_not_take() {
+    let parse = |text: &str| serde_json::from_str::<PlanKind>(text);
+    assert_eq!(
+        parse(r#"{"kind":"add_shard"}"#).unwrap(),
+        PlanKind::AddShard
+    );
+    assert_eq!(
+        parse(r#"{"kind":"remove_shard","shard":3}"#).unwrap(),
+        PlanKind::RemoveShard { shard: 3 }
+    );
+    // (serde cannot refuse extra fields of a unit variant such as
+    // `add_shard`; the HTTP API checks those: src/serve/migrations.rs.)
+    for bad in [
+        r#"{"kind":"remove_shard","shard":3,"into":1}"#,
+        r#"{"kind":"merge","from":1,"into":2,"threshold":0.5}"#,
+    ] {
+        let err = parse(bad).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{bad}: {err}");
+    }
+}

@@ -580,6 +580,46 @@ async fn a_shard_is_added_over_http_while_writes_go_on() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // An absent optional parameter may be sent as null.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/migrations/plan",
+            Some(ADMIN),
+            Some(r#"{"kind":"add_period","period":"2024-01","shard":null}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_plan"),
+        "a hash topology has no periods: {body}"
+    );
+    // A parameter the kind does not take is refused, not ignored.
+    for bad in [
+        r#"{"kind":"add_shard","shard":3}"#,
+        r#"{"kind":"remove_shard","shard":3,"into":1}"#,
+    ] {
+        let (status, body) = server
+            .call(
+                Method::POST,
+                "/api/v1/migrations/plan",
+                Some(ADMIN),
+                Some(bad),
+            )
+            .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::BAD_REQUEST, "malformed_json"),
+            "{bad}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field"),
+            "{body}"
+        );
+    }
 
     // Writers keep going while the shard is added.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
