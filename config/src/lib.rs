@@ -4,13 +4,19 @@
 mod defaults_tests;
 mod error;
 mod kafka;
+mod lake;
 mod maintenance;
+mod partition_key;
+mod query;
 mod serve;
 mod snapshots;
 
 pub use self::error::{Error, Result};
 pub use self::kafka::KafkaConfig;
+pub use self::lake::LakeConfig;
 pub use self::maintenance::MaintenanceConfig;
+pub use self::partition_key::PartitionKeyConfig;
+pub use self::query::QueryConfig;
 pub use self::serve::{
     AuthMode, HealthConfig, Role, Secret, ServeConfig, TOKENS_ENV, Token, TokenConfig,
 };
@@ -20,11 +26,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use floe_emitter::sink::{CatalogUrl, LakeLocation, SinkOptions};
 use floe_emitter::{FsyncPolicy, LogOptions};
-use floe_engine::{
-    HashFunction, KeyExtractor, PartitionKeySpec, ShardConfig, ShardLimits, Strategy, Topology,
-};
+use floe_engine::{HashFunction, ShardConfig, ShardLimits, Strategy, Topology};
 use serde::{Deserialize, Serialize};
 
 /// Everything floe needs to open a data directory. Every field has a default;
@@ -211,310 +214,6 @@ impl TopologyConfig {
     }
 }
 
-/// Partition-key extraction: a default spec and per-type specs.
-///
-/// A partial table changes only the keys it names: `[partition_key]` with
-/// only `strict = true` keeps the `$namespace` key, and a
-/// `[partition_key.types.T]` table takes the keys it does not name from the
-/// default spec (so `[partition_key.types.OrderItem]` alone leaves every
-/// other type routed exactly as before).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "PartitionKeyToml")]
-pub struct PartitionKeyConfig {
-    /// The spec for types without their own.
-    #[serde(flatten)]
-    pub default: PartitionKeySpec,
-    /// Specs by entity type.
-    pub types: BTreeMap<String, PartitionKeySpec>,
-}
-
-impl Default for PartitionKeyConfig {
-    fn default() -> Self {
-        PartitionKeyConfig {
-            default: PartitionKeySpec::tenant(),
-            types: BTreeMap::new(),
-        }
-    }
-}
-
-/// `[partition_key]` as written: every key optional, so that what is absent
-/// takes its default instead of [`PartitionKeySpec`]'s own (`$id`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PartitionKeyToml {
-    fields: Option<OneOrMany>,
-    fallback: Option<floe_engine::KeyField>,
-    strict: Option<bool>,
-    #[serde(default)]
-    types: BTreeMap<String, SpecToml>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpecToml {
-    fields: Option<OneOrMany>,
-    fallback: Option<floe_engine::KeyField>,
-    strict: Option<bool>,
-}
-
-/// `fields = "a"` or `fields = ["a", "b"]` (an untagged enum would lose the
-/// key field's own error, such as an unknown `$` name).
-struct OneOrMany(Vec<floe_engine::KeyField>);
-
-impl<'de> Deserialize<'de> for OneOrMany {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = OneOrMany;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key field or a list of key fields")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<OneOrMany, E> {
-                Ok(OneOrMany(vec![s.parse().map_err(E::custom)?]))
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<OneOrMany, A::Error> {
-                let mut fields = Vec::new();
-                while let Some(field) = seq.next_element()? {
-                    fields.push(field);
-                }
-                Ok(OneOrMany(fields))
-            }
-        }
-        d.deserialize_any(Fields)
-    }
-}
-
-impl SpecToml {
-    /// `base` with the keys this table names replaced.
-    fn over(self, base: &PartitionKeySpec) -> std::result::Result<PartitionKeySpec, String> {
-        let mut spec = base.clone();
-        if let Some(OneOrMany(fields)) = self.fields {
-            spec.fields = fields;
-        }
-        if let Some(fallback) = self.fallback {
-            spec.fallback = Some(fallback);
-        }
-        if let Some(strict) = self.strict {
-            spec.strict = strict;
-        }
-        spec.validate().map_err(|e| e.to_string())?;
-        Ok(spec)
-    }
-}
-
-impl TryFrom<PartitionKeyToml> for PartitionKeyConfig {
-    type Error = String;
-
-    fn try_from(toml: PartitionKeyToml) -> std::result::Result<Self, String> {
-        let default = SpecToml {
-            fields: toml.fields,
-            fallback: toml.fallback,
-            strict: toml.strict,
-        }
-        .over(&PartitionKeyConfig::default().default)
-        .map_err(|e| format!("partition_key: {e}"))?;
-        let types = toml
-            .types
-            .into_iter()
-            .map(|(name, spec)| {
-                let spec = spec
-                    .over(&default)
-                    .map_err(|e| format!("partition_key.types.{name}: {e}"))?;
-                Ok((name, spec))
-            })
-            .collect::<std::result::Result<_, String>>()?;
-        Ok(PartitionKeyConfig { default, types })
-    }
-}
-
-impl PartitionKeyConfig {
-    /// The extractor this configuration describes.
-    pub fn extractor(&self) -> KeyExtractor {
-        let mut extractor = KeyExtractor::new(self.default.clone());
-        for (entity_type, spec) in &self.types {
-            extractor = extractor.with_type(entity_type, spec.clone());
-        }
-        extractor
-    }
-}
-
-/// The Iceberg lake (`[lake]`): where the pipeline lands and how.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LakeConfig {
-    /// Use the lake at all: recovery reads landed events from it and the
-    /// sink can run. Off: floe keeps everything in the pipeline only.
-    pub enabled: bool,
-    /// Run the sink inside `Floe` (started by open, flushed by close). Off:
-    /// run `floe sink` separately.
-    pub sink: bool,
-    /// The catalog by URL: `sqlite://` (default: `DATA/catalog.db`),
-    /// `sqlite:///path/catalog.db`, `rest://host:port` or `http(s)://...`.
-    pub catalog: String,
-    /// The warehouse: empty for `file://DATA/warehouse`, `file:///dir`, or
-    /// `s3://bucket/prefix`.
-    pub warehouse: String,
-    /// Catalog and storage properties (`s3.endpoint`, `s3.access-key-id`,
-    /// `s3.secret-access-key`, `s3.region`, `s3.path-style-access`, `token`...).
-    pub properties: BTreeMap<String, String>,
-    /// Commit at least this often while events arrive.
-    pub commit_interval_ms: u64,
-    /// Commit when buffered events reach about this many bytes.
-    pub commit_bytes: u64,
-    /// Commit when this many events are buffered.
-    pub commit_events: u64,
-    /// Roll data files over at about this size.
-    pub target_file_bytes: u64,
-    /// zstd level of the Parquet files.
-    pub zstd_level: i32,
-    /// The sink's commit lease: another sink may take over only after this
-    /// long without renewal.
-    pub lease_ms: u64,
-    /// Delete embedded-log segments wholly below the committed offsets.
-    pub retention: bool,
-    /// Compaction and expiry beside the sink (`[lake.maintenance]`).
-    pub maintenance: MaintenanceConfig,
-}
-
-impl Default for LakeConfig {
-    fn default() -> Self {
-        let sink = SinkOptions::default();
-        LakeConfig {
-            enabled: true,
-            sink: true,
-            catalog: "sqlite://".into(),
-            warehouse: String::new(),
-            properties: BTreeMap::new(),
-            commit_interval_ms: sink.commit_interval.as_millis() as u64,
-            commit_bytes: sink.commit_bytes as u64,
-            commit_events: sink.commit_events as u64,
-            target_file_bytes: sink.target_file_bytes as u64,
-            zstd_level: sink.zstd_level,
-            lease_ms: sink.lease.as_millis() as u64,
-            retention: sink.retention,
-            maintenance: MaintenanceConfig::default(),
-        }
-    }
-}
-
-impl LakeConfig {
-    /// The sink settings this describes.
-    pub fn sink_options(&self) -> SinkOptions {
-        SinkOptions {
-            commit_interval: Duration::from_millis(self.commit_interval_ms),
-            commit_bytes: self.commit_bytes as usize,
-            commit_events: self.commit_events as usize,
-            target_file_bytes: self.target_file_bytes as usize,
-            zstd_level: self.zstd_level,
-            lease: Duration::from_millis(self.lease_ms),
-            retention: self.retention,
-            ..SinkOptions::default()
-        }
-    }
-
-    /// The catalog and warehouse, with defaults resolved inside `data_dir`.
-    pub fn location(&self, data_dir: &Path) -> Result<LakeLocation> {
-        let data_dir = std::path::absolute(data_dir)
-            .map_err(|e| Error::io(format!("resolving {}", data_dir.display()), e))?;
-        let lake_error = |e: floe_emitter::Error| Error::Invalid(format!("lake: {e}"));
-        let catalog =
-            CatalogUrl::parse(&self.catalog, data_dir.join("catalog.db")).map_err(lake_error)?;
-        let warehouse = if self.warehouse.trim().is_empty() {
-            format!("file://{}", data_dir.join("warehouse").display())
-        } else {
-            // Checked as written, so the error names what the user wrote
-            // (`s3://` names no bucket; trimmed it would be `s3:`).
-            let written = self.warehouse.trim();
-            floe_emitter::sink::check_warehouse(written).map_err(lake_error)?;
-            let trimmed = written.trim_end_matches('/');
-            if trimmed.ends_with(':') {
-                written.to_string()
-            } else {
-                trimmed.to_string()
-            }
-        };
-        floe_emitter::sink::check_warehouse(&warehouse).map_err(lake_error)?;
-        Ok(LakeLocation {
-            catalog,
-            warehouse,
-            properties: self.properties.clone().into_iter().collect(),
-        })
-    }
-}
-
-/// Cross-shard SQL (`[query]`): how `Floe::sql` and `floe sql` run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueryConfig {
-    /// A query running longer is cancelled with a timeout error.
-    pub timeout_ms: u64,
-    /// Cache results by SQL text and snapshot.
-    pub cache: bool,
-    /// How long a cached result is served.
-    pub cache_ttl_ms: u64,
-    /// Most results cached.
-    pub cache_max_entries: usize,
-    /// Most bytes of cached results.
-    pub cache_max_bytes: u64,
-    /// Parallel scan partitions; 0 = one per core.
-    pub target_partitions: usize,
-    /// Files read at once from an object store (`s3://` warehouses): the
-    /// scan is spread over at least this many groups, since remote reads
-    /// wait on the network rather than a core. At least 1.
-    pub remote_read_concurrency: usize,
-    /// Most bytes of an object-store warehouse's data files kept in memory
-    /// for later queries; 0 = no cache. Local files use the page cache.
-    pub data_cache_bytes: u64,
-    /// Let a namespace filter prune the `bucket(partition_key)` partitions
-    /// when the configured partition key is the namespace for every type.
-    /// Turn off if writes pass explicit partition keys other than the namespace.
-    pub namespace_pruning: bool,
-}
-
-impl Default for QueryConfig {
-    fn default() -> Self {
-        let options = floe_query::QueryOptions::default();
-        QueryConfig {
-            timeout_ms: options.timeout.as_millis() as u64,
-            cache: options.cache_enabled,
-            cache_ttl_ms: options.cache_ttl.as_millis() as u64,
-            cache_max_entries: options.cache_max_entries,
-            cache_max_bytes: options.cache_max_bytes as u64,
-            target_partitions: options.target_partitions,
-            remote_read_concurrency: options.remote_read_concurrency,
-            data_cache_bytes: options.data_cache_bytes,
-            namespace_pruning: true,
-        }
-    }
-}
-
-impl Config {
-    /// The query settings this configuration describes; namespace pruning
-    /// only when every type's partition key is its namespace.
-    pub fn query_options(&self) -> floe_query::QueryOptions {
-        let q = &self.query;
-        floe_query::QueryOptions {
-            timeout: Duration::from_millis(q.timeout_ms),
-            cache_enabled: q.cache,
-            cache_ttl: Duration::from_millis(q.cache_ttl_ms),
-            cache_max_entries: q.cache_max_entries,
-            cache_max_bytes: q.cache_max_bytes as usize,
-            target_partitions: q.target_partitions,
-            remote_read_concurrency: q.remote_read_concurrency,
-            data_cache_bytes: q.data_cache_bytes,
-            namespace_is_partition_key: q.namespace_pruning
-                && self.partition_key.default == PartitionKeySpec::tenant()
-                && self.partition_key.types.is_empty(),
-        }
-    }
-}
-
 /// Where the pipeline lives, parsed from [`Config::pipeline`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PipelineUrl {
@@ -655,6 +354,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use floe_emitter::sink::CatalogUrl;
 
     #[test]
     fn defaults_validate_and_roundtrip_through_toml() {
