@@ -302,7 +302,7 @@ mod tests {
         let to = from.with_shard_count(5).unwrap();
         MigrationJob {
             id: id.into(),
-            kind: PlanKind::AddShard,
+            kind: PlanKind::AddShard {},
             from,
             to,
             status: JobStatus::Running,

@@ -25,8 +25,10 @@ pub use floe_engine::KeyLoad;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PlanKind {
-    /// One more shard; the strategy hands it its share of keys.
-    AddShard,
+    /// One more shard; the strategy hands it its share of keys. (A struct
+    /// variant with no fields, not a unit one: serde refuses unknown fields
+    /// only of struct variants.)
+    AddShard {},
     /// A shard leaves (any one: the highest takes its id, so ids stay
     /// `0..n`); its keys go to the least loaded remaining shards.
     RemoveShard {
@@ -137,7 +139,7 @@ impl PlanKind {
     /// A short name for logs and the CLI.
     pub fn name(&self) -> &'static str {
         match self {
-            PlanKind::AddShard => "add-shard",
+            PlanKind::AddShard {} => "add-shard",
             PlanKind::RemoveShard { .. } => "remove-shard",
             PlanKind::Rebalance { .. } => "rebalance",
             PlanKind::Split { .. } => "split",
@@ -297,7 +299,7 @@ pub fn shard_loads(shard_count: u32, keys: &[KeyLoad]) -> Vec<ShardLoad> {
 pub fn plan_add_shard(topology: &Topology, keys: &[KeyLoad]) -> Result<MigrationPlan> {
     no_ranges(topology, "add a shard")?;
     let to = topology.with_shard_count(topology.shard_count + 1)?;
-    finish(PlanKind::AddShard, topology, to, keys)
+    finish(PlanKind::AddShard {}, topology, to, keys)
 }
 
 /// Splits `shard`: a new shard takes about half of its bytes (largest keys

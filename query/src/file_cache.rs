@@ -164,7 +164,7 @@ impl ObjectStore for CachedStore {
         let attributes = result.attributes.clone();
         let data = result.bytes().await?;
         self.cache()
-            .insert(location, range.clone(), data.clone(), Some(meta.clone()));
+            .insert(location, range.start, data.clone(), Some(meta.clone()));
         Ok(GetResult {
             attributes,
             ..from_memory(data, meta, range)
@@ -198,9 +198,9 @@ impl ObjectStore for CachedStore {
                 let (range, data) = fetched
                     .next()
                     .expect("the store answers every range it was asked for");
-                // A range running past the object's end comes back short.
-                let held = range.start..range.start + data.len() as u64;
-                cache.insert(location, held, data.clone(), None);
+                // A range running past the object's end comes back short;
+                // what is kept is what came back.
+                cache.insert(location, range.start, data.clone(), None);
                 *answer = Some(data);
             }
         }
@@ -302,12 +302,12 @@ struct Hit {
 struct CachedFile {
     /// The object's metadata, once a read returned it.
     meta: Option<ObjectMeta>,
-    /// Start -> (end, bytes, last use). Ranges may overlap.
+    /// Start -> the bytes from there and their last use. Ranges may
+    /// overlap.
     ranges: BTreeMap<u64, CachedRange>,
 }
 
 struct CachedRange {
-    end: u64,
     data: Bytes,
     used: u64,
 }
@@ -375,7 +375,7 @@ impl RangeCache {
             .ranges
             .range_mut(..=wanted.start)
             .rev()
-            .find(|(_, range)| range.end >= wanted.end)?;
+            .find(|(start, range)| **start + range.data.len() as u64 >= wanted.end)?;
         let from = (wanted.start - start) as usize;
         let data = range
             .data
@@ -387,11 +387,12 @@ impl RangeCache {
         Some(data)
     }
 
-    fn insert(&mut self, path: &Path, range: Range<u64>, data: Bytes, meta: Option<ObjectMeta>) {
+    /// Keeps `data`, the bytes of `path` from `start` on.
+    fn insert(&mut self, path: &Path, start: u64, data: Bytes, meta: Option<ObjectMeta>) {
         let len = data.len() as u64;
         // One range larger than an eighth of the cache would push out much
         // of what is held for a single read: such reads are not kept.
-        if len == 0 || len > self.capacity / 8 || len != range.end - range.start {
+        if len == 0 || len > self.capacity / 8 {
             if let (Some(meta), Some(file)) = (meta, self.files.get_mut(path)) {
                 file.meta.get_or_insert(meta);
             }
@@ -403,19 +404,12 @@ impl RangeCache {
         if meta.is_some() {
             file.meta = meta;
         }
-        let replaced = file.ranges.insert(
-            range.start,
-            CachedRange {
-                end: range.end,
-                data,
-                used,
-            },
-        );
+        let replaced = file.ranges.insert(start, CachedRange { data, used });
         if let Some(old) = replaced {
             self.recency.remove(&old.used);
             self.bytes -= old.data.len() as u64;
         }
-        self.recency.insert(used, (path.clone(), range.start));
+        self.recency.insert(used, (path.clone(), start));
         self.bytes += len;
         while self.bytes > self.capacity {
             let Some((_, (path, start))) = self.recency.pop_first() else {

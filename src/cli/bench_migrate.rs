@@ -113,7 +113,7 @@ pub(crate) async fn migrate(mut config: Config, args: MigrateArgs) -> anyhow::Re
     let committed = lake.committed_offsets(args.shards).await?;
     let size = floe_migration::lake_size(&lake, &committed).await?;
 
-    let plan = floe.migrations().plan(PlanKind::AddShard).await?;
+    let plan = floe.migrations().plan(PlanKind::AddShard {}).await?;
     let moving: std::collections::HashSet<String> =
         plan.moves.iter().map(|m| m.partition_key.clone()).collect();
     println!(

@@ -124,7 +124,7 @@ pub(crate) async fn run(
                 quiet: true,
                 ..Default::default()
             };
-            super::migrate::execute_on(&floe, floe::PlanKind::AddShard, &options).await
+            super::migrate::execute_on(&floe, floe::PlanKind::AddShard {}, &options).await
         })
     });
     let mut writes = 0;

@@ -348,7 +348,7 @@ struct RunArgs {
 pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Plan { change, json } => plan(config, change, json).await,
-        Which::AddShard(run) => execute(config, PlanKind::AddShard, (&run).into()).await,
+        Which::AddShard(run) => execute(config, PlanKind::AddShard {}, (&run).into()).await,
         Which::RemoveShard { shard, run } => {
             let shard = match shard {
                 Some(shard) => shard,
@@ -407,7 +407,7 @@ async fn highest(config: &Config) -> anyhow::Result<u32> {
 
 fn kind_of(change: Change, shard_count: u32) -> PlanKind {
     match change {
-        Change::AddShard => PlanKind::AddShard,
+        Change::AddShard => PlanKind::AddShard {},
         Change::RemoveShard { shard } => PlanKind::RemoveShard {
             shard: shard.unwrap_or(shard_count - 1),
         },

@@ -363,7 +363,7 @@ async fn migration_replays_history_from_the_lake(backend: Backend) {
         oracle.insert(key, (ack.version, data));
     }
     let migrations = floe.migrations();
-    let plan = migrations.plan(PlanKind::AddShard).await.unwrap();
+    let plan = migrations.plan(PlanKind::AddShard {}).await.unwrap();
     assert!(!plan.moves.is_empty(), "the plan moves keys");
     let report = migrations
         .run(plan.clone(), MigrationOptions::default())

@@ -23,7 +23,7 @@ use harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_shard_under_load() {
-    let report = under_load(PlanKind::AddShard, 4).await;
+    let report = under_load(PlanKind::AddShard {}, 4).await;
     assert_eq!(report.to_version, 2);
 }
 
@@ -63,7 +63,7 @@ async fn add_shard_under_batched_load() {
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let migrations = floe.migrations();
-    let plan = migrations.plan(PlanKind::AddShard).await.unwrap();
+    let plan = migrations.plan(PlanKind::AddShard {}).await.unwrap();
     migrations
         .run(plan.clone(), MigrationOptions::default())
         .await
@@ -201,7 +201,7 @@ async fn add_shard_moves_exactly_the_keys_whose_routing_changed() {
             )
         })
         .collect();
-    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let plan = floe.migrations().plan(PlanKind::AddShard {}).await.unwrap();
     floe.migrations()
         .run(plan.clone(), MigrationOptions::default())
         .await
@@ -227,7 +227,7 @@ async fn failing(fail: FailPoint) {
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(&floe, 4, 1000, stop.clone());
     let before = floe.topology();
-    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let plan = floe.migrations().plan(PlanKind::AddShard {}).await.unwrap();
     let options = MigrationOptions {
         fail_at: Some(fail),
         ..Default::default()
@@ -273,7 +273,7 @@ async fn cancel_rolls_back() {
     let mut oracle = seed(&floe, 0..1000).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(&floe, 4, 1000, stop.clone());
-    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let plan = floe.migrations().plan(PlanKind::AddShard {}).await.unwrap();
     // Small batches so that the copy takes several steps; the cancel comes
     // from another process's way: the cancel file.
     let options = MigrationOptions {
@@ -323,7 +323,7 @@ async fn timeout_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let floe = Floe::open(config(dir.path())).await.unwrap();
     let oracle = seed(&floe, 0..1000).await;
-    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let plan = floe.migrations().plan(PlanKind::AddShard {}).await.unwrap();
     let options = MigrationOptions {
         config: Some(MigrationConfig {
             timeout_ms: 1,
@@ -346,7 +346,7 @@ async fn crash(fail: FailPoint, expect_new: bool) {
     let dir = tempfile::tempdir().unwrap();
     let floe = Floe::open(config(dir.path())).await.unwrap();
     let oracle = seed(&floe, 0..800).await;
-    let plan = floe.migrations().plan(PlanKind::AddShard).await.unwrap();
+    let plan = floe.migrations().plan(PlanKind::AddShard {}).await.unwrap();
     let options = MigrationOptions {
         fail_at: Some(fail),
         ..Default::default()
@@ -438,7 +438,7 @@ async fn invalid_plans_are_typed_errors() {
         "{err}"
     );
     // A stale plan is refused.
-    let plan = m.plan(PlanKind::AddShard).await.unwrap();
+    let plan = m.plan(PlanKind::AddShard {}).await.unwrap();
     m.run(plan.clone(), MigrationOptions::default())
         .await
         .unwrap();

@@ -139,7 +139,7 @@ async fn range_plans_that_overlap_or_leave_gaps_are_typed_errors() {
         matches!(err.as_migration(), Some(MigrationError::RangeGap(_))),
         "{err}"
     );
-    let err = m.plan(PlanKind::AddShard).await.unwrap_err();
+    let err = m.plan(PlanKind::AddShard {}).await.unwrap_err();
     assert!(err.to_string().contains("split-range"), "{err}");
     assert_eq!(floe.topology().version, 1, "nothing changed");
     floe.close().await.unwrap();

@@ -103,7 +103,7 @@ async fn a_lost_topology_after_a_migration_is_refused_not_replaced() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let migrations = floe.migrations();
-    let plan = migrations.plan(PlanKind::AddShard).await.unwrap();
+    let plan = migrations.plan(PlanKind::AddShard {}).await.unwrap();
     let report = migrations
         .run(plan.clone(), MigrationOptions::default())
         .await

@@ -452,7 +452,7 @@ async fn snapshots_of_another_topology_are_not_used_after_a_migration() {
     fill(&floe, 0, 400, &mut oracle).await;
     assert_eq!(floe.snapshot_now().await.unwrap().written.len(), 4);
     let migrations = floe.migrations();
-    let plan = migrations.plan(floe::PlanKind::AddShard).await.unwrap();
+    let plan = migrations.plan(floe::PlanKind::AddShard {}).await.unwrap();
     migrations
         .run(plan.clone(), floe::MigrationOptions::default())
         .await

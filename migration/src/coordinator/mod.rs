@@ -169,7 +169,7 @@ impl Migrator {
         let topology = self.inner.deployment.cluster.topology();
         let keys = self.inventory().await?;
         match request {
-            PlanKind::AddShard => plan_add_shard(&topology, &keys),
+            PlanKind::AddShard {} => plan_add_shard(&topology, &keys),
             PlanKind::RemoveShard { shard } => plan_remove_shard(&topology, &keys, shard),
             PlanKind::Rebalance { threshold } => plan_rebalance(&topology, &keys, threshold),
             PlanKind::Split { shard } => plan_split(&topology, &keys, shard),
