@@ -22,6 +22,7 @@ use crate::telemetry::{Outcome, Telemetry};
 use floe_config::{Config, PipelineUrl};
 use floe_emitter::replay::RecoveryStats;
 
+mod archive;
 mod batch;
 mod checks;
 mod erase;
@@ -34,9 +35,10 @@ mod request;
 mod snapshots;
 mod sql;
 
+#[cfg(feature = "server")]
+pub use archive::{EntityRead, ReadSource};
 use checks::display;
 pub use erase::{EraseReport, RemainingCopy};
-#[cfg(feature = "server")]
 pub(crate) use export::ExportPage;
 pub use export::ExportReport;
 pub use request::WriteRequest;
@@ -68,6 +70,8 @@ struct Inner {
     sink: Option<SinkTask>,
     /// Cross-shard SQL over the lake (with fresh mode over `pipeline`).
     query: Option<Arc<CrossShardQuery>>,
+    /// The lake, when configured: where reads of archived periods go.
+    lake: Option<floe_emitter::sink::Lake>,
     started: Instant,
     closed: AtomicBool,
     /// Released by `close`, so the directory can be reopened right away.
@@ -211,6 +215,7 @@ impl Floe {
                 recovery,
                 sink,
                 query,
+                lake,
                 started: Instant::now(),
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(lock)),
@@ -287,6 +292,7 @@ impl Floe {
                 recovery: RecoveryStats::default(),
                 sink: None,
                 query,
+                lake,
                 started: Instant::now(),
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(lock)),
@@ -466,18 +472,18 @@ impl Floe {
     /// reads its own acknowledged writes).
     /// Time-routed entities are found without their time field (see
     /// `docs/configuration.md`, *Time sharding*).
+    /// Entities of archived periods are read from the lake
+    /// ([`Floe::read`] says which answered).
     pub async fn get(&self, key: &EntityKey) -> Result<Option<Entity>> {
-        if let Some(located) = self.get_located(key).await {
-            return located;
-        }
-        let partition_key = self.inner.extractor.extract(key, None)?;
-        self.get_routed(key, &partition_key).await
+        Ok(self.read(key, None).await?.map(|read| read.entity))
     }
 
     /// [`Floe::get`] for entities whose partition key comes from their data.
     pub async fn get_routed(&self, key: &EntityKey, partition_key: &str) -> Result<Option<Entity>> {
-        self.check_open()?;
-        Ok(self.inner.cluster.get(key, partition_key).await?)
+        Ok(self
+            .read(key, Some(partition_key))
+            .await?
+            .map(|read| read.entity))
     }
 
     /// Live entities of a namespace and type in id order, after `after`, at

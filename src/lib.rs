@@ -37,7 +37,10 @@ mod telemetry;
 
 pub use cluster::ClusterNode;
 pub use error::{Error, Result};
-pub use floe::{EraseReport, ExportReport, Floe, RemainingCopy, SnapshotReport, WriteRequest};
+pub use floe::{
+    EntityRead, EraseReport, ExportReport, Floe, ReadSource, RemainingCopy, SnapshotReport,
+    WriteRequest,
+};
 pub use floe_config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,
     MaintenanceConfig, PartitionKeyConfig, PipelineUrl, QueryConfig, Role, Secret, ServeConfig,
@@ -70,6 +73,7 @@ pub use telemetry::{ProbeState, WriteWindow};
 
 pub use floe_engine::{
     Entity, EntityKey, EventKind, HashFunction, Json, KeyExtractor, PartitionKeySpec, Period,
-    RangeBound, RangeKey, RangeRule, RebalanceHint, RoutingMetricsSnapshot, ShardConfig, ShardInfo,
-    ShardLimits, ShardStats, ShardUtilization, Strategy, Topology, WriteAck,
+    PeriodState, RangeBound, RangeKey, RangeRule, RebalanceHint, RoutingMetricsSnapshot,
+    ShardConfig, ShardInfo, ShardLimits, ShardStats, ShardUtilization, Strategy, Topology,
+    WriteAck,
 };

@@ -200,6 +200,20 @@ pub enum Error {
         miss: crate::routing::TimeMiss,
     },
 
+    /// A write to an entity of a sealed or archived period (seed 002's
+    /// archive window). Nothing was written.
+    #[error(
+        "partition key {partition_key:?} is in period {period}, which is {state}: writes to it are refused (reads are answered from the lake)"
+    )]
+    PeriodArchived {
+        /// The partition key.
+        partition_key: String,
+        /// The period's label.
+        period: String,
+        /// Sealed or archived.
+        state: crate::routing::PeriodState,
+    },
+
     /// A topology document that cannot be used.
     #[error("invalid topology: {0}")]
     InvalidTopology(String),

@@ -143,6 +143,20 @@ impl PartitionKeyIndex {
         }
     }
 
+    /// Forgets `key` when the index has it under `key_hash` and no write
+    /// for it is in flight: its entity left shard memory (its period was
+    /// archived), so the index would only hold memory for it.
+    pub fn forget(&self, key: &EntityKey, key_hash: u64) {
+        let id = entity_hash(key);
+        let mut map = self.stripe(id);
+        if map
+            .get(&id)
+            .is_some_and(|slot| slot.inflight == 0 && slot.key_hash == key_hash)
+        {
+            map.remove(&id);
+        }
+    }
+
     /// Settles a claim whose event reached the pipeline: `durable` when the
     /// append succeeded. After a failed append the outcome is unknown (the
     /// event may be durable and come back on restart), so the entity is then

@@ -54,9 +54,9 @@ pub use keyindex::{ClaimRefused, PartitionKeyIndex};
 pub use limits::{JsonLimits, JsonRole, MAX_JSON_DEPTH_CEILING, depth_exceeds};
 pub use pipeline::{Offset, Pipeline, Record, partition_for};
 pub use routing::{
-    HashFunction, KeyTransform, Period, RangeBound, RangeKey, RangeRule, RoutedBy, Router,
-    RoutingMetrics, RoutingMetricsSnapshot, ShardInfo, Strategy, TimeMiss, cmp_labels,
-    measure_route_ns, parse_instant, parse_offset, shard_name,
+    ArchivedPeriod, HashFunction, KeyTransform, Period, PeriodState, RangeBound, RangeKey,
+    RangeRule, RoutedBy, Router, RoutingMetrics, RoutingMetricsSnapshot, ShardInfo, Strategy,
+    TimeMiss, cmp_labels, measure_route_ns, parse_instant, parse_offset, shard_name,
 };
 pub use snapshot::{
     SnapshotHeader, VerifiedSnapshot, decode_snapshot, encode_snapshot, verify_snapshot,

@@ -35,6 +35,12 @@ pub struct MigrationConfig {
     /// Time topologies: how often the background task looks for due
     /// periods.
     pub period_check_interval_ms: u64,
+    /// Time topologies: how many of the most recent periods (the current
+    /// one included) stay in shard memory (seed 002's active window); the
+    /// background task archives older ones, whose reads are then answered
+    /// from the lake and whose writes are refused. 0 (the default) archives
+    /// nothing automatically (`floe migrate archive-period` still does).
+    pub active_periods: u32,
 }
 
 impl Default for MigrationConfig {
@@ -48,6 +54,7 @@ impl Default for MigrationConfig {
             verify: true,
             period_lead_time_ms: 7 * 24 * 3_600_000,
             period_check_interval_ms: 60_000,
+            active_periods: 0,
         }
     }
 }

@@ -88,6 +88,24 @@ pub enum Error {
         seconds: f64,
     },
 
+    /// An archival's sink did not land the period's last events within the
+    /// timeout; it was rolled back (the period takes writes again).
+    #[error(
+        "archival {id} of period {period} rolled back: the sink did not land the pipeline up to offsets {needed:?} within {seconds:.1} s (landed {landed:?}); is the sink running ([lake] sink = true, or floe sink)?"
+    )]
+    NotLanded {
+        /// The migration.
+        id: String,
+        /// The period.
+        period: String,
+        /// Its timeout.
+        seconds: f64,
+        /// The lake's committed offsets when it gave up.
+        landed: Vec<floe_engine::Offset>,
+        /// The offsets it waited for.
+        needed: Vec<floe_engine::Offset>,
+    },
+
     /// The migration was cancelled; it was rolled back.
     #[error("migration {id} was cancelled in phase {phase}; rolled back")]
     Cancelled {
@@ -176,7 +194,9 @@ impl Error {
         match self {
             Error::Engine(e) => e.is_retryable(),
             Error::Lake(e) => e.is_retryable(),
-            Error::Timeout { .. } | Error::AlreadyMigrating { .. } => true,
+            Error::Timeout { .. } | Error::NotLanded { .. } | Error::AlreadyMigrating { .. } => {
+                true
+            }
             _ => false,
         }
     }

@@ -27,6 +27,9 @@ pub enum Phase {
     Buffer,
     /// Comparing source and target digests of the moved entities.
     Verify,
+    /// Archival: writes to the period are refused; waiting for the sink to
+    /// land every event written before in the lake.
+    Land,
     /// Persisting the new topology and switching routing.
     Cutover,
     /// Letting the held writes go to their new owners.
@@ -48,6 +51,7 @@ impl Phase {
             Phase::CatchUp => "catch_up",
             Phase::Buffer => "buffer",
             Phase::Verify => "verify",
+            Phase::Land => "land",
             Phase::Cutover => "cutover",
             Phase::Drain => "drain",
             Phase::Cleanup => "cleanup",
@@ -69,8 +73,10 @@ impl Phase {
                 | (Cutover, Drain)
                 | (Drain, Cleanup)
                 | (Cleanup, Done)
+                | (Planned, Land)
+                | (Land, Cutover)
                 | (
-                    Planned | Copy | CatchUp | Buffer | Verify | Cutover,
+                    Planned | Copy | CatchUp | Buffer | Verify | Land | Cutover,
                     RollingBack
                 )
         )

@@ -56,7 +56,9 @@ pub use floe_engine::{
     DigestComparison, DigestSummary, EntityDigest, compare_digests, digest_state, summarize_state,
 };
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
-pub use periods::{due_periods, plan_add_period, plan_isolate, plan_move_period};
+pub use periods::{
+    due_archival, due_periods, plan_add_period, plan_archive_period, plan_isolate, plan_move_period,
+};
 pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,
     plan_add_shard, plan_move_keys, plan_rebalance, plan_split, plan_unpin, shard_loads, validate,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use floe_engine::{Period, Router, Strategy, Topology, parse_offset};
+use floe_engine::{Period, PeriodState, Router, Strategy, Topology, parse_offset};
 
 use crate::error::{Error, Result};
 use crate::plan::{KeyLoad, MigrationPlan, PlanKind, check_shard, finish, next};
@@ -146,6 +146,85 @@ pub fn plan_move_period(
     )
 }
 
+/// The state of period `label` in a time topology (`None`: active).
+fn state_of(topology: &Topology, label: &str) -> Option<PeriodState> {
+    match &topology.strategy {
+        Strategy::Time { archived, .. } => archived.get(label).copied(),
+        _ => None,
+    }
+}
+
+/// `topology` with period `label` in `state`, as the next version.
+fn with_state(topology: &Topology, label: &str, state: PeriodState) -> Result<Topology> {
+    let mut to = topology.clone();
+    if let Strategy::Time { archived, .. } = &mut to.strategy {
+        archived.insert(label.to_owned(), state);
+    }
+    next(topology, to)
+}
+
+/// `topology` with period `label` sealed (the first step of its archival),
+/// or `None` when it is sealed already or the label is not a period of it.
+pub(crate) fn sealed(topology: &Topology, label: &str) -> Option<Topology> {
+    if state_of(topology, label).is_some() {
+        return None;
+    }
+    with_state(topology, label, PeriodState::Sealed).ok()
+}
+
+/// Archives period `label` (seed 002's archive window): it must have a
+/// shard, must have ended by `now_ms` (a period still taking writes is not
+/// archived by mistake) and must not be archived already. A sealed period
+/// (an archival that stopped before its end) is finished. Nothing moves
+/// between shards, so the plan lists no key moves; the target topology has
+/// the period archived, two versions on (one when it is sealed already).
+pub fn plan_archive_period(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    label: &str,
+    now_ms: i64,
+) -> Result<MigrationPlan> {
+    let parts = time_of(topology)?;
+    let label = checked_label(parts.period, label)?;
+    if !parts.periods.contains_key(&label) {
+        return Err(Error::InvalidPlan(format!(
+            "period {label} has no shard: there is nothing to archive"
+        )));
+    }
+    if state_of(topology, &label) == Some(PeriodState::Archived) {
+        return Err(Error::InvalidPlan(format!(
+            "period {label} is archived already"
+        )));
+    }
+    let index = parts.period.parse_label(&label).unwrap_or_default();
+    let ends_ms = parts.period.start_ms(index + 1, parts.offset_minutes);
+    if ends_ms > now_ms {
+        return Err(Error::InvalidPlan(format!(
+            "period {label} has not ended (it ends at {ends_ms} ms since the epoch): only ended periods are archived"
+        )));
+    }
+    let step = sealed(topology, &label).unwrap_or_else(|| topology.clone());
+    let to = with_state(&step, &label, PeriodState::Archived)?;
+    let mut plan = finish(
+        PlanKind::ArchivePeriod {
+            period: label.clone(),
+        },
+        topology,
+        to,
+        keys,
+    )?;
+    // Nothing changes owner; what leaves memory is the keys of the period
+    // (those the target archives: earlier archived periods hold no key).
+    let archived = Router::new(plan.to.clone())?;
+    plan.estimated_bytes = keys
+        .iter()
+        .filter(|k| archived.is_archived(&k.partition_key))
+        .map(|k| k.bytes)
+        .sum();
+    plan.estimated_duration_ms = 200;
+    Ok(plan)
+}
+
 /// Seed 002's "large team" procedure in one migration: a new shard, and
 /// every key of `tenant` moves to it.
 ///
@@ -217,6 +296,38 @@ pub fn due_periods(topology: &Topology, now_ms: i64, lead_ms: i64) -> Vec<String
         .map(|index| period.label(index))
         .filter(|label| !parts.periods.contains_key(label))
         .collect()
+}
+
+/// The periods of a time topology that archival takes now, oldest first:
+/// those with a shard that are sealed (an archival that stopped before its
+/// end), or active and older than the `active_periods` most recent ones
+/// (the current period counts as one). Empty for other topologies and for
+/// `active_periods == 0` (archival off).
+pub fn due_archival(topology: &Topology, now_ms: i64, active_periods: u32) -> Vec<String> {
+    let Ok(parts) = time_of(topology) else {
+        return Vec::new();
+    };
+    if active_periods == 0 {
+        return Vec::new();
+    }
+    let current = parts.period.of_instant(now_ms, parts.offset_minutes);
+    let last_archived = current - i64::from(active_periods);
+    let mut due: Vec<(i64, String)> = parts
+        .periods
+        .keys()
+        .filter_map(|label| {
+            let index = parts.period.parse_label(label)?;
+            let state = state_of(topology, label);
+            let take = match state {
+                Some(PeriodState::Archived) => false,
+                Some(PeriodState::Sealed) => true,
+                None => index <= last_archived,
+            };
+            take.then(|| (index, label.clone()))
+        })
+        .collect();
+    due.sort_unstable();
+    due.into_iter().map(|(_, label)| label).collect()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ fn monthly() -> Topology {
             ("2024-03".to_string(), 2),
         ]),
         tenants: BTreeMap::new(),
+        archived: BTreeMap::new(),
     };
     Topology::new(3, HashFunction::Xxh3, strategy).unwrap()
 }
@@ -169,4 +170,71 @@ fn due_periods_look_ahead_by_the_lead_time() {
     );
     let hash = Topology::new(3, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
     assert!(due_periods(&hash, 0, day).is_empty());
+}
+
+#[test]
+fn archiving_a_period_seals_then_archives_it_and_moves_nothing() {
+    let t = monthly();
+    let keys = keys(&t, 2);
+    let april = parse_instant("2024-04-01T00:00:00Z").unwrap();
+    let plan = plan_archive_period(&t, &keys, "2024-01", april).unwrap();
+    assert!(plan.moves.is_empty());
+    assert_eq!(plan.kind.name(), "archive-period");
+    // Two steps: sealed at from + 1, archived at from + 2.
+    let sealed = plan.sealed_step().unwrap();
+    assert_eq!(sealed.version, t.version + 1);
+    assert_eq!(plan.to.version, t.version + 2);
+    assert_eq!(plan.target_version(), plan.to.version);
+    let state = |t: &Topology| match &t.strategy {
+        Strategy::Time { archived, .. } => archived.get("2024-01").copied(),
+        _ => None,
+    };
+    assert_eq!(state(&sealed), Some(PeriodState::Sealed));
+    assert_eq!(state(&plan.to), Some(PeriodState::Archived));
+    // What leaves memory: January's keys (31 days of 2 teams, 10 bytes each).
+    assert_eq!(plan.estimated_bytes, 2 * 31 * 10);
+    assert!(crate::plan::validate(&plan, &t).is_valid());
+
+    // From the sealed topology (an archival stopped before its end) the
+    // plan finishes it in one step.
+    let again = plan_archive_period(&sealed, &keys, "2024-01", april).unwrap();
+    assert!(again.sealed_step().is_none());
+    assert_eq!(again.to.version, sealed.version + 1);
+    assert_eq!(state(&again.to), Some(PeriodState::Archived));
+    assert!(crate::plan::validate(&again, &sealed).is_valid());
+}
+
+#[test]
+fn archival_plans_that_cannot_serve_are_refused() {
+    let t = monthly();
+    let march = parse_instant("2024-03-15T00:00:00Z").unwrap();
+    let msg = |r: Result<MigrationPlan>| r.unwrap_err().to_string();
+    assert!(msg(plan_archive_period(&t, &[], "2024-03", march)).contains("has not ended"));
+    assert!(msg(plan_archive_period(&t, &[], "2023-12", march)).contains("has no shard"));
+    assert!(msg(plan_archive_period(&t, &[], "2024-1", march)).contains("not a month"));
+    let plan = plan_archive_period(&t, &[], "2024-01", march).unwrap();
+    assert!(msg(plan_archive_period(&plan.to, &[], "2024-01", march)).contains("archived already"));
+    let hash = Topology::new(3, HashFunction::Xxh3, Strategy::JumpBack).unwrap();
+    assert!(msg(plan_archive_period(&hash, &[], "2024-01", march)).contains("time topologies"));
+}
+
+#[test]
+fn due_archival_keeps_the_active_window_and_finishes_sealed_periods() {
+    let t = monthly();
+    let may = parse_instant("2024-05-10T00:00:00Z").unwrap();
+    // May, April and March are the three most recent: January and February go.
+    assert_eq!(due_archival(&t, may, 3), vec!["2024-01", "2024-02"]);
+    assert_eq!(
+        due_archival(&t, may, 1),
+        vec!["2024-01", "2024-02", "2024-03"]
+    );
+    assert!(due_archival(&t, may, 0).is_empty(), "0 turns archival off");
+    assert!(due_archival(&t, may, 12).is_empty());
+    let sealed = crate::periods::sealed(&t, "2024-03").unwrap();
+    assert_eq!(
+        due_archival(&sealed, may, 3),
+        vec!["2024-01", "2024-02", "2024-03"]
+    );
+    let archived = plan_archive_period(&t, &[], "2024-01", may).unwrap().to;
+    assert_eq!(due_archival(&archived, may, 3), vec!["2024-02"]);
 }

@@ -133,6 +133,14 @@ pub enum PlanKind {
         /// The tenant (a time topology's tenant part, else a partition key).
         tenant: String,
     },
+    /// Time topologies: period `period`, which has ended, leaves shard
+    /// memory (seed 002's archive window): writes to it are refused, the
+    /// sink lands its last events, then its entities are evicted and reads
+    /// are answered from the lake. `floe migrate archive-period 2024-03`.
+    ArchivePeriod {
+        /// The period's label.
+        period: String,
+    },
 }
 
 impl PlanKind {
@@ -154,6 +162,7 @@ impl PlanKind {
             PlanKind::AddPeriod { .. } => "add-period",
             PlanKind::MovePeriod { .. } => "move-period",
             PlanKind::Isolate { .. } => "isolate",
+            PlanKind::ArchivePeriod { .. } => "archive-period",
         }
     }
 }
@@ -226,6 +235,23 @@ impl MigrationPlan {
     /// The routing predicate of this plan.
     pub fn movement(&self) -> Result<Movement> {
         Movement::new(self.from.clone(), self.to.clone())
+    }
+
+    /// The topology an archival persists first, with the period sealed
+    /// (version `from + 1`; `to`, with it archived, is `from + 2`), or
+    /// `None` for other plans and for a period sealed already (an archival
+    /// that stopped before its end, finished by running it again).
+    pub fn sealed_step(&self) -> Option<Topology> {
+        let PlanKind::ArchivePeriod { period } = &self.kind else {
+            return None;
+        };
+        crate::periods::sealed(&self.from, period)
+    }
+
+    /// The version `to` must have: one past `from`, two for an archival
+    /// that seals first.
+    pub fn target_version(&self) -> u64 {
+        self.from.version + 1 + u64::from(self.sealed_step().is_some())
     }
 }
 
@@ -504,10 +530,10 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
             plan.from.version, current.version
         ));
     }
-    if plan.to.version != plan.from.version + 1 {
+    if plan.to.version != plan.target_version() {
         v.errors.push(format!(
             "the target topology must be version {}, not {}",
-            plan.from.version + 1,
+            plan.target_version(),
             plan.to.version
         ));
     }
@@ -530,7 +556,7 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
             m.partition_key, m.from, m.to
         ));
     }
-    if plan.moves.is_empty() {
+    if plan.moves.is_empty() && !matches!(plan.kind, PlanKind::ArchivePeriod { .. }) {
         v.warnings
             .push("no known key changes owner: only the topology changes".into());
     }

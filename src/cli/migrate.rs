@@ -142,6 +142,13 @@ enum Which {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Time topologies: PERIOD, which has ended, leaves shard memory: its writes are refused, the sink lands its last events, its entities are evicted and read from the lake from then on (seed 002's archive window; `migration.active_periods` does it automatically).
+    ArchivePeriod {
+        /// The period's label.
+        period: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Give TENANT a new shard of its own and move all its keys there, in one live migration (seed 002's "large team").
     Isolate {
         /// The tenant: a time topology's tenant part, else a partition key (the namespace with the tenant pattern).
@@ -249,6 +256,11 @@ enum Change {
         period: String,
         /// Its shard from now on.
         shard: u32,
+    },
+    /// Archive a period (time topologies).
+    ArchivePeriod {
+        /// The period's label.
+        period: String,
     },
     /// Give a tenant a shard of its own.
     Isolate {
@@ -389,6 +401,9 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()>
             )
             .await
         }
+        Which::ArchivePeriod { period, run } => {
+            execute(config, PlanKind::ArchivePeriod { period }, (&run).into()).await
+        }
         Which::Isolate { tenant, run } => {
             execute(config, PlanKind::Isolate { tenant }, (&run).into()).await
         }
@@ -423,6 +438,7 @@ fn kind_of(change: Change, shard_count: u32) -> PlanKind {
         Change::MoveRange { at, shard } => move_range(at, shard),
         Change::AddPeriod { period, shard } => PlanKind::AddPeriod { period, shard },
         Change::MovePeriod { period, shard } => PlanKind::MovePeriod { period, shard },
+        Change::ArchivePeriod { period } => PlanKind::ArchivePeriod { period },
         Change::Isolate { tenant } => PlanKind::Isolate { tenant },
     }
 }

@@ -9,7 +9,7 @@
 //! The price is one in-memory lookup per shard instead of one; a caller
 //! that has the partition key (or sends the time field) pays one hop.
 
-use floe_engine::{Entity, EntityKey, Strategy};
+use floe_engine::{EntityKey, Strategy};
 
 use super::request::WriteOp;
 use super::{Floe, WriteRequest};
@@ -18,28 +18,9 @@ use crate::error::Result;
 impl Floe {
     /// Whether entities of `key`'s type are time-routed by data fields, so
     /// that a request without data must locate them.
-    fn locates(&self, key: &EntityKey) -> bool {
+    pub(super) fn locates(&self, key: &EntityKey) -> bool {
         matches!(self.router().topology().strategy, Strategy::Time { .. })
             && self.inner.extractor.needs_data(&key.entity_type)
-    }
-
-    /// [`Floe::get`] of a time-routed entity: its shard is found from the
-    /// shards' records.
-    pub(super) async fn get_located(&self, key: &EntityKey) -> Option<Result<Option<Entity>>> {
-        if !self.locates(key) {
-            return None;
-        }
-        if let Err(e) = self.check_open() {
-            return Some(Err(e));
-        }
-        Some(
-            self.inner
-                .cluster
-                .locate(key)
-                .await
-                .map(|hit| hit.map(|(entity, _)| entity))
-                .map_err(Into::into),
-        )
     }
 
     /// An update or delete of a time-routed entity that names no partition
@@ -69,10 +50,18 @@ impl Floe {
                 request.partition_key = Some(partition_key);
                 Ok(request)
             }
-            None => Err(floe_engine::Error::NotFound {
-                entity: floe_engine::EntityKeyDisplay(request.key.to_string()),
-            }
-            .into()),
+            // An archived entity: the write is routed by its key, so that it
+            // meets the period's policy instead of a "not found".
+            None => match self.archived_partition_key(&request.key).await? {
+                Some(partition_key) => {
+                    request.partition_key = Some(partition_key);
+                    Ok(request)
+                }
+                None => Err(floe_engine::Error::NotFound {
+                    entity: floe_engine::EntityKeyDisplay(request.key.to_string()),
+                }
+                .into()),
+            },
         }
     }
 }

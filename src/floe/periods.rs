@@ -1,7 +1,8 @@
 //! The background task of time topologies: every period's shard exists
 //! before the period starts ([`crate::Migrations::ensure_periods`], run every
 //! `migration.period_check_interval_ms`, `migration.period_lead_time_ms`
-//! ahead).
+//! ahead), and periods older than the `migration.active_periods` most recent
+//! ones are archived ([`crate::Migrations::ensure_archived`]).
 //!
 //! Safe across restarts by construction: the task keeps no state of its own.
 //! Each round reads the persisted topology, plans the periods still missing
@@ -22,11 +23,12 @@ impl Floe {
     /// ends when floe is closed or dropped.
     pub(super) fn start_period_task(&self) {
         let config = &self.inner.config.migration;
-        if config.period_lead_time_ms == 0
+        if (config.period_lead_time_ms == 0 && config.active_periods == 0)
             || !matches!(self.router().topology().strategy, Strategy::Time { .. })
         {
             return;
         }
+        let adds = config.period_lead_time_ms > 0;
         let interval = Duration::from_millis(config.period_check_interval_ms.max(1));
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -37,11 +39,12 @@ impl Floe {
                     if floe.check_open().is_err() {
                         return;
                     }
-                    match floe
-                        .migrations()
-                        .ensure_periods(floe_migration::now_ms() as i64)
-                        .await
-                    {
+                    let now = floe_migration::now_ms() as i64;
+                    let added = match adds {
+                        true => floe.migrations().ensure_periods(now).await,
+                        false => Ok(Vec::new()),
+                    };
+                    match added {
                         Ok(added) if !added.is_empty() => {
                             tracing::info!(periods = ?added, "added the shards of upcoming periods");
                         }
@@ -50,6 +53,15 @@ impl Floe {
                         // next round tries again.
                         Err(e) => {
                             tracing::warn!(error = %e, "adding an upcoming period's shard failed; retrying next round");
+                        }
+                    }
+                    match floe.migrations().ensure_archived(now).await {
+                        Ok(archived) if !archived.is_empty() => {
+                            tracing::info!(periods = ?archived, "archived periods past the active window");
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "archiving a period failed; retrying next round");
                         }
                     }
                 }

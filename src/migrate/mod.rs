@@ -112,6 +112,29 @@ impl Migrations {
         Ok(added)
     }
 
+    /// Time topologies: archives every period older than the
+    /// `migration.active_periods` most recent ones (and finishes any sealed
+    /// one), one migration each, oldest first; returns their labels. Off
+    /// (nothing to do) when `active_periods` is 0, on other topologies, or
+    /// without a lake. Calling it again is harmless.
+    pub async fn ensure_archived(&self, now_ms: i64) -> Result<Vec<String>> {
+        let active = self.floe.config().migration.active_periods;
+        if active == 0 || !self.floe.config().lake.enabled {
+            return Ok(Vec::new());
+        }
+        let mut archived = Vec::new();
+        for period in floe_migration::due_archival(&self.floe.topology(), now_ms, active) {
+            let plan = self
+                .plan(PlanKind::ArchivePeriod {
+                    period: period.clone(),
+                })
+                .await?;
+            self.run(plan, MigrationOptions::default()).await?;
+            archived.push(period);
+        }
+        Ok(archived)
+    }
+
     /// Errors and warnings about a plan now.
     pub fn validate(&self, plan: &MigrationPlan) -> Validation {
         self.migrator().validate(plan)

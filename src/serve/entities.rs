@@ -389,13 +389,32 @@ async fn get_entity(
     let (state_ref, params, key) = (&*state, &params, &key);
     forward::serve(state_ref, &call, None, move || async move {
         let floe = state_ref.floe()?;
-        let entity = match &params.partition_key {
-            Some(pk) => floe.get_routed(key, pk).await?,
-            None => floe.get(key).await?,
-        };
-        entity
-            .map(AxumJson)
-            .ok_or_else(|| ApiError::not_found(format!("entity {key} not found")))
+        let read = floe
+            .read(key, params.partition_key.as_deref())
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("entity {key} not found")))?;
+        // An archived entity's answer says so: it came from the lake.
+        let mut body = serde_json::to_value(&read.entity).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("encoding entity {key}: {e}"),
+            )
+        })?;
+        if let (
+            crate::ReadSource::Lake {
+                period,
+                snapshot_id,
+            },
+            Some(fields),
+        ) = (&read.source, body.as_object_mut())
+        {
+            fields.insert(
+                "archived".into(),
+                json!({ "period": period, "source": "lake", "snapshot_id": snapshot_id }),
+            );
+        }
+        Ok::<_, ApiError>(AxumJson(body))
     })
     .await
 }

@@ -197,6 +197,7 @@ fn migration_status(e: &floe_migration::Error) -> (StatusCode, &'static str) {
         M::RangeBound(_) => (StatusCode::BAD_REQUEST, "range_bound"),
         M::NotFound(_) => (StatusCode::NOT_FOUND, "migration_not_found"),
         M::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "migration_timeout"),
+        M::NotLanded { .. } => (StatusCode::GATEWAY_TIMEOUT, "not_landed"),
         M::Cancelled { .. } => (StatusCode::CONFLICT, "migration_cancelled"),
         M::VerifyMismatch { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "verify_mismatch"),
         M::Engine(e) => engine_status(e),
@@ -214,6 +215,8 @@ fn engine_status(e: &floe_engine::Error) -> (StatusCode, &'static str) {
         E::MissingPartitionKey { .. } => (StatusCode::BAD_REQUEST, "missing_partition_key"),
         // The request is well-formed but its time has no shard (yet).
         E::Unroutable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unroutable"),
+        // The entity exists (in the lake) but its period takes no writes.
+        E::PeriodArchived { .. } => (StatusCode::CONFLICT, "period_archived"),
         E::InvalidEntity { .. } => (StatusCode::BAD_REQUEST, "invalid_entity"),
         E::InvalidIdempotencyKey { .. } => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
         E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
@@ -317,6 +320,14 @@ mod tests {
                 original: "t/T/1 created at version 1".into()
             }),
             (422, "idempotency_key_reused")
+        );
+        assert_eq!(
+            status(E::PeriodArchived {
+                partition_key: "team:2024-01-02".into(),
+                period: "2024-01".into(),
+                state: floe_engine::PeriodState::Archived,
+            }),
+            (409, "period_archived")
         );
         assert_eq!(
             status(E::InvalidIdempotencyKey {

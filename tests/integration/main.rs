@@ -16,6 +16,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[cfg(feature = "failpoints")]
+mod archival;
 #[cfg(all(feature = "cli", feature = "server"))]
 mod catalog_rest;
 #[cfg(feature = "cli")]

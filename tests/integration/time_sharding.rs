@@ -47,6 +47,7 @@ fn configure(config: &mut Config, labels: &[String]) {
             .map(|(i, l)| (l.clone(), i as u32))
             .collect(),
         tenants: BTreeMap::new(),
+        archived: BTreeMap::new(),
     };
     config.partition_key.default = PartitionKeySpec::parse(&["team_id", "created_at"]).unwrap();
 }

@@ -153,6 +153,56 @@ impl LakeScan {
         Ok((hashes.into_iter().collect(), stats))
     }
 
+    /// The events of entity `key` in snapshot `at`, in no particular order:
+    /// the row filter on its three names (and on `key_hash`, when known) is
+    /// pushed down, so only the rows of the entity are decoded and only the
+    /// files, row groups and pages whose bounds can hold them are read.
+    pub async fn entity_events(
+        &self,
+        lake: &Lake,
+        at: &CommittedOffsets,
+        key: &floe_engine::EntityKey,
+        key_hash: Option<u64>,
+    ) -> Result<(Vec<Record>, ScanStats)> {
+        let mut stats = ScanStats::default();
+        let Some(snapshot) = at.snapshot_id else {
+            return Ok((Vec::new(), stats));
+        };
+        let mut filter = Reference::new("namespace")
+            .equal_to(Datum::string(&key.namespace))
+            .and(Reference::new("entity_type").equal_to(Datum::string(&key.entity_type)))
+            .and(Reference::new("entity_id").equal_to(Datum::string(&key.id)));
+        if let Some(hash) = key_hash {
+            filter = Reference::new("key_hash")
+                .equal_to(Datum::long(hash as i64))
+                .and(filter);
+        }
+        let result = self
+            .read(lake, snapshot, None, Some(filter), &ENTITY, &mut stats)
+            .await?;
+        let metrics = result.metrics().clone();
+        let mut batches = result.stream();
+        let mut out = Vec::new();
+        while let Some(batch) = batches
+            .try_next()
+            .await
+            .map_err(|e| Error::iceberg(ENTITY.read, e))?
+        {
+            stats.rows_scanned += batch.num_rows() as u64;
+            let records = batch_to_records(&batch)?;
+            check_within_snapshot(at, &records)?;
+            // The pushed-down filter prunes; this decides.
+            out.extend(records.into_iter().filter(|r| {
+                r.event.namespace == key.namespace
+                    && r.event.entity_type == key.entity_type
+                    && r.event.entity_id == key.id
+            }));
+        }
+        stats.events = out.len() as u64;
+        stats.bytes_read = metrics.bytes_read();
+        Ok((out, stats))
+    }
+
     /// Plans snapshot `snapshot` (only `columns` when given; the files,
     /// row groups and pages that can hold rows passing `filter`) and starts
     /// reading it; `stats` counts the files opened.
@@ -206,6 +256,11 @@ struct Contexts {
 const REPLAY: Contexts = Contexts {
     plan: "planning the replay scan",
     read: "reading the lake",
+};
+
+const ENTITY: Contexts = Contexts {
+    plan: "planning the read of an archived entity",
+    read: "reading an archived entity from the lake",
 };
 
 const KEYS: Contexts = Contexts {

@@ -26,6 +26,7 @@
 //! restore of some shards (a cluster node taking shards over), from the
 //! lake whenever it has a snapshot.
 
+mod entity;
 mod lake;
 mod recover;
 mod restore;
@@ -34,6 +35,7 @@ mod tail;
 
 use floe_engine::{Offset, Pipeline, Record};
 
+pub use entity::{LakeEntity, entity_from_lake};
 pub use lake::{KeyFilter, LakeScan, LakeSize, MAX_PUSHED_KEYS, ScanStats, lake_size};
 pub use recover::{RecoveryStats, recover, recover_from_snapshots};
 pub use restore::{RestoreStats, ShardReplay, check_committed_within_heads, restore_shards};

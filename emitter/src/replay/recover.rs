@@ -100,6 +100,11 @@ pub(super) fn group(
 ) {
     for record in records {
         let event = record.event;
+        // Archived periods live in the lake only (ShardCluster::start drops
+        // any that a snapshot brings back).
+        if router.is_archived(&event.partition_key) {
+            continue;
+        }
         let shard = router.route(&event.partition_key, event.key_hash) as usize;
         by_shard[shard].push(event);
     }
@@ -166,6 +171,9 @@ pub(super) async fn apply_tail(
         count.read += records.len() as u64;
         for record in records {
             let event = record.event;
+            if router.is_archived(&event.partition_key) {
+                continue;
+            }
             let shard = router.route(&event.partition_key, event.key_hash) as usize;
             if wanted(shard, record.offset) {
                 count.routed += 1;

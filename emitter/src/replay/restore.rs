@@ -122,7 +122,9 @@ impl ShardReplay {
             let due: Arc<[bool]> = due.clone().into();
             let keep = {
                 let router = router.clone();
-                move |key: &str, hash: u64| due[router.route(key, hash) as usize]
+                move |key: &str, hash: u64| {
+                    due[router.route(key, hash) as usize] && !router.is_archived(key)
+                }
             };
             let started = Instant::now();
             let (hashes, _) = scan.key_hashes(lake, snapshot, &keep).await?;

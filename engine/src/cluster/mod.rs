@@ -158,6 +158,17 @@ impl RecoveredShard {
     pub(crate) fn from_parts(state: ShardState, dedup: DedupWindow) -> Self {
         RecoveredShard { state, dedup }
     }
+
+    /// Drops the records of archived periods: history replays them (the
+    /// log and the lake still hold their events), but they live in the lake
+    /// only. Returns how many went.
+    pub fn drop_archived(&mut self, router: &Router) -> usize {
+        if !router.has_archived() {
+            return 0;
+        }
+        self.state
+            .retain(|_, record| !router.is_archived(&record.partition_key))
+    }
 }
 
 impl ShardCluster {
@@ -165,7 +176,8 @@ impl ShardCluster {
     /// restored one (cluster mode: a node taking a shard over rebuilds it
     /// from the lake and the pipeline first), and records its entities in
     /// the deployment's partition-key index.
-    pub async fn restore(&self, shard: u32, recovered: RecoveredShard) -> Result<()> {
+    pub async fn restore(&self, shard: u32, mut recovered: RecoveredShard) -> Result<()> {
+        recovered.drop_archived(&self.router());
         let RecoveredShard { state, dedup } = recovered;
         for (key, record) in state.iter() {
             self.keys
@@ -245,6 +257,10 @@ impl ShardCluster {
                 "{} recovered shards for a topology of {shard_count}",
                 recovered.len()
             )));
+        }
+        let mut recovered = recovered;
+        for shard in &mut recovered {
+            shard.drop_archived(&router);
         }
         let epoch = Arc::new(AtomicU64::new(1));
         let keys = Arc::new(PartitionKeyIndex::rebuild(
@@ -347,7 +363,7 @@ impl ShardCluster {
             let shard = router.route(&command.partition_key, command.key_hash);
             // A time-routed key without a shard is refused before anything
             // is written.
-            if let Err(e) = router.check(&command.partition_key) {
+            if let Err(e) = router.check_write(&command.partition_key) {
                 self.metrics.record_error();
                 return Routed {
                     shard,
@@ -419,7 +435,7 @@ impl ShardCluster {
             let mut held = Vec::new();
             for (index, mut command) in todo.drain(..) {
                 command.key_hash = router.key_hash(&command.partition_key);
-                if let Err(e) = router.check(&command.partition_key) {
+                if let Err(e) = router.check_write(&command.partition_key) {
                     self.metrics.record_error();
                     out[index] = Routed {
                         shard: router.route(&command.partition_key, command.key_hash),
@@ -625,6 +641,30 @@ impl ShardCluster {
             stats.push(page);
         }
         Ok(stats)
+    }
+
+    /// Drops the entities of archived periods from every shard and from the
+    /// partition-key index (archival's last step, once the lake holds all
+    /// of their history); returns how many records (live and tombstones)
+    /// went.
+    pub async fn evict_archived(&self) -> Result<u64> {
+        let routing = self.routing();
+        let mut evicted = 0;
+        for shard in routing.shards.iter() {
+            let (router, keys) = (routing.router.clone(), self.keys.clone());
+            evicted += shard
+                .run(move |state, _| {
+                    state.retain(|key, record| {
+                        let archived = router.is_archived(&record.partition_key);
+                        if archived {
+                            keys.forget(key, record.key_hash);
+                        }
+                        !archived
+                    }) as u64
+                })
+                .await?;
+        }
+        Ok(evicted)
     }
 
     /// Waits until every request sent to any shard of `routing` before this

@@ -138,7 +138,7 @@ impl Shard {
         let shard = self.id;
         self.read_owned(move |state| {
             state.list_where(&namespace, &entity_type, after.as_deref(), limit, |r| {
-                router.route(&r.partition_key, r.key_hash) == shard
+                router.owns(shard, &r.partition_key, r.key_hash)
             })
         })
         .await
@@ -156,7 +156,7 @@ impl Shard {
         let shard = self.id;
         self.read_owned(move |state| {
             state.list_namespace_where(&namespace, after.as_ref(), limit, |r| {
-                router.route(&r.partition_key, r.key_hash) == shard
+                router.owns(shard, &r.partition_key, r.key_hash)
             })
         })
         .await
@@ -173,7 +173,7 @@ impl Shard {
         let shard = self.id;
         self.run(move |state, _| {
             let record = state.record(&key)?;
-            if router.route(&record.partition_key, record.key_hash) != shard {
+            if !router.owns(shard, &record.partition_key, record.key_hash) {
                 return None;
             }
             let partition_key = record.partition_key.clone();
@@ -217,7 +217,7 @@ impl Shard {
     pub async fn retain_owned(&self, router: Router) -> Result<u64> {
         let shard = self.id;
         self.run(move |state, _| {
-            state.retain(|_, r| router.route(&r.partition_key, r.key_hash) == shard) as u64
+            state.retain(|_, r| router.owns(shard, &r.partition_key, r.key_hash)) as u64
         })
         .await
     }
@@ -230,7 +230,7 @@ impl Shard {
         let shard = self.id;
         self.run(move |state, window| {
             crate::encode_snapshot(&header, state, window, |r| {
-                router.route(&r.partition_key, r.key_hash) == shard
+                router.owns(shard, &r.partition_key, r.key_hash)
             })
         })
         .await
@@ -247,7 +247,7 @@ impl Shard {
         self.run(move |state, _| {
             let mut keys: HashMap<&str, KeyLoad> = HashMap::new();
             for (_, record) in state.iter() {
-                if router.route(&record.partition_key, record.key_hash) != shard {
+                if !router.owns(shard, &record.partition_key, record.key_hash) {
                     continue;
                 }
                 let load = keys

@@ -32,7 +32,7 @@ pub(crate) use hash::fmix64;
 pub use metrics::{RoutingMetrics, RoutingMetricsSnapshot};
 pub use range_rules::{KeyTransform, RangeBound, RangeKey, RangeRule};
 pub use strategy::Strategy;
-pub use time::{Period, TimeMiss, cmp_labels, parse_instant, parse_offset};
+pub use time::{Period, PeriodState, TimeMiss, cmp_labels, parse_instant, parse_offset};
 
 use range::RangeTable;
 use ring::Ring;
@@ -244,6 +244,67 @@ impl Router {
     /// shard). Callers check before a write so that a refused key changes
     /// nothing.
     pub fn check(&self, partition_key: &str) -> Result<()> {
+        self.check_routable(partition_key)
+    }
+
+    /// [`Router::check`], and the key's period must be active: a write to a
+    /// sealed or archived period is [`Error::PeriodArchived`] (nothing is
+    /// written).
+    pub fn check_write(&self, partition_key: &str) -> Result<()> {
+        self.check_routable(partition_key)?;
+        match self.period_state(partition_key) {
+            None => Ok(()),
+            Some(ArchivedPeriod { period, state }) => Err(Error::PeriodArchived {
+                partition_key: partition_key.to_owned(),
+                period,
+                state,
+            }),
+        }
+    }
+
+    /// The sealed or archived period `partition_key` is in; `None` when it
+    /// is active (or the strategy is not by time). One branch when no
+    /// period is sealed or archived.
+    #[inline]
+    pub fn period_state(&self, partition_key: &str) -> Option<ArchivedPeriod> {
+        let Algorithm::Time(table) = &self.inner.algorithm else {
+            return None;
+        };
+        table
+            .period_state(partition_key)
+            .map(|(state, index)| ArchivedPeriod {
+                period: table.label(index),
+                state,
+            })
+    }
+
+    /// Whether some period is archived: its entities are in no shard, so a
+    /// read that finds nothing in the shards may find it in the lake.
+    pub fn has_archived(&self) -> bool {
+        matches!(&self.inner.algorithm, Algorithm::Time(table) if table.has_archived())
+    }
+
+    /// Whether shard `shard` holds the key's entities under this router: it
+    /// routes there and its period (if any) is not archived. What every
+    /// "owned by this shard" filter (lists, snapshots, clean-ups) asks.
+    #[inline]
+    pub fn owns(&self, shard: u32, partition_key: &str, key_hash: u64) -> bool {
+        self.route(partition_key, key_hash) == shard && !self.is_archived(partition_key)
+    }
+
+    /// Whether the key's period is archived (not only sealed).
+    #[inline]
+    pub fn is_archived(&self, partition_key: &str) -> bool {
+        match &self.inner.algorithm {
+            Algorithm::Time(table) => matches!(
+                table.period_state(partition_key),
+                Some((PeriodState::Archived, _))
+            ),
+            _ => false,
+        }
+    }
+
+    fn check_routable(&self, partition_key: &str) -> Result<()> {
         let Algorithm::Time(table) = &self.inner.algorithm else {
             return Ok(());
         };
@@ -260,6 +321,15 @@ impl Router {
             _ => Ok(()),
         }
     }
+}
+
+/// The sealed or archived period a partition key is in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedPeriod {
+    /// The period's label (`2024-03`).
+    pub period: String,
+    /// Sealed (entities still in memory) or archived (in the lake only).
+    pub state: PeriodState,
 }
 
 /// The topology's overrides indexed by key hash: with none (the common case)

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
 use super::range_rules::{RangeKey, RangeRule, validate_ranges};
-use super::time::{Period, TimeSpec};
+use super::time::{Period, PeriodState, TimeSpec};
 
 /// How a partition key (or its hash) is mapped to a shard.
 ///
@@ -92,6 +92,12 @@ pub enum Strategy {
         /// Tenant -> the shard that owns all of its periods.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         tenants: BTreeMap<String, u32>,
+        /// Period label -> sealed or archived (seed 002's archive window);
+        /// absent periods are active. Every label here has a shard in
+        /// `periods`. Changed by archival (`floe migrate archive-period`),
+        /// never by hand.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        archived: BTreeMap<String, PeriodState>,
     },
 }
 
@@ -163,6 +169,7 @@ impl Strategy {
                 tenant_part,
                 periods,
                 tenants,
+                archived,
             } => Some(TimeSpec {
                 period: *period,
                 offset: offset.as_deref(),
@@ -170,6 +177,7 @@ impl Strategy {
                 tenant_part: *tenant_part,
                 periods,
                 tenants,
+                archived,
             }),
             _ => None,
         }

@@ -392,6 +392,28 @@ impl fmt::Display for TimeMiss {
     }
 }
 
+/// Where an archived period's entities are (seed 002's active and archive
+/// windows). Written in the topology next to the period's shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodState {
+    /// Writes to the period are refused; its entities are still in shard
+    /// memory while the sink lands the period's last events in the lake.
+    Sealed,
+    /// The period's entities left shard memory: reads are answered from the
+    /// lake, writes refused.
+    Archived,
+}
+
+impl fmt::Display for PeriodState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PeriodState::Sealed => "sealed",
+            PeriodState::Archived => "archived",
+        })
+    }
+}
+
 /// A validated [`Strategy::Time`](crate::Strategy::Time), ready for lookups.
 #[derive(Debug)]
 pub(crate) struct TimeTable {
@@ -403,6 +425,8 @@ pub(crate) struct TimeTable {
     periods: Vec<(i64, u32)>,
     /// `(escaped tenant, shard)` sorted by tenant.
     tenants: Vec<(Box<str>, u32)>,
+    /// `(period index, state)` of the sealed and archived periods, sorted.
+    archived: Vec<(i64, PeriodState)>,
 }
 
 /// Where a time strategy puts a key.
@@ -424,6 +448,7 @@ pub(crate) struct TimeSpec<'a> {
     pub tenant_part: Option<u32>,
     pub periods: &'a BTreeMap<String, u32>,
     pub tenants: &'a BTreeMap<String, u32>,
+    pub archived: &'a BTreeMap<String, PeriodState>,
 }
 
 impl TimeSpec<'_> {
@@ -483,6 +508,17 @@ impl TimeSpec<'_> {
             tenants.push((escape_part(tenant).into_boxed_str(), shard));
         }
         tenants.sort_unstable();
+        let mut archived = Vec::with_capacity(self.archived.len());
+        for (label, &state) in self.archived {
+            // An archived period keeps its shard: the one that held it,
+            // where a sealed period's entities still are.
+            if !self.periods.contains_key(label) {
+                return invalid(format!("archived period {label:?} has no shard in periods"));
+            }
+            let index = self.period.parse_label(label).unwrap_or_default();
+            archived.push((index, state));
+        }
+        archived.sort_unstable_by_key(|(index, _)| *index);
         Ok(TimeTable {
             period: self.period,
             offset_minutes,
@@ -490,6 +526,7 @@ impl TimeSpec<'_> {
             tenant_part: self.tenant_part,
             periods,
             tenants,
+            archived,
         })
     }
 }
@@ -521,6 +558,41 @@ impl TimeTable {
             Ok(i) => TimeRoute::Period(self.periods[i].1),
             Err(_) => TimeRoute::Miss(TimeMiss::NoShard(self.period.label(index))),
         }
+    }
+
+    /// The state and label of `key`'s period when it is sealed or archived
+    /// (whatever shard the key routes to, an isolated tenant's included);
+    /// `None` for an active period or a key without a time. One branch when
+    /// nothing is archived.
+    #[inline]
+    pub(crate) fn period_state(&self, key: &str) -> Option<(PeriodState, i64)> {
+        if self.archived.is_empty() {
+            return None;
+        }
+        let raw = match self.time_part {
+            None => key,
+            Some(part) => raw_part(key, part)?,
+        };
+        let index = self
+            .period
+            .of_instant(parse_escaped(raw)?, self.offset_minutes);
+        let i = self
+            .archived
+            .binary_search_by(|(p, _)| p.cmp(&index))
+            .ok()?;
+        Some((self.archived[i].1, index))
+    }
+
+    /// Whether some period is archived (not only sealed).
+    pub(crate) fn has_archived(&self) -> bool {
+        self.archived
+            .iter()
+            .any(|(_, state)| *state == PeriodState::Archived)
+    }
+
+    /// The label of period `index`.
+    pub(crate) fn label(&self, index: i64) -> String {
+        self.period.label(index)
     }
 
     /// The shard for keys with no shard in [`TimeTable::lookup`]: the shard

@@ -31,6 +31,7 @@ fn table(
         tenant_part: (!tenants.is_empty()).then_some(0),
         periods: &periods,
         tenants: &tenants,
+        archived: &BTreeMap::new(),
     }
     .compile(16)
     .unwrap()
@@ -212,6 +213,7 @@ fn bad_specs_are_typed_errors() {
             tenant_part,
             periods: &periods,
             tenants: &tenants,
+            archived: &BTreeMap::new(),
         }
         .compile(4)
         .map(drop)
@@ -355,4 +357,50 @@ fn millisecond_precision_is_kept() {
     assert_eq!(parse_instant("1970-01-01T00:00:00.001Z"), Some(1));
     assert_eq!(parse_instant("1970-01-01T00:00:01.5Z"), Some(MS + 500));
     assert_eq!(parse_instant("1969-12-31T23:59:59.999Z"), Some(-1));
+}
+
+#[test]
+fn sealed_and_archived_periods_are_found_for_every_key_of_the_period() {
+    let periods: BTreeMap<String, u32> = [("2024-01", 0), ("2024-02", 1), ("2024-03", 2)]
+        .iter()
+        .map(|(l, s)| (l.to_string(), *s))
+        .collect();
+    let tenants = BTreeMap::from([("big".to_string(), 3)]);
+    let archived = BTreeMap::from([
+        ("2024-01".to_string(), PeriodState::Archived),
+        ("2024-02".to_string(), PeriodState::Sealed),
+    ]);
+    let spec = |archived| TimeSpec {
+        period: Period::Month,
+        offset: None,
+        time_part: Some(1),
+        tenant_part: Some(0),
+        periods: &periods,
+        tenants: &tenants,
+        archived,
+    };
+    let table = spec(&archived).compile(4).unwrap();
+    let state = |key: &str| table.period_state(key).map(|(s, i)| (s, table.label(i)));
+    let archived_jan = Some((PeriodState::Archived, "2024-01".to_string()));
+    assert_eq!(state("team-a:2024-01-31"), archived_jan);
+    // An isolated tenant's January is archived with everyone else's.
+    assert_eq!(state("big:2024-01-02"), archived_jan);
+    assert_eq!(
+        state("team-a:2024-02-10"),
+        Some((PeriodState::Sealed, "2024-02".to_string()))
+    );
+    assert_eq!(state("team-a:2024-03-01"), None);
+    // Keys without a (parsable) time are in no period.
+    assert_eq!(state("team-a"), None);
+    assert_eq!(state("team-a:yesterday"), None);
+    assert!(table.has_archived());
+
+    let only_sealed = BTreeMap::from([("2024-02".to_string(), PeriodState::Sealed)]);
+    assert!(!spec(&only_sealed).compile(4).unwrap().has_archived());
+
+    let unknown = BTreeMap::from([("2023-12".to_string(), PeriodState::Archived)]);
+    match spec(&unknown).compile(4) {
+        Err(Error::InvalidTopology(m)) => assert!(m.contains("has no shard"), "{m}"),
+        other => panic!("expected InvalidTopology, got {other:?}"),
+    }
 }

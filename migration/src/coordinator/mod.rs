@@ -27,7 +27,7 @@ use crate::balance::{BalanceAnalysis, analyze_balance, check_threshold};
 use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
-use crate::periods::{plan_add_period, plan_isolate, plan_move_period};
+use crate::periods::{plan_add_period, plan_archive_period, plan_isolate, plan_move_period};
 use crate::plan::{
     MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_move_keys, plan_rebalance,
     plan_split, plan_unpin, shard_loads, validate,
@@ -195,6 +195,14 @@ impl Migrator {
                 plan_move_period(&topology, &keys, period, shard)
             }
             PlanKind::Isolate { ref tenant } => plan_isolate(&topology, &keys, tenant),
+            PlanKind::ArchivePeriod { ref period } => {
+                if self.inner.deployment.lake.is_none() {
+                    return Err(Error::InvalidPlan(
+                        "archival needs a lake ([lake]): archived entities are read from it".into(),
+                    ));
+                }
+                plan_archive_period(&topology, &keys, period, crate::job::now_ms() as i64)
+            }
         }
     }
 

@@ -27,11 +27,14 @@ use crate::config::FailPoint;
 use crate::config::{MigrationConfig, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
-use crate::plan::{MigrationPlan, Movement};
+use crate::plan::{MigrationPlan, Movement, PlanKind};
 use crate::replay::{copy_from_lake, tail_moving};
 use floe_emitter::replay::{
     LakeScan, LakeUse, MAX_PUSHED_KEYS, ReplaySource, ScanStats, heads, low_watermarks,
 };
+
+#[path = "archive.rs"]
+mod archive;
 
 /// A cancel request from this process ([`super::Migrator::cancel`]).
 #[derive(Debug, Default)]
@@ -193,6 +196,10 @@ impl Coordinator {
     }
 
     async fn forward(&mut self) -> Result<MigrationReport> {
+        if let PlanKind::ArchivePeriod { period } = &self.plan.kind {
+            let period = period.clone();
+            return self.archive(&period).await;
+        }
         let deployment = self.deployment.clone();
         self.enter(Phase::Copy)?;
         let cluster = deployment.cluster.clone();

@@ -1,0 +1,155 @@
+//! Archival of a period (seed 002's archive window), run by the
+//! coordinator like any migration but with phases of its own:
+//!
+//! land (persist and route the period sealed: its writes are refused from
+//! now on; wait until the sink has landed every event appended before) ->
+//! cutover (persist and route it archived) -> clean-up (its entities leave
+//! shard memory and the partition-key index).
+//!
+//! Reads stay correct throughout: while the period is sealed its entities
+//! are still answered from memory; once archived, from the lake, which by
+//! then holds every event of the period (no write reaches it after the
+//! seal, and the lake covers the pipeline up to the heads read after it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe_emitter::replay::heads;
+use floe_engine::{NextRouting, Offset, Router, ShardCluster};
+
+use super::Coordinator;
+use crate::config::MigrationReport;
+use crate::coordinator::stage::Stage;
+use crate::error::{Error, Result};
+use crate::job::{JobStatus, Phase};
+
+/// How often the lake's committed offsets are read while the sink lands.
+const LAND_POLL: Duration = Duration::from_millis(100);
+
+impl Coordinator {
+    /// Takes period `period` out of shard memory; see the module docs.
+    pub(super) async fn archive(&mut self, period: &str) -> Result<MigrationReport> {
+        let deployment = self.deployment.clone();
+        let cluster = deployment.cluster.clone();
+        let lake = deployment.lake.clone().ok_or_else(|| {
+            Error::InvalidPlan("archival needs a lake: the period's history is read from it".into())
+        })?;
+        self.enter(Phase::Land)?;
+        let current = cluster.routing();
+        if let Some(other) = current.admission() {
+            return Err(Error::AlreadyMigrating {
+                running: other.owner().to_string(),
+                key: "*".into(),
+            });
+        }
+        if current.router().topology() != &self.plan.from {
+            return Err(Error::InvalidPlan(
+                "the topology changed since the plan was made".into(),
+            ));
+        }
+        if let Some(sealed) = self.plan.sealed_step() {
+            let router = Arc::new(Router::new(sealed.clone())?);
+            deployment.topology.store(&sealed).await?;
+            self.stage.advance(Stage::Persisted);
+            let routing = cluster.swap_routing(|r| NextRouting {
+                router,
+                shards: r.shards().clone(),
+                admission: None,
+            });
+            // Writes a worker accepted under the old routing are durable
+            // after this; later ones are refused as stale, route again and
+            // meet the seal.
+            ShardCluster::barrier(&routing).await?;
+        }
+        let pipeline = cluster.pipeline().clone();
+        let needed = heads(&*pipeline).await?;
+        let started = Instant::now();
+        loop {
+            let landed = lake.committed_offsets(pipeline.partitions()).await?;
+            if landed_up_to(&landed.offsets, &needed) {
+                break;
+            }
+            if let Err(stop) = self.check_stop() {
+                return Err(match stop {
+                    Error::Timeout { id, seconds, .. } => Error::NotLanded {
+                        id,
+                        period: period.to_owned(),
+                        seconds,
+                        landed: landed.offsets,
+                        needed,
+                    },
+                    other => other,
+                });
+            }
+            self.publish(false)?;
+            tokio::time::sleep(LAND_POLL).await;
+        }
+        let land_us = started.elapsed().as_micros() as u64;
+
+        self.enter(Phase::Cutover)?;
+        let to = self.plan.to.clone();
+        deployment.topology.store(&to).await?;
+        if self.stage < Stage::Persisted {
+            self.stage.advance(Stage::Persisted);
+        }
+        let router = Arc::new(Router::new(to)?);
+        cluster.swap_routing(|r| NextRouting {
+            router,
+            shards: r.shards().clone(),
+            admission: None,
+        });
+        self.stage.advance(Stage::CutOver);
+        self.enter(Phase::Drain)?;
+        self.enter(Phase::Cleanup)?;
+        let evicted = cluster.evict_archived().await?;
+        tracing::info!(%period, evicted, land_ms = land_us / 1000, "period archived");
+        self.enter(Phase::Done)?;
+        self.job.status = JobStatus::Completed;
+        self.finish();
+        Ok(MigrationReport {
+            id: self.job.id.clone(),
+            kind: self.plan.kind.clone(),
+            from_version: self.plan.from.version,
+            to_version: self.plan.to.version,
+            keys_moved: 0,
+            entities_moved: evicted,
+            events_replayed: 0,
+            lake_events: 0,
+            bytes_read: 0,
+            rows_scanned: 0,
+            files_read: 0,
+            tail_events_read: 0,
+            buffered_writes: 0,
+            max_write_pause_us: 0,
+            buffer_window_us: land_us,
+            verified_entities: 0,
+            copy_us: 0,
+            scan_us: 0,
+            duration_us: self.started.elapsed().as_micros() as u64,
+        })
+    }
+}
+
+/// Whether the lake's committed offsets cover every offset below `needed`.
+fn landed_up_to(landed: &[Offset], needed: &[Offset]) -> bool {
+    needed
+        .iter()
+        .enumerate()
+        .all(|(p, &head)| head == 0 || landed.get(p).is_some_and(|&l| l >= head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::landed_up_to;
+
+    #[test]
+    fn the_lake_covers_the_heads_only_when_every_partition_reached_them() {
+        assert!(landed_up_to(&[5, 7], &[5, 7]));
+        assert!(landed_up_to(&[6, 9], &[5, 7]));
+        assert!(!landed_up_to(&[5, 6], &[5, 7]));
+        // An empty partition needs nothing; a lake without offsets lands
+        // nothing of the others.
+        assert!(landed_up_to(&[], &[0, 0]));
+        assert!(!landed_up_to(&[], &[0, 3]));
+    }
+}

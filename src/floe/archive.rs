@@ -1,0 +1,142 @@
+//! Reads of archived periods (seed 002's archive window): their entities
+//! are in no shard's memory, so a read that routes to one, or that finds
+//! nothing in the shards while some period is archived, is answered from
+//! the lake, which holds every event of an archived period (archival waits
+//! for the sink to land them before it evicts; see
+//! `floe_migration`'s archive phases and docs/operations.md).
+
+use floe_emitter::replay::entity_from_lake;
+use floe_engine::{Entity, EntityKey};
+use serde::Serialize;
+
+use super::Floe;
+use crate::error::{Error, Result};
+
+/// Where a read was answered from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ReadSource {
+    /// The owning shard's memory.
+    Memory,
+    /// The lake: the entity's period is archived.
+    Lake {
+        /// The archived period's label.
+        period: String,
+        /// The lake snapshot read.
+        snapshot_id: Option<i64>,
+    },
+}
+
+/// A live entity and where it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityRead {
+    /// The entity.
+    pub entity: Entity,
+    /// Where it came from.
+    pub source: ReadSource,
+}
+
+impl Floe {
+    /// Reads a live entity: from the shard that owns it (so a caller always
+    /// reads its own acknowledged writes), or from the lake when its period
+    /// is archived (slower: a lake read, stated in [`EntityRead::source`]).
+    /// `partition_key`: the entity's, when the caller has it (one hop, and
+    /// for archived entities a read narrowed to its key's files); without
+    /// it, time-routed entities are located in the shards, then in the lake.
+    pub async fn read(
+        &self,
+        key: &EntityKey,
+        partition_key: Option<&str>,
+    ) -> Result<Option<EntityRead>> {
+        self.check_open()?;
+        let partition_key = match partition_key {
+            Some(k) => Some(k.to_owned()),
+            None if self.locates(key) => None,
+            None => Some(self.inner.extractor.extract(key, None)?),
+        };
+        let router = self.router();
+        let Some(partition_key) = partition_key else {
+            if let Some((entity, _)) = self.inner.cluster.locate(key).await? {
+                return Ok(Some(EntityRead::memory(entity)));
+            }
+            if !router.has_archived() {
+                return Ok(None);
+            }
+            return self.read_archived(key, None).await;
+        };
+        if router.is_archived(&partition_key) {
+            return self.read_archived(key, Some(&partition_key)).await;
+        }
+        Ok(self
+            .inner
+            .cluster
+            .get(key, &partition_key)
+            .await?
+            .map(EntityRead::memory))
+    }
+
+    /// The partition key of `key` when the lake holds it live in an
+    /// archived period (what an update or delete that names no partition
+    /// key needs to be refused as [`floe_engine::Error::PeriodArchived`]
+    /// rather than reported missing).
+    pub(super) async fn archived_partition_key(&self, key: &EntityKey) -> Result<Option<String>> {
+        if !self.router().has_archived() {
+            return Ok(None);
+        }
+        let lake = self.archive_lake()?;
+        let found = entity_from_lake(lake, self.inner.pipeline.partitions(), key, None)
+            .await
+            .map_err(Error::Lake)?;
+        Ok(found
+            .partition_key
+            .filter(|k| found.entity.is_some() && self.router().is_archived(k)))
+    }
+
+    async fn read_archived(
+        &self,
+        key: &EntityKey,
+        partition_key: Option<&str>,
+    ) -> Result<Option<EntityRead>> {
+        key.validate()?;
+        let router = self.router();
+        let lake = self.archive_lake()?;
+        let hash = partition_key.map(|k| router.key_hash(k));
+        let found = entity_from_lake(lake, self.inner.pipeline.partitions(), key, hash)
+            .await
+            .map_err(Error::Lake)?;
+        // Without a partition key the lake may answer with an entity of an
+        // active period that the shards no longer hold (it was deleted
+        // since): only an archived period's answer counts.
+        let (Some(entity), Some(stored_key)) = (found.entity, found.partition_key) else {
+            return Ok(None);
+        };
+        let Some(archived) = router.period_state(&stored_key) else {
+            return Ok(None);
+        };
+        if partition_key.is_some_and(|k| k != stored_key) || !router.is_archived(&stored_key) {
+            return Ok(None);
+        }
+        Ok(Some(EntityRead {
+            entity,
+            source: ReadSource::Lake {
+                period: archived.period,
+                snapshot_id: found.snapshot_id,
+            },
+        }))
+    }
+
+    fn archive_lake(&self) -> Result<&floe_emitter::sink::Lake> {
+        self.inner.lake.as_ref().ok_or(Error::LakeDisabled {
+            needs: "reads of archived periods",
+        })
+    }
+}
+
+impl EntityRead {
+    fn memory(entity: Entity) -> Self {
+        EntityRead {
+            entity,
+            source: ReadSource::Memory,
+        }
+    }
+}
