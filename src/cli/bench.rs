@@ -50,6 +50,8 @@ enum Which {
     Migrate(super::bench_migrate::MigrateArgs),
     /// Cross-shard SQL over 10M landed events, vs DuckDB on the same files.
     Query(super::bench_query::QueryArgs),
+    /// Memory and reads before and after archiving 11 of 12 monthly periods.
+    Archive(super::bench_archive::ArchiveArgs),
     /// Failover time of a cluster (etcd, a broker and N nodes, started here).
     #[cfg(feature = "kafka")]
     Cluster(super::bench_cluster::ClusterArgs),
@@ -122,6 +124,7 @@ pub(crate) async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         Which::Client(args) => client::run(config, args).await,
         Which::Migrate(args) => super::bench_migrate::migrate(config, args).await,
         Which::Query(args) => super::bench_query::run(config, args).await,
+        Which::Archive(args) => super::bench_archive::archive(config, args).await,
         #[cfg(feature = "kafka")]
         Which::Cluster(args) => super::bench_cluster::run(args).await,
     }

@@ -4,6 +4,8 @@
 // only when asked for; the rest is the everyday command line.
 #[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "bench")]
+mod bench_archive;
 #[cfg(all(feature = "bench", feature = "kafka"))]
 mod bench_cluster;
 #[cfg(feature = "bench")]
