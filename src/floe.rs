@@ -36,7 +36,7 @@ mod snapshots;
 mod sql;
 
 #[cfg(feature = "server")]
-pub use archive::{EntityRead, ReadSource};
+pub use archive::{ArchiveStats, EntityRead, ReadSource};
 use checks::display;
 pub use erase::{EraseReport, RemainingCopy};
 pub(crate) use export::ExportPage;

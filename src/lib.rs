@@ -38,8 +38,8 @@ mod telemetry;
 pub use cluster::ClusterNode;
 pub use error::{Error, Result};
 pub use floe::{
-    EntityRead, EraseReport, ExportReport, Floe, ReadSource, RemainingCopy, SnapshotReport,
-    WriteRequest,
+    ArchiveStats, EntityRead, EraseReport, ExportReport, Floe, ReadSource, RemainingCopy,
+    SnapshotReport, WriteRequest,
 };
 pub use floe_config::{
     AuthMode, Config, FsyncMode, HealthConfig, KafkaConfig, LakeConfig, LogConfig,

@@ -162,6 +162,10 @@ pub struct MigrationJob {
     /// Set when a restart settled a job its process left running.
     #[serde(default)]
     pub settled_after_restart: bool,
+    /// Archivals: records (live entities and tombstones) that left shard
+    /// memory.
+    #[serde(default)]
+    pub evicted: u64,
 }
 
 impl MigrationJob {
@@ -319,6 +323,7 @@ mod tests {
             started_at_ms: now_ms(),
             finished_at_ms: None,
             settled_after_restart: false,
+            evicted: 0,
         }
     }
 

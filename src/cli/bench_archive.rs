@@ -57,7 +57,8 @@ fn body(entity: u64, periods: u32, filler: &str) -> String {
 
 /// Resident memory of this process in bytes (Linux `/proc/self/status`).
 fn resident_bytes() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -211,7 +212,10 @@ pub(crate) async fn archive(mut config: Config, args: ArchiveArgs) -> anyhow::Re
     }
     floe.close().await?;
 
-    let (base_before, base_after) = (before.saturating_sub(baseline), after.saturating_sub(baseline));
+    let (base_before, base_after) = (
+        before.saturating_sub(baseline),
+        after.saturating_sub(baseline),
+    );
     let fallen = 100.0 * (1.0 - base_after as f64 / base_before.max(1) as f64);
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(

@@ -200,6 +200,7 @@ pub(crate) async fn stats(config: Config) -> anyhow::Result<()> {
         let shards = floe.shard_stats().await?;
         print_json(&serde_json::json!({
             "shards": shards,
+            "archive": floe.archive_stats().await?,
             "utilization": floe.utilization(),
             "rebalance_hints": floe.rebalance_hints(),
         }))

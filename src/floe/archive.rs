@@ -5,8 +5,11 @@
 //! for the sink to land them before it evicts; see
 //! `floe_migration`'s archive phases and docs/operations.md).
 
+use std::collections::BTreeMap;
+
 use floe_emitter::replay::entity_from_lake;
-use floe_engine::{Entity, EntityKey};
+use floe_engine::{Entity, EntityKey, PeriodState, Strategy};
+use floe_migration::{JobStatus, PlanKind};
 use serde::Serialize;
 
 use super::Floe;
@@ -36,7 +39,51 @@ pub struct EntityRead {
     pub source: ReadSource,
 }
 
+/// Active against archived: what `floe stats`, `GET /api/v1/stats` and the
+/// `floe_archive` metric show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ArchiveStats {
+    /// Live entities in shard memory.
+    pub active_entities: u64,
+    /// Bytes of their data.
+    pub active_bytes: u64,
+    /// Sealed and archived periods by label.
+    pub periods: BTreeMap<String, PeriodState>,
+    /// Records (live entities and tombstones) the completed archivals of
+    /// this data directory evicted: they are in the lake only.
+    pub archived_entities: u64,
+}
+
 impl Floe {
+    /// Active and archived entities and memory (see [`ArchiveStats`]).
+    pub async fn archive_stats(&self) -> Result<ArchiveStats> {
+        let shards = self.shard_stats().await?;
+        let periods = match self.router().topology().strategy.clone() {
+            Strategy::Time { archived, .. } => archived,
+            _ => BTreeMap::new(),
+        };
+        let archived_entities = if periods.is_empty() {
+            0
+        } else {
+            self.inner
+                .migrations
+                .list()?
+                .iter()
+                .filter(|job| {
+                    job.status == JobStatus::Completed
+                        && matches!(job.kind, PlanKind::ArchivePeriod { .. })
+                })
+                .map(|job| job.evicted)
+                .sum()
+        };
+        Ok(ArchiveStats {
+            active_entities: shards.iter().map(|s| s.entities).sum(),
+            active_bytes: shards.iter().map(|s| s.bytes).sum(),
+            periods,
+            archived_entities,
+        })
+    }
+
     /// Reads a live entity: from the shard that owns it (so a caller always
     /// reads its own acknowledged writes), or from the lake when its period
     /// is archived (slower: a lake read, stated in [`EntityRead::source`]).

@@ -83,6 +83,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Result<AxumJson<Value>, Ap
     let health = &state.config.health;
     Ok(AxumJson(json!({
         "shards": shards,
+        "archive": floe.archive_stats().await?,
         "utilization": floe.utilization(),
         "hot_shards": floe.hot_shards(health.hot_shard_accesses, health.window_ms),
         "hot_shard_threshold": { "accesses": health.hot_shard_accesses, "window_ms": health.window_ms },

@@ -62,6 +62,7 @@ pub(super) struct Metrics {
     /// SQL over an object-store warehouse: the data file cache by figure
     /// (hits, misses, bytes, entries, capacity). Absent for local files.
     data_cache: Family<FigureLabel, Gauge>,
+    archive: Family<FigureLabel, Gauge>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -95,6 +96,7 @@ impl Metrics {
             migration: Family::default(),
             forwards: Family::default(),
             data_cache: Family::default(),
+            archive: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -177,6 +179,11 @@ impl Metrics {
                 "floe_query_data_cache",
                 "SQL over an object store: the in-memory cache of data file bytes by figure (hits, misses: byte ranges since start; bytes, entries: held now; capacity: query.data_cache_bytes)",
                 m.data_cache.clone(),
+            );
+            r.register(
+                "floe_archive",
+                "Time topologies: active against archived by figure (active_entities, active_bytes: in shard memory; sealed_periods, archived_periods; archived_entities: evicted to the lake by completed archivals)",
+                m.archive.clone(),
             );
         }
         m
@@ -276,6 +283,20 @@ impl Metrics {
                 ("capacity", cache.capacity),
             ] {
                 self.data_cache
+                    .get_or_create(&FigureLabel { figure })
+                    .set(value as i64);
+            }
+        }
+        if let Ok(archive) = floe.archive_stats().await {
+            let count = |state| archive.periods.values().filter(|s| **s == state).count() as u64;
+            for (figure, value) in [
+                ("active_entities", archive.active_entities),
+                ("active_bytes", archive.active_bytes),
+                ("sealed_periods", count(crate::PeriodState::Sealed)),
+                ("archived_periods", count(crate::PeriodState::Archived)),
+                ("archived_entities", archive.archived_entities),
+            ] {
+                self.archive
                     .get_or_create(&FigureLabel { figure })
                     .set(value as i64);
             }

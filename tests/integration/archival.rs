@@ -206,6 +206,11 @@ async fn archived_periods_leave_memory_and_are_read_from_the_lake() {
     // Live entities and tombstones of 11 months left memory.
     assert_eq!(evicted, 11 * u64::from(PER_MONTH));
     assert_eq!(live_in_memory(&floe).await, live_per_month);
+    let stats = floe.archive_stats().await.unwrap();
+    assert_eq!(stats.active_entities, live_per_month);
+    assert_eq!(stats.archived_entities, evicted);
+    assert_eq!(stats.periods.len(), 11);
+    assert!(stats.periods.values().all(|s| *s == PeriodState::Archived));
     check_reads(&floe, &oracle, &archived).await;
 
     // Writes to an archived month: refused, typed, nothing changes.

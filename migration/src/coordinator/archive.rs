@@ -103,6 +103,7 @@ impl Coordinator {
         self.enter(Phase::Cleanup)?;
         let evicted = cluster.evict_archived().await?;
         tracing::info!(%period, evicted, land_ms = land_us / 1000, "period archived");
+        self.job.evicted = evicted;
         self.enter(Phase::Done)?;
         self.job.status = JobStatus::Completed;
         self.finish();

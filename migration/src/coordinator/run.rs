@@ -121,6 +121,7 @@ impl Coordinator {
             started_at_ms: now_ms(),
             finished_at_ms: None,
             settled_after_restart: false,
+            evicted: 0,
         };
         store.save(&job)?;
         let started = Instant::now();
