@@ -340,6 +340,7 @@ impl Floe {
         self.check_open()?;
         let request = self.resolve_partition_key(request).await?;
         let command = self.command(request)?;
+        self.reactivate_for(&command.partition_key).await?;
         let routed = self.inner.cluster.write(command).await;
         self.record_write(&routed);
         Ok(routed.result?)

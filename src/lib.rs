@@ -65,8 +65,8 @@ pub use maintain::{compact_lake, expire_lake};
 #[cfg(feature = "failpoints")]
 pub use migrate::FailPoint;
 pub use migrate::{
-    JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport, Migrations,
-    PlanRequest, list_jobs, request_cancel,
+    ArchivedWrites, JOBS_DIR, MigrationConfig, MigrationHandle, MigrationOptions, MigrationReport,
+    Migrations, PlanRequest, list_jobs, request_cancel,
 };
 pub use repair::repair;
 pub use telemetry::{ProbeState, WriteWindow};

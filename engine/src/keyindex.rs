@@ -143,6 +143,23 @@ impl PartitionKeyIndex {
         }
     }
 
+    /// [`observe`](Self::observe) of the entity, key and version of `event`.
+    pub fn observe_event(&self, event: &Event) {
+        let id = hash_parts(&event.namespace, &event.entity_type, &event.entity_id);
+        let mut map = self.stripe(id);
+        let slot = map.entry(id).or_insert(Slot {
+            key_hash: event.key_hash,
+            version: 0,
+            live: event.state.is_some(),
+            inflight: 0,
+            pending_hash: event.key_hash,
+        });
+        if event.version > slot.version {
+            (slot.key_hash, slot.version, slot.live) =
+                (event.key_hash, event.version, event.state.is_some());
+        }
+    }
+
     /// Forgets `key` when the index has it under `key_hash` and no write
     /// for it is in flight: its entity left shard memory (its period was
     /// archived), so the index would only hold memory for it.

@@ -41,6 +41,23 @@ pub struct MigrationConfig {
     /// from the lake and whose writes are refused. 0 (the default) archives
     /// nothing automatically (`floe migrate archive-period` still does).
     pub active_periods: u32,
+    /// Time topologies: what a write to a sealed or archived period does.
+    pub archived_writes: ArchivedWrites,
+}
+
+/// What a write to a sealed or archived period does (seed 002's archive
+/// window policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchivedWrites {
+    /// Refused with `PeriodArchived` (HTTP `409 period_archived`); nothing
+    /// is written.
+    #[default]
+    Refuse,
+    /// The period is reactivated first (its entities replayed from the lake
+    /// into its shard, a `reactivate-period` migration), then the write is
+    /// applied.
+    Reactivate,
 }
 
 impl Default for MigrationConfig {
@@ -55,6 +72,7 @@ impl Default for MigrationConfig {
             period_lead_time_ms: 7 * 24 * 3_600_000,
             period_check_interval_ms: 60_000,
             active_periods: 0,
+            archived_writes: ArchivedWrites::Refuse,
         }
     }
 }

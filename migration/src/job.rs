@@ -30,6 +30,9 @@ pub enum Phase {
     /// Archival: writes to the period are refused; waiting for the sink to
     /// land every event written before in the lake.
     Land,
+    /// Reactivation: an archived period's entities are replayed from the
+    /// lake into its shard (writes to it are still refused).
+    Restore,
     /// Persisting the new topology and switching routing.
     Cutover,
     /// Letting the held writes go to their new owners.
@@ -52,6 +55,7 @@ impl Phase {
             Phase::Buffer => "buffer",
             Phase::Verify => "verify",
             Phase::Land => "land",
+            Phase::Restore => "restore",
             Phase::Cutover => "cutover",
             Phase::Drain => "drain",
             Phase::Cleanup => "cleanup",
@@ -75,8 +79,10 @@ impl Phase {
                 | (Cleanup, Done)
                 | (Planned, Land)
                 | (Land, Cutover)
+                | (Planned, Restore)
+                | (Restore, Cutover)
                 | (
-                    Planned | Copy | CatchUp | Buffer | Verify | Land | Cutover,
+                    Planned | Copy | CatchUp | Buffer | Verify | Land | Restore | Cutover,
                     RollingBack
                 )
         )
@@ -337,6 +343,17 @@ mod tests {
             assert!(w[0].can_go_to(w[1]), "{} -> {}", w[0], w[1]);
         }
         assert!(!Copy.can_go_to(Cutover));
+        // Archival and reactivation have paths of their own.
+        for path in [
+            [Planned, Land, Cutover, Drain, Cleanup, Done],
+            [Planned, Restore, Cutover, Drain, Cleanup, Done],
+        ] {
+            for w in path.windows(2) {
+                assert!(w[0].can_go_to(w[1]), "{} -> {}", w[0], w[1]);
+            }
+        }
+        assert!(Land.can_go_to(RollingBack) && Restore.can_go_to(RollingBack));
+        assert!(!Land.can_go_to(Copy) && !Restore.can_go_to(Buffer));
         assert!(Buffer.can_go_to(RollingBack));
         assert!(
             !Drain.can_go_to(RollingBack),

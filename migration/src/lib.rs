@@ -45,7 +45,7 @@ pub use balance::{BalanceAnalysis, ShardLoad, analyze_balance, check_threshold};
 pub use buffer::{BufferStats, WriteBuffer};
 #[cfg(feature = "failpoints")]
 pub use config::FailPoint;
-pub use config::{MigrationConfig, MigrationOptions, MigrationReport};
+pub use config::{ArchivedWrites, MigrationConfig, MigrationOptions, MigrationReport};
 pub use coordinator::{
     Deployment, JOBS_DIR, MigrationHandle, Migrator, Settle, Stage, Unblock, inventory, list_jobs,
     request_cancel,
@@ -57,7 +57,8 @@ pub use floe_engine::{
 };
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 pub use periods::{
-    due_archival, due_periods, plan_add_period, plan_archive_period, plan_isolate, plan_move_period,
+    due_archival, due_periods, plan_add_period, plan_archive_period, plan_isolate,
+    plan_move_period, plan_reactivate_period,
 };
 pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,

@@ -298,6 +298,36 @@ pub fn due_periods(topology: &Topology, now_ms: i64, lead_ms: i64) -> Vec<String
         .collect()
 }
 
+/// Makes sealed or archived period `label` active again (the target
+/// topology drops it from `archived`). What moves is not listed: an
+/// archived period's keys are in no shard, so they are found in the lake.
+pub fn plan_reactivate_period(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    label: &str,
+) -> Result<MigrationPlan> {
+    let parts = time_of(topology)?;
+    let label = checked_label(parts.period, label)?;
+    if state_of(topology, &label).is_none() {
+        return Err(Error::InvalidPlan(format!(
+            "period {label} is active: there is nothing to reactivate"
+        )));
+    }
+    let mut to = topology.clone();
+    if let Strategy::Time { archived, .. } = &mut to.strategy {
+        archived.remove(&label);
+    }
+    let to = next(topology, to)?;
+    let mut plan = finish(
+        PlanKind::ReactivatePeriod { period: label },
+        topology,
+        to,
+        keys,
+    )?;
+    plan.estimated_duration_ms = 200;
+    Ok(plan)
+}
+
 /// The periods of a time topology that archival takes now, oldest first:
 /// those with a shard that are sealed (an archival that stopped before its
 /// end), or active and older than the `active_periods` most recent ones

@@ -141,6 +141,14 @@ pub enum PlanKind {
         /// The period's label.
         period: String,
     },
+    /// Time topologies: a sealed or archived period takes writes again; an
+    /// archived one's entities are replayed from the lake into its shard
+    /// first. `floe migrate reactivate-period 2024-03`, or a write to the
+    /// period under `migration.archived_writes = "reactivate"`.
+    ReactivatePeriod {
+        /// The period's label.
+        period: String,
+    },
 }
 
 impl PlanKind {
@@ -163,6 +171,7 @@ impl PlanKind {
             PlanKind::MovePeriod { .. } => "move-period",
             PlanKind::Isolate { .. } => "isolate",
             PlanKind::ArchivePeriod { .. } => "archive-period",
+            PlanKind::ReactivatePeriod { .. } => "reactivate-period",
         }
     }
 }
@@ -556,7 +565,12 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
             m.partition_key, m.from, m.to
         ));
     }
-    if plan.moves.is_empty() && !matches!(plan.kind, PlanKind::ArchivePeriod { .. }) {
+    if plan.moves.is_empty()
+        && !matches!(
+            plan.kind,
+            PlanKind::ArchivePeriod { .. } | PlanKind::ReactivatePeriod { .. }
+        )
+    {
         v.warnings
             .push("no known key changes owner: only the topology changes".into());
     }

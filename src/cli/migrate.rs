@@ -149,6 +149,13 @@ enum Which {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Time topologies: a sealed or archived PERIOD takes writes again; an archived one's entities are replayed from the lake into its shard first.
+    ReactivatePeriod {
+        /// The period's label.
+        period: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Give TENANT a new shard of its own and move all its keys there, in one live migration (seed 002's "large team").
     Isolate {
         /// The tenant: a time topology's tenant part, else a partition key (the namespace with the tenant pattern).
@@ -259,6 +266,11 @@ enum Change {
     },
     /// Archive a period (time topologies).
     ArchivePeriod {
+        /// The period's label.
+        period: String,
+    },
+    /// Reactivate a sealed or archived period (time topologies).
+    ReactivatePeriod {
         /// The period's label.
         period: String,
     },
@@ -404,6 +416,9 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()>
         Which::ArchivePeriod { period, run } => {
             execute(config, PlanKind::ArchivePeriod { period }, (&run).into()).await
         }
+        Which::ReactivatePeriod { period, run } => {
+            execute(config, PlanKind::ReactivatePeriod { period }, (&run).into()).await
+        }
         Which::Isolate { tenant, run } => {
             execute(config, PlanKind::Isolate { tenant }, (&run).into()).await
         }
@@ -439,6 +454,7 @@ fn kind_of(change: Change, shard_count: u32) -> PlanKind {
         Change::AddPeriod { period, shard } => PlanKind::AddPeriod { period, shard },
         Change::MovePeriod { period, shard } => PlanKind::MovePeriod { period, shard },
         Change::ArchivePeriod { period } => PlanKind::ArchivePeriod { period },
+        Change::ReactivatePeriod { period } => PlanKind::ReactivatePeriod { period },
         Change::Isolate { tenant } => PlanKind::Isolate { tenant },
     }
 }

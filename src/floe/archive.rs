@@ -179,6 +179,60 @@ impl Floe {
     }
 }
 
+impl Floe {
+    /// Under `migration.archived_writes = "reactivate"`, a write routed by
+    /// `partition_key` into a sealed or archived period reactivates the
+    /// period first (a `reactivate-period` migration: its entities come back
+    /// from the lake), so that the write then applies; a migration already
+    /// running is waited for. Under `"refuse"` (the default) nothing
+    /// happens here and the shard cluster refuses the write.
+    pub(super) async fn reactivate_for(&self, partition_key: &str) -> Result<()> {
+        if self.inner.config.migration.archived_writes != floe_migration::ArchivedWrites::Reactivate
+        {
+            return Ok(());
+        }
+        let mut attempts = 0;
+        loop {
+            let Some(archived) = self.router().period_state(partition_key) else {
+                return Ok(());
+            };
+            let migrations = self.migrations();
+            if let Some(running) = migrations.running() {
+                // Whatever it is (another writer's reactivation of this
+                // period, most likely), the topology is read again after it.
+                let _ = migrations.wait(&running).await;
+                continue;
+            }
+            let outcome = async {
+                let plan = migrations
+                    .plan(PlanKind::ReactivatePeriod {
+                        period: archived.period.clone(),
+                    })
+                    .await?;
+                migrations
+                    .run(plan, crate::MigrationOptions::default())
+                    .await
+            }
+            .await;
+            match outcome {
+                Ok(report) => {
+                    tracing::info!(period = %archived.period, entities = report.entities_moved, "reactivated an archived period for a write");
+                    return Ok(());
+                }
+                Err(e) => {
+                    attempts += 1;
+                    if self.router().period_state(partition_key).is_none() {
+                        return Ok(());
+                    }
+                    if attempts >= 3 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl EntityRead {
     fn memory(entity: Entity) -> Self {
         EntityRead {

@@ -38,6 +38,13 @@ impl Floe {
                 Ok(request) => self.command(request),
                 Err(e) => Err(e),
             };
+            let command = match command {
+                Ok(command) => self
+                    .reactivate_for(&command.partition_key)
+                    .await
+                    .map(|()| command),
+                Err(e) => Err(e),
+            };
             match command {
                 Ok(command) => {
                     commands.push(command);

@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 #[cfg(feature = "failpoints")]
 pub use floe_migration::FailPoint;
-pub use floe_migration::{JOBS_DIR, MigrationConfig, MigrationOptions, MigrationReport};
+pub use floe_migration::{
+    ArchivedWrites, JOBS_DIR, MigrationConfig, MigrationOptions, MigrationReport,
+};
 
 use crate::error::{Error, Result};
 use crate::floe::Floe;

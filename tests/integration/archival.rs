@@ -345,3 +345,114 @@ async fn the_background_task_archives_periods_past_the_active_window() {
     check_reads(&floe, &oracle, &(0..MONTHS).collect::<Vec<_>>()).await;
     floe.close().await.unwrap();
 }
+
+/// Reactivation is the way back: the archived month's entities come back
+/// from the lake into its shard with their versions, it takes writes
+/// again, the other archived month stays archived, also after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactivated_period_comes_back_from_the_lake_and_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let floe = Floe::open(config.clone()).await.unwrap();
+    let mut oracle = fill(&floe).await;
+    let all = live_in_memory(&floe).await;
+    for month in [0, 1] {
+        archive(&floe, month, MigrationOptions::default())
+            .await
+            .unwrap();
+    }
+    let live_of = |month: u32| {
+        oracle
+            .iter()
+            .filter(|(k, v)| month_of(k) == month && v.is_some())
+            .count() as u64
+    };
+    let (live_0, live_1) = (live_of(0), live_of(1));
+    assert_eq!(live_in_memory(&floe).await, all - live_0 - live_1);
+
+    let migrations = floe.migrations();
+    let plan = migrations
+        .plan(PlanKind::ReactivatePeriod { period: label(0) })
+        .await
+        .unwrap();
+    let report = migrations
+        .run(plan, MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.entities_moved, live_0);
+    assert_eq!(period_state(&floe, 0), None);
+    assert_eq!(period_state(&floe, 1), Some(PeriodState::Archived));
+    assert_eq!(live_in_memory(&floe).await, all - live_1);
+    check_reads(&floe, &oracle, &[1]).await;
+    // An active period cannot be reactivated.
+    let active = migrations
+        .plan(PlanKind::ReactivatePeriod { period: label(0) })
+        .await
+        .unwrap_err();
+    assert!(active.to_string().contains("is active"), "{active}");
+
+    let key = incident(0, 1);
+    let ack = floe
+        .update(key.clone(), json!({"title": "reopened"}))
+        .await
+        .unwrap();
+    let (version, _) = oracle[&key].clone().unwrap();
+    assert_eq!(ack.version, version + 1);
+    oracle.insert(key, Some((ack.version, data(0, 1, "reopened"))));
+    floe.close().await.unwrap();
+
+    let floe = Floe::open(config).await.unwrap();
+    assert_eq!(live_in_memory(&floe).await, all - live_1);
+    check_reads(&floe, &oracle, &[1]).await;
+    floe.close().await.unwrap();
+}
+
+/// Under `archived_writes = "reactivate"` a write to an archived month
+/// (several at once, with and without the time) reactivates it once and
+/// then applies, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_an_archived_period_reactivate_it_under_that_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.migration.archived_writes = floe::ArchivedWrites::Reactivate;
+    let floe = Floe::open(config).await.unwrap();
+    let mut oracle = fill(&floe).await;
+    archive(&floe, 4, MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(period_state(&floe, 4), Some(PeriodState::Archived));
+    let writers: Vec<_> = [1u32, 2, 3, 5]
+        .into_iter()
+        .map(|i| {
+            let floe = floe.clone();
+            tokio::spawn(async move {
+                let key = incident(4, i);
+                let ack = if i % 2 == 0 {
+                    floe.put(key.clone(), data(4, i, "late")).await.unwrap()
+                } else {
+                    floe.update(key.clone(), json!({"title": "late"}))
+                        .await
+                        .unwrap()
+                };
+                (key, i, ack.version)
+            })
+        })
+        .collect();
+    for writer in writers {
+        let (key, i, version) = writer.await.unwrap();
+        let before = oracle[&key].as_ref().map_or(0, |(v, _)| *v);
+        assert!(version > before, "{key}: {version} after {before}");
+        oracle.insert(key, Some((version, data(4, i, "late"))));
+    }
+    assert_eq!(period_state(&floe, 4), None);
+    let reactivations = floe
+        .migrations()
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|j| matches!(j.kind, PlanKind::ReactivatePeriod { .. }))
+        .count();
+    assert_eq!(reactivations, 1);
+    check_reads(&floe, &oracle, &[]).await;
+    floe.close().await.unwrap();
+}

@@ -643,6 +643,17 @@ impl ShardCluster {
         Ok(stats)
     }
 
+    /// Applies events replayed from the lake to shard `shard` and records
+    /// their entities in the partition-key index: what a reactivated
+    /// period's entities take (archival forgot them there). Returns how
+    /// many changed state.
+    pub async fn ingest_restored(&self, shard: u32, events: Vec<Event>) -> Result<u64> {
+        for event in &events {
+            self.keys.observe_event(event);
+        }
+        self.shard(shard)?.ingest(events).await
+    }
+
     /// Drops the entities of archived periods from every shard and from the
     /// partition-key index (archival's last step, once the lake holds all
     /// of their history); returns how many records (live and tombstones)

@@ -6,6 +6,13 @@
 //! cutover (persist and route it archived) -> clean-up (its entities leave
 //! shard memory and the partition-key index).
 //!
+//! Reactivation is the way back: restore (an archived period's events, from
+//! the lake snapshot, applied to the period's shard, invisible there until
+//! the cutover) -> cutover (persist and route the period active). A sealed
+//! period's entities are still in memory, so it only needs the cutover.
+//! Writes to the period are refused until the cutover; reads are answered
+//! from the lake until then, from memory after.
+//!
 //! Reads stay correct throughout: while the period is sealed its entities
 //! are still answered from memory; once archived, from the lake, which by
 //! then holds every event of the period (no write reaches it after the
@@ -14,8 +21,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe_emitter::replay::heads;
-use floe_engine::{NextRouting, Offset, Router, ShardCluster};
+use std::collections::HashMap;
+
+use floe_emitter::replay::{LakeScan, heads};
+use floe_engine::{Event, NextRouting, Offset, PeriodState, Router, ShardCluster};
+use tokio::sync::mpsc;
 
 use super::Coordinator;
 use crate::config::MigrationReport;
@@ -126,6 +136,132 @@ impl Coordinator {
             verified_entities: 0,
             copy_us: 0,
             scan_us: 0,
+            duration_us: self.started.elapsed().as_micros() as u64,
+        })
+    }
+}
+
+impl Coordinator {
+    /// Makes period `period` take writes again; see the module docs.
+    pub(super) async fn reactivate(&mut self, period: &str) -> Result<MigrationReport> {
+        let deployment = self.deployment.clone();
+        let cluster = deployment.cluster.clone();
+        self.enter(Phase::Restore)?;
+        let current = cluster.routing();
+        if let Some(other) = current.admission() {
+            return Err(Error::AlreadyMigrating {
+                running: other.owner().to_string(),
+                key: "*".into(),
+            });
+        }
+        if current.router().topology() != &self.plan.from {
+            return Err(Error::InvalidPlan(
+                "the topology changed since the plan was made".into(),
+            ));
+        }
+        let archived = matches!(
+            &self.plan.from.strategy,
+            floe_engine::Strategy::Time { archived, .. }
+                if archived.get(period) == Some(&PeriodState::Archived)
+        );
+        let live =
+            |stats: Vec<floe_engine::ShardStats>| stats.iter().map(|s| s.entities).sum::<u64>();
+        let live_before = live(cluster.shard_stats().await?);
+        let (mut copied, mut lake_events) = (0, 0);
+        let copy_started = Instant::now();
+        if archived {
+            let lake = deployment.lake.clone().ok_or_else(|| {
+                Error::InvalidPlan(
+                    "an archived period is read back from the lake: configure [lake]".into(),
+                )
+            })?;
+            // From here a failure drops the copies (the old routing's
+            // `owns` is false for them) and changes nothing else.
+            self.stage.advance(Stage::Installed);
+            let pipeline = cluster.pipeline().clone();
+            let committed = lake.committed_offsets(pipeline.partitions()).await?;
+            let (from, to) = (self.movement.from().clone(), self.movement.to().clone());
+            let keep = {
+                let (from, to) = (from.clone(), to.clone());
+                move |key: &str, _: u64| from.is_archived(key) && !to.is_archived(key)
+            };
+            let scan = LakeScan {
+                batch_size: self.config.batch_size,
+                concurrency: self.config.lake_concurrency,
+            };
+            let (tx, mut rx) = mpsc::channel(4);
+            let read = async {
+                let scanned = scan.run(&lake, &committed, Some(&keep), None, &tx).await;
+                drop(tx);
+                scanned
+            };
+            let apply = async {
+                let mut applied = 0;
+                while let Some(records) = rx.recv().await {
+                    let mut by_shard: HashMap<u32, Vec<Event>> = HashMap::new();
+                    for record in records {
+                        let event = record.event;
+                        by_shard
+                            .entry(to.route(&event.partition_key, event.key_hash))
+                            .or_default()
+                            .push(event);
+                    }
+                    for (shard, events) in by_shard {
+                        applied += cluster.ingest_restored(shard, events).await?;
+                    }
+                }
+                Ok::<u64, Error>(applied)
+            };
+            let (scanned, applied) = tokio::join!(read, apply);
+            let stats = scanned?;
+            applied?;
+            copied = live(cluster.shard_stats().await?).saturating_sub(live_before);
+            lake_events = stats.events;
+            self.lake.files += stats.files;
+            self.lake.bytes_read += stats.bytes_read;
+            self.lake.rows_scanned += stats.rows_scanned;
+            self.lake.events += stats.events;
+            self.job.progress.events_processed = stats.events;
+            self.check_stop()?;
+        }
+        self.copy_us = copy_started.elapsed().as_micros() as u64;
+
+        self.enter(Phase::Cutover)?;
+        let to = self.plan.to.clone();
+        deployment.topology.store(&to).await?;
+        self.stage.advance(Stage::Persisted);
+        let router = Arc::new(Router::new(to)?);
+        cluster.swap_routing(|r| NextRouting {
+            router,
+            shards: r.shards().clone(),
+            admission: None,
+        });
+        self.stage.advance(Stage::CutOver);
+        self.enter(Phase::Drain)?;
+        self.enter(Phase::Cleanup)?;
+        tracing::info!(%period, entities = copied, lake_events, "period reactivated");
+        self.enter(Phase::Done)?;
+        self.job.status = JobStatus::Completed;
+        self.finish();
+        Ok(MigrationReport {
+            id: self.job.id.clone(),
+            kind: self.plan.kind.clone(),
+            from_version: self.plan.from.version,
+            to_version: self.plan.to.version,
+            keys_moved: 0,
+            entities_moved: copied,
+            events_replayed: lake_events,
+            lake_events,
+            bytes_read: self.lake.bytes_read,
+            rows_scanned: self.lake.rows_scanned,
+            files_read: self.lake.files,
+            tail_events_read: 0,
+            buffered_writes: 0,
+            max_write_pause_us: 0,
+            buffer_window_us: 0,
+            verified_entities: 0,
+            copy_us: self.copy_us,
+            scan_us: self.copy_us,
             duration_us: self.started.elapsed().as_micros() as u64,
         })
     }

@@ -27,7 +27,9 @@ use crate::balance::{BalanceAnalysis, analyze_balance, check_threshold};
 use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
-use crate::periods::{plan_add_period, plan_archive_period, plan_isolate, plan_move_period};
+use crate::periods::{
+    plan_add_period, plan_archive_period, plan_isolate, plan_move_period, plan_reactivate_period,
+};
 use crate::plan::{
     MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_move_keys, plan_rebalance,
     plan_split, plan_unpin, shard_loads, validate,
@@ -202,6 +204,9 @@ impl Migrator {
                     ));
                 }
                 plan_archive_period(&topology, &keys, period, crate::job::now_ms() as i64)
+            }
+            PlanKind::ReactivatePeriod { ref period } => {
+                plan_reactivate_period(&topology, &keys, period)
             }
         }
     }

@@ -197,9 +197,16 @@ impl Coordinator {
     }
 
     async fn forward(&mut self) -> Result<MigrationReport> {
-        if let PlanKind::ArchivePeriod { period } = &self.plan.kind {
-            let period = period.clone();
-            return self.archive(&period).await;
+        match &self.plan.kind {
+            PlanKind::ArchivePeriod { period } => {
+                let period = period.clone();
+                return self.archive(&period).await;
+            }
+            PlanKind::ReactivatePeriod { period } => {
+                let period = period.clone();
+                return self.reactivate(&period).await;
+            }
+            _ => {}
         }
         let deployment = self.deployment.clone();
         self.enter(Phase::Copy)?;
