@@ -43,6 +43,12 @@ pub struct MigrationConfig {
     pub active_periods: u32,
     /// Time topologies: what a write to a sealed or archived period does.
     pub archived_writes: ArchivedWrites,
+    /// Time topologies: archived periods older than the `retain_periods`
+    /// most recent ones (the current one included) are dropped by the
+    /// background task: their rows are erased from the lake (seed 002's
+    /// `ARCHIVE_PARTITION_MONTHS` and `drop_old_partitions`). 0 (the
+    /// default) drops nothing. At least `active_periods` when set.
+    pub retain_periods: u32,
 }
 
 /// What a write to a sealed or archived period does (seed 002's archive
@@ -73,6 +79,7 @@ impl Default for MigrationConfig {
             period_check_interval_ms: 60_000,
             active_periods: 0,
             archived_writes: ArchivedWrites::Refuse,
+            retain_periods: 0,
         }
     }
 }
@@ -93,6 +100,12 @@ impl MigrationConfig {
             if value == 0 {
                 return Err(Error::InvalidConfig(format!("{name} must be at least 1")));
             }
+        }
+        if self.retain_periods > 0 && self.retain_periods < self.active_periods {
+            return Err(Error::InvalidConfig(format!(
+                "migration.retain_periods ({}) must be at least migration.active_periods ({}): a period is archived before it is dropped",
+                self.retain_periods, self.active_periods
+            )));
         }
         Ok(())
     }

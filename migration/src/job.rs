@@ -33,6 +33,8 @@ pub enum Phase {
     /// Reactivation: an archived period's entities are replayed from the
     /// lake into its shard (writes to it are still refused).
     Restore,
+    /// Dropping a period: its rows are erased from the lake.
+    Erase,
     /// Persisting the new topology and switching routing.
     Cutover,
     /// Letting the held writes go to their new owners.
@@ -56,6 +58,7 @@ impl Phase {
             Phase::Verify => "verify",
             Phase::Land => "land",
             Phase::Restore => "restore",
+            Phase::Erase => "erase",
             Phase::Cutover => "cutover",
             Phase::Drain => "drain",
             Phase::Cleanup => "cleanup",
@@ -81,8 +84,10 @@ impl Phase {
                 | (Land, Cutover)
                 | (Planned, Restore)
                 | (Restore, Cutover)
+                | (Planned, Erase)
+                | (Erase, Cutover)
                 | (
-                    Planned | Copy | CatchUp | Buffer | Verify | Land | Restore | Cutover,
+                    Planned | Copy | CatchUp | Buffer | Verify | Land | Restore | Erase | Cutover,
                     RollingBack
                 )
         )
@@ -347,6 +352,7 @@ mod tests {
         for path in [
             [Planned, Land, Cutover, Drain, Cleanup, Done],
             [Planned, Restore, Cutover, Drain, Cleanup, Done],
+            [Planned, Erase, Cutover, Drain, Cleanup, Done],
         ] {
             for w in path.windows(2) {
                 assert!(w[0].can_go_to(w[1]), "{} -> {}", w[0], w[1]);

@@ -57,8 +57,8 @@ pub use floe_engine::{
 };
 pub use job::{JobStatus, JobStore, MigrationJob, Phase, Progress, now_ms};
 pub use periods::{
-    due_archival, due_periods, plan_add_period, plan_archive_period, plan_isolate,
-    plan_move_period, plan_reactivate_period,
+    due_archival, due_drops, due_periods, plan_add_period, plan_archive_period, plan_drop_period,
+    plan_isolate, plan_move_period, plan_reactivate_period,
 };
 pub use plan::{
     KeyLoad, KeyMove, MigrationPlan, Movement, PlanKind, REPLAY_EVENTS_PER_SEC, Validation,

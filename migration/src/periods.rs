@@ -191,10 +191,18 @@ pub fn plan_archive_period(
             "period {label} has no shard: there is nothing to archive"
         )));
     }
-    if state_of(topology, &label) == Some(PeriodState::Archived) {
-        return Err(Error::InvalidPlan(format!(
-            "period {label} is archived already"
-        )));
+    match state_of(topology, &label) {
+        Some(PeriodState::Archived) => {
+            return Err(Error::InvalidPlan(format!(
+                "period {label} is archived already"
+            )));
+        }
+        Some(PeriodState::Dropped) => {
+            return Err(Error::InvalidPlan(format!(
+                "period {label} was dropped: its history is erased"
+            )));
+        }
+        _ => {}
     }
     let index = parts.period.parse_label(&label).unwrap_or_default();
     let ends_ms = parts.period.start_ms(index + 1, parts.offset_minutes);
@@ -308,10 +316,18 @@ pub fn plan_reactivate_period(
 ) -> Result<MigrationPlan> {
     let parts = time_of(topology)?;
     let label = checked_label(parts.period, label)?;
-    if state_of(topology, &label).is_none() {
-        return Err(Error::InvalidPlan(format!(
-            "period {label} is active: there is nothing to reactivate"
-        )));
+    match state_of(topology, &label) {
+        None => {
+            return Err(Error::InvalidPlan(format!(
+                "period {label} is active: there is nothing to reactivate"
+            )));
+        }
+        Some(PeriodState::Dropped) => {
+            return Err(Error::InvalidPlan(format!(
+                "period {label} was dropped: its history is erased, there is nothing to bring back"
+            )));
+        }
+        _ => {}
     }
     let mut to = topology.clone();
     if let Strategy::Time { archived, .. } = &mut to.strategy {
@@ -326,6 +342,60 @@ pub fn plan_reactivate_period(
     )?;
     plan.estimated_duration_ms = 200;
     Ok(plan)
+}
+
+/// Drops archived period `label` (seed 002's `drop_old_partitions`): it
+/// must be archived (archive it first) and not dropped already. The target
+/// topology marks it dropped; the coordinator erases its rows from the lake
+/// before the cutover.
+pub fn plan_drop_period(
+    topology: &Topology,
+    keys: &[KeyLoad],
+    label: &str,
+) -> Result<MigrationPlan> {
+    let parts = time_of(topology)?;
+    let label = checked_label(parts.period, label)?;
+    match state_of(topology, &label) {
+        Some(PeriodState::Archived) => {}
+        Some(PeriodState::Dropped) => {
+            return Err(Error::InvalidPlan(format!(
+                "period {label} is dropped already"
+            )));
+        }
+        _ => {
+            return Err(Error::InvalidPlan(format!(
+                "period {label} is not archived: archive it first (floe migrate archive-period {label})"
+            )));
+        }
+    }
+    let to = with_state(topology, &label, PeriodState::Dropped)?;
+    let mut plan = finish(PlanKind::DropPeriod { period: label }, topology, to, keys)?;
+    plan.estimated_duration_ms = 200;
+    Ok(plan)
+}
+
+/// The archived periods of a time topology past the retention: older than
+/// the `retain_periods` most recent ones (the current period counts as
+/// one), oldest first. Empty for other topologies and for
+/// `retain_periods == 0` (retention off).
+pub fn due_drops(topology: &Topology, now_ms: i64, retain_periods: u32) -> Vec<String> {
+    let Ok(parts) = time_of(topology) else {
+        return Vec::new();
+    };
+    if retain_periods == 0 {
+        return Vec::new();
+    }
+    let last_dropped =
+        parts.period.of_instant(now_ms, parts.offset_minutes) - i64::from(retain_periods);
+    let mut due: Vec<(i64, String)> = parts
+        .periods
+        .keys()
+        .filter(|label| state_of(topology, label) == Some(PeriodState::Archived))
+        .filter_map(|label| Some((parts.period.parse_label(label)?, label.clone())))
+        .filter(|(index, _)| *index <= last_dropped)
+        .collect();
+    due.sort_unstable();
+    due.into_iter().map(|(_, label)| label).collect()
 }
 
 /// The periods of a time topology that archival takes now, oldest first:
@@ -349,7 +419,7 @@ pub fn due_archival(topology: &Topology, now_ms: i64, active_periods: u32) -> Ve
             let index = parts.period.parse_label(label)?;
             let state = state_of(topology, label);
             let take = match state {
-                Some(PeriodState::Archived) => false,
+                Some(PeriodState::Archived | PeriodState::Dropped) => false,
                 Some(PeriodState::Sealed) => true,
                 None => index <= last_archived,
             };

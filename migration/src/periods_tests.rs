@@ -238,3 +238,34 @@ fn due_archival_keeps_the_active_window_and_finishes_sealed_periods() {
     let archived = plan_archive_period(&t, &[], "2024-01", may).unwrap().to;
     assert_eq!(due_archival(&archived, may, 3), vec!["2024-02"]);
 }
+
+#[test]
+fn dropping_needs_an_archived_period_and_retention_picks_the_old_ones() {
+    let t = monthly();
+    let may = parse_instant("2024-05-10T00:00:00Z").unwrap();
+    let msg = |r: Result<MigrationPlan>| r.unwrap_err().to_string();
+    assert!(msg(plan_drop_period(&t, &[], "2024-01")).contains("archive it first"));
+    let archived = plan_archive_period(&t, &[], "2024-01", may).unwrap().to;
+    let archived = plan_archive_period(&archived, &[], "2024-02", may)
+        .unwrap()
+        .to;
+    let dropped = plan_drop_period(&archived, &[], "2024-01").unwrap();
+    assert_eq!(dropped.to.version, archived.version + 1);
+    assert!(crate::plan::validate(&dropped, &archived).is_valid());
+    let to = dropped.to;
+    assert!(msg(plan_drop_period(&to, &[], "2024-01")).contains("dropped already"));
+    assert!(msg(plan_reactivate_period(&to, &[], "2024-01")).contains("was dropped"));
+    assert!(msg(plan_archive_period(&to, &[], "2024-01", may)).contains("was dropped"));
+    // Retention 3 in May: January and February are past it, but only the
+    // archived ones are dropped (March is active), and a dropped one never
+    // again.
+    assert_eq!(due_drops(&archived, may, 3), vec!["2024-01", "2024-02"]);
+    assert_eq!(due_drops(&to, may, 3), vec!["2024-02"]);
+    assert!(
+        due_drops(&archived, may, 0).is_empty(),
+        "0 turns retention off"
+    );
+    assert!(due_drops(&archived, may, 4).len() == 1);
+    // A dropped period is not archived again.
+    assert!(due_archival(&to, may, 3).is_empty());
+}

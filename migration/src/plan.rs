@@ -149,6 +149,15 @@ pub enum PlanKind {
         /// The period's label.
         period: String,
     },
+    /// Time topologies: an archived period past its retention is dropped
+    /// (seed 002's `drop_old_partitions`): its rows are erased from the lake
+    /// (an overwrite commit, then the history that held them expired and
+    /// deleted), and it stays refused for writes. `floe migrate
+    /// drop-period 2022-03`, or `migration.retain_periods`.
+    DropPeriod {
+        /// The period's label.
+        period: String,
+    },
 }
 
 impl PlanKind {
@@ -172,6 +181,7 @@ impl PlanKind {
             PlanKind::Isolate { .. } => "isolate",
             PlanKind::ArchivePeriod { .. } => "archive-period",
             PlanKind::ReactivatePeriod { .. } => "reactivate-period",
+            PlanKind::DropPeriod { .. } => "drop-period",
         }
     }
 }
@@ -568,7 +578,9 @@ pub fn validate(plan: &MigrationPlan, current: &Topology) -> Validation {
     if plan.moves.is_empty()
         && !matches!(
             plan.kind,
-            PlanKind::ArchivePeriod { .. } | PlanKind::ReactivatePeriod { .. }
+            PlanKind::ArchivePeriod { .. }
+                | PlanKind::ReactivatePeriod { .. }
+                | PlanKind::DropPeriod { .. }
         )
     {
         v.warnings

@@ -156,6 +156,13 @@ enum Which {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Time topologies: an archived PERIOD past its retention is dropped: its rows are erased from the lake (seed 002's drop_old_partitions; `migration.retain_periods` does it automatically).
+    DropPeriod {
+        /// The period's label.
+        period: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Give TENANT a new shard of its own and move all its keys there, in one live migration (seed 002's "large team").
     Isolate {
         /// The tenant: a time topology's tenant part, else a partition key (the namespace with the tenant pattern).
@@ -271,6 +278,11 @@ enum Change {
     },
     /// Reactivate a sealed or archived period (time topologies).
     ReactivatePeriod {
+        /// The period's label.
+        period: String,
+    },
+    /// Drop an archived period (time topologies).
+    DropPeriod {
         /// The period's label.
         period: String,
     },
@@ -419,6 +431,9 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> anyhow::Result<()>
         Which::ReactivatePeriod { period, run } => {
             execute(config, PlanKind::ReactivatePeriod { period }, (&run).into()).await
         }
+        Which::DropPeriod { period, run } => {
+            execute(config, PlanKind::DropPeriod { period }, (&run).into()).await
+        }
         Which::Isolate { tenant, run } => {
             execute(config, PlanKind::Isolate { tenant }, (&run).into()).await
         }
@@ -455,6 +470,7 @@ fn kind_of(change: Change, shard_count: u32) -> PlanKind {
         Change::MovePeriod { period, shard } => PlanKind::MovePeriod { period, shard },
         Change::ArchivePeriod { period } => PlanKind::ArchivePeriod { period },
         Change::ReactivatePeriod { period } => PlanKind::ReactivatePeriod { period },
+        Change::DropPeriod { period } => PlanKind::DropPeriod { period },
         Change::Isolate { tenant } => PlanKind::Isolate { tenant },
     }
 }

@@ -112,6 +112,13 @@ impl Floe {
             return self.read_archived(key, None).await;
         };
         if router.is_archived(&partition_key) {
+            if router
+                .period_state(&partition_key)
+                .is_some_and(|p| p.state == PeriodState::Dropped)
+            {
+                // Its rows were erased from the lake.
+                return Ok(None);
+            }
             return self.read_archived(key, Some(&partition_key)).await;
         }
         Ok(self
@@ -196,6 +203,10 @@ impl Floe {
             let Some(archived) = self.router().period_state(partition_key) else {
                 return Ok(());
             };
+            if archived.state == PeriodState::Dropped {
+                // Nothing to bring back: the shard cluster refuses the write.
+                return Ok(());
+            }
             let migrations = self.migrations();
             if let Some(running) = migrations.running() {
                 // Whatever it is (another writer's reactivation of this

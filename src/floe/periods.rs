@@ -23,7 +23,9 @@ impl Floe {
     /// ends when floe is closed or dropped.
     pub(super) fn start_period_task(&self) {
         let config = &self.inner.config.migration;
-        if (config.period_lead_time_ms == 0 && config.active_periods == 0)
+        if (config.period_lead_time_ms == 0
+            && config.active_periods == 0
+            && config.retain_periods == 0)
             || !matches!(self.router().topology().strategy, Strategy::Time { .. })
         {
             return;

@@ -116,25 +116,40 @@ impl Migrations {
 
     /// Time topologies: archives every period older than the
     /// `migration.active_periods` most recent ones (and finishes any sealed
-    /// one), one migration each, oldest first; returns their labels. Off
-    /// (nothing to do) when `active_periods` is 0, on other topologies, or
-    /// without a lake. Calling it again is harmless.
+    /// one), then drops archived ones older than `migration.retain_periods`,
+    /// one migration each, oldest first; returns their labels. Off (nothing
+    /// to do) when both are 0, on other topologies, or without a lake.
+    /// Calling it again is harmless.
     pub async fn ensure_archived(&self, now_ms: i64) -> Result<Vec<String>> {
-        let active = self.floe.config().migration.active_periods;
-        if active == 0 || !self.floe.config().lake.enabled {
+        let config = &self.floe.config().migration;
+        if !self.floe.config().lake.enabled {
             return Ok(Vec::new());
         }
-        let mut archived = Vec::new();
-        for period in floe_migration::due_archival(&self.floe.topology(), now_ms, active) {
+        let mut changed = Vec::new();
+        for period in
+            floe_migration::due_archival(&self.floe.topology(), now_ms, config.active_periods)
+        {
             let plan = self
                 .plan(PlanKind::ArchivePeriod {
                     period: period.clone(),
                 })
                 .await?;
             self.run(plan, MigrationOptions::default()).await?;
-            archived.push(period);
+            changed.push(period);
         }
-        Ok(archived)
+        // Retention: archived periods past `retain_periods` are dropped.
+        for period in
+            floe_migration::due_drops(&self.floe.topology(), now_ms, config.retain_periods)
+        {
+            let plan = self
+                .plan(PlanKind::DropPeriod {
+                    period: period.clone(),
+                })
+                .await?;
+            self.run(plan, MigrationOptions::default()).await?;
+            changed.push(format!("{period} (dropped)"));
+        }
+        Ok(changed)
     }
 
     /// Errors and warnings about a plan now.

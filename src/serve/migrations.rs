@@ -80,7 +80,7 @@ async fn plan_kind(
         ApiError::bad_request(
             "malformed_json",
             format!(
-                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\" | \"pin\" | \"move_keys\" | \"unpin\" | \"add_range\" | \"split_range\" | \"merge_ranges\" | \"move_range\" | \"add_period\" | \"move_period\" | \"archive_period\" | \"reactivate_period\" | \"isolate\", ...}}: {e}"
+                "expected {{\"kind\": \"add_shard\" | \"remove_shard\" | \"rebalance\" | \"split\" | \"merge\" | \"pin\" | \"move_keys\" | \"unpin\" | \"add_range\" | \"split_range\" | \"merge_ranges\" | \"move_range\" | \"add_period\" | \"move_period\" | \"archive_period\" | \"reactivate_period\" | \"drop_period\" | \"isolate\", ...}}: {e}"
             ),
         )
     })

@@ -456,3 +456,99 @@ async fn writes_to_an_archived_period_reactivate_it_under_that_policy() {
     check_reads(&floe, &oracle, &[]).await;
     floe.close().await.unwrap();
 }
+
+/// Dropping an archived month past its retention erases its rows from the
+/// lake (reads find nothing, SQL counts none of its events) and refuses its
+/// writes; every other month is intact, also after a reopen; an active
+/// month cannot be dropped. With `retain_periods` the background task
+/// drops what is past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_archived_period_erases_it_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    let floe = Floe::open(config.clone()).await.unwrap();
+    let oracle = fill(&floe).await;
+    for month in [0, 1] {
+        archive(&floe, month, MigrationOptions::default())
+            .await
+            .unwrap();
+    }
+    let migrations = floe.migrations();
+    let active = migrations
+        .plan(PlanKind::DropPeriod { period: label(5) })
+        .await
+        .unwrap_err();
+    assert!(active.to_string().contains("archive it first"), "{active}");
+    let plan = migrations
+        .plan(PlanKind::DropPeriod { period: label(0) })
+        .await
+        .unwrap();
+    let report = migrations
+        .run(plan, MigrationOptions::default())
+        .await
+        .unwrap();
+    // Every event of January: one create per entity, a third patched, a
+    // fifth deleted.
+    let events: u64 = (0..PER_MONTH)
+        .map(|i| 1 + u64::from(i % 3 == 0) + u64::from(i % 5 == 4))
+        .sum();
+    assert_eq!(report.lake_events, events);
+    assert_eq!(period_state(&floe, 0), Some(PeriodState::Dropped));
+
+    let (january, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        oracle.into_iter().partition(|(k, _)| month_of(k) == 0);
+    let check = |floe: Floe| {
+        let (january, rest) = (january.clone(), rest.clone());
+        async move {
+            for key in january.keys() {
+                assert!(floe.read(key, None).await.unwrap().is_none(), "{key}");
+            }
+            check_reads(&floe, &rest, &[1]).await;
+            let count = |sql: &str| {
+                let floe = floe.clone();
+                let sql = sql.to_string();
+                async move {
+                    let result = floe.sql(&sql).await.unwrap();
+                    let column = result.batches[0].column(0).clone();
+                    floe_query::arrow::array::AsArray::as_primitive::<
+                        floe_query::arrow::datatypes::Int64Type,
+                    >(&column)
+                    .value(0)
+                }
+            };
+            assert_eq!(
+                count("SELECT count(*) FROM events WHERE entity_id LIKE 'inc-00-%'").await,
+                0
+            );
+            assert_eq!(
+                count("SELECT count(*) FROM events WHERE entity_id LIKE 'inc-01-%'").await as u64,
+                events
+            );
+            refused_as_archived(
+                floe.create(incident(0, 50), data(0, 50, "late")).await,
+                "a write to a dropped month",
+            );
+        }
+    };
+    check(floe.clone()).await;
+    floe.close().await.unwrap();
+
+    // Retention 2 (all of 2024 is past it): February is dropped by the task.
+    config.migration.active_periods = 1;
+    config.migration.retain_periods = 2;
+    config.migration.period_check_interval_ms = 50;
+    let floe = Floe::open(config).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while (0..MONTHS).any(|m| period_state(&floe, m) != Some(PeriodState::Dropped)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dropped: {:?}",
+            floe.topology().strategy
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for key in rest.keys() {
+        assert!(floe.read(key, None).await.unwrap().is_none(), "{key}");
+    }
+    floe.close().await.unwrap();
+}

@@ -117,11 +117,30 @@ pub async fn erase_entity(
     key: &EntityKey,
     options: &EraseOptions,
 ) -> Result<LakeErasure> {
+    erase_rows(
+        lake,
+        &|file: &DataFile| may_hold(file, key),
+        &|record: &floe_engine::Record| is_of(record, key),
+        options,
+    )
+    .await
+}
+
+/// Removes every row `selects` picks from the lake and deletes the history
+/// that held them, as [`erase_entity`] does for one entity (what dropping
+/// an archived period erases). `may_hold` rules files out by their column
+/// bounds before they are read (`|_| true` reads them all).
+pub async fn erase_rows(
+    lake: &Lake,
+    may_hold: &(dyn Fn(&DataFile) -> bool + Sync),
+    selects: &(dyn Fn(&floe_engine::Record) -> bool + Sync),
+    options: &EraseOptions,
+) -> Result<LakeErasure> {
     super::expire::check_listable(lake, &lake.load_table().await?)?;
     let mut erasure = LakeErasure::default();
     let committed = loop {
         erasure.plans += 1;
-        match overwrite(lake, key, options, &mut erasure).await {
+        match overwrite(lake, may_hold, selects, options, &mut erasure).await {
             Ok(committed) => break committed,
             Err(Error::FileNotLive { .. }) if erasure.plans < PLANS => {
                 tracing::debug!(
@@ -146,11 +165,12 @@ pub async fn erase_entity(
     Ok(erasure)
 }
 
-/// One plan: rewrites the current snapshot's files that hold the entity and
-/// commits the overwrite. `Ok(None)`: no live file holds it.
+/// One plan: rewrites the current snapshot's files that hold rows `selects`
+/// picks and commits the overwrite. `Ok(None)`: no live file holds any.
 async fn overwrite(
     lake: &Lake,
-    key: &EntityKey,
+    may_hold: &(dyn Fn(&DataFile) -> bool + Sync),
+    selects: &(dyn Fn(&floe_engine::Record) -> bool + Sync),
     options: &EraseOptions,
     erasure: &mut LakeErasure,
 ) -> Result<Option<i64>> {
@@ -170,11 +190,11 @@ async fn overwrite(
     let mut written: Vec<DataFile> = Vec::new();
     let planned: Result<()> = async {
         for file in live_data_files(&table, &snapshot).await? {
-            if !may_hold(&file, key) {
+            if !may_hold(&file) {
                 continue;
             }
             let records = read_files(&table, &[&file]).await?;
-            let (mine, kept): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| is_of(r, key));
+            let (mine, kept): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| selects(r));
             if mine.is_empty() {
                 continue;
             }

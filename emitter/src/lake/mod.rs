@@ -24,7 +24,7 @@ mod summary;
 pub(crate) mod swap;
 
 pub use compact::{CompactOptions, CompactReport, PartitionFiles, compact, plan_compaction};
-pub use erase::{EntityRows, EraseOptions, LakeErasure, erase_entity, find_entity};
+pub use erase::{EntityRows, EraseOptions, LakeErasure, erase_entity, erase_rows, find_entity};
 pub use expire::{DeletedFiles, EXPIRED_BEFORE_PROPERTY, ExpireOptions, ExpireReport, expire};
 pub use policy::{Maintenance, MaintenanceOptions, MaintenanceStats, run_round};
 pub use rewrite::{MAINTENANCE_PROPERTY, RewriteFiles, RewriteReport};

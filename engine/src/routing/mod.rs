@@ -278,8 +278,9 @@ impl Router {
             })
     }
 
-    /// Whether some period is archived: its entities are in no shard, so a
-    /// read that finds nothing in the shards may find it in the lake.
+    /// Whether some period is archived (or dropped): its entities are in no
+    /// shard, so a read that finds nothing in the shards may find it in the
+    /// lake.
     pub fn has_archived(&self) -> bool {
         matches!(&self.inner.algorithm, Algorithm::Time(table) if table.has_archived())
     }
@@ -292,13 +293,14 @@ impl Router {
         self.route(partition_key, key_hash) == shard && !self.is_archived(partition_key)
     }
 
-    /// Whether the key's period is archived (not only sealed).
+    /// Whether the key's period is archived or dropped (not only sealed):
+    /// its entities are in no shard's memory.
     #[inline]
     pub fn is_archived(&self, partition_key: &str) -> bool {
         match &self.inner.algorithm {
             Algorithm::Time(table) => matches!(
                 table.period_state(partition_key),
-                Some((PeriodState::Archived, _))
+                Some((PeriodState::Archived | PeriodState::Dropped, _))
             ),
             _ => false,
         }

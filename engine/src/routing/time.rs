@@ -403,6 +403,10 @@ pub enum PeriodState {
     /// The period's entities left shard memory: reads are answered from the
     /// lake, writes refused.
     Archived,
+    /// An archived period past its retention (seed 002's
+    /// `drop_old_partitions`): its rows were erased from the lake, reads
+    /// find nothing, writes are refused.
+    Dropped,
 }
 
 impl fmt::Display for PeriodState {
@@ -410,6 +414,7 @@ impl fmt::Display for PeriodState {
         f.write_str(match self {
             PeriodState::Sealed => "sealed",
             PeriodState::Archived => "archived",
+            PeriodState::Dropped => "dropped",
         })
     }
 }
@@ -583,11 +588,12 @@ impl TimeTable {
         Some((self.archived[i].1, index))
     }
 
-    /// Whether some period is archived (not only sealed).
+    /// Whether some period is archived or dropped (not only sealed): out
+    /// of shard memory.
     pub(crate) fn has_archived(&self) -> bool {
         self.archived
             .iter()
-            .any(|(_, state)| *state == PeriodState::Archived)
+            .any(|(_, state)| *state != PeriodState::Sealed)
     }
 
     /// The label of period `index`.

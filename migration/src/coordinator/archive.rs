@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use floe_emitter::lake::{EraseOptions, erase_rows};
 use floe_emitter::replay::{LakeScan, heads};
 use floe_engine::{Event, NextRouting, Offset, PeriodState, Router, ShardCluster};
 use tokio::sync::mpsc;
@@ -262,6 +263,81 @@ impl Coordinator {
             verified_entities: 0,
             copy_us: self.copy_us,
             scan_us: self.copy_us,
+            duration_us: self.started.elapsed().as_micros() as u64,
+        })
+    }
+}
+
+impl Coordinator {
+    /// Drops archived period `period`: erase (every row of the period
+    /// removed from the lake by an overwrite commit, the history that held
+    /// them expired and deleted) -> cutover (persist and route it dropped).
+    /// A stop between the two leaves it archived with no rows: running the
+    /// drop again finds nothing to erase and finishes.
+    pub(super) async fn drop_period(&mut self, period: &str) -> Result<MigrationReport> {
+        let deployment = self.deployment.clone();
+        let cluster = deployment.cluster.clone();
+        let lake = deployment.lake.clone().ok_or_else(|| {
+            Error::InvalidPlan(
+                "dropping a period erases its rows from the lake: configure [lake]".into(),
+            )
+        })?;
+        self.enter(Phase::Erase)?;
+        if cluster.routing().router().topology() != &self.plan.from {
+            return Err(Error::InvalidPlan(
+                "the topology changed since the plan was made".into(),
+            ));
+        }
+        let router = self.movement.from().clone();
+        let selects = |record: &floe_engine::Record| {
+            router
+                .period_state(&record.event.partition_key)
+                .is_some_and(|p| p.period == period)
+        };
+        let started = Instant::now();
+        let erasure = erase_rows(&lake, &|_| true, &selects, &EraseOptions::default()).await?;
+        tracing::info!(
+            %period,
+            rows = erasure.erased.rows,
+            files = erasure.erased.files.len(),
+            expired = erasure.expired.expired_snapshots.len(),
+            "erased a dropped period's rows from the lake"
+        );
+        self.enter(Phase::Cutover)?;
+        let to = self.plan.to.clone();
+        deployment.topology.store(&to).await?;
+        self.stage.advance(Stage::Persisted);
+        let next = Arc::new(Router::new(to)?);
+        cluster.swap_routing(|r| NextRouting {
+            router: next,
+            shards: r.shards().clone(),
+            admission: None,
+        });
+        self.stage.advance(Stage::CutOver);
+        self.enter(Phase::Drain)?;
+        self.enter(Phase::Cleanup)?;
+        self.enter(Phase::Done)?;
+        self.job.status = JobStatus::Completed;
+        self.finish();
+        Ok(MigrationReport {
+            id: self.job.id.clone(),
+            kind: self.plan.kind.clone(),
+            from_version: self.plan.from.version,
+            to_version: self.plan.to.version,
+            keys_moved: 0,
+            entities_moved: 0,
+            events_replayed: 0,
+            lake_events: erasure.erased.rows,
+            bytes_read: 0,
+            rows_scanned: 0,
+            files_read: erasure.erased.files.len() as u64,
+            tail_events_read: 0,
+            buffered_writes: 0,
+            max_write_pause_us: 0,
+            buffer_window_us: 0,
+            verified_entities: 0,
+            copy_us: started.elapsed().as_micros() as u64,
+            scan_us: 0,
             duration_us: self.started.elapsed().as_micros() as u64,
         })
     }

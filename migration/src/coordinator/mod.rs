@@ -28,7 +28,8 @@ use crate::config::{MigrationConfig, MigrationOptions, MigrationReport};
 use crate::error::{Error, Result};
 use crate::job::{JobStore, MigrationJob, Progress};
 use crate::periods::{
-    plan_add_period, plan_archive_period, plan_isolate, plan_move_period, plan_reactivate_period,
+    plan_add_period, plan_archive_period, plan_drop_period, plan_isolate, plan_move_period,
+    plan_reactivate_period,
 };
 use crate::plan::{
     MigrationPlan, Movement, PlanKind, Validation, plan_add_shard, plan_move_keys, plan_rebalance,
@@ -207,6 +208,14 @@ impl Migrator {
             }
             PlanKind::ReactivatePeriod { ref period } => {
                 plan_reactivate_period(&topology, &keys, period)
+            }
+            PlanKind::DropPeriod { ref period } => {
+                if self.inner.deployment.lake.is_none() {
+                    return Err(Error::InvalidPlan(
+                        "dropping a period erases its rows from the lake: configure [lake]".into(),
+                    ));
+                }
+                plan_drop_period(&topology, &keys, period)
             }
         }
     }

@@ -206,6 +206,10 @@ impl Coordinator {
                 let period = period.clone();
                 return self.reactivate(&period).await;
             }
+            PlanKind::DropPeriod { period } => {
+                let period = period.clone();
+                return self.drop_period(&period).await;
+            }
             _ => {}
         }
         let deployment = self.deployment.clone();
