@@ -44,6 +44,8 @@ mod routing_config;
 #[cfg(all(feature = "server", feature = "cli"))]
 mod serve;
 #[cfg(all(feature = "server", feature = "cli"))]
+mod serve_archival;
+#[cfg(all(feature = "server", feature = "cli"))]
 mod serve_batch;
 #[cfg(all(feature = "server", feature = "cli"))]
 mod serve_input;
