@@ -2,8 +2,6 @@
 //! archived entity's GET says it came from the lake; its writes are `409
 //! period_archived`; stats and metrics show active against archived.
 
-use std::time::{Duration, Instant};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -59,24 +57,8 @@ async fn an_archived_month_is_read_from_the_lake_and_refuses_writes_over_http() 
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let id = started["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        // A monitoring script follows it with a viewer token.
-        let (status, body) = server
-            .call(
-                Method::GET,
-                &format!("/api/v1/migrations/{id}"),
-                Some(VIEWER),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        if body["progress"].is_null() && body["job"]["status"] != json!("running") {
-            break body["job"].clone();
-        }
-        assert!(Instant::now() < deadline, "archival never ended: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // A monitoring script follows it with a viewer token.
+    let job = server.wait_migration(&id, VIEWER).await;
     assert_eq!(job["status"], json!("completed"), "{job}");
     assert_eq!(job["evicted"], json!(3), "{job}");
 

@@ -649,23 +649,7 @@ async fn a_shard_is_added_over_http_while_writes_go_on() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let id = started["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        let (status, body) = server
-            .call(
-                Method::GET,
-                &format!("/api/v1/migrations/{id}"),
-                Some(ADMIN),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        if body["progress"].is_null() && body["job"]["status"] != json!("running") {
-            break body["job"].clone();
-        }
-        assert!(Instant::now() < deadline, "migration never ended: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = server.wait_migration(&id, ADMIN).await;
     stop.store(true, std::sync::atomic::Ordering::Release);
     writer.await.unwrap();
     assert_eq!(job["status"], json!("completed"), "{job}");

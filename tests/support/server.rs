@@ -143,6 +143,30 @@ impl FloeServer {
         (status, value)
     }
 
+    /// Polls migration `id` with `token` until it has ended; its job record.
+    pub(crate) async fn wait_migration(&self, id: &str, token: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/migrations/{id}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+            if body["progress"].is_null() && body["job"]["status"] != serde_json::json!("running") {
+                return body["job"].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "migration never ended: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// An operator's PUT of `data` at `path` that must be acknowledged.
     pub(crate) async fn put_ok(&self, path: &str, data: serde_json::Value) {
         let (status, body) = self

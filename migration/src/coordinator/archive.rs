@@ -46,18 +46,7 @@ impl Coordinator {
             Error::InvalidPlan("archival needs a lake: the period's history is read from it".into())
         })?;
         self.enter(Phase::Land)?;
-        let current = cluster.routing();
-        if let Some(other) = current.admission() {
-            return Err(Error::AlreadyMigrating {
-                running: other.owner().to_string(),
-                key: "*".into(),
-            });
-        }
-        if current.router().topology() != &self.plan.from {
-            return Err(Error::InvalidPlan(
-                "the topology changed since the plan was made".into(),
-            ));
-        }
+        self.check_unchanged()?;
         if let Some(sealed) = self.plan.sealed_step() {
             let router = Arc::new(Router::new(sealed.clone())?);
             deployment.topology.store(&sealed).await?;
@@ -97,48 +86,14 @@ impl Coordinator {
         }
         let land_us = started.elapsed().as_micros() as u64;
 
-        self.enter(Phase::Cutover)?;
-        let to = self.plan.to.clone();
-        deployment.topology.store(&to).await?;
-        if self.stage < Stage::Persisted {
-            self.stage.advance(Stage::Persisted);
-        }
-        let router = Arc::new(Router::new(to)?);
-        cluster.swap_routing(|r| NextRouting {
-            router,
-            shards: r.shards().clone(),
-            admission: None,
-        });
-        self.stage.advance(Stage::CutOver);
-        self.enter(Phase::Drain)?;
-        self.enter(Phase::Cleanup)?;
+        self.cut_over().await?;
         let evicted = cluster.evict_archived().await?;
         tracing::info!(%period, evicted, land_ms = land_us / 1000, "period archived");
         self.job.evicted = evicted;
-        self.enter(Phase::Done)?;
-        self.job.status = JobStatus::Completed;
-        self.finish();
-        Ok(MigrationReport {
-            id: self.job.id.clone(),
-            kind: self.plan.kind.clone(),
-            from_version: self.plan.from.version,
-            to_version: self.plan.to.version,
-            keys_moved: 0,
-            entities_moved: evicted,
-            events_replayed: 0,
-            lake_events: 0,
-            bytes_read: 0,
-            rows_scanned: 0,
-            files_read: 0,
-            tail_events_read: 0,
-            buffered_writes: 0,
-            max_write_pause_us: 0,
-            buffer_window_us: land_us,
-            verified_entities: 0,
-            copy_us: 0,
-            scan_us: 0,
-            duration_us: self.started.elapsed().as_micros() as u64,
-        })
+        let mut report = self.complete()?;
+        report.entities_moved = evicted;
+        report.buffer_window_us = land_us;
+        Ok(report)
     }
 }
 
@@ -148,18 +103,7 @@ impl Coordinator {
         let deployment = self.deployment.clone();
         let cluster = deployment.cluster.clone();
         self.enter(Phase::Restore)?;
-        let current = cluster.routing();
-        if let Some(other) = current.admission() {
-            return Err(Error::AlreadyMigrating {
-                running: other.owner().to_string(),
-                key: "*".into(),
-            });
-        }
-        if current.router().topology() != &self.plan.from {
-            return Err(Error::InvalidPlan(
-                "the topology changed since the plan was made".into(),
-            ));
-        }
+        self.check_unchanged()?;
         let archived = matches!(
             &self.plan.from.strategy,
             floe_engine::Strategy::Time { archived, .. }
@@ -227,44 +171,15 @@ impl Coordinator {
         }
         self.copy_us = copy_started.elapsed().as_micros() as u64;
 
-        self.enter(Phase::Cutover)?;
-        let to = self.plan.to.clone();
-        deployment.topology.store(&to).await?;
-        self.stage.advance(Stage::Persisted);
-        let router = Arc::new(Router::new(to)?);
-        cluster.swap_routing(|r| NextRouting {
-            router,
-            shards: r.shards().clone(),
-            admission: None,
-        });
-        self.stage.advance(Stage::CutOver);
-        self.enter(Phase::Drain)?;
-        self.enter(Phase::Cleanup)?;
+        self.cut_over().await?;
         tracing::info!(%period, entities = copied, lake_events, "period reactivated");
-        self.enter(Phase::Done)?;
-        self.job.status = JobStatus::Completed;
-        self.finish();
-        Ok(MigrationReport {
-            id: self.job.id.clone(),
-            kind: self.plan.kind.clone(),
-            from_version: self.plan.from.version,
-            to_version: self.plan.to.version,
-            keys_moved: 0,
-            entities_moved: copied,
-            events_replayed: lake_events,
-            lake_events,
-            bytes_read: self.lake.bytes_read,
-            rows_scanned: self.lake.rows_scanned,
-            files_read: self.lake.files,
-            tail_events_read: 0,
-            buffered_writes: 0,
-            max_write_pause_us: 0,
-            buffer_window_us: 0,
-            verified_entities: 0,
-            copy_us: self.copy_us,
-            scan_us: self.copy_us,
-            duration_us: self.started.elapsed().as_micros() as u64,
-        })
+        let mut report = self.complete()?;
+        report.entities_moved = copied;
+        report.events_replayed = lake_events;
+        report.lake_events = lake_events;
+        report.copy_us = self.copy_us;
+        report.scan_us = self.copy_us;
+        Ok(report)
     }
 }
 
@@ -276,18 +191,13 @@ impl Coordinator {
     /// drop again finds nothing to erase and finishes.
     pub(super) async fn drop_period(&mut self, period: &str) -> Result<MigrationReport> {
         let deployment = self.deployment.clone();
-        let cluster = deployment.cluster.clone();
         let lake = deployment.lake.clone().ok_or_else(|| {
             Error::InvalidPlan(
                 "dropping a period erases its rows from the lake: configure [lake]".into(),
             )
         })?;
         self.enter(Phase::Erase)?;
-        if cluster.routing().router().topology() != &self.plan.from {
-            return Err(Error::InvalidPlan(
-                "the topology changed since the plan was made".into(),
-            ));
-        }
+        self.check_unchanged()?;
         let router = self.movement.from().clone();
         let selects = |record: &floe_engine::Record| {
             router
@@ -303,19 +213,57 @@ impl Coordinator {
             expired = erasure.expired.expired_snapshots.len(),
             "erased a dropped period's rows from the lake"
         );
+        self.cut_over().await?;
+        let mut report = self.complete()?;
+        report.lake_events = erasure.erased.rows;
+        report.files_read = erasure.erased.files.len() as u64;
+        report.copy_us = started.elapsed().as_micros() as u64;
+        Ok(report)
+    }
+}
+
+impl Coordinator {
+    /// No other migration's hook is in the routing table and the topology
+    /// is still the one the plan was made for.
+    fn check_unchanged(&self) -> Result<()> {
+        let current = self.deployment.cluster.routing();
+        if let Some(other) = current.admission() {
+            return Err(Error::AlreadyMigrating {
+                running: other.owner().to_string(),
+                key: "*".into(),
+            });
+        }
+        if current.router().topology() != &self.plan.from {
+            return Err(Error::InvalidPlan(
+                "the topology changed since the plan was made".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cutover of the period plans: `to` persisted, then routed (no key
+    /// changes shard, so there is nothing to drain); ends in the clean-up
+    /// phase.
+    async fn cut_over(&mut self) -> Result<()> {
         self.enter(Phase::Cutover)?;
         let to = self.plan.to.clone();
-        deployment.topology.store(&to).await?;
-        self.stage.advance(Stage::Persisted);
-        let next = Arc::new(Router::new(to)?);
-        cluster.swap_routing(|r| NextRouting {
-            router: next,
+        self.deployment.topology.store(&to).await?;
+        if self.stage < Stage::Persisted {
+            self.stage.advance(Stage::Persisted);
+        }
+        let router = Arc::new(Router::new(to)?);
+        self.deployment.cluster.swap_routing(|r| NextRouting {
+            router,
             shards: r.shards().clone(),
             admission: None,
         });
         self.stage.advance(Stage::CutOver);
         self.enter(Phase::Drain)?;
-        self.enter(Phase::Cleanup)?;
+        self.enter(Phase::Cleanup)
+    }
+
+    /// Records the end and reports it; the plan kind fills in its figures.
+    fn complete(&mut self) -> Result<MigrationReport> {
         self.enter(Phase::Done)?;
         self.job.status = JobStatus::Completed;
         self.finish();
@@ -327,16 +275,16 @@ impl Coordinator {
             keys_moved: 0,
             entities_moved: 0,
             events_replayed: 0,
-            lake_events: erasure.erased.rows,
-            bytes_read: 0,
-            rows_scanned: 0,
-            files_read: erasure.erased.files.len() as u64,
+            lake_events: 0,
+            bytes_read: self.lake.bytes_read,
+            rows_scanned: self.lake.rows_scanned,
+            files_read: self.lake.files,
             tail_events_read: 0,
             buffered_writes: 0,
             max_write_pause_us: 0,
             buffer_window_us: 0,
             verified_entities: 0,
-            copy_us: started.elapsed().as_micros() as u64,
+            copy_us: 0,
             scan_us: 0,
             duration_us: self.started.elapsed().as_micros() as u64,
         })
