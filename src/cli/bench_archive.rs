@@ -32,6 +32,23 @@ pub(crate) struct ArchiveArgs {
     /// Reads timed per kind (active, archived).
     #[arg(long, default_value_t = 200)]
     reads: u64,
+    /// Write the periods' entities interleaved (entity `e` in period `e %
+    /// periods`) instead of in time order, one period after the other as
+    /// they would arrive: the allocator's worst case, where every page
+    /// keeps a surviving entity after the archival.
+    #[arg(long)]
+    interleaved: bool,
+}
+
+impl ArchiveArgs {
+    /// The period of entity `entity`.
+    fn period_of(&self, entity: u64) -> u32 {
+        let periods = u64::from(self.periods);
+        match self.interleaved {
+            true => (entity % periods) as u32,
+            false => (entity * periods / self.entities.max(1)) as u32,
+        }
+    }
 }
 
 fn label(period: u32) -> String {
@@ -42,10 +59,9 @@ fn key(entity: u64) -> EntityKey {
     EntityKey::new("acme", "Incident", format!("inc-{entity:08}"))
 }
 
-/// The entity's JSON: its team, its time in period `entity % periods`, and
-/// filler up to about `payload` bytes.
-fn body(entity: u64, periods: u32, filler: &str) -> String {
-    let period = (entity % u64::from(periods)) as u32;
+/// The entity's JSON: its team, its time in period `period`, and filler up
+/// to about `payload` bytes.
+fn body(entity: u64, period: u32, filler: &str) -> String {
     format!(
         r#"{{"team_id":"team-{:03}","created_at":"{}-{:02}T{:02}:00:00Z","title":"disk full","notes":"{filler}"}}"#,
         entity % 100,
@@ -128,7 +144,7 @@ pub(crate) async fn archive(mut config: Config, args: ArchiveArgs) -> anyhow::Re
     while next < args.entities {
         let end = (next + BATCH).min(args.entities);
         let requests = (next..end)
-            .map(|e| WriteRequest::create_text(key(e), body(e, args.periods, &filler)))
+            .map(|e| WriteRequest::create_text(key(e), body(e, args.period_of(e), &filler)))
             .collect();
         for (i, result) in floe.write_many(requests).await.into_iter().enumerate() {
             result.with_context(|| format!("writing entity {}", next + i as u64))?;
@@ -137,10 +153,15 @@ pub(crate) async fn archive(mut config: Config, args: ArchiveArgs) -> anyhow::Re
     }
     let fill = started.elapsed();
     println!(
-        "archive: wrote {} entities of ~{} B over {} periods in {:.1} s ({:.0}/s)",
+        "archive: wrote {} entities of ~{} B over {} periods ({}) in {:.1} s ({:.0}/s)",
         args.entities,
         args.payload_bytes,
         args.periods,
+        if args.interleaved {
+            "interleaved"
+        } else {
+            "in time order"
+        },
         fill.as_secs_f64(),
         report::per_second(args.entities, fill)
     );
@@ -174,12 +195,12 @@ pub(crate) async fn archive(mut config: Config, args: ArchiveArgs) -> anyhow::Re
     // ones (the lake, with the partition key: one key's files).
     let periods = u64::from(args.periods);
     let active: Vec<u64> = (0..args.entities)
-        .filter(|e| e % periods == periods - 1)
+        .filter(|&e| args.period_of(e) == args.periods - 1)
         .step_by(((args.entities / periods) / args.reads.max(1)).max(1) as usize)
         .take(args.reads as usize)
         .collect();
     let archived: Vec<u64> = (0..args.entities)
-        .filter(|e| e % periods < u64::from(args.archive))
+        .filter(|&e| args.period_of(e) < args.archive)
         .step_by(((args.entities / periods) / args.reads.max(1)).max(1) as usize)
         .take(args.reads as usize)
         .collect();
@@ -187,7 +208,7 @@ pub(crate) async fn archive(mut config: Config, args: ArchiveArgs) -> anyhow::Re
     for (what, entities, lake) in [("active", &active, false), ("archived", &archived, true)] {
         let mut histogram = report::latency_histogram();
         for &e in entities {
-            let text = body(e, args.periods, &filler);
+            let text = body(e, args.period_of(e), &filler);
             let data: serde_json::Value = serde_json::from_str(&text)?;
             let pk = floe.partition_key_of(&key(e), Some(&data))?;
             let started = Instant::now();
