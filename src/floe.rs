@@ -35,10 +35,10 @@ mod request;
 mod snapshots;
 mod sql;
 
-#[cfg(feature = "server")]
 pub use archive::{ArchiveStats, EntityRead, ReadSource};
 use checks::display;
 pub use erase::{EraseReport, RemainingCopy};
+#[cfg(feature = "server")]
 pub(crate) use export::ExportPage;
 pub use export::ExportReport;
 pub use request::WriteRequest;
