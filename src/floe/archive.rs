@@ -137,13 +137,7 @@ impl Floe {
         if !self.router().has_archived() {
             return Ok(None);
         }
-        let lake = self.archive_lake()?;
-        let found = entity_from_lake(lake, self.inner.pipeline.partitions(), key, None)
-            .await
-            .map_err(Error::Lake)?;
-        Ok(found
-            .partition_key
-            .filter(|k| found.entity.is_some() && self.router().is_archived(k)))
+        Ok(self.archived_in_lake(key, None).await?.map(|(_, k)| k))
     }
 
     async fn read_archived(
@@ -152,31 +146,52 @@ impl Floe {
         partition_key: Option<&str>,
     ) -> Result<Option<EntityRead>> {
         key.validate()?;
+        Ok(self
+            .archived_in_lake(key, partition_key)
+            .await?
+            .map(|(read, _)| read))
+    }
+
+    /// The live entity `key` in the lake with its partition key, when that
+    /// key is in an archived period (and is `partition_key`, when given).
+    /// Without a partition key the lake may answer with an entity of an
+    /// active period that the shards no longer hold (it was deleted since):
+    /// only an archived period's answer counts.
+    async fn archived_in_lake(
+        &self,
+        key: &EntityKey,
+        partition_key: Option<&str>,
+    ) -> Result<Option<(EntityRead, String)>> {
         let router = self.router();
-        let lake = self.archive_lake()?;
         let hash = partition_key.map(|k| router.key_hash(k));
-        let found = entity_from_lake(lake, self.inner.pipeline.partitions(), key, hash)
-            .await
-            .map_err(Error::Lake)?;
-        // Without a partition key the lake may answer with an entity of an
-        // active period that the shards no longer hold (it was deleted
-        // since): only an archived period's answer counts.
+        let found = entity_from_lake(
+            self.archive_lake()?,
+            self.inner.pipeline.partitions(),
+            key,
+            hash,
+        )
+        .await
+        .map_err(Error::Lake)?;
         let (Some(entity), Some(stored_key)) = (found.entity, found.partition_key) else {
             return Ok(None);
         };
-        let Some(archived) = router.period_state(&stored_key) else {
+        let archived = router
+            .period_state(&stored_key)
+            .filter(|p| p.state != PeriodState::Sealed);
+        let Some(archived) = archived else {
             return Ok(None);
         };
-        if partition_key.is_some_and(|k| k != stored_key) || !router.is_archived(&stored_key) {
+        if partition_key.is_some_and(|k| k != stored_key) {
             return Ok(None);
         }
-        Ok(Some(EntityRead {
+        let read = EntityRead {
             entity,
             source: ReadSource::Lake {
                 period: archived.period,
                 snapshot_id: found.snapshot_id,
             },
-        }))
+        };
+        Ok(Some((read, stored_key)))
     }
 
     fn archive_lake(&self) -> Result<&floe_emitter::sink::Lake> {
@@ -214,17 +229,11 @@ impl Floe {
                 let _ = migrations.wait(&running).await;
                 continue;
             }
-            let outcome = async {
-                let plan = migrations
-                    .plan(PlanKind::ReactivatePeriod {
-                        period: archived.period.clone(),
-                    })
-                    .await?;
-                migrations
-                    .run(plan, crate::MigrationOptions::default())
-                    .await
-            }
-            .await;
+            let outcome = migrations
+                .plan_and_run(PlanKind::ReactivatePeriod {
+                    period: archived.period.clone(),
+                })
+                .await;
             match outcome {
                 Ok(report) => {
                     tracing::info!(period = %archived.period, entities = report.entities_moved, "reactivated an archived period for a write");

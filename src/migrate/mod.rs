@@ -102,13 +102,11 @@ impl Migrations {
             i64::try_from(self.floe.config().migration.period_lead_time_ms).unwrap_or(i64::MAX);
         let mut added = Vec::new();
         for period in floe_migration::due_periods(&self.floe.topology(), now_ms, lead) {
-            let plan = self
-                .plan(PlanKind::AddPeriod {
-                    period: period.clone(),
-                    shard: None,
-                })
-                .await?;
-            self.run(plan, MigrationOptions::default()).await?;
+            self.plan_and_run(PlanKind::AddPeriod {
+                period: period.clone(),
+                shard: None,
+            })
+            .await?;
             added.push(period);
         }
         Ok(added)
@@ -129,27 +127,29 @@ impl Migrations {
         for period in
             floe_migration::due_archival(&self.floe.topology(), now_ms, config.active_periods)
         {
-            let plan = self
-                .plan(PlanKind::ArchivePeriod {
-                    period: period.clone(),
-                })
-                .await?;
-            self.run(plan, MigrationOptions::default()).await?;
+            self.plan_and_run(PlanKind::ArchivePeriod {
+                period: period.clone(),
+            })
+            .await?;
             changed.push(period);
         }
         // Retention: archived periods past `retain_periods` are dropped.
         for period in
             floe_migration::due_drops(&self.floe.topology(), now_ms, config.retain_periods)
         {
-            let plan = self
-                .plan(PlanKind::DropPeriod {
-                    period: period.clone(),
-                })
-                .await?;
-            self.run(plan, MigrationOptions::default()).await?;
+            self.plan_and_run(PlanKind::DropPeriod {
+                period: period.clone(),
+            })
+            .await?;
             changed.push(format!("{period} (dropped)"));
         }
         Ok(changed)
+    }
+
+    /// Plans `kind` against the topology in force and runs it to its end.
+    pub(crate) async fn plan_and_run(&self, kind: PlanKind) -> Result<MigrationReport> {
+        let plan = self.plan(kind).await?;
+        self.run(plan, MigrationOptions::default()).await
     }
 
     /// Errors and warnings about a plan now.

@@ -223,24 +223,6 @@ impl Coordinator {
 }
 
 impl Coordinator {
-    /// No other migration's hook is in the routing table and the topology
-    /// is still the one the plan was made for.
-    fn check_unchanged(&self) -> Result<()> {
-        let current = self.deployment.cluster.routing();
-        if let Some(other) = current.admission() {
-            return Err(Error::AlreadyMigrating {
-                running: other.owner().to_string(),
-                key: "*".into(),
-            });
-        }
-        if current.router().topology() != &self.plan.from {
-            return Err(Error::InvalidPlan(
-                "the topology changed since the plan was made".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// The cutover of the period plans: `to` persisted, then routed (no key
     /// changes shard, so there is nothing to drain); ends in the clean-up
     /// phase.

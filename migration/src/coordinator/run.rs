@@ -220,18 +220,7 @@ impl Coordinator {
             .added_shards()
             .map(|s| cluster.spawn_shard(s))
             .collect();
-        let current = cluster.routing();
-        if let Some(other) = current.admission() {
-            return Err(Error::AlreadyMigrating {
-                running: other.owner().to_string(),
-                key: "*".into(),
-            });
-        }
-        if current.router().topology() != &self.plan.from {
-            return Err(Error::InvalidPlan(
-                "the topology changed since the plan was made".into(),
-            ));
-        }
+        self.check_unchanged()?;
         let active: Arc<dyn Admission> = self.active.clone();
         let routing = cluster.swap_routing(|r| NextRouting {
             router: r.router().clone(),
@@ -363,6 +352,24 @@ impl Coordinator {
             scan_us: self.scan_us,
             duration_us: self.started.elapsed().as_micros() as u64,
         })
+    }
+
+    /// No other migration's hook is in the routing table and the topology
+    /// is still the one the plan was made for.
+    fn check_unchanged(&self) -> Result<()> {
+        let current = self.deployment.cluster.routing();
+        if let Some(other) = current.admission() {
+            return Err(Error::AlreadyMigrating {
+                running: other.owner().to_string(),
+                key: "*".into(),
+            });
+        }
+        if current.router().topology() != &self.plan.from {
+            return Err(Error::InvalidPlan(
+                "the topology changed since the plan was made".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Applies replayed batches to their new owners until the channel closes.
