@@ -221,6 +221,29 @@ impl PartitionKeyIndex {
         self.len() == 0
     }
 
+    /// Gives back the table space of forgotten entities: a map keeps its
+    /// capacity when entries leave, so after an archival forgot most of the
+    /// index it would otherwise hold memory for every entity it ever had.
+    /// Stripes at least a quarter full keep their table (a shrink rehashes
+    /// the stripe under its lock, and writes grow it again).
+    pub fn shrink(&self) {
+        for stripe in &self.stripes {
+            let mut map = stripe.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Table slots held over every stripe (for tests of [`Self::shrink`]).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).capacity())
+            .sum()
+    }
+
     fn stripe(&self, id: u128) -> std::sync::MutexGuard<'_, HashMap<u128, Slot>> {
         // The low bits of XXH3-128 are well mixed.
         self.stripes[(id as usize) % STRIPES]
@@ -291,6 +314,34 @@ mod tests {
         assert_eq!(
             index.claim(&key("b"), 1),
             Err(ClaimRefused::Live { version: 1 })
+        );
+    }
+
+    #[test]
+    fn shrink_gives_back_the_space_of_forgotten_entities_only() {
+        let index = PartitionKeyIndex::new();
+        for i in 0..20_000 {
+            index.observe(&key(&format!("e{i}")), 7, 1, true);
+        }
+        let full = index.capacity();
+        for i in 0..19_000 {
+            index.forget(&key(&format!("e{i}")), 7);
+        }
+        assert!(
+            index.capacity() * 8 > full * 7,
+            "forgetting keeps the tables"
+        );
+        index.shrink();
+        assert!(
+            index.capacity() * 8 < full,
+            "{} of {full}",
+            index.capacity()
+        );
+        assert_eq!(index.len(), 1000);
+        assert_eq!(
+            index.claim(&key("e19999"), 8),
+            Err(ClaimRefused::Live { version: 1 }),
+            "the survivors keep their keys"
         );
     }
 

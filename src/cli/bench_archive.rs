@@ -165,6 +165,17 @@ pub(crate) async fn archive(mut config: Config, args: ArchiveArgs) -> anyhow::Re
         fill.as_secs_f64(),
         report::per_second(args.entities, fill)
     );
+    // The steady state before: the sink has landed the backlog of the fill
+    // (its buffers are freed), as it has in a deployment before any period
+    // is old enough to archive.
+    let landing = Instant::now();
+    while floe.sink_lag().await?.events > 0 {
+        anyhow::ensure!(
+            landing.elapsed() < Duration::from_secs(600),
+            "the sink did not land the fill within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (before_entities, before_bytes) = in_memory(&floe).await?;
     let before = settled_resident().await?;
 

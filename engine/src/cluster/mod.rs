@@ -675,6 +675,7 @@ impl ShardCluster {
                 })
                 .await?;
         }
+        self.keys.shrink();
         Ok(evicted)
     }
 
