@@ -11,14 +11,18 @@ use crate::error::{Error, Result};
 use crate::grants::Controller;
 use crate::lease::LeaseState;
 use crate::membership::{Member, NodeWatch, timing};
+use crate::reshard::ReshardStep;
 use crate::watch as mirror;
 
-/// Runs the controller for `member` over shards `0..shard_count` until the member's
-/// lease is lost (then returns [`Error::LeaseLost`]). On every change of the live
+/// Runs the controller for `member` over shards `0..shard_count` (or the count a later
+/// reshard put in force) until the member's lease is lost (then returns
+/// [`Error::LeaseLost`]). A reshard that is pausing holds placement until every live node
+/// has paused, then the controller cuts it over ([`crate::Controller::step_reshard`]). On every change of the live
 /// nodes, of the draining marks and of the ready records, and at least every `resync`
 /// (every `handover_poll` while a planned move is under way), the leader reconciles the
 /// grants with planned handovers ([`Controller::reconcile_planned`]).
 pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration) -> Result<()> {
+    let mut shard_count = shard_count;
     let election = Election::new(member);
     let config = member.config().clone();
     let keys = config.keys();
@@ -56,6 +60,33 @@ pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration)
             }
             let live = nodes.current();
             let mut next = resync;
+            // A reshard in progress holds placement; once cut over, its shard count is
+            // the one in force (the count this node started with may be older).
+            match controller.step_reshard(&live).await {
+                Ok(ReshardStep::Idle {
+                    shard_count: Some(n),
+                }) => shard_count = n,
+                Ok(ReshardStep::Idle { shard_count: None }) => {}
+                Ok(ReshardStep::Waiting { nodes }) => {
+                    tracing::debug!(waiting = ?nodes, "reshard: waiting for nodes to pause");
+                    tokio::time::sleep(config.handover_poll()).await;
+                    continue;
+                }
+                Ok(ReshardStep::CutOver { shard_count: n, .. }) => shard_count = n,
+                Ok(ReshardStep::Aborted {
+                    reason,
+                    shard_count: n,
+                }) => {
+                    tracing::warn!(%reason, "reshard aborted: the old topology stays");
+                    shard_count = n;
+                }
+                Err(Error::NotLeader { .. }) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the reshard request failed; retrying");
+                    tokio::time::sleep(config.handover_poll()).await;
+                    continue;
+                }
+            }
             if !live.is_empty() {
                 match controller.reconcile_planned(shard_count, &live).await {
                     Ok(done) => {

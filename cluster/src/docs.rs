@@ -214,6 +214,17 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> DocWatch<T> {
             .transpose()
     }
 
+    /// Whether the watch has listed the document at least once (before that,
+    /// [`DocWatch::current`] says `None` whether or not it exists).
+    pub fn listed(&self) -> bool {
+        self.rx.borrow().revision > 0
+    }
+
+    /// A receiver woken on every change of the document.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.rx.clone()
+    }
+
     /// Waits until the document is at a revision of at least `revision`, or `timeout`.
     pub async fn wait_for_revision(
         &mut self,

@@ -216,6 +216,28 @@ pub enum Error {
         /// How long was waited.
         waited: Duration,
     },
+    /// A reshard (shard-count migration) is already under way in the cluster.
+    #[error("reshard {id} is under way in the cluster; one runs at a time")]
+    ReshardRunning {
+        /// The running one.
+        id: String,
+    },
+    /// The reshard was already cut over or aborted.
+    #[error("reshard {id} is over (cut over or aborted)")]
+    ReshardFinished {
+        /// The reshard.
+        id: String,
+    },
+    /// The topology document changed since the reshard was planned against it.
+    #[error(
+        "the cluster's topology changed since the plan (planned against revision {planned},          found {found:?}): plan again"
+    )]
+    TopologyMoved {
+        /// The revision planned against.
+        planned: i64,
+        /// The revision found (`None`: no topology stored).
+        found: Option<i64>,
+    },
     /// The etcd harness could not start or stop etcd.
     #[error("etcd test server: {0}")]
     Harness(String),

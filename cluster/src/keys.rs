@@ -11,7 +11,8 @@
 //! <root>/handover/<shard>          a planned move: who should warm the shard up (the leader's)
 //! <root>/ready/<shard>/<epoch>     the new owner's "warm, caught up" (attached to its lease)
 //! <root>/draining/<node>           a node being drained (attached to that node's lease)
-//! <root>/docs/<name>               versioned documents (the topology)
+//! <root>/paused/<node>             a node's "I stopped my writes for this reshard" (its lease)
+//! <root>/docs/<name>               versioned documents (the topology, the reshard request)
 //! ```
 
 use crate::ShardId;
@@ -107,6 +108,16 @@ impl Keys {
         format!("{}{node_id}", self.drainings())
     }
 
+    /// `<root>/paused/`.
+    pub fn paused(&self) -> String {
+        format!("{}/paused/", self.root)
+    }
+
+    /// `<root>/paused/<node>`: the node has stopped its writes for a reshard.
+    pub fn paused_node(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.paused())
+    }
+
     /// `<root>/docs/<name>`.
     pub fn doc(&self, name: &str) -> String {
         format!("{}/docs/{name}", self.root)
@@ -142,6 +153,7 @@ mod tests {
         assert_eq!(k.handover(3), "/floe/prod/handover/00003");
         assert_eq!(k.ready(3, OwnerEpoch(9)), "/floe/prod/ready/00003/9");
         assert_eq!(k.draining("n2"), "/floe/prod/draining/n2");
+        assert_eq!(k.paused_node("n2"), "/floe/prod/paused/n2");
         assert_eq!(Keys::shard_of(&k.shards(), &k.shard(65535)), Some(65535));
         assert_eq!(Keys::tail(&k.nodes(), "/floe/prod/nodes/a/b"), None);
         // A cluster whose id extends another's does not see its keys as its own.

@@ -15,6 +15,8 @@
 //! - [`OwnershipLease`]: the node-side answer to "may I acknowledge a write on shard S
 //!   now?", with the [`OwnerEpoch`] to stamp on the event;
 //! - [`EtcdDocStore`]: the versioned topology document ([`TopologyStore`]);
+//! - [`Reshard`]: a shard-count migration across the cluster ([`request_reshard`], the
+//!   nodes' [`record_paused`], the leader's [`Controller::step_reshard`]);
 //! - [`EpochFence`]: the replay rule that makes a stale owner's late events lose;
 //! - [`routing_view`]: the shard map clients route by; [`check_forwarded`] and the
 //!   [`ClusterToken`]: the rules of node-to-node forwarding.
@@ -38,6 +40,7 @@ mod membership;
 mod ownership;
 mod placement;
 mod planned;
+mod reshard;
 mod routing;
 mod status;
 #[cfg(feature = "test-util")]
@@ -75,6 +78,10 @@ pub use membership::{
 pub use ownership::{Held, OwnershipLease, Refusal, StopBarrier};
 pub use placement::{Assignment, moves, place, standbys};
 pub use planned::Reconciled;
+pub use reshard::{
+    RESHARD_DOC, Reshard, ReshardPhase, ReshardStep, TOPOLOGY_DOC, abort_reshard, paused_nodes,
+    record_paused, request_reshard, reshard_store,
+};
 pub use routing::{LeaderWatch, NodeRoute, RouteState, RoutingView, ShardRoute, routing_view};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus, status};
 pub use watch::{Entry, Snapshot};
