@@ -179,6 +179,17 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// Cluster mode: a reshard (shard-count migration) was given up before
+    /// its cutover (a node did not pause in time, or it was cancelled); the
+    /// old topology stays in force.
+    #[error("reshard {id} was aborted: {reason}")]
+    ReshardAborted {
+        /// The migration.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A warm-up group handed over a shard it does not hold (a bug: the
     /// caller restores the shard in full instead).
     #[error("shard {shard} is not in its warm-up group")]

@@ -267,8 +267,9 @@ impl Floe {
         {
             node.start_sink(lake.clone(), pipeline.clone(), &config);
         }
-        // Migrations are refused in cluster mode (`Migrations::start`); the
-        // migrator still answers plans, inventories and job lists.
+        // In cluster mode a migration is a reshard through etcd
+        // (`Migrations::start`); the migrator still answers plans,
+        // inventories and this directory's job lists.
         let migrations = floe_migration::Migrator::open(
             floe_migration::Deployment {
                 cluster: cluster.clone(),

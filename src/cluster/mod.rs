@@ -21,11 +21,9 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 
 mod handover;
+mod reshard;
 mod sink;
 mod warm;
-
-/// The etcd document holding the cluster's topology.
-const TOPOLOGY_DOC: &str = "topology";
 
 /// This node's place in the cluster: joined (registered under a lease) and
 /// following its grants. Built by [`ClusterNode::join`] before `floe serve`
@@ -48,6 +46,8 @@ pub struct ClusterNode {
     /// Set once the node drains to leave: it takes no shard over any more,
     /// so it keeps no standby warm.
     leaving: AtomicBool,
+    /// Reshards: the topology revision this node routes by, its pauses.
+    reshard: reshard::NodeReshard,
 }
 
 impl ClusterNode {
@@ -66,11 +66,14 @@ impl ClusterNode {
         let handovers = HandoverWatch::start(&client, config);
         let nodes = Arc::new(NodeWatch::start(&client, config));
         let leader = LeaderWatch::start(&client, config);
+        let reshard =
+            reshard::NodeReshard::new(floe_cluster::reshard_store(&client, config).watch());
         let gate = Arc::new(Gate {
             ownership: ownership.clone(),
             nodes: nodes.clone(),
             restored: Mutex::new(BTreeMap::new()),
             served: Arc::new(tokio::sync::Notify::new()),
+            reshard: reshard::ReshardGate::default(),
         });
         Ok(ClusterNode {
             member,
@@ -84,6 +87,7 @@ impl ClusterNode {
             tasks: Mutex::new(Vec::new()),
             sink: Mutex::new(None),
             leaving: AtomicBool::new(false),
+            reshard,
         })
     }
 
@@ -111,12 +115,18 @@ impl ClusterNode {
     /// with their owner epochs.
     pub fn serving(&self) -> BTreeMap<u32, OwnerEpoch> {
         let held = self.ownership.held();
+        let floor = self.gate.reshard.floor();
+        if self.gate.reshard.paused() {
+            return BTreeMap::new();
+        }
         self.gate
             .restored()
             .into_iter()
             .filter(|(shard, epoch)| {
-                held.get(shard)
-                    .is_some_and(|h| h.active && h.grant.epoch == *epoch)
+                epoch.0 > floor
+                    && held
+                        .get(shard)
+                        .is_some_and(|h| h.active && h.grant.epoch == *epoch)
             })
             .collect()
     }
@@ -182,10 +192,15 @@ impl ClusterNode {
     /// The topology every node routes by: the one stored in etcd, or, for
     /// the first node of a new cluster, `configured` (stored then).
     pub(crate) async fn topology(&self, configured: Topology) -> Result<Topology> {
-        let store: EtcdDocStore<Topology> =
-            EtcdDocStore::new(self.member.client(), self.config(), TOPOLOGY_DOC);
+        let store: EtcdDocStore<Topology> = EtcdDocStore::new(
+            self.member.client(),
+            self.config(),
+            floe_cluster::TOPOLOGY_DOC,
+        );
         loop {
             if let Some(doc) = store.load_versioned().await.map_err(Error::Cluster)? {
+                self.reshard.set_topology_revision(doc.revision);
+                self.gate.adopt(doc.revision as u64);
                 if doc.value != configured {
                     tracing::info!(
                         stored = doc.value.shard_count,
@@ -196,7 +211,11 @@ impl ClusterNode {
                 return Ok(doc.value);
             }
             match store.compare_and_swap(None, &configured).await {
-                Ok(_) => return Ok(configured),
+                Ok(revision) => {
+                    self.reshard.set_topology_revision(revision);
+                    self.gate.adopt(revision as u64);
+                    return Ok(configured);
+                }
                 // Another node created it first: read theirs.
                 Err(floe_cluster::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(Error::Cluster(e)),
@@ -244,18 +263,32 @@ impl ClusterNode {
         dedup_window: usize,
     ) {
         let poll = self.config().handover_poll();
-        let router = cluster.router();
         let mut changes = self.ownership.subscribe();
         let mut intents = self.handovers.subscribe();
+        let mut reshards = self.reshard.docs.subscribe();
         let warmed = self.warmer.warmed();
-        let sources = warm::Sources {
-            pipeline: pipeline.clone(),
-            router: router.clone(),
-            lake: lake.clone(),
-            dedup_window,
-        };
         loop {
-            let held = self.ownership.held();
+            // A reshard first: nothing is restored under a topology this node
+            // is leaving, and nothing is served while it pauses.
+            if let Err(e) = self.follow_reshard(&cluster).await {
+                tracing::warn!(error = %e, "following the reshard failed; retrying");
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            let router = cluster.router();
+            let sources = warm::Sources {
+                pipeline: pipeline.clone(),
+                router: router.clone(),
+                lake: lake.clone(),
+                dedup_window,
+            };
+            let floor = self.gate.reshard.floor();
+            let held: BTreeMap<u32, floe_cluster::Held> = self
+                .ownership
+                .held()
+                .into_iter()
+                .filter(|(_, h)| h.grant.epoch.0 > floor)
+                .collect();
             self.gate.forget_unless_held(&held);
             self.follow_handovers(&held, &sources).await;
             let restored = self.gate.restored();
@@ -285,6 +318,7 @@ impl ClusterNode {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = intents.changed() => {}
+                _ = reshards.changed() => {}
                 _ = warmed.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
@@ -362,6 +396,8 @@ struct Gate {
     /// Woken each time a shard starts serving here: calls waiting for a
     /// shard this node is taking over try again at once.
     served: Arc<tokio::sync::Notify>,
+    /// Reshards: paused, and the epoch floor of the topology in force.
+    reshard: reshard::ReshardGate,
 }
 
 impl Gate {
@@ -370,6 +406,18 @@ impl Gate {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Routes by a topology that took effect at `revision`: every shard is
+    /// restored again, under a grant newer than it.
+    fn adopt(&self, revision: u64) {
+        self.reshard
+            .floor
+            .store(revision, std::sync::atomic::Ordering::Release);
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn mark_restored(&self, shard: u32, epoch: OwnerEpoch) {
@@ -406,7 +454,17 @@ impl Gate {
 
 impl OwnershipGate for Gate {
     fn check(&self, shard: u32) -> std::result::Result<u64, OwnerRefusal> {
+        if self.reshard.paused() {
+            return Err(self.refusal(
+                shard,
+                "a reshard (shard-count migration) is cutting over; writes resume on the new topology".into(),
+            ));
+        }
         match self.ownership.may_acknowledge(shard) {
+            Ok(epoch) if epoch.0 <= self.reshard.floor() => Err(self.refusal(
+                shard,
+                "the grant predates the topology this node routes by".into(),
+            )),
             Ok(epoch) => {
                 let restored = self
                     .restored

@@ -66,6 +66,10 @@ pub(crate) struct Sources {
 /// on a closed channel (`arrow/reader/pipeline.rs`, `delete_filter_rx.await.unwrap()`).
 struct Group {
     replay: tokio::sync::Mutex<Option<ShardReplay>>,
+    /// The topology the replay routes by. A reshard replaces it: a shard
+    /// id then names other keys, so a warm state of the old topology must
+    /// never be served under the new one.
+    topology: floe_engine::Topology,
     /// Set when a warm-up attempt failed (it starts over): a grant waiting
     /// for it restores in full instead.
     failed: std::sync::atomic::AtomicBool,
@@ -157,6 +161,14 @@ impl Warmer {
             .unwrap_or_else(|p| p.into_inner())
             .update(standby.clone());
         let mut entries = self.lock();
+        // Warm states of another topology (a reshard cut over): of no use.
+        entries.retain(|shard, entry| {
+            let current = entry.group.topology == *sources.router.topology();
+            if !current {
+                tracing::info!(shard, "the topology changed; dropping the warm state");
+            }
+            current
+        });
         // Warm states nobody needs any more.
         entries.retain(|shard, entry| {
             let needed =
@@ -195,6 +207,7 @@ impl Warmer {
         if !fresh.is_empty() {
             let group = Arc::new(Group {
                 replay: tokio::sync::Mutex::new(None),
+                topology: sources.router.topology().clone(),
                 failed: std::sync::atomic::AtomicBool::new(false),
             });
             for shard in &fresh {
@@ -255,6 +268,11 @@ impl Warmer {
         let group = {
             let mut entries = self.lock();
             let entry = entries.get_mut(&shard)?;
+            if entry.group.topology != *sources.router.topology() {
+                // Warmed under the topology before a reshard: restore in full.
+                entries.remove(&shard);
+                return None;
+            }
             // Granted first if the grant was not noted yet.
             if !matches!(entry.stage, HandoverStage::Granted { .. }) {
                 entry.stage = entry.stage.on(HandoverEvent::Granted(epoch)).ok()?;

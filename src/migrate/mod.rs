@@ -17,6 +17,7 @@ pub use floe_migration::{
     ArchivedWrites, JOBS_DIR, MigrationConfig, MigrationOptions, MigrationReport,
 };
 
+use crate::cluster::ClusterNode;
 use crate::error::{Error, Result};
 use crate::floe::Floe;
 
@@ -34,20 +35,61 @@ impl From<MigrationError> for Error {
 pub struct MigrationHandle {
     /// The migration.
     pub id: String,
-    inner: floe_migration::MigrationHandle,
+    run: Run,
+}
+
+#[derive(Debug, Clone)]
+enum Run {
+    /// Run by this process's coordinator.
+    Local(floe_migration::MigrationHandle),
+    /// A reshard across the cluster (`crate::cluster::reshard`), followed
+    /// through etcd.
+    Cluster(std::sync::Arc<ClusterNode>, watch::Receiver<Progress>),
 }
 
 impl MigrationHandle {
-    /// Progress updates (phase, events and keys processed, elapsed).
+    /// Progress updates (phase, events and keys processed, elapsed). A
+    /// reshard reports its phase only.
     pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.inner.progress()
+        match &self.run {
+            Run::Local(inner) => inner.progress(),
+            Run::Cluster(_, progress) => progress.clone(),
+        }
     }
 
     /// Waits for the end: the report, or the (typed) error that rolled the
     /// migration back. The error goes to the first waiter; later ones get
     /// its message.
     pub async fn wait(self) -> Result<MigrationReport> {
-        Ok(self.inner.wait().await?)
+        match self.run {
+            Run::Local(inner) => Ok(inner.wait().await?),
+            Run::Cluster(node, _) => {
+                let job = node.wait_reshard(&self.id).await?;
+                Ok(MigrationReport {
+                    id: job.id,
+                    kind: job.kind,
+                    from_version: job.from.version,
+                    to_version: job.to.version,
+                    keys_moved: job.moving_keys,
+                    // A reshard restores every shard from the lake and the
+                    // pipeline on the nodes: no one process counts these.
+                    entities_moved: 0,
+                    events_replayed: 0,
+                    lake_events: 0,
+                    bytes_read: 0,
+                    rows_scanned: 0,
+                    files_read: 0,
+                    tail_events_read: 0,
+                    buffered_writes: 0,
+                    max_write_pause_us: 0,
+                    buffer_window_us: job.progress.elapsed_ms * 1000,
+                    verified_entities: 0,
+                    copy_us: 0,
+                    scan_us: 0,
+                    duration_us: job.progress.elapsed_ms * 1000,
+                })
+            }
+        }
     }
 }
 
@@ -164,15 +206,65 @@ impl Migrations {
         plan: MigrationPlan,
         options: MigrationOptions,
     ) -> Result<MigrationHandle> {
-        if self.floe.cluster_node().is_some() {
-            return Err(crate::Error::ClusterUnsupported {
-                what: "shard-count migrations",
-            });
+        if let Some(node) = self.floe.cluster_node() {
+            return self.start_reshard(node.clone(), plan, options).await;
         }
         let inner = self.migrator().start(plan, options)?;
         Ok(MigrationHandle {
             id: inner.id.clone(),
-            inner,
+            run: Run::Local(inner),
+        })
+    }
+
+    /// Cluster mode: the plan becomes a reshard (docs/cluster.md): every
+    /// node pauses, the topology is replaced at once and every shard is
+    /// restored under it from the lake and the pipeline.
+    async fn start_reshard(
+        &self,
+        node: std::sync::Arc<ClusterNode>,
+        plan: MigrationPlan,
+        options: MigrationOptions,
+    ) -> Result<MigrationHandle> {
+        if matches!(
+            plan.kind,
+            PlanKind::ArchivePeriod { .. }
+                | PlanKind::ReactivatePeriod { .. }
+                | PlanKind::DropPeriod { .. }
+        ) {
+            return Err(crate::Error::ClusterUnsupported {
+                what: "archiving, reactivating and dropping periods",
+            });
+        }
+        let validation = self.validate(&plan);
+        if !validation.is_valid() {
+            return Err(MigrationError::InvalidPlan(validation.errors.join("; ")).into());
+        }
+        let pause_timeout_ms = options
+            .config
+            .as_ref()
+            .map_or(self.floe.config().migration.timeout_ms, |c| c.timeout_ms);
+        let id = node.request_reshard(&plan, pause_timeout_ms).await?;
+        let (tx, progress) = watch::channel(Progress {
+            phase: Some(floe_migration::Phase::Buffer),
+            ..Progress::default()
+        });
+        let (follow, waited) = (node.clone(), id.clone());
+        tokio::spawn(async move {
+            // The phase as etcd has it, until the reshard ends.
+            while !tx.is_closed() {
+                let Some(job) = follow.reshard_job().filter(|j| j.id == waited) else {
+                    break;
+                };
+                tx.send_replace(job.progress.clone());
+                if job.status != floe_migration::JobStatus::Running {
+                    break;
+                }
+                tokio::time::sleep(follow.config().handover_poll()).await;
+            }
+        });
+        Ok(MigrationHandle {
+            id,
+            run: Run::Cluster(node, progress),
         })
     }
 
@@ -189,17 +281,31 @@ impl Migrations {
     /// The record of one migration (also of past ones and of other
     /// processes' on this data directory).
     pub fn status(&self, id: &str) -> Result<MigrationJob> {
+        if let Some(job) = self.reshard_job().filter(|j| j.id == id) {
+            return Ok(job);
+        }
         Ok(self.migrator().status(id)?)
+    }
+
+    /// Cluster mode: the cluster's last reshard, as last seen.
+    fn reshard_job(&self) -> Option<MigrationJob> {
+        self.floe.cluster_node()?.reshard_job()
     }
 
     /// Every migration recorded in the data directory, oldest first.
     pub fn list(&self) -> Result<Vec<MigrationJob>> {
-        Ok(self.migrator().list()?)
+        let mut jobs = self.migrator().list()?;
+        // Cluster mode: the cluster's last reshard (etcd keeps only that one).
+        jobs.extend(self.reshard_job());
+        Ok(jobs)
     }
 
     /// The id of the running migration, if any.
     pub fn running(&self) -> Option<String> {
-        self.migrator().running()
+        self.reshard_job()
+            .filter(|j| j.status == floe_migration::JobStatus::Running)
+            .map(|j| j.id)
+            .or_else(|| self.migrator().running())
     }
 
     /// Progress of the running migration `id`.
@@ -211,6 +317,17 @@ impl Migrations {
     /// already cut over, in which case it finishes).
     pub fn cancel(&self, id: &str) -> Result<()> {
         Ok(self.migrator().cancel(id)?)
+    }
+
+    /// [`Migrations::cancel`] for a reshard too (cluster mode: aborts it in
+    /// etcd while it is still pausing).
+    pub async fn cancel_any(&self, id: &str) -> Result<()> {
+        if let Some(node) = self.floe.cluster_node()
+            && self.reshard_job().is_some_and(|j| j.id == id)
+        {
+            return node.cancel_reshard(id).await;
+        }
+        self.cancel(id)
     }
 
     /// Waits for a migration started by this instance.

@@ -127,6 +127,16 @@ impl From<Error> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
             }
             Error::ClusterUnsupported { .. } => (StatusCode::CONFLICT, "cluster_unsupported"),
+            Error::Cluster(floe_cluster::Error::ReshardRunning { .. }) => {
+                (StatusCode::CONFLICT, "already_migrating")
+            }
+            Error::Cluster(floe_cluster::Error::TopologyMoved { .. }) => {
+                (StatusCode::CONFLICT, "topology_changed")
+            }
+            Error::Cluster(floe_cluster::Error::ReshardFinished { .. }) => {
+                (StatusCode::CONFLICT, "migration_finished")
+            }
+            Error::ReshardAborted { .. } => (StatusCode::CONFLICT, "migration_aborted"),
             Error::Cluster(floe_cluster::Error::UnknownNode { .. }) => {
                 (StatusCode::NOT_FOUND, "unknown_node")
             }

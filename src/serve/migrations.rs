@@ -146,7 +146,7 @@ async fn cancel(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, AxumJson<Value>), ApiError> {
     let Path(id) = path.map_err(|e| ApiError::bad_request("bad_path", e.body_text()))?;
-    state.floe()?.migrations().cancel(&id)?;
+    state.floe()?.migrations().cancel_any(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
         AxumJson(json!({ "id": id, "cancel": "requested" })),

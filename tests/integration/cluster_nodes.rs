@@ -10,124 +10,18 @@
 mod cluster;
 #[path = "../support/cluster_lake.rs"]
 mod cluster_lake;
+#[path = "../support/cluster_load.rs"]
+mod cluster_load;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{Caller, Harness, Node, SHARDS};
-use floe_client::{Client, EntityKey, KeyExtractor, PartitionKeySpec};
+use cluster_load::{Acked, balanced, check, owners, start_load};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const WRITERS: usize = 3;
-const KEYS: usize = 40;
-
-/// One acknowledged write, with when it was first sent and acknowledged.
-#[derive(Debug, Clone)]
-struct Acked {
-    key: String,
-    version: u64,
-    data: Value,
-    shard: u32,
-    sent: Instant,
-    at: Instant,
-}
-
-/// What the writers came to.
-#[derive(Debug, Default)]
-struct Load {
-    acked: Vec<Acked>,
-    /// Writes the client library gave up on (after its retries).
-    failed: Vec<String>,
-}
-
-fn client(base: &str) -> Client {
-    Client::builder(base)
-        .partition_keys(KeyExtractor::new(PartitionKeySpec::id()))
-        .build()
-        .unwrap()
-}
-
-/// Writers (floe-client, default retry policy), each seeded at another node,
-/// writing until `stop`.
-fn start_load(bases: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Load> {
-    tokio::spawn(async move {
-        let load = Arc::new(Mutex::new(Load::default()));
-        let mut tasks = Vec::new();
-        for w in 0..WRITERS {
-            let (load, stop, base) = (load.clone(), stop.clone(), bases[w % bases.len()].clone());
-            tasks.push(tokio::spawn(async move {
-                let client = client(&base);
-                let mut i = 0usize;
-                while !stop.load(Ordering::Acquire) {
-                    let key = format!("w{w}-k{}", i % KEYS);
-                    let data = json!({ "writer": w, "i": i });
-                    let sent = Instant::now();
-                    match client
-                        .put(EntityKey::new("t", "Thing", key.clone()), data.clone())
-                        .await
-                    {
-                        Ok(ack) => load.lock().unwrap().acked.push(Acked {
-                            key,
-                            version: ack.version,
-                            data,
-                            shard: ack.shard,
-                            sent,
-                            at: Instant::now(),
-                        }),
-                        Err(e) => load.lock().unwrap().failed.push(format!("{key}: {e}")),
-                    }
-                    i += 1;
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        Arc::try_unwrap(load).unwrap().into_inner().unwrap()
-    })
-}
-
-/// Every key's last acknowledged write reads back equal from `bases`, and
-/// the lake holds each acknowledged write exactly once.
-async fn check(harness: &Harness, load: &Load, bases: &[String]) {
-    assert!(
-        load.failed.is_empty(),
-        "writes failed back to the client: {:?}",
-        load.failed
-    );
-    let mut oracle: BTreeMap<&str, &Acked> = BTreeMap::new();
-    for a in &load.acked {
-        if let Some(p) = oracle.insert(&a.key, a) {
-            assert!(a.version > p.version, "versions grow: {p:?} then {a:?}");
-        }
-    }
-    for base in bases {
-        let client = client(base);
-        for (key, expected) in &oracle {
-            let entity = client
-                .get(&EntityKey::new("t", "Thing", key.to_string()))
-                .await
-                .unwrap_or_else(|e| panic!("GET {key} from {base}: {e}"))
-                .unwrap_or_else(|| panic!("{key} is missing"));
-            assert_eq!(entity.version, expected.version, "{key}");
-            assert_eq!(entity.data.to_value().unwrap(), expected.data, "{key}");
-        }
-    }
-    let writes: Vec<cluster_lake::AckedWrite<'_>> = load
-        .acked
-        .iter()
-        .map(|a| cluster_lake::AckedWrite {
-            key: &a.key,
-            version: a.version,
-            data: &a.data,
-        })
-        .collect();
-    let lake = harness.lake.as_ref().expect("the harness shares a lake");
-    cluster_lake::assert_lake_holds_exactly(lake, &writes, Duration::from_secs(120)).await;
-}
 
 /// Latencies (first send to acknowledgement) of the writes on `shards` in
 /// flight during `[from, to]`: (p50, p99, max, count).
@@ -149,64 +43,6 @@ fn pause(
     waits.sort();
     let at = |p: f64| waits[((waits.len() - 1) as f64 * p).round() as usize];
     (at(0.5), at(0.99), *waits.last().unwrap(), waits.len())
-}
-
-/// Shard -> owner node id, from etcd.
-async fn owners(harness: &Harness) -> BTreeMap<u32, String> {
-    let client = harness.etcd.client().await.unwrap();
-    let config = harness.cluster_config("probe", 1);
-    floe_cluster::read_grants(&client, &config)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(s, g)| (s, g.node_id))
-        .collect()
-}
-
-/// Waits until every shard is granted, the nodes `nodes` hold an even share
-/// each, and each serves its own shards (its map says `serving`).
-async fn balanced(harness: &Harness, nodes: &[&Node], within: Duration) -> BTreeMap<u32, String> {
-    let caller = Caller::new();
-    let until = Instant::now() + within;
-    let share = SHARDS as usize / nodes.len();
-    loop {
-        let owners = owners(harness).await;
-        let even = owners.len() == SHARDS as usize
-            && nodes.iter().all(|n| {
-                let held = owners.values().filter(|o| **o == n.id).count();
-                held == share || held == share + 1
-            })
-            && owners.values().all(|o| nodes.iter().any(|n| n.id == *o));
-        let mut serving = even;
-        for node in nodes.iter().filter(|_| even) {
-            let map = caller
-                .once(Method::GET, &node.addr(), "/api/v1/cluster", None, None)
-                .await;
-            serving &= map.is_some_and(|m| {
-                m.status == 200
-                    && m.body["shards"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .all(|s| s["node_id"] != node.id.as_str() || s["state"] == "serving")
-            });
-        }
-        if serving {
-            return owners;
-        }
-        if Instant::now() >= until {
-            for node in nodes {
-                let out = node.output();
-                let tail: Vec<&str> = out.lines().rev().take(40).collect();
-                eprintln!("--- {} (last 40 lines)", node.id);
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-            panic!("not balanced within {within:?}: {owners:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn moved(before: &BTreeMap<u32, String>, after: &BTreeMap<u32, String>) -> BTreeSet<u32> {
@@ -240,14 +76,14 @@ async fn a_joining_node_takes_its_share_with_a_short_write_pause_on_the_moved_sh
     let harness = Harness::start().await.with_lake();
     let n1 = harness.node("n1");
     let n2 = harness.node("n2");
-    let before = balanced(&harness, &[&n1, &n2], Duration::from_secs(60)).await;
+    let before = balanced(&harness, &[&n1, &n2], SHARDS, Duration::from_secs(60)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(vec![n1.base(), n2.base()], stop.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let joined_at = Instant::now();
     let n3 = tokio::task::block_in_place(|| harness.node("n3"));
-    let after = balanced(&harness, &[&n1, &n2, &n3], Duration::from_secs(60)).await;
+    let after = balanced(&harness, &[&n1, &n2, &n3], SHARDS, Duration::from_secs(60)).await;
     let settled_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Release);
@@ -319,6 +155,7 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
     let before = balanced(
         &harness,
         &nodes.iter().collect::<Vec<_>>(),
+        SHARDS,
         Duration::from_secs(60),
     )
     .await;
@@ -341,7 +178,13 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
     assert_eq!(status["drained"], true, "{status}");
     assert_eq!(status["draining"], true, "{status}");
     assert_eq!(status["shards"], json!([]), "{status}");
-    let after = balanced(&harness, &[&nodes[0], &nodes[2]], Duration::from_secs(30)).await;
+    let after = balanced(
+        &harness,
+        &[&nodes[0], &nodes[2]],
+        SHARDS,
+        Duration::from_secs(30),
+    )
+    .await;
     let settled_at = Instant::now();
     let moved = moved(&before, &after);
     assert_eq!(
@@ -389,7 +232,13 @@ async fn a_drained_node_hands_its_shards_over_under_load_and_the_last_one_is_ref
     }
     let answer = drain_route(&caller, Method::DELETE, &nodes[0], "n1").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let after = balanced(&harness, &[&nodes[0], &nodes[2]], Duration::from_secs(60)).await;
+    let after = balanced(
+        &harness,
+        &[&nodes[0], &nodes[2]],
+        SHARDS,
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(after.values().all(|o| o != "n2"), "{after:?}");
 
     // The drained node holds nothing: it stops at once.
@@ -422,6 +271,7 @@ async fn a_rolling_restart_of_every_node_under_load_loses_and_fails_nothing() {
     balanced(
         &harness,
         &nodes.iter().collect::<Vec<_>>(),
+        SHARDS,
         Duration::from_secs(60),
     )
     .await;
@@ -455,6 +305,7 @@ async fn a_rolling_restart_of_every_node_under_load_loses_and_fails_nothing() {
         balanced(
             &harness,
             &nodes.iter().collect::<Vec<_>>(),
+            SHARDS,
             Duration::from_secs(60),
         )
         .await;

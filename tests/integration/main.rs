@@ -25,6 +25,7 @@ mod cli;
 mod cluster;
 mod cluster_failover;
 mod cluster_nodes;
+mod cluster_reshard;
 mod cluster_routing;
 mod corruption;
 mod erase;
