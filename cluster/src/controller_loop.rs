@@ -42,6 +42,10 @@ pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration)
             true,
             timing(&config),
         );
+        // A reshard request wakes the loop at once (its pause records are
+        // then polled every `handover_poll`).
+        let reshards = crate::reshard_store(member.client(), &config).watch();
+        let mut reshard_changes = reshards.subscribe();
         // The watch lists asynchronously: wait until it shows at least this node.
         let own = config.node_id.clone();
         if nodes
@@ -116,6 +120,7 @@ pub async fn run_controller(member: &Member, shard_count: u32, resync: Duration)
                 _ = nodes.changed() => {}
                 _ = readies.changed() => {}
                 _ = draining.changed() => {}
+                _ = reshard_changes.changed() => {}
                 _ = tokio::time::sleep(next) => {}
             }
         }

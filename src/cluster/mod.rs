@@ -106,9 +106,15 @@ impl ClusterNode {
         self.nodes.current()
     }
 
-    /// Every shard's latest grant as last seen.
+    /// Every shard's latest grant as last seen, of the topology this node
+    /// routes by: a lagging view may still show, for a moment after a
+    /// reshard's cutover, grants of the topology before, whose shard ids
+    /// name other keys.
     pub fn grants(&self) -> BTreeMap<u32, floe_cluster::Grant> {
-        self.ownership.grants()
+        let floor = self.gate.reshard.floor();
+        let mut grants = self.ownership.grants();
+        grants.retain(|_, grant| grant.epoch.0 > floor);
+        grants
     }
 
     /// The shards this node serves now (granted, handed over and restored),
@@ -241,13 +247,17 @@ impl ClusterNode {
             }
         });
         let node = self.clone();
+        let pauser_cluster = cluster.clone();
         let restorer = tokio::spawn(async move {
             node.restore_loop(cluster, pipeline, lake, dedup_window)
                 .await;
         });
+        let node = self.clone();
+        let pauser = tokio::spawn(async move { node.pause_loop(pauser_cluster).await });
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.push(controller);
         tasks.push(restorer);
+        tasks.push(pauser);
     }
 
     /// Restores every shard whose grant became active here, before it is
@@ -267,6 +277,7 @@ impl ClusterNode {
         let mut intents = self.handovers.subscribe();
         let mut reshards = self.reshard.docs.subscribe();
         let warmed = self.warmer.warmed();
+        let mut settled = false;
         loop {
             // A reshard first: nothing is restored under a topology this node
             // is leaving, and nothing is served while it pauses.
@@ -299,6 +310,15 @@ impl ClusterNode {
                 .collect();
             // Planned handovers first: their warm state needs only the rest of the tail.
             let due = self.take_warm(&cluster, &sources, due).await;
+            // The grants of one placement round (a failover, a reshard) are
+            // one transaction each: gather them, so one read of the history
+            // restores them all.
+            if !due.is_empty() && !settled {
+                settled = true;
+                settle(&mut changes).await;
+                continue;
+            }
+            settled = false;
             if !due.is_empty()
                 && let Err(e) = self
                     .restore(
@@ -381,6 +401,24 @@ impl ClusterNode {
             task.abort();
         }
         self.member.leave().await.map_err(Error::Cluster)
+    }
+}
+
+/// How long the grants must stay unchanged before shards are restored: the
+/// controller writes a placement round's grants a few milliseconds apart.
+const GRANT_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest the restore loop waits for the grants to settle.
+const GRANT_SETTLE_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Returns once `changes` has seen no change for [`GRANT_SETTLE`] (or after
+/// [`GRANT_SETTLE_MAX`], or when the ownership ended).
+async fn settle(changes: &mut tokio::sync::watch::Receiver<BTreeMap<u32, floe_cluster::Held>>) {
+    let until = tokio::time::Instant::now() + GRANT_SETTLE_MAX;
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout(GRANT_SETTLE, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
     }
 }
 

@@ -24,6 +24,10 @@ pub(super) struct NodeReshard {
     topology_revision: AtomicI64,
     /// The reshard whose pause this node has recorded in etcd.
     recorded: Mutex<Option<String>>,
+    /// Held through each decision to pause, serve again or adopt (by the
+    /// restore loop and the pause loop): a decision made on an older view
+    /// of the document must not reopen the gate after a pause was recorded.
+    step: tokio::sync::Mutex<()>,
 }
 
 /// The gate's side of a reshard: closed while the node pauses, and the
@@ -63,6 +67,7 @@ impl NodeReshard {
             docs,
             topology_revision: AtomicI64::new(0),
             recorded: Mutex::new(None),
+            step: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -96,6 +101,7 @@ impl ClusterNode {
         if !self.reshard.docs.listed() {
             return Ok(());
         }
+        let _step = self.reshard.step.lock().await;
         let doc = self.reshard.current();
         let mine = self.reshard.topology_revision();
         if let Some(doc) = &doc {
@@ -118,8 +124,38 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Pauses as soon as a reshard of the topology this node routes by asks
+    /// it, even while the restore loop is busy restoring a shard: the
+    /// cutover waits for the slowest node's pause record.
+    pub(super) async fn pause_loop(&self, cluster: Arc<ShardCluster>) {
+        let mut changes = self.reshard.docs.subscribe();
+        loop {
+            let pausing = self.reshard.current().filter(|doc| {
+                doc.value.phase == ReshardPhase::Pausing
+                    && doc.value.base_revision == self.reshard.topology_revision()
+            });
+            if let Some(doc) = pausing {
+                let _step = self.reshard.step.lock().await;
+                // Decided again under the lock, on the view as it is now.
+                let still = self.reshard.current().is_some_and(|now| {
+                    now.revision == doc.revision
+                        && now.value.base_revision == self.reshard.topology_revision()
+                });
+                if still && let Err(e) = self.pause_for(&cluster, &doc.value.id).await {
+                    tracing::warn!(error = %e, "pausing for a reshard failed; retrying");
+                }
+            }
+            if tokio::time::timeout(self.config().handover_poll(), changes.changed())
+                .await
+                .is_ok_and(|changed| changed.is_err())
+            {
+                return;
+            }
+        }
+    }
+
     /// Stops acknowledging on every shard, waits for the writes in flight,
-    /// then records the pause (once per reshard).
+    /// then records the pause (once per reshard). Called under `step`.
     async fn pause_for(&self, cluster: &ShardCluster, id: &str) -> Result<()> {
         if !self.gate.reshard.paused.swap(true, Ordering::AcqRel) {
             tracing::info!(id, "reshard: pausing every shard");
