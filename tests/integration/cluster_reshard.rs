@@ -165,3 +165,143 @@ async fn adding_then_removing_a_shard_across_the_cluster_under_load_loses_and_fa
         );
     }
 }
+
+/// `POST` of `body` to `path` on `node`.
+async fn post(node: &Node, path: &str, body: Option<&Value>) -> cluster::Answer {
+    Caller::new()
+        .once(Method::POST, &node.addr(), path, body, None)
+        .await
+        .expect("the node answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reshard_a_live_node_never_pauses_for_is_refused_twice_then_cancelled_and_nothing_changes()
+ {
+    let harness = Harness::start().await.with_lake();
+    let n1 = harness.node("n1");
+    let n2 = harness.node("n2");
+    balanced(&harness, &[&n1, &n2], SHARDS, Duration::from_secs(60)).await;
+    // A live member that runs no floe (so never pauses), draining so that
+    // nothing is placed on it: the reshard waits for it until cancelled.
+    let client = harness.etcd.client().await.unwrap();
+    let phantom_config = harness.cluster_config("n9", cluster::free_port());
+    let phantom = floe_cluster::Member::join(&client, &phantom_config)
+        .await
+        .unwrap();
+    floe_cluster::drain(&client, &phantom_config, "n9")
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(vec![n1.base(), n2.base()], stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let paused_from = Instant::now();
+    let answer = post(
+        &n1,
+        "/api/v1/migrations",
+        Some(&json!({ "kind": "add_shard" })),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    // One reshard at a time, whichever node is asked.
+    let second = post(
+        &n2,
+        "/api/v1/migrations",
+        Some(&json!({ "kind": "add_shard" })),
+    )
+    .await;
+    assert_eq!(second.status, 409, "{}", second.body);
+    assert_eq!(
+        second.body["error"]["code"], "already_migrating",
+        "{}",
+        second.body
+    );
+    // Both nodes pause; the cutover waits for n9.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let paused = floe_cluster::paused_nodes(&client, &phantom_config)
+            .await
+            .unwrap();
+        if ["n1", "n2"].iter().all(|n| paused.get(*n) == Some(&id)) {
+            break;
+        }
+        assert!(Instant::now() < until, "the nodes never paused: {paused:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_paused_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = Caller::new()
+        .once(
+            Method::GET,
+            &n2.addr(),
+            &format!("/api/v1/migrations/{id}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.body["job"]["status"], "running", "{}", status.body);
+
+    let cancelled_at = Instant::now();
+    let cancel = post(&n2, &format!("/api/v1/migrations/{id}/cancel"), None).await;
+    assert_eq!(cancel.status, 202, "{}", cancel.body);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = Caller::new()
+            .once(
+                Method::GET,
+                &n1.addr(),
+                &format!("/api/v1/migrations/{id}"),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        if status.body["job"]["status"] == "rolled_back" {
+            assert_eq!(status.body["job"]["error"], "cancelled", "{}", status.body);
+            break;
+        }
+        assert!(Instant::now() < until, "never rolled back: {}", status.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A finished reshard cannot be cancelled again.
+    let again = post(&n1, &format!("/api/v1/migrations/{id}/cancel"), None).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    balanced(&harness, &[&n1, &n2], SHARDS, Duration::from_secs(60)).await;
+    let resumed_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Release);
+    let load = load.await.unwrap();
+    drop(phantom);
+
+    let (p99, max) = pause(&load.acked, paused_from, resumed_at);
+    println!(
+        "cancelled reshard: write pause p99 {p99:?} max {max:?}; {} writes acknowledged, {} failed",
+        load.acked.len(),
+        load.failed.len()
+    );
+    // Nothing is acknowledged while every node has paused.
+    let during: Vec<_> = load
+        .acked
+        .iter()
+        .filter(|a| a.at > all_paused_at && a.at < cancelled_at)
+        .collect();
+    assert!(during.is_empty(), "acknowledged while paused: {during:?}");
+    assert_eq!(map_shard_count(&n1).await, u64::from(SHARDS));
+    assert_eq!(map_shard_count(&n2).await, u64::from(SHARDS));
+    assert!(
+        load.acked.iter().all(|a| a.shard < SHARDS),
+        "a write landed on a shard of the cancelled topology"
+    );
+    check(&harness, &load, &[n1.base(), n2.base()]).await;
+    for node in [&n1, &n2] {
+        let out = node.output();
+        assert!(!out.contains("panicked"), "{}: {out}", node.id);
+        assert!(
+            !out.contains("reshard: routing by the new topology"),
+            "{} adopted a cancelled topology: {out}",
+            node.id
+        );
+    }
+}
