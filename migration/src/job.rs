@@ -10,7 +10,7 @@ use floe_engine::Topology;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::plan::PlanKind;
+use crate::plan::{MigrationPlan, PlanKind};
 
 /// Where a migration is. The happy path runs top to bottom; any phase
 /// before `Cutover` completes can go to `RollingBack`.
@@ -180,6 +180,31 @@ pub struct MigrationJob {
 }
 
 impl MigrationJob {
+    /// The record of migration `id` of `plan`, running from now on in
+    /// `phase`.
+    pub fn start(id: String, plan: &MigrationPlan, phase: Phase) -> Self {
+        MigrationJob {
+            id,
+            kind: plan.kind.clone(),
+            from: plan.from.clone(),
+            to: plan.to.clone(),
+            status: JobStatus::Running,
+            phase,
+            progress: Progress {
+                phase: Some(phase),
+                events_total: plan.estimated_events,
+                keys_total: plan.moves.len() as u64,
+                ..Progress::default()
+            },
+            error: None,
+            moving_keys: plan.moves.len() as u64,
+            started_at_ms: now_ms(),
+            finished_at_ms: None,
+            settled_after_restart: false,
+            evicted: 0,
+        }
+    }
+
     /// Settles a job whose process stopped while it ran, from the topology
     /// the data directory now holds. Recovery rebuilds every shard from the
     /// pipeline under that one topology, so each key has exactly one owner

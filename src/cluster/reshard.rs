@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use floe_cluster::{DocWatch, EtcdDocStore, Reshard, ReshardPhase, Versioned};
 use floe_engine::{NextRouting, Router, Shard, ShardCluster, Topology};
-use floe_migration::{JobStatus, MigrationJob, MigrationPlan, Phase, Progress};
+use floe_migration::{JobStatus, MigrationJob, MigrationPlan, Phase};
 
 use super::ClusterNode;
 use crate::error::{Error, Result};
@@ -273,21 +273,8 @@ impl ClusterNode {
     ) -> Result<String> {
         let now = floe_migration::now_ms();
         let id = format!("r-{now:x}-{}", self.record().node_id);
-        let job = MigrationJob {
-            id: id.clone(),
-            kind: plan.kind.clone(),
-            from: plan.from.clone(),
-            to: plan.to.clone(),
-            status: JobStatus::Running,
-            phase: Phase::Buffer,
-            progress: Progress::default(),
-            error: None,
-            moving_keys: plan.moves.len() as u64,
-            started_at_ms: now,
-            finished_at_ms: None,
-            settled_after_restart: false,
-            evicted: 0,
-        };
+        let mut job = MigrationJob::start(id.clone(), plan, Phase::Buffer);
+        job.started_at_ms = now;
         let encode = |what: &str, value: serde_json::Result<serde_json::Value>| {
             value
                 .map_err(|e| Error::Config(format!("the reshard's {what} does not serialize: {e}")))

@@ -103,26 +103,7 @@ impl Coordinator {
         progress_tx: watch::Sender<Progress>,
         store: JobStore,
     ) -> Result<Coordinator> {
-        let job = MigrationJob {
-            id: id.clone(),
-            kind: plan.kind.clone(),
-            from: plan.from.clone(),
-            to: plan.to.clone(),
-            status: JobStatus::Running,
-            phase: Phase::Planned,
-            progress: Progress {
-                phase: Some(Phase::Planned),
-                events_total: plan.estimated_events,
-                keys_total: plan.moves.len() as u64,
-                ..Progress::default()
-            },
-            error: None,
-            moving_keys: plan.moves.len() as u64,
-            started_at_ms: now_ms(),
-            finished_at_ms: None,
-            settled_after_restart: false,
-            evicted: 0,
-        };
+        let job = MigrationJob::start(id.clone(), &plan, Phase::Planned);
         store.save(&job)?;
         let started = Instant::now();
         Ok(Coordinator {
