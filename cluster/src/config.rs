@@ -71,6 +71,10 @@ pub struct ClusterConfig {
     /// a failover reads only the last of the tail instead of restoring. Costs the
     /// memory of those shards' state on a second node, and their reads.
     pub warm_standbys: bool,
+    /// How long a reshard (a shard-count migration in cluster mode) waits for every
+    /// live node to pause before it is aborted. Every shard refuses writes meanwhile,
+    /// so keep it under what clients retry for.
+    pub reshard_pause_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -92,6 +96,7 @@ impl Default for ClusterConfig {
             handover_timeout_ms: 30_000,
             drain_timeout_ms: 30_000,
             warm_standbys: true,
+            reshard_pause_timeout_ms: 10_000,
         }
     }
 }
@@ -135,6 +140,11 @@ impl ClusterConfig {
     /// How long a planned handover waits for the new owner's warm-up.
     pub fn handover_timeout(&self) -> Duration {
         Duration::from_millis(self.handover_timeout_ms)
+    }
+
+    /// How long a reshard waits for every live node to pause.
+    pub fn reshard_pause_timeout(&self) -> Duration {
+        Duration::from_millis(self.reshard_pause_timeout_ms)
     }
 
     /// How long a stopping node waits for its shards to move off.
@@ -202,6 +212,7 @@ impl ClusterConfig {
             ("forward_timeout_ms", self.forward_timeout()),
             ("handover_timeout_ms", self.handover_timeout()),
             ("drain_timeout_ms", self.drain_timeout()),
+            ("reshard_pause_timeout_ms", self.reshard_pause_timeout()),
         ] {
             if value.is_zero() {
                 return Err(Error::InvalidDuration {
@@ -420,6 +431,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_reshard_that_may_not_wait_for_the_pause_is_refused() {
+        let c = ClusterConfig {
+            reshard_pause_timeout_ms: 0,
+            ..valid()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(Error::InvalidDuration {
+                field: "reshard_pause_timeout_ms",
+                ..
+            })
+        ));
+        let parsed: ClusterConfig =
+            serde_json::from_str(r#"{"reshard_pause_timeout_ms": 2500}"#).unwrap();
+        assert_eq!(parsed.reshard_pause_timeout(), Duration::from_millis(2_500));
     }
 
     #[test]

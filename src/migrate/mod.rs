@@ -207,7 +207,7 @@ impl Migrations {
         options: MigrationOptions,
     ) -> Result<MigrationHandle> {
         if let Some(node) = self.floe.cluster_node() {
-            return self.start_reshard(node.clone(), plan, options).await;
+            return self.start_reshard(node.clone(), plan).await;
         }
         let inner = self.migrator().start(plan, options)?;
         Ok(MigrationHandle {
@@ -223,7 +223,6 @@ impl Migrations {
         &self,
         node: std::sync::Arc<ClusterNode>,
         plan: MigrationPlan,
-        options: MigrationOptions,
     ) -> Result<MigrationHandle> {
         if matches!(
             plan.kind,
@@ -239,10 +238,9 @@ impl Migrations {
         if !validation.is_valid() {
             return Err(MigrationError::InvalidPlan(validation.errors.join("; ")).into());
         }
-        let pause_timeout_ms = options
-            .config
-            .as_ref()
-            .map_or(self.floe.config().migration.timeout_ms, |c| c.timeout_ms);
+        // `[migration]` and the options bound a single node's copy; a
+        // reshard's pause has its own bound.
+        let pause_timeout_ms = node.config().reshard_pause_timeout_ms;
         let id = node.request_reshard(&plan, pause_timeout_ms).await?;
         let (tx, progress) = watch::channel(Progress {
             phase: Some(floe_migration::Phase::Buffer),
