@@ -11,8 +11,10 @@
 //! (it warms its share up while the survivors serve), so each restart also
 //! measures the write pause of a join: one writer per shard writes without
 //! pause from the restart until the cluster is balanced, and the latency of
-//! each write on a shard that moved is its pause. Last, it reads back every
-//! acknowledged write.
+//! each write on a shard that moved is its pause. Then, `--reshards` times,
+//! it changes the shard count (a shard added, then removed, in turn) with the
+//! same writers on, and the latency of every write is its reshard pause (a
+//! reshard pauses every shard). Last, it reads back every acknowledged write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use floe_client::{Client, EntityKey, RetryPolicy};
+use floe_client::{Client, EntityKey, JobStatus, MigrationKind, RetryPolicy};
 use floe_cluster::testing::EtcdServer;
 use floe_emitter::TansuBroker;
 use serde_json::{Value, json};
@@ -47,6 +49,10 @@ pub(super) struct ClusterArgs {
     /// again). 0: only the load, for its writes/s (`--nodes 1` then works).
     #[arg(long, default_value_t = 20)]
     kills: usize,
+    /// Shard-count changes after the kills (a shard added, then removed,
+    /// in turn), each with writers on every shard.
+    #[arg(long, default_value_t = 0)]
+    reshards: usize,
     /// Lease TTL of every node, seconds (failover takes at least this).
     #[arg(long, default_value_t = 2)]
     lease_ttl_secs: u64,
@@ -106,7 +112,7 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .map(|i| bench.client(i))
         .collect::<Result<_, _>>()?;
     bench
-        .wait_balanced(&clients[0], Duration::from_secs(120))
+        .wait_balanced(&clients[0], args.shards, Duration::from_secs(120))
         .await?;
 
     // Load.
@@ -184,7 +190,7 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         let writers = steady_writers(&survivor, &shard_keys, &oracle, &stop);
         nodes[victim] = bench.spawn(victim).await?;
         bench
-            .wait_balanced(&survivor, Duration::from_secs(120))
+            .wait_balanced(&survivor, args.shards, Duration::from_secs(120))
             .await?;
         // The last moved shard's first writes after its cutover.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -211,6 +217,8 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             worst.as_secs_f64() * 1000.0
         );
     }
+
+    let reshards = reshard(&bench, &clients, &args, &shard_keys, &oracle).await?;
 
     // Read back every acknowledged write.
     let oracle = oracle.lock().await.clone();
@@ -248,6 +256,9 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     let lost = lost.load(Ordering::Relaxed);
+    if let Some(reshards) = &reshards {
+        println!("{reshards}, lost {lost} acknowledged writes");
+    }
     if took.is_empty() {
         println!(
             "load {:.0} acknowledged writes/s through floe-client over {} node(s), lost {lost} acknowledged writes ({} shards, {} entities, {} callers)",
@@ -287,6 +298,77 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         args.entities as f64 / load_secs
     );
     Ok(())
+}
+
+/// `--reshards` shard-count changes, in turn a shard added and removed, each
+/// asked of another node while one writer per shard writes without pause
+/// until the cluster has balanced on the new count; returns the summary line.
+async fn reshard(
+    bench: &Bench,
+    clients: &[Client],
+    args: &ClusterArgs,
+    shard_keys: &BTreeMap<u32, String>,
+    oracle: &Oracle,
+) -> anyhow::Result<Option<String>> {
+    if args.reshards == 0 {
+        return Ok(None);
+    }
+    let (mut pauses, mut completed) = (Vec::new(), Vec::new());
+    let mut shards = args.shards;
+    for r in 0..args.reshards {
+        let client = &clients[r % clients.len()];
+        let (kind, next) = if r % 2 == 0 {
+            (MigrationKind::AddShard, shards + 1)
+        } else {
+            (MigrationKind::RemoveShard { shard: shards - 1 }, shards - 1)
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = steady_writers(client, shard_keys, oracle, &stop);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let id = client.start_migration(&kind).await?.id;
+        let done = loop {
+            let status = client.migration(&id).await?;
+            match status.job.status {
+                JobStatus::Completed => break started.elapsed(),
+                JobStatus::RolledBack => bail!("reshard {id} rolled back: {:?}", status.job.error),
+                JobStatus::Running => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        bench
+            .wait_balanced(client, next, Duration::from_secs(120))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Release);
+        let mut worst = Duration::ZERO;
+        for (_, latencies) in writers.await? {
+            worst = worst.max(latencies.iter().copied().max().unwrap_or_default());
+            pauses.extend(latencies);
+        }
+        println!(
+            "reshard {:>2}: {shards} -> {next} shards completed after {:.0} ms; longest write {:.0} ms",
+            r + 1,
+            done.as_secs_f64() * 1000.0,
+            worst.as_secs_f64() * 1000.0
+        );
+        completed.push(done);
+        shards = next;
+    }
+    pauses.sort();
+    completed.sort();
+    let ms = |sorted: &[Duration], p: f64| {
+        sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1].as_secs_f64()
+            * 1000.0
+    };
+    Ok(Some(format!(
+        "reshards: completed p50 {:.0} ms over {} reshards, write pause p50 {:.0} ms p99 {:.0} ms max {:.0} ms over {} writes",
+        ms(&completed, 0.5),
+        completed.len(),
+        ms(&pauses, 0.5),
+        ms(&pauses, 0.99),
+        ms(&pauses, 1.0),
+        pauses.len()
+    )))
 }
 
 /// `client.put`, sent again after any retryable or stale-routing answer
@@ -590,7 +672,12 @@ impl Bench {
 
     /// Waits until every node holds its share of the shards and a write to
     /// every shard is acknowledged.
-    async fn wait_balanced(&self, client: &Client, within: Duration) -> anyhow::Result<()> {
+    async fn wait_balanced(
+        &self,
+        client: &Client,
+        shards: u32,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         let until = Instant::now() + within;
         let nodes = self.ports.len();
         loop {
@@ -599,8 +686,8 @@ impl Bench {
             for node in grants.values() {
                 *per_node.entry(node.as_str()).or_default() += 1;
             }
-            let floor = self.shards as usize / nodes;
-            if grants.len() == self.shards as usize
+            let floor = shards as usize / nodes;
+            if grants.len() == shards as usize
                 && per_node.len() == nodes
                 && per_node.values().all(|n| *n >= floor)
             {
