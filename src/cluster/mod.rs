@@ -355,6 +355,7 @@ impl ClusterNode {
         due: &[(u32, OwnerEpoch)],
     ) -> Result<()> {
         let started = std::time::Instant::now();
+        let _reading = self.warmer.reading();
         // Only the granted shards, from the lake's snapshot and the pipeline
         // after it (`restore_shards`), read after the grants became active.
         let wanted: Vec<u32> = due.iter().map(|&(shard, _)| shard).collect();
@@ -397,12 +398,16 @@ impl ClusterNode {
         self.leaving.store(true, Ordering::Release);
         // The sink lands what the stopped shards wrote while its term holds.
         self.stop_sink().await;
+        self.warmer.quiesce(LEAVE_READS_WAIT).await;
         for task in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner())) {
             task.abort();
         }
         self.member.leave().await.map_err(Error::Cluster)
     }
 }
+
+/// How long a leaving node waits for the reads of the history under way.
+const LEAVE_READS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long the grants must stay unchanged before shards are restored: the
 /// controller writes a placement round's grants a few milliseconds apart.

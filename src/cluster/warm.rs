@@ -89,6 +89,29 @@ pub(crate) struct Warmer {
     /// Woken when a warm-up finishes (the restore loop records it in etcd).
     warmed: Arc<Notify>,
     standby: Mutex<StandbySettle>,
+    /// Reads of the history (warm-ups and restores) under way. A process
+    /// that exits in the middle of one drops iceberg-rust's reader tasks in
+    /// an order its file tasks panic at (see [`Group`]), so a leaving node
+    /// waits for them ([`Warmer::quiesce`]).
+    reading: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set once the node leaves: no warm-up starts any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// One read of the history under way, counted in [`Warmer::reading`].
+pub(crate) struct Reading(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Reading {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Reading {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Reading(count.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The standby set as last computed, since when, and the set in force (the
@@ -133,6 +156,29 @@ impl Warmer {
     /// Wakes when a warm-up has finished.
     pub(crate) fn warmed(&self) -> Arc<Notify> {
         self.warmed.clone()
+    }
+
+    /// Counts a read of the history (a restore) until the guard drops.
+    pub(crate) fn reading(&self) -> Reading {
+        Reading::start(&self.reading)
+    }
+
+    /// Starts no warm-up any more and waits (up to `within`) until no read
+    /// of the history is under way.
+    pub(crate) async fn quiesce(&self, within: Duration) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let until = std::time::Instant::now() + within;
+        while self.reading.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= until {
+                tracing::warn!(
+                    reads = self.reading.load(std::sync::atomic::Ordering::Acquire),
+                    "leaving with reads of the history still under way"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Follows the leader's intents, this node's grants and the shards it
@@ -204,7 +250,7 @@ impl Warmer {
             .filter(|s| !entries.contains_key(*s) && !held.get(*s).is_some_and(|h| h.active))
             .copied()
             .collect();
-        if !fresh.is_empty() {
+        if !fresh.is_empty() && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
             let group = Arc::new(Group {
                 replay: tokio::sync::Mutex::new(None),
                 topology: sources.router.topology().clone(),
@@ -235,6 +281,7 @@ impl Warmer {
                 self.entries.clone(),
                 self.warmed.clone(),
                 sources.clone(),
+                self.reading.clone(),
             ));
         }
         mine.iter()
@@ -337,6 +384,7 @@ async fn warm(
     entries: Arc<Mutex<BTreeMap<ShardId, Entry>>>,
     warmed: Arc<Notify>,
     sources: Sources,
+    reading: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let mark = |event: HandoverEvent| {
         let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,6 +398,7 @@ async fn warm(
     };
     loop {
         let started = std::time::Instant::now();
+        let read = Reading::start(&reading);
         let recovered = ShardReplay::recover(
             sources.pipeline.clone(),
             sources.router.clone(),
@@ -358,6 +407,7 @@ async fn warm(
             sources.lake.as_ref(),
         )
         .await;
+        drop(read);
         let Some(strong) = group.upgrade() else {
             return;
         };
